@@ -1,0 +1,1 @@
+"""Channels: topic declarations, record schemas and codecs. Declarations only; no PE logic."""

@@ -1,0 +1,88 @@
+"""Declaring a pipeline's topics on the broker before any worker starts.
+
+Every topic is created explicitly with its partition count: Faust raises
+PartitionsMismatch when a topic was auto-created with another count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError
+
+from channels.topics import TopicSpec
+
+__all__ = ["TANSU_CLUSTER_ID", "cluster_id", "declare_topics", "wait_for_broker"]
+
+log = logging.getLogger(__name__)
+
+#: Kafka's TOPIC_ALREADY_EXISTS error code: declaring is idempotent.
+_TOPIC_EXISTS = 36
+#: The cluster id the embedded (Tansu) broker reports; it selects embedded defaults.
+TANSU_CLUSTER_ID = "tansu_cluster"
+
+
+async def cluster_id(bootstrap_servers: list[str]) -> str:
+    """The id the broker reports for its cluster."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        return str((await admin.describe_cluster())["cluster_id"])
+    finally:
+        await admin.close()
+
+
+async def wait_for_broker(bootstrap_servers: list[str], timeout_s: float = 30.0) -> None:
+    """Wait until the broker answers metadata requests."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    delay = 0.1
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=5000)
+        try:
+            await admin.start()
+            await admin.list_topics()
+            return
+        except (KafkaConnectionError, OSError) as exc:
+            if asyncio.get_running_loop().time() > deadline:
+                msg = f"broker {','.join(bootstrap_servers)} not reachable after {timeout_s:.0f} s"
+                raise ConnectionError(msg) from exc
+            log.info("waiting for broker %s: %s", bootstrap_servers, exc)
+        finally:
+            await admin.close()
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 2.0)
+
+
+async def declare_topics(
+    bootstrap_servers: list[str], specs: Iterable[TopicSpec], replication_factor: int = 1
+) -> list[str]:
+    """Create the topics that do not exist yet; return the names created."""
+    await wait_for_broker(bootstrap_servers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [spec for spec in specs if spec.name not in existing]
+        if not wanted:
+            return []
+        response = await admin.create_topics(
+            [
+                NewTopic(
+                    spec.name, spec.partitions, replication_factor, topic_configs=spec.configs()
+                )
+                for spec in wanted
+            ]
+        )
+        created = []
+        for name, code, message in response.topic_errors:
+            if code == 0:
+                created.append(name)
+            elif code != _TOPIC_EXISTS:
+                msg = f"cannot create topic {name}: error {code} {message}"
+                raise RuntimeError(msg)
+        return created
+    finally:
+        await admin.close()

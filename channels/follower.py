@@ -1,0 +1,122 @@
+"""Reading a whole topic from its start in every process (a broadcast channel).
+
+Control flows (models) must reach every classifier instance, and some PE state is
+rebuilt from the log it came from (the learner's labels, the task generator's
+issued tasks). A consumer group would split those topics between processes and
+resume from committed offsets, so a follower reads without a group, from offset 0.
+
+"Caught up" is judged by an empty fetch at or past the reported end offsets, not by
+the end offsets alone: the embedded broker reports the base offset of the last
+record batch + 1 as the end, which can be short of the real high watermark.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+
+__all__ = ["Follower", "Handler"]
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Sequence[ConsumerRecord]], Awaitable[None] | None]
+
+
+class Follower:
+    """Follow ``topic`` from the beginning, calling ``handler`` with each batch."""
+
+    def __init__(
+        self,
+        bootstrap_servers: list[str],
+        topic: str,
+        handler: Handler,
+        *,
+        poll_ms: int = 200,
+        max_records: int = 2000,
+    ) -> None:
+        self.topic = topic
+        self._handlers: list[Handler] = [handler]
+        self._poll_ms = poll_ms
+        self._max_records = max_records
+        self._bootstrap = bootstrap_servers
+        self.caught_up = asyncio.Event()
+        self.records_read = 0
+
+    def add_handler(self, handler: Handler) -> None:
+        """Also call ``handler``; it sees records from where the follower is now.
+
+        Register every handler before the worker starts so each sees the whole log.
+        """
+        self._handlers.append(handler)
+
+    async def run(self) -> None:
+        """Read until cancelled, starting over from offset 0 after a broker error.
+
+        Handlers must be idempotent: a restart delivers records again.
+        """
+        delay = 0.5
+        while True:
+            try:
+                await self._read()
+            except KafkaError as exc:
+                log.warning(
+                    "follower of %s lost the broker (%s); retrying in %.1f s",
+                    self.topic,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _read(self) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=self._poll_ms,
+        )
+        await consumer.start()
+        try:
+            partitions = await self._partitions(consumer)
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            while True:
+                batches = await consumer.getmany(
+                    timeout_ms=self._poll_ms, max_records=self._max_records
+                )
+                records = [record for batch in batches.values() for record in batch]
+                if records:
+                    self.records_read += len(records)
+                    for handler in self._handlers:
+                        result = handler(records)
+                        if result is not None:
+                            await result
+                elif not self.caught_up.is_set() and await self._at_end(consumer, partitions):
+                    log.debug(
+                        "follower of %s caught up at %d records", self.topic, self.records_read
+                    )
+                    self.caught_up.set()
+        finally:
+            await consumer.stop()
+
+    async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
+        for _ in range(100):
+            found = consumer.partitions_for_topic(self.topic)
+            if found:
+                return [TopicPartition(self.topic, p) for p in sorted(found)]
+            await consumer.topics()  # refreshes metadata
+            await asyncio.sleep(0.1)
+        msg = f"topic {self.topic!r} does not exist; declare the pipeline's topics first"
+        raise RuntimeError(msg)
+
+    async def _at_end(self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> bool:
+        ends = await consumer.end_offsets(partitions)
+        for tp in partitions:
+            if await consumer.position(tp) < ends[tp]:
+                return False
+        return True

@@ -1,0 +1,201 @@
+"""Record schemas of every topic (pydantic v2 models).
+
+Wire format: UTF-8 JSON, one record per Kafka message, keyed by item id on data-flow
+topics and by classifier name on control topics.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = [
+    "MAX_TEXT_CHARS",
+    "NA_TAG",
+    "Answer",
+    "ClassifiedItem",
+    "FeatureItem",
+    "InputItem",
+    "Item",
+    "Label",
+    "LinearModel",
+    "ModelMetrics",
+    "ModelUpdate",
+    "Rejected",
+    "SparseRow",
+    "TagMetrics",
+    "TagPrediction",
+    "Task",
+]
+
+MAX_TEXT_CHARS = 10_000
+#: The "no label" answer: a worker could not tell. Never used for training.
+NA_TAG = "N/A"
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class InputItem(BaseModel):
+    """What a producer sends to ``items.raw`` or ``POST /items``."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    id: str | None = Field(None, min_length=1, max_length=256)
+    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+    ts: float | None = Field(None, ge=0)
+    source: str | None = Field(None, max_length=256)
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _id_as_string(cls, value: object) -> object:
+        # Numeric ids are common in exported data sets; keep them, as text.
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        return value
+
+
+class Item(_Record):
+    """A validated item with its id and timestamps assigned."""
+
+    id: str
+    text: str
+    ts: float  #: event time given by the producer, else arrival time
+    ts_in: float  #: arrival time in crowdstream (start of end-to-end latency)
+    source: str | None = None
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def from_input(cls, item: InputItem, arrival: float) -> Item:
+        """Fill in a missing id (random) and event time (arrival)."""
+        return cls(
+            id=item.id or uuid.uuid4().hex,
+            text=item.text,
+            ts=item.ts if item.ts is not None else arrival,
+            ts_in=arrival,
+            source=item.source,
+            meta=item.meta,
+        )
+
+
+class FeatureItem(Item):
+    """An item with its hashed unigram+bigram features and near-duplicate signature."""
+
+    idx: list[int]  #: feature indices (sorted, unique)
+    val: list[float]  #: feature values, L2-normalised
+    sig: int  #: 64-bit SimHash of the normalised tokens
+
+
+class TagPrediction(_Record):
+    tag: str | None  #: null while the classifier has no model
+    confidence: float | None
+    model_version: int  #: 0 while the classifier has no model
+
+
+class ClassifiedItem(_Record):
+    id: str
+    text: str
+    ts_in: float
+    ts_out: float
+    source: str | None = None
+    labels: dict[str, TagPrediction]
+
+
+class Task(_Record):
+    """One crowd task: label one item for one classifier."""
+
+    task_id: str
+    item_id: str
+    classifier: str
+    question: str
+    tags: list[str]
+    text: str
+    idx: list[int]
+    val: list[float]
+    kind: Literal["active", "passive"]
+    created: float
+    sig: int = 0  #: the item's near-duplicate signature
+    #: Ground truth from ``meta.truth``, for simulated crowds only; never shown to
+    #: people, never read by the learner.
+    truth: str | None = None
+
+
+class Answer(_Record):
+    task_id: str
+    worker_id: str
+    tag: str
+    latency_s: float
+
+
+class Label(_Record):
+    """A crowd label aggregated from one task's answers."""
+
+    item_id: str
+    classifier: str
+    tag: str | None  #: None when the answers did not agree
+    agreement: float
+    answers: list[Answer]
+    idx: list[int]
+    val: list[float]
+    ts: float
+
+
+class SparseRow(_Record):
+    idx: list[int]
+    val: list[float]
+
+
+class LinearModel(_Record):
+    """Weights of a linear model over hashed features; no code, no pickle.
+
+    ``link="sigmoid"``: one row, the probability of ``classes[1]``.
+    ``link="softmax"``: one row per class. ``link="ovr"``: one sigmoid per class,
+    normalised to sum to one.
+    """
+
+    classes: list[str]
+    link: Literal["sigmoid", "softmax", "ovr"]
+    n_features: int
+    intercept: list[float]
+    rows: list[SparseRow]
+
+
+class TagMetrics(_Record):
+    precision: float
+    recall: float
+    auc: float | None
+    support: int
+
+
+class ModelMetrics(_Record):
+    auc: float | None  #: macro average over tags of the held-out one-vs-rest AUC
+    accuracy: float | None
+    per_tag: dict[str, TagMetrics]
+
+
+class ModelUpdate(_Record):
+    """A control-flow message on ``control.models``: a new active model."""
+
+    schema_version: Literal[1] = 1
+    classifier: str
+    version: int
+    family: str
+    created: float
+    n_train: int
+    n_holdout: int
+    metrics: ModelMetrics
+    model: LinearModel
+
+
+class Rejected(_Record):
+    """A record some stage could not accept, kept with its reason."""
+
+    stage: str
+    reason: str
+    raw: str  #: the raw record, decoded with replacement characters, cut to 4 KiB
+    raw_size: int
+    ts: float

@@ -1,0 +1,106 @@
+"""The settings model.
+
+Sources, strongest first: keyword arguments (command-line flags), ``CROWDSTREAM_*``
+environment variables, the YAML file named by ``CROWDSTREAM_CONFIG``, and the
+bundled ``config/defaults.yaml``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+__all__ = ["DEFAULTS_FILE", "Settings", "load_settings"]
+
+DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
+
+CrowdMode = Literal["simulated", "web", "none"]
+
+
+class Settings(BaseSettings):
+    """Resolved, immutable configuration of one crowdstream process."""
+
+    model_config = SettingsConfigDict(env_prefix="CROWDSTREAM_", frozen=True, extra="forbid")
+
+    broker: str = Field(
+        "kafka://localhost:9092",
+        description="Broker URL(s), comma separated, `kafka://host:port`. Env: CROWDSTREAM_BROKER.",
+    )
+    pipeline: str = Field("crisis", description="Pipeline name or topology YAML path.")
+    http_host: str = Field("127.0.0.1", description="Address of the worker's HTTP server.")
+    http_port: int = Field(8000, ge=0, le=65535, description="Port of the worker's HTTP server.")
+    embedded_broker_port: int = Field(9092, ge=1, le=65535)
+    data_dir: Path = Field(Path(".crowdstream"), description="Faust's local data directory.")
+    partitions: int = Field(4, ge=1, le=1024, description="Partitions of every data-flow topic.")
+    replication_factor: int = Field(1, ge=1, le=16)
+    rebalance_timeout_s: float | None = Field(
+        None,
+        gt=0,
+        description="Consumer-group rebalance timeout; default 3 s on the embedded broker "
+        "(Tansu makes a join wait for it) and 60 s otherwise.",
+    )
+    fetch_wait_ms: int | None = Field(
+        None,
+        ge=1,
+        le=10_000,
+        description="Longest a consumer fetch waits for data; default 20 ms on the embedded "
+        "broker (Tansu answers a fetch only when this wait ends, so it adds to latency "
+        "at every hop) and 500 ms otherwise (Kafka answers as soon as data arrives).",
+    )
+    crowd: CrowdMode = Field("simulated", description="Which crowd the annotator uses.")
+    log_level: Literal["debug", "info", "warn", "error"] = "info"
+
+    @field_validator("broker")
+    @classmethod
+    def _check_broker(cls, value: str) -> str:
+        for url in value.split(","):
+            host_port = url.strip().removeprefix("kafka://")
+            host, sep, port = host_port.rpartition(":")
+            if not sep or not host or not port.isdigit():
+                msg = f"broker URL {url!r} is not of the form kafka://host:port"
+                raise ValueError(msg)
+        return value
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        """The broker addresses as ``host:port`` strings for aiokafka."""
+        return [url.strip().removeprefix("kafka://") for url in self.broker.split(",")]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        files: list[Path] = [DEFAULTS_FILE]
+        user_file = os.environ.get("CROWDSTREAM_CONFIG")
+        if user_file:
+            path = Path(user_file)
+            if not path.is_file():
+                msg = f"CROWDSTREAM_CONFIG names {user_file!r}, which is not a file"
+                raise FileNotFoundError(msg)
+            files.append(path)
+        # Later YAML files override earlier ones.
+        return (
+            init_settings,
+            env_settings,
+            YamlConfigSettingsSource(settings_cls, yaml_file=files),
+        )
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings, dropping overrides that are ``None`` (flags not given)."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    return Settings(**given)  # type: ignore[arg-type]  # keys are checked by extra="forbid"

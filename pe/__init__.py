@@ -1,0 +1,1 @@
+"""Processing elements (PEs): one subpackage or module per element, plus shared runtime."""

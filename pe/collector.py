@@ -1,0 +1,110 @@
+"""Collector PE: edge adaptation of outside streams.
+
+Input: HTTP ``POST /items`` (one JSON object, or JSON lines); an existing Kafka
+topic named by ``params.collector.source_topic``. (``crowdstream push`` writes to
+``items.raw`` directly; the features PE validates those records.)
+Output: ``items.raw`` (validated InputItem with id and ``ts`` assigned);
+``items.rejected`` (every record that fails validation, with its reason).
+State: none.
+Guarantee: an HTTP request is answered after its records are delivered; the Kafka
+source is read at least once.
+Metrics: items in/out/rejected (pe="collector").
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from faust import StreamT
+
+from channels.codec import DecodeError, encode, iter_json_lines, parse_input
+from channels.records import InputItem, Item
+from pe.common.context import PipelineContext
+
+__all__ = ["Collector", "IngestResult", "register"]
+
+PE = "collector"
+#: How many per-record errors an HTTP answer lists (all are in items.rejected).
+MAX_ERRORS_SHOWN = 20
+
+
+@dataclass
+class IngestResult:
+    ids: list[str] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    rejected: int = 0
+
+
+class Collector:
+    def __init__(self, ctx: PipelineContext) -> None:
+        self._ctx = ctx
+        self._labels = (ctx.pipeline, PE)
+
+    async def ingest(self, records: list[bytes]) -> IngestResult:
+        """Validate records, write the good ones to items.raw and the bad ones to items.rejected."""
+        result = IngestResult()
+        pending = []
+        arrival = time.time()
+        for number, raw in enumerate(records, start=1):
+            try:
+                given = parse_input(raw)
+            except DecodeError as exc:
+                result.rejected += 1
+                if len(result.errors) < MAX_ERRORS_SHOWN:
+                    result.errors.append({"record": number, "error": str(exc)})
+                pending.append(await self._ctx.reject(PE, exc.kind, str(exc), raw))
+                continue
+            item = Item.from_input(given, arrival)
+            out = InputItem(
+                id=item.id, text=item.text, ts=item.ts, source=item.source, meta=item.meta
+            )
+            pending.append(await self._ctx.send("items.raw", item.id, encode(out)))
+            result.ids.append(item.id)
+        await self._ctx.flush(pending)
+        self._ctx.metrics.items_in.labels(*self._labels).inc(len(records))
+        self._ctx.metrics.items_out.labels(*self._labels).inc(len(result.ids))
+        return result
+
+    async def handle_post(self, request: web.Request) -> web.Response:
+        """``POST /items``: 202 with the new ids, or 4xx with a message."""
+        limit = self._ctx.params.collector.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            return _error(413, f"body larger than {limit} bytes")
+        body = await request.content.read(limit + 1)
+        if len(body) > limit:
+            return _error(413, f"body larger than {limit} bytes")
+        records = list(iter_json_lines(body))
+        if not records:
+            return _error(400, "empty body: send one JSON object or JSON lines")
+        result = await self.ingest(records)
+        answer = {
+            "accepted": len(result.ids),
+            "ids": result.ids,
+            "rejected": result.rejected,
+            "errors": result.errors,
+        }
+        if not result.ids:
+            answer["error"] = "no valid record: " + result.errors[0]["error"]
+            return web.json_response(answer, status=400)
+        return web.json_response(answer, status=202)
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def register(ctx: PipelineContext) -> None:
+    collector = Collector(ctx)
+    ctx.routes.append(web.post("/items", collector.handle_post))
+    source = ctx.params.collector.source_topic
+    if source is None:
+        return
+
+    async def collect(stream: StreamT[Any]) -> None:
+        async for values in stream.take(500, within=0.05):
+            await collector.ingest(values)
+
+    ctx.app.agent(ctx.external_topic(source), name=f"{ctx.pipeline}.collector")(collect)

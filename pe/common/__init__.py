@@ -1,0 +1,1 @@
+"""Runtime shared by the PEs: context, metrics, emitting, the model book."""

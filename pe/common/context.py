@@ -1,0 +1,108 @@
+"""What a PE gets when it registers: the Faust app, its channels, metrics and helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+from aiohttp import web
+from aiokafka import ConsumerRecord
+
+from channels.codec import encode, rejected
+from channels.follower import Follower, Handler
+from channels.topics import TopicSpec
+from pe.common.metrics import Metrics
+from pe.params import ClassifierSpec, PeParams
+
+__all__ = ["PipelineContext"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PipelineContext:
+    """One worker's view of its pipeline, shared by the PEs it runs."""
+
+    app: faust.App
+    pipeline: str
+    classifiers: list[ClassifierSpec]
+    params: PeParams
+    topics: dict[str, TopicSpec]
+    bootstrap_servers: list[str]
+    metrics: Metrics
+    crowd: str
+    #: HTTP routes the PEs contribute to the worker's web server.
+    routes: list[web.RouteDef] = field(default_factory=list)
+    _faust_topics: dict[str, Any] = field(default_factory=dict)
+    _followers: dict[str, Follower] = field(default_factory=dict)
+    _shared: dict[str, Any] = field(default_factory=dict)
+
+    def topic(self, key: str) -> Any:
+        """The Faust topic of a channel; values and keys stay bytes (PEs decode them)."""
+        if key not in self._faust_topics:
+            spec = self.topics[key]
+            self._faust_topics[key] = self.app.topic(
+                spec.name,
+                partitions=spec.partitions,
+                key_serializer="raw",
+                value_serializer="raw",
+            )
+        return self._faust_topics[key]
+
+    def external_topic(self, name: str) -> Any:
+        """A topic outside the pipeline (a collector source), read as raw bytes."""
+        return self.app.topic(name, key_serializer="raw", value_serializer="raw")
+
+    async def send(self, key: str, record_key: str | None, value: bytes) -> Awaitable[Any]:
+        """Queue ``value`` on channel ``key``; await the returned future for delivery."""
+        return await self.app.producer.send(
+            self.topics[key].name,
+            record_key.encode() if record_key is not None else None,
+            value,
+            None,
+            None,
+            None,
+        )
+
+    async def flush(self, pending: Sequence[Awaitable[Any]]) -> None:
+        """Wait until every queued send is acknowledged by the broker."""
+        if pending:
+            await asyncio.gather(*pending)
+
+    async def reject(
+        self, stage: str, kind: str, reason: str, raw: bytes | str | None
+    ) -> Awaitable[Any]:
+        """Send a record to ``items.rejected`` with its reason, and count it."""
+        self.metrics.items_rejected.labels(self.pipeline, stage, kind).inc()
+        return await self.send("items.rejected", None, encode(rejected(stage, reason, raw)))
+
+    def follow(self, key: str, handler: Handler) -> Follower:
+        """Read channel ``key`` from its start in this process (see channels.follower).
+
+        One follower per channel and process: later callers share its records.
+        """
+        if key in self._followers:
+            existing = self._followers[key]
+            existing.add_handler(handler)
+            return existing
+        follower = Follower(self.bootstrap_servers, self.topics[key].name, handler)
+        self._followers[key] = follower
+        self.app.task(follower.run)
+        return follower
+
+    def shared(self, name: str, factory: Any) -> Any:
+        """One instance of ``factory()`` per worker, for state several PEs read."""
+        if name not in self._shared:
+            self._shared[name] = factory()
+        return self._shared[name]
+
+    def classifier_names(self) -> list[str]:
+        return [spec.name for spec in self.classifiers]
+
+    @staticmethod
+    def values(records: Sequence[ConsumerRecord]) -> list[bytes | None]:
+        return [record.value for record in records]

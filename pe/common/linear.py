@@ -1,0 +1,80 @@
+"""Applying a linear model (from a model update) to a batch of hashed features."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+
+from channels.records import LinearModel
+
+__all__ = ["CompiledModel", "compile_model", "feature_matrix"]
+
+FloatArray = npt.NDArray[np.float64]
+
+
+def feature_matrix(rows: Sequence[tuple[list[int], list[float]]], n_features: int) -> sp.csr_matrix:
+    """Stack sparse rows ``(indices, values)`` into a CSR matrix."""
+    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum([len(idx) for idx, _ in rows], out=indptr[1:])
+    indices = np.fromiter((i for idx, _ in rows for i in idx), dtype=np.int64, count=indptr[-1])
+    data = np.fromiter((v for _, val in rows for v in val), dtype=np.float64, count=indptr[-1])
+    return sp.csr_matrix((data, indices, indptr), shape=(len(rows), n_features))
+
+
+@dataclass(frozen=True)
+class CompiledModel:
+    """A model ready for batch prediction."""
+
+    classes: list[str]
+    link: str
+    n_features: int
+    weights: sp.csr_matrix  #: (rows, n_features)
+    intercept: FloatArray
+
+    def predict_proba(self, x: sp.csr_matrix) -> FloatArray:
+        """Class probabilities, one row per item, columns in ``classes`` order."""
+        scores = np.asarray((x @ self.weights.T).todense()) + self.intercept
+        if self.link == "sigmoid":
+            positive = _sigmoid(scores[:, 0])
+            return np.column_stack([1.0 - positive, positive])
+        if self.link == "softmax":
+            shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
+            return np.asarray(shifted / shifted.sum(axis=1, keepdims=True))
+        each = _sigmoid(scores)
+        return np.asarray(each / np.maximum(each.sum(axis=1, keepdims=True), 1e-12))
+
+    def predict(self, x: sp.csr_matrix) -> tuple[list[str], FloatArray]:
+        """Most probable tag and its probability for each row."""
+        proba = self.predict_proba(x)
+        best = proba.argmax(axis=1)
+        return [self.classes[i] for i in best], proba[np.arange(len(best)), best]
+
+
+def compile_model(model: LinearModel) -> CompiledModel:
+    """Check a model's shape and build its weight matrix."""
+    n_rows = 1 if model.link == "sigmoid" else len(model.classes)
+    if model.link == "sigmoid" and len(model.classes) != 2:
+        raise ValueError("a sigmoid model has exactly two classes")
+    if len(model.rows) != n_rows or len(model.intercept) != n_rows:
+        raise ValueError(f"expected {n_rows} weight rows and intercepts")
+    for row in model.rows:
+        if len(row.idx) != len(row.val):
+            raise ValueError("a weight row has as many indices as values")
+        if row.idx and (min(row.idx) < 0 or max(row.idx) >= model.n_features):
+            raise ValueError("a weight index is out of range")
+    weights = feature_matrix([(row.idx, row.val) for row in model.rows], model.n_features)
+    return CompiledModel(
+        classes=list(model.classes),
+        link=model.link,
+        n_features=model.n_features,
+        weights=weights,
+        intercept=np.asarray(model.intercept, dtype=np.float64),
+    )
+
+
+def _sigmoid(z: FloatArray) -> FloatArray:
+    return np.asarray(1.0 / (1.0 + np.exp(-np.clip(z, -500, 500))))

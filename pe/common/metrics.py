@@ -1,0 +1,110 @@
+"""Prometheus metrics of a worker, declared once.
+
+Labels are low-cardinality on purpose: pipeline, PE, classifier, a reason category.
+Never item or worker ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["LATENCY_BUCKETS", "Metrics"]
+
+#: End-to-end and processing latencies range from a millisecond (one fused batch)
+#: to tens of seconds (a worker that falls behind); these buckets resolve both ends.
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+#: Crowd answers take seconds to minutes.
+CROWD_BUCKETS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    items_in: Counter
+    items_out: Counter
+    items_rejected: Counter
+    batch_seconds: Histogram
+    e2e_latency: Histogram
+    crowd_tasks: Counter
+    crowd_answers: Counter
+    crowd_labels: Counter
+    crowd_answer_seconds: Histogram
+    crowd_queue: Gauge
+    pool_workers: Gauge
+    model_version: Gauge
+    model_auc: Gauge
+    models_trained: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> Metrics:
+        def counter(name: str, doc: str, labels: list[str]) -> Counter:
+            return Counter(f"crowdstream_{name}", doc, ["pipeline", *labels], registry=registry)
+
+        def gauge(name: str, doc: str, labels: list[str]) -> Gauge:
+            return Gauge(f"crowdstream_{name}", doc, ["pipeline", *labels], registry=registry)
+
+        def histogram(
+            name: str, doc: str, labels: list[str], buckets: tuple[float, ...]
+        ) -> Histogram:
+            return Histogram(
+                f"crowdstream_{name}",
+                doc,
+                ["pipeline", *labels],
+                buckets=buckets,
+                registry=registry,
+            )
+
+        return cls(
+            items_in=counter("items_in", "Records a PE read.", ["pe"]),
+            items_out=counter("items_out", "Records a PE wrote to its output topic.", ["pe"]),
+            items_rejected=counter(
+                "items_rejected", "Records a PE sent to items.rejected.", ["pe", "reason"]
+            ),
+            batch_seconds=histogram(
+                "batch_processing_seconds",
+                "Time a PE spent on one batch.",
+                ["pe"],
+                LATENCY_BUCKETS,
+            ),
+            e2e_latency=histogram(
+                "end_to_end_latency_seconds",
+                "ts_out - ts_in of classified items.",
+                [],
+                LATENCY_BUCKETS,
+            ),
+            crowd_tasks=counter("crowd_tasks", "Crowd tasks issued.", ["classifier", "kind"]),
+            crowd_answers=counter("crowd_answers", "Crowd answers received.", ["classifier"]),
+            crowd_labels=counter(
+                "crowd_labels", "Aggregated crowd labels.", ["classifier", "outcome"]
+            ),
+            crowd_answer_seconds=histogram(
+                "crowd_answer_seconds",
+                "Time from assignment to answer (simulated or real).",
+                [],
+                CROWD_BUCKETS,
+            ),
+            crowd_queue=gauge("crowd_queue", "Crowd tasks waiting for a worker.", []),
+            pool_workers=gauge("pool_workers", "Workers in the retainer pool.", ["state"]),
+            model_version=gauge("model_version", "Active model version.", ["classifier"]),
+            model_auc=gauge("model_auc", "Held-out AUC of the active model.", ["classifier"]),
+            models_trained=counter(
+                "models_trained", "Models the learner trained.", ["classifier", "outcome"]
+            ),
+        )

@@ -1,0 +1,33 @@
+"""Unigram+bigram hashed features: stateless, so every instance agrees without coordination."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.feature_extraction.text import HashingVectorizer
+
+__all__ = ["FeatureHasher"]
+
+
+class FeatureHasher:
+    def __init__(self, n_features: int) -> None:
+        self.n_features = n_features
+        self._vectorizer = HashingVectorizer(
+            n_features=n_features,
+            # Callers pass each text's grams already computed (see text.grams).
+            analyzer=list,
+            alternate_sign=False,
+            norm="l2",
+        )
+
+    def transform(self, docs: Sequence[list[str]]) -> list[tuple[list[int], list[float]]]:
+        """Sparse ``(indices, values)`` per document of grams, indices sorted."""
+        matrix = self._vectorizer.transform(docs).tocsr()
+        matrix.sort_indices()
+        rows = []
+        for i in range(matrix.shape[0]):
+            start, end = matrix.indptr[i], matrix.indptr[i + 1]
+            values = np.round(matrix.data[start:end], 6)
+            rows.append((matrix.indices[start:end].tolist(), values.tolist()))
+        return rows

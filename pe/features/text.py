@@ -1,0 +1,35 @@
+"""Text normalisation shared by feature hashing and near-duplicate signatures."""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["grams", "normalize", "tokens"]
+
+_URL = re.compile(r"https?://\S+|www\.\S+")
+_MENTION = re.compile(r"@\w+")
+_RETWEET = re.compile(r"^\s*rt\s+@\w+:?\s*|^\s*rt\b:?\s*")
+_DIGITS = re.compile(r"\d+")
+_TOKEN = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
+
+
+def normalize(text: str) -> str:
+    """Lower-case; fold URLs, mentions and numbers to placeholders; drop a retweet marker.
+
+    Placeholders keep "has a link" as a signal without letting every distinct URL
+    become a feature of its own, and make retweets near-duplicates of their source.
+    """
+    text = _RETWEET.sub("", text.lower())
+    text = _URL.sub(" _url_ ", text)
+    text = _MENTION.sub(" _user_ ", text)
+    return _DIGITS.sub("0", text)
+
+
+def tokens(text: str) -> list[str]:
+    """Word tokens of normalised text."""
+    return _TOKEN.findall(normalize(text))
+
+
+def grams(words: list[str]) -> list[str]:
+    """Unigrams and bigrams of a token list."""
+    return words + [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)]

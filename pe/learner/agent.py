@@ -1,0 +1,91 @@
+"""The learner's label handler and training timer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from aiokafka import ConsumerRecord
+
+from channels.codec import DecodeError, decode, encode
+from channels.records import Label
+from pe.common.context import PipelineContext
+from pe.common.modelbook import model_book
+from pe.learner.state import ClassifierLearner
+from pe.learner.trainers import make_trainer
+
+__all__ = ["register"]
+
+log = logging.getLogger(__name__)
+
+PE = "learner"
+#: How often the learner checks whether a classifier is due for retraining.
+TRAIN_CHECK_S = 0.5
+
+
+def register(ctx: PipelineContext) -> None:
+    params = ctx.params.learner
+    book = model_book(ctx)
+    learners = {
+        spec.name: ClassifierLearner(
+            spec,
+            params,
+            make_trainer(
+                spec.family or params.family_default,
+                spec.tags,
+                ctx.params.features.n_features,
+                c=params.c,
+                lr=params.river_lr,
+            ),
+        )
+        for spec in ctx.classifiers
+    }
+    published: dict[str, int] = {}
+    labels_in = ctx.metrics.items_in.labels(ctx.pipeline, PE)
+
+    async def on_labels(records: Sequence[ConsumerRecord]) -> None:
+        for record in records:
+            labels_in.inc()
+            try:
+                label = decode(Label, record.value)
+            except DecodeError as exc:
+                await (await ctx.reject(PE, exc.kind, str(exc), record.value))
+                continue
+            learner = learners.get(label.classifier)
+            if learner is not None:
+                learner.add(label)
+
+    labels_log = ctx.follow("crowd.labels", on_labels)
+
+    async def train_due() -> None:
+        # Until both logs are read, a retrain would repeat models already published.
+        if not (book.caught_up.is_set() and labels_log.caught_up.is_set()):
+            return
+        loop = asyncio.get_running_loop()
+        for name, learner in learners.items():
+            active = book.updates.get(name)
+            learner.sync(active)
+            if not learner.due():
+                continue
+            version = max(book.version(name), published.get(name, 0)) + 1
+            if learner.trainer.family == "sklearn":
+                # A refit takes tens of milliseconds to seconds: keep it off the loop.
+                update, outcome = await loop.run_in_executor(None, learner.train, active, version)
+            else:
+                update, outcome = learner.train(active, version)
+            ctx.metrics.models_trained.labels(ctx.pipeline, name, outcome).inc()
+            if update is None:
+                log.info("classifier %s: trained on %d labels, %s", name, learner.n_train, outcome)
+                continue
+            await (await ctx.send("control.models", name, encode(update)))
+            published[name] = version
+            log.info(
+                "classifier %s: published model v%d (held-out AUC %s, %d labels)",
+                name,
+                version,
+                update.metrics.auc,
+                update.n_train,
+            )
+
+    ctx.app.timer(TRAIN_CHECK_S, name=f"{ctx.pipeline}.learner.train")(train_due)

@@ -1,0 +1,93 @@
+"""One classifier's learning state: held-out split, retrain schedule, activation rule."""
+
+from __future__ import annotations
+
+import time
+import zlib
+
+from channels.records import Label, ModelUpdate
+from pe.learner.evaluate import evaluate
+from pe.learner.trainers import Example, Trainer
+from pe.params import ClassifierSpec, LearnerParams
+
+__all__ = ["ClassifierLearner", "in_holdout", "replaces"]
+
+
+def in_holdout(item_id: str, fraction: float) -> bool:
+    """A stable split by item id, so a restarted learner splits the same way."""
+    return zlib.crc32(item_id.encode()) % 10_000 < fraction * 10_000
+
+
+def replaces(active: ModelUpdate | None, candidate: ModelUpdate, params: LearnerParams) -> bool:
+    """AIDR's rule: a new model replaces the active one if its held-out AUC is no worse
+    than the active one's minus a tolerance, or it learned from enough more labels."""
+    if active is None:
+        return True
+    if candidate.n_train >= active.n_train + params.more_labels:
+        return True
+    new, old = candidate.metrics.auc, active.metrics.auc
+    if new is None or old is None:
+        return candidate.n_train > active.n_train
+    return new >= old - params.auc_tolerance
+
+
+class ClassifierLearner:
+    def __init__(self, spec: ClassifierSpec, params: LearnerParams, trainer: Trainer) -> None:
+        self.spec = spec
+        self.params = params
+        self.trainer = trainer
+        self.holdout: list[Example] = []
+        self.n_train = 0
+        self.items: set[str] = set()
+        self.trained_at = 0  #: labels (train + held out) when last trained
+
+    @property
+    def n_labels(self) -> int:
+        return self.n_train + len(self.holdout)
+
+    def add(self, label: Label) -> bool:
+        """Take a crowd label; False if it cannot train (no agreement, N/A, unknown tag,
+        or an item already labeled: the first label of an item wins)."""
+        if label.tag is None or label.tag not in self.spec.tags or label.item_id in self.items:
+            return False
+        self.items.add(label.item_id)
+        example = (label.idx, label.val, label.tag)
+        if in_holdout(label.item_id, self.params.holdout_fraction):
+            self.holdout.append(example)
+        else:
+            self.trainer.add(example)
+            self.n_train += 1
+        return True
+
+    def sync(self, active: ModelUpdate | None) -> None:
+        """After a restart, do not retrain for labels the active model already saw."""
+        if active is not None:
+            self.trained_at = max(self.trained_at, active.n_train + active.n_holdout)
+
+    def due(self) -> bool:
+        return (
+            self.n_train >= self.params.min_train
+            and self.n_labels - self.trained_at >= self.params.retrain_every
+        )
+
+    def train(self, active: ModelUpdate | None, version: int) -> tuple[ModelUpdate | None, str]:
+        """Train; return the update to publish (or None) and an outcome for metrics."""
+        self.trained_at = self.n_labels
+        holdout = list(self.holdout)
+        n_train = self.n_train
+        model = self.trainer.export()
+        if model is None:
+            return None, "untrainable"
+        update = ModelUpdate(
+            classifier=self.spec.name,
+            version=version,
+            family=self.trainer.family,
+            created=time.time(),
+            n_train=n_train,
+            n_holdout=len(holdout),
+            metrics=evaluate(model, holdout, self.spec.tags),
+            model=model,
+        )
+        if not replaces(active, update, self.params):
+            return None, "kept_active"
+        return update, "published"

@@ -1,0 +1,155 @@
+"""Parameter schemas of the processing elements, as a topology file declares them."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from channels.records import NA_TAG
+
+__all__ = [
+    "ClassifierSpec",
+    "PeParams",
+    "AnnotatorParams",
+    "ClassifierParams",
+    "CollectorParams",
+    "FeaturesParams",
+    "LearnerParams",
+    "TaskgenParams",
+]
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CollectorParams(_Params):
+    #: An existing Kafka topic to ingest (validated, then written to items.raw).
+    source_topic: str | None = None
+    #: Largest accepted ``POST /items`` body.
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+
+
+class _BatchParams(_Params):
+    batch_size: int = Field(500, ge=1, le=100_000)
+    #: Longest wait to fill a batch; bounds the latency a quiet stream adds.
+    batch_within_s: float = Field(0.02, gt=0, le=5)
+
+
+class FeaturesParams(_BatchParams):
+    n_features: int = Field(2**18, ge=2**10, le=2**24)
+
+
+class ClassifierParams(_BatchParams):
+    pass
+
+
+class TaskgenParams(_Params):
+    #: AIDR samples from a bounded buffer of the latest items.
+    buffer_size: int = Field(2000, ge=10)
+    #: Fraction of each round picked by uncertainty; the rest is picked at random.
+    active_fraction: float = Field(0.5, ge=0, le=1)
+    #: How many items are scored for uncertainty per round (a random sample of the buffer).
+    uncertainty_sample: int = Field(500, ge=1)
+    #: Most tasks ever issued per classifier.
+    label_budget: int = Field(1000, ge=0)
+    #: AIDR caps new tasks at 150/min.
+    max_tasks_per_minute: float = Field(150, gt=0)
+    round_interval_s: float = Field(1.0, gt=0)
+    #: Items whose SimHash differs in at most this many of 64 bits from one already
+    #: labeled or queued are near-duplicates and never sent to the crowd.
+    near_dup_bits: int = Field(6, ge=0, le=32)
+    #: How many issued signatures are remembered for near-duplicate checks.
+    near_dup_memory: int = Field(20_000, ge=1)
+    seed: int = 7
+
+
+class AnnotatorParams(_Params):
+    pool_size: int = Field(10, ge=1, le=10_000)
+    #: Answers per task, aggregated by majority vote.
+    redundancy: int = Field(3, ge=1, le=15)
+    #: Votes the leading tag needs; default: a strict majority of ``redundancy``.
+    min_agreement: int | None = Field(None, ge=1)
+    #: Tasks waiting for a worker; past this the annotator stops reading tasks.
+    max_queue: int = Field(1000, ge=1)
+    # Simulated crowd: each worker has a median latency drawn log-normally around
+    # ``latency_median_s`` and an accuracy drawn uniformly in the range below.
+    latency_median_s: float = Field(8.0, gt=0)
+    latency_spread: float = Field(0.5, ge=0, le=3)
+    accuracy_min: float = Field(0.75, ge=0, le=1)
+    accuracy_max: float = Field(0.95, ge=0, le=1)
+    #: Simulated time runs this many times faster than real time.
+    speed: float = Field(1.0, gt=0)
+    seed: int = 11
+
+    @model_validator(mode="after")
+    def _check(self) -> AnnotatorParams:
+        if self.accuracy_min > self.accuracy_max:
+            raise ValueError("accuracy_min must not exceed accuracy_max")
+        if self.min_agreement is not None and self.min_agreement > self.redundancy:
+            raise ValueError("min_agreement must not exceed redundancy")
+        if self.redundancy > self.pool_size:
+            raise ValueError("redundancy needs at least as many workers in the pool")
+        return self
+
+    @property
+    def agreement_needed(self) -> int:
+        return self.min_agreement or self.redundancy // 2 + 1
+
+
+class LearnerParams(_Params):
+    retrain_every: int = Field(50, ge=1)
+    holdout_fraction: float = Field(0.2, gt=0, lt=1)
+    #: Labels needed (training part, at least one per tag) before a first model.
+    min_train: int = Field(20, ge=2)
+    #: AIDR's rule: a new model replaces the active one if its held-out AUC is no
+    #: worse than the active one's minus this tolerance ...
+    auc_tolerance: float = Field(0.05, ge=0, le=1)
+    #: ... or it was trained on this many more labels.
+    more_labels: int = Field(100, ge=0)
+    #: Inverse regularisation strength of logistic regression (sklearn family).
+    c: float = Field(1.0, gt=0)
+    #: Learning rate of river's online logistic regression.
+    river_lr: float = Field(0.5, gt=0)
+    family_default: Literal["sklearn", "river"] = "sklearn"
+
+
+class ClassifierSpec(BaseModel):
+    """A nominal attribute every item is classified on."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    question: str = Field(min_length=1, max_length=500)
+    tags: list[str] = Field(min_length=2, max_length=50)
+    family: Literal["sklearn", "river"] | None = None
+    #: Key in ``meta.truth`` holding this classifier's ground truth (simulated crowd
+    #: and evaluation only). Defaults to the classifier name.
+    truth_key: str | None = None
+
+    @field_validator("tags")
+    @classmethod
+    def _check_tags(cls, tags: list[str]) -> list[str]:
+        if len(set(tags)) != len(tags):
+            raise ValueError("tags must be unique")
+        if NA_TAG in tags:
+            raise ValueError(f"{NA_TAG!r} is implicit (the 'no label' answer); do not list it")
+        if any(not tag.strip() for tag in tags):
+            raise ValueError("tags must not be blank")
+        return tags
+
+    @property
+    def truth_field(self) -> str:
+        return self.truth_key or self.name
+
+
+class PeParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    collector: CollectorParams = CollectorParams()
+    features: FeaturesParams = FeaturesParams()
+    classifier: ClassifierParams = ClassifierParams()
+    taskgen: TaskgenParams = TaskgenParams()
+    annotator: AnnotatorParams = AnnotatorParams()
+    learner: LearnerParams = LearnerParams()

@@ -1,0 +1,17 @@
+"""Task generator PE.
+
+Input: ``items.features`` (FeatureItem) into a bounded buffer of the latest items;
+``control.models`` (the latest model scores uncertainty); ``crowd.tasks``, followed
+whole, to rebuild which items were already issued (and the budget used) on start.
+Output: ``crowd.tasks`` (Task: one item, one classifier).
+State: per classifier the buffer (in memory, refilled by the stream), issued item ids
+and near-duplicate signatures (rebuilt from ``crowd.tasks``).
+Sampling: every round, per classifier, within the task-rate cap and the label budget,
+``active_fraction`` of the picks are the least confident of a random sample of the
+buffer and the rest are random; near-duplicates of issued items are skipped.
+Metrics: items in (pe="taskgen"), crowd tasks by classifier and kind.
+"""
+
+from pe.taskgen.agent import register
+
+__all__ = ["register"]

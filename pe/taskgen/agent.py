@@ -1,0 +1,128 @@
+"""The task generator's agent and timer."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import ConsumerRecord
+from faust import StreamT
+
+from channels.codec import DecodeError, decode, encode
+from channels.records import FeatureItem, Task
+from pe.common.context import PipelineContext
+from pe.common.linear import feature_matrix
+from pe.common.modelbook import ModelBook, model_book
+from pe.taskgen.sampler import Candidate, ClassifierSampler, Scorer, TokenBucket
+
+__all__ = ["register"]
+
+log = logging.getLogger(__name__)
+
+PE = "taskgen"
+
+
+def _scorer(book: ModelBook, classifier: str) -> Scorer | None:
+    model = book.compiled.get(classifier)
+    if model is None:
+        return None
+
+    def score(candidates: Sequence[Candidate]) -> Sequence[float]:
+        matrix = feature_matrix([(c.idx, c.val) for c in candidates], model.n_features)
+        return model.predict_proba(matrix).max(axis=1).tolist()  # type: ignore[no-any-return]
+
+    return score
+
+
+def register(ctx: PipelineContext) -> None:
+    params = ctx.params.taskgen
+    book = model_book(ctx)
+    rng = random.Random(params.seed)
+    samplers = {
+        spec.name: ClassifierSampler(
+            buffer_size=params.buffer_size,
+            active_fraction=params.active_fraction,
+            uncertainty_sample=params.uncertainty_sample,
+            label_budget=params.label_budget,
+            near_dup_bits=params.near_dup_bits,
+            near_dup_memory=params.near_dup_memory,
+            rng=rng,
+        )
+        for spec in ctx.classifiers
+    }
+    now = time.monotonic()
+    per_second = params.max_tasks_per_minute / 60.0
+    buckets = {
+        name: TokenBucket(per_second, max(per_second * params.round_interval_s, 1.0), now)
+        for name in samplers
+    }
+
+    def restore(records: Sequence[ConsumerRecord]) -> None:
+        for record in records:
+            try:
+                task = decode(Task, record.value)
+            except DecodeError:
+                continue  # not ours to judge: the annotator rejects bad tasks
+            sampler = samplers.get(task.classifier)
+            if sampler is not None:
+                sampler.mark_issued(task.item_id, task.sig)
+
+    issued_log = ctx.follow("crowd.tasks", restore)
+
+    async def taskgen(stream: StreamT[Any]) -> None:
+        labels = (ctx.pipeline, PE)
+        async for values in stream.take(1000, within=0.2):
+            for raw in values:
+                try:
+                    item = decode(FeatureItem, raw)
+                except DecodeError:
+                    continue  # the classifier rejects and counts it
+                truth = item.meta.get("truth")
+                truth_map = truth if isinstance(truth, dict) else {}
+                for spec in ctx.classifiers:
+                    value = truth_map.get(spec.truth_field)
+                    samplers[spec.name].offer(
+                        Candidate(
+                            item.id,
+                            item.text,
+                            item.idx,
+                            item.val,
+                            item.sig,
+                            {spec.name: str(value)} if value is not None else {},
+                        )
+                    )
+            ctx.metrics.items_in.labels(*labels).inc(len(values))
+
+    async def issue_round() -> None:
+        if not issued_log.caught_up.is_set():
+            return  # budget and issued items are not known yet
+        pending = []
+        for spec in ctx.classifiers:
+            sampler, bucket = samplers[spec.name], buckets[spec.name]
+            picks = sampler.select(bucket.available(time.monotonic()), _scorer(book, spec.name))
+            bucket.take(len(picks))
+            for candidate, kind in picks:
+                task = Task(
+                    task_id=uuid.uuid4().hex,
+                    item_id=candidate.item_id,
+                    classifier=spec.name,
+                    question=spec.question,
+                    tags=spec.tags,
+                    text=candidate.text,
+                    idx=candidate.idx,
+                    val=candidate.val,
+                    kind=kind,
+                    created=time.time(),
+                    truth=candidate.truth.get(spec.name),
+                    sig=candidate.sig,
+                )
+                pending.append(await ctx.send("crowd.tasks", task.item_id, encode(task)))
+                ctx.metrics.crowd_tasks.labels(ctx.pipeline, spec.name, kind).inc()
+        await ctx.flush(pending)
+
+    ctx.app.agent(ctx.topic("items.features"), name=f"{ctx.pipeline}.taskgen")(taskgen)
+    ctx.app.timer(params.round_interval_s, name=f"{ctx.pipeline}.taskgen.round")(issue_round)

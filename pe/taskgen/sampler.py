@@ -1,0 +1,143 @@
+"""AIDR's task sampler: pick items for the crowd from a bounded buffer of the latest ones.
+
+Pure logic: no I/O, time and randomness are passed in, so it is unit-tested alone.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from pe.features.simhash import SignatureSet
+
+__all__ = ["Candidate", "ClassifierSampler", "TokenBucket"]
+
+Kind = Literal["active", "passive"]
+#: Scores candidates: the probability of the most likely tag for each, in order.
+Scorer = Callable[[Sequence["Candidate"]], Sequence[float]]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    item_id: str
+    text: str
+    idx: list[int]
+    val: list[float]
+    sig: int
+    truth: dict[str, str]
+
+
+class TokenBucket:
+    """At most ``rate_per_s`` tokens a second on average, bursting to ``capacity``."""
+
+    def __init__(self, rate_per_s: float, capacity: float, now: float) -> None:
+        self.rate = rate_per_s
+        self.capacity = capacity
+        self.tokens = capacity
+        self.stamp = now
+
+    def available(self, now: float) -> int:
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        return int(self.tokens)
+
+    def take(self, n: int) -> None:
+        self.tokens -= n
+
+
+class ClassifierSampler:
+    """The sampling state of one classifier: its buffer, issued items, budget."""
+
+    def __init__(
+        self,
+        *,
+        buffer_size: int,
+        active_fraction: float,
+        uncertainty_sample: int,
+        label_budget: int,
+        near_dup_bits: int,
+        near_dup_memory: int,
+        rng: random.Random,
+    ) -> None:
+        self.buffer: deque[Candidate] = deque(maxlen=buffer_size)
+        self.active_fraction = active_fraction
+        self.uncertainty_sample = uncertainty_sample
+        self.label_budget = label_budget
+        self.near_dup_bits = near_dup_bits
+        self.issued: set[str] = set()
+        self.signatures = SignatureSet(near_dup_memory)
+        self.near_duplicates = 0
+        self._rng = rng
+
+    @property
+    def budget_left(self) -> int:
+        return max(self.label_budget - len(self.issued), 0)
+
+    def offer(self, candidate: Candidate) -> None:
+        """A new item from the stream."""
+        if candidate.item_id not in self.issued:
+            self.buffer.append(candidate)
+
+    def mark_issued(self, item_id: str, sig: int) -> None:
+        """Record a task issued (by this or another instance); idempotent."""
+        if item_id not in self.issued:
+            self.issued.add(item_id)
+            self.signatures.add(sig)
+
+    def select(self, n: int, scorer: Scorer | None) -> list[tuple[Candidate, Kind]]:
+        """Pick up to ``n`` items: ``active_fraction`` by uncertainty, the rest at random.
+
+        Without a model (``scorer`` is None) every pick is random. Items already
+        issued and near-duplicates of issued ones are dropped from the buffer.
+        """
+        n = min(n, self.budget_left)
+        if n <= 0:
+            return []
+        pool = self._eligible()
+        picked: list[tuple[Candidate, Kind]] = []
+        n_active = round(n * self.active_fraction) if scorer is not None else 0
+        if n_active and pool:
+            sample = self._rng.sample(pool, min(self.uncertainty_sample, len(pool)))
+            confidence = scorer(sample)  # type: ignore[misc]  # checked above
+            ranked = sorted(zip(confidence, range(len(sample)), strict=True))
+            for _, i in ranked:
+                if len(picked) == n_active:
+                    break
+                if self._claim(sample[i]):
+                    picked.append((sample[i], "active"))
+        rest = [c for c in pool if c.item_id not in self.issued]
+        self._rng.shuffle(rest)
+        for candidate in rest:
+            if len(picked) == n:
+                break
+            if self._claim(candidate):
+                picked.append((candidate, "passive"))
+        chosen = {c.item_id for c, _ in picked}
+        self.buffer = deque(
+            (c for c in self.buffer if c.item_id not in chosen), maxlen=self.buffer.maxlen
+        )
+        return picked
+
+    def _eligible(self) -> list[Candidate]:
+        keep = []
+        for candidate in self.buffer:
+            if candidate.item_id in self.issued:
+                continue
+            if self.signatures.has_near(candidate.sig, self.near_dup_bits):
+                self.near_duplicates += 1
+                continue
+            keep.append(candidate)
+        self.buffer = deque(keep, maxlen=self.buffer.maxlen)
+        return keep
+
+    def _claim(self, candidate: Candidate) -> bool:
+        # Near-duplicates within one round are caught here, against picks just made.
+        if candidate.item_id in self.issued or self.signatures.has_near(
+            candidate.sig, self.near_dup_bits
+        ):
+            return False
+        self.mark_issued(candidate.item_id, candidate.sig)
+        return True

@@ -1,0 +1,1 @@
+"""Pipelines: topology definitions, the app factory, the embedded broker and the CLI."""

@@ -1,0 +1,141 @@
+"""The app factory: a Faust app with the chosen PEs of a topology, and its web server."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from prometheus_client import CollectorRegistry
+
+from config import Settings
+from pe import annotator, classifier, collector, features, learner, taskgen
+from pe.common.context import PipelineContext
+from pe.common.metrics import Metrics
+from pipelines.topology import PE_NAMES, PeName, Topology
+from pipelines.web import WebServer
+
+__all__ = ["Worker", "build_worker"]
+
+log = logging.getLogger(__name__)
+
+REGISTER: dict[str, Callable[[PipelineContext], None]] = {
+    "collector": collector.register,
+    "features": features.register,
+    "classifier": classifier.register,
+    "taskgen": taskgen.register,
+    "annotator": annotator.register,
+    "learner": learner.register,
+}
+
+#: Consumer-group rebalance timeout on the embedded broker: Tansu makes every join
+#: wait this long, so a long one delays start-up; Kafka gets the safer default.
+EMBEDDED_REBALANCE_S = 3.0
+KAFKA_REBALANCE_S = 60.0
+EMBEDDED_FETCH_WAIT_MS = 20
+KAFKA_FETCH_WAIT_MS = 500
+
+
+def _set_fetch_wait(wait_ms: int) -> None:
+    """Make Faust's consumers wait at most ``wait_ms`` per fetch.
+
+    Faust hard-codes 1,500 ms. The embedded broker answers a fetch only when that
+    wait ends, so it would add up to 1.5 s of latency at each hop.
+    """
+    cls = faust_aiokafka.AIOKafkaConsumerThread
+    original = getattr(cls, "_crowdstream_original", cls._create_worker_consumer)  # noqa: SLF001
+
+    def create(self: Any, transport: Any) -> Any:
+        consumer = original(self, transport)
+        consumer._fetch_max_wait_ms = wait_ms  # noqa: SLF001 (read when the consumer starts)
+        return consumer
+
+    setattr(cls, "_crowdstream_original", original)  # noqa: B010
+    setattr(cls, "_create_worker_consumer", create)  # noqa: B010
+
+
+@dataclass
+class Worker:
+    app: faust.App
+    context: PipelineContext
+    web: WebServer
+    pes: list[PeName]
+
+
+def build_worker(
+    settings: Settings,
+    topology: Topology,
+    *,
+    pes: Sequence[str] | None = None,
+    embedded: bool = False,
+) -> Worker:
+    """Create the Faust app and register the PEs (``pes``, default: the topology's)."""
+    chosen = [pe for pe in PE_NAMES if pe in (pes or topology.pes)]
+    unknown = set(pes or []) - set(PE_NAMES)
+    if unknown:
+        raise ValueError(
+            f"unknown PE(s): {', '.join(sorted(unknown))}; known: {', '.join(PE_NAMES)}"
+        )
+    if settings.crowd == "none" and "annotator" in chosen:
+        log.info("crowd 'none': the annotator does not run; tasks wait in crowd.tasks")
+        chosen.remove("annotator")
+    rebalance = settings.rebalance_timeout_s or (
+        EMBEDDED_REBALANCE_S if embedded else KAFKA_REBALANCE_S
+    )
+    # Processes running the same PEs share partitions; other PE sets get their own group.
+    app_id = f"crowdstream-{topology.name}"
+    if set(chosen) != set(topology.pes):
+        app_id += "-" + "-".join(chosen)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        app_id,
+        broker=settings.broker,
+        autodiscover=False,
+        web_enabled=False,
+        store="memory://",
+        datadir=str(settings.data_dir / app_id),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        topic_disable_leader=True,
+        broker_rebalance_timeout=rebalance,
+        broker_session_timeout=max(rebalance, 10.0),
+        consumer_auto_offset_reset="earliest",
+        producer_linger_ms=5,
+        stream_wait_empty=False,
+    )
+    _set_fetch_wait(
+        settings.fetch_wait_ms or (EMBEDDED_FETCH_WAIT_MS if embedded else KAFKA_FETCH_WAIT_MS)
+    )
+    registry = CollectorRegistry()
+    ctx = PipelineContext(
+        app=app,
+        pipeline=topology.name,
+        classifiers=list(topology.classifiers),
+        params=topology.params,
+        topics=topology.topics(settings.partitions),
+        bootstrap_servers=settings.bootstrap_servers,
+        metrics=Metrics.create(registry),
+        crowd=settings.crowd,
+    )
+    for pe in chosen:
+        REGISTER[pe](ctx)
+
+    def health() -> dict[str, Any]:
+        consumer = app.consumer if app.started else None
+        assigned = (
+            sorted(f"{tp.topic}:{tp.partition}" for tp in consumer.assignment())
+            if consumer is not None
+            else []
+        )
+        return {
+            "ready": bool(app.started and not app.rebalancing and assigned),
+            "pipeline": topology.name,
+            "pes": chosen,
+            "assigned": assigned,
+        }
+
+    web = WebServer(settings.http_host, settings.http_port, ctx.routes, registry, health)
+    return Worker(app=app, context=ctx, web=web, pes=chosen)

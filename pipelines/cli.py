@@ -1,0 +1,277 @@
+"""The ``crowdstream`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from config import Settings, load_settings
+from pipelines.topology import PE_NAMES, Topology, TopologyError, load_topology, render_graph
+
+__all__ = ["main"]
+
+log = logging.getLogger("crowdstream")
+
+
+def _settings_args(parser: argparse.ArgumentParser, *, worker: bool = False) -> None:
+    parser.add_argument("--broker", help="broker URL, kafka://host:port [env: CROWDSTREAM_BROKER]")
+    if worker:
+        parser.add_argument("--http-host", help="HTTP address [env: CROWDSTREAM_HTTP_HOST]")
+        parser.add_argument(
+            "--http-port",
+            type=int,
+            help="HTTP port, 0 for any free one [env: CROWDSTREAM_HTTP_PORT]",
+        )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="crowdstream",
+        description="Crowdsourced stream processing on Kafka: classify a stream, "
+        "let a crowd label a well-chosen sample, keep learning.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    broker = sub.add_parser("broker", help="run the embedded broker in the foreground")
+    broker.add_argument(
+        "--port", type=int, help="port on 127.0.0.1 [env: CROWDSTREAM_EMBEDDED_BROKER_PORT]"
+    )
+
+    up = sub.add_parser("up", help="start a pipeline's processing elements")
+    up.add_argument("pipeline", nargs="?", help="pipeline name or topology YAML [default: crisis]")
+    up.add_argument("--embedded", action="store_true", help="start the embedded broker too")
+    up.add_argument("--broker-port", type=int, help="port of the embedded broker [default: 9092]")
+    up.add_argument(
+        "--crowd",
+        choices=["simulated", "web", "none"],
+        help="crowd behind the annotator [env: CROWDSTREAM_CROWD]",
+    )
+    up.add_argument(
+        "--pe",
+        nargs="+",
+        choices=PE_NAMES,
+        metavar="NAME",
+        help=f"run only these PEs ({', '.join(PE_NAMES)})",
+    )
+    up.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="PE.PARAM=VALUE",
+        help="override a topology parameter, e.g. annotator.speed=20",
+    )
+    up.add_argument("--partitions", type=int, help="partitions of data-flow topics")
+    _settings_args(up, worker=True)
+
+    push = sub.add_parser("push", help="push JSON lines into <pipeline>.items.raw")
+    push.add_argument("file", help="a JSON-lines file, or - for standard input")
+    push.add_argument("--rate", type=float, help="items per second (default: as fast as possible)")
+    push.add_argument("--pipeline", help="pipeline name [default: crisis]")
+    _settings_args(push)
+
+    tail = sub.add_parser("tail", help="read classified items")
+    tail.add_argument("--pipeline", help="pipeline name [default: crisis]")
+    tail.add_argument("--classifier", help="only items with a tag from this classifier")
+    tail.add_argument("--tag", help="only items with this tag (needs --classifier)")
+    tail.add_argument("--count", type=int, help="stop after this many items")
+    tail.add_argument("--json", action="store_true", help="print records as JSON lines")
+    tail.add_argument(
+        "--from-beginning", action="store_true", help="start at the oldest item instead of new ones"
+    )
+    tail.add_argument("--timeout", type=float, help="stop after this many idle seconds")
+    _settings_args(tail)
+
+    topo = sub.add_parser("topology", help="print a pipeline's PEs and topics as a graph")
+    topo.add_argument(
+        "pipeline", nargs="?", help="pipeline name or topology YAML [default: crisis]"
+    )
+    topo.add_argument("--partitions", type=int, help="partitions of data-flow topics")
+
+    demo = sub.add_parser("demo", help="run the crisis pipeline end to end with a simulated crowd")
+    demo.add_argument("--items", type=int, default=3000, help="items to stream [default: 3000]")
+    demo.add_argument("--rate", type=float, default=60.0, help="items per second [default: 60]")
+    demo.add_argument("--reports", default="reports", help="where to write the report")
+    return parser
+
+
+def _topology(name: str | None, settings: Settings, overrides: Sequence[str] = ()) -> Topology:
+    topology = load_topology(name or settings.pipeline)
+    if not overrides:
+        return topology
+    data = topology.model_dump(mode="json")
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        pe_name, dot, param = key.partition(".")
+        if not (sep and dot and pe_name and param):
+            raise TopologyError(f"--set {item!r}: expected PE.PARAM=VALUE")
+        if pe_name not in data["params"]:
+            raise TopologyError(f"--set {item!r}: unknown PE {pe_name!r}")
+        data["params"][pe_name][param] = yaml.safe_load(value)
+    try:
+        return Topology.model_validate(data)
+    except ValidationError as exc:
+        raise TopologyError(f"invalid --set: {exc}") from None
+
+
+def _cmd_broker(args: argparse.Namespace) -> int:
+    from pipelines.broker import EmbeddedBroker
+
+    settings = load_settings(embedded_broker_port=args.port)
+    broker = EmbeddedBroker(settings.embedded_broker_port)
+    broker.start()
+    print(f"embedded broker on {broker.url} (memory only; Ctrl-C stops it)", flush=True)
+    try:
+        return broker.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        broker.stop()
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    import faust
+
+    from channels.admin import TANSU_CLUSTER_ID, cluster_id, declare_topics
+    from pipelines.app import build_worker
+    from pipelines.broker import EmbeddedBroker
+
+    overrides = {
+        "broker": args.broker,
+        "crowd": args.crowd,
+        "http_host": args.http_host,
+        "http_port": args.http_port,
+        "partitions": args.partitions,
+        "embedded_broker_port": args.broker_port,
+    }
+    settings = load_settings(**overrides)
+    topology = _topology(args.pipeline, settings, args.set)
+    broker: EmbeddedBroker | None = None
+    if args.embedded:
+        broker = EmbeddedBroker(settings.embedded_broker_port)
+        broker.start()
+        settings = load_settings(**{**overrides, "broker": broker.url})
+    try:
+
+        async def prepare() -> tuple[list[str], str]:
+            created = await declare_topics(
+                settings.bootstrap_servers,
+                topology.topics(settings.partitions).values(),
+                settings.replication_factor,
+            )
+            return created, await cluster_id(settings.bootstrap_servers)
+
+        created, cluster = asyncio.run(prepare())
+        if created:
+            log.info("declared topics: %s", ", ".join(created))
+        embedded = cluster == TANSU_CLUSTER_ID
+        worker = build_worker(settings, topology, pes=args.pe, embedded=embedded)
+        print(f"crowdstream {topology.name}: PEs {', '.join(worker.pes)}", flush=True)
+        print(f"broker: {settings.broker}", flush=True)
+        print(
+            f"http: http://{settings.http_host}:{settings.http_port} "
+            "(POST /items, GET /metrics, GET /healthz)",
+            flush=True,
+        )
+        faust.Worker(
+            worker.app,
+            worker.web,
+            loglevel=settings.log_level,
+            quiet=True,
+            redirect_stdouts=False,
+        ).execute_from_commandline()
+    finally:
+        if broker is not None:
+            broker.stop()
+    return 0
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    from pipelines.client import push_lines
+
+    settings = load_settings(broker=args.broker)
+    pipeline = args.pipeline or settings.pipeline
+    if args.file == "-":
+        lines = (line.encode() for line in sys.stdin)
+        sent = asyncio.run(push_lines(settings.bootstrap_servers, pipeline, lines, args.rate))
+    else:
+        path = Path(args.file)
+        if not path.is_file():
+            print(f"crowdstream push: no file {args.file!r}", file=sys.stderr)
+            return 2
+        with path.open("rb") as handle:
+            sent = asyncio.run(push_lines(settings.bootstrap_servers, pipeline, handle, args.rate))
+    print(f"pushed {sent} records to {pipeline}.items.raw", flush=True)
+    return 0
+
+
+def _cmd_tail(args: argparse.Namespace) -> int:
+    from pipelines.client import tail_classified
+
+    if args.tag and not args.classifier:
+        print("crowdstream tail: --tag needs --classifier", file=sys.stderr)
+        return 2
+    settings = load_settings(broker=args.broker)
+    pipeline = args.pipeline or settings.pipeline
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(
+            tail_classified(
+                settings.bootstrap_servers,
+                pipeline,
+                classifier=args.classifier,
+                tag=args.tag,
+                count=args.count,
+                as_json=args.json,
+                from_beginning=args.from_beginning,
+                idle_timeout_s=args.timeout,
+            )
+        )
+    return 0
+
+
+def _cmd_topology(args: argparse.Namespace) -> int:
+    settings = load_settings(partitions=args.partitions)
+    print(render_graph(_topology(args.pipeline, settings), settings.partitions))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from pipelines.demo import run_demo
+
+    return run_demo(items=args.items, rate=args.rate, reports_dir=Path(args.reports))
+
+
+COMMANDS = {
+    "broker": _cmd_broker,
+    "up": _cmd_up,
+    "push": _cmd_push,
+    "tail": _cmd_tail,
+    "topology": _cmd_topology,
+    "demo": _cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return COMMANDS[args.command](args)
+    except (TopologyError, ValidationError, ValueError, ConnectionError, FileNotFoundError) as exc:
+        print(f"crowdstream {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:  # BrokerError and friends: say what failed, no traceback
+        print(f"crowdstream {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
