@@ -138,6 +138,7 @@ class Label(_Record):
     classifier: str
     tag: str | None  #: None when the answers did not agree
     agreement: float
+    kind: Literal["active", "passive"] = "passive"  #: how the task generator picked the item
     answers: list[Answer]
     idx: list[int]
     val: list[float]

@@ -88,6 +88,7 @@ class Annotator:
             classifier=task.classifier,
             tag=tag,
             agreement=round(share, 4),
+            kind=task.kind,
             answers=done.answers,
             idx=task.idx,
             val=task.val,

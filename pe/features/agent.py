@@ -27,7 +27,10 @@ def register(ctx: PipelineContext) -> None:
 
     async def features(stream: StreamT[Any]) -> None:
         # take_events is defined on Stream, not on the StreamT interface.
-        async for events in stream.take_events(  # type: ignore[attr-defined]params.batch_size, within=params.batch_within_s):
+        batches = stream.take_events(  # type: ignore[attr-defined]
+            params.batch_size, within=params.batch_within_s
+        )
+        async for events in batches:
             started = time.perf_counter()
             pending = []
             valid: list[Item] = []

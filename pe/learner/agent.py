@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 
 from aiokafka import ConsumerRecord
 
@@ -13,7 +15,7 @@ from channels.records import Label
 from pe.common.context import PipelineContext
 from pe.common.modelbook import model_book
 from pe.learner.state import ClassifierLearner
-from pe.learner.trainers import make_trainer
+from pe.learner.trainers import SklearnTrainer, fit_logistic, make_trainer
 
 __all__ = ["register"]
 
@@ -42,6 +44,9 @@ def register(ctx: PipelineContext) -> None:
         for spec in ctx.classifiers
     }
     published: dict[str, int] = {}
+    # A refit holds the GIL for long stretches: in a thread it would stall the event
+    # loop and every PE on it, so scikit-learn fits run in a process of their own.
+    fitter = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
     labels_in = ctx.metrics.items_in.labels(ctx.pipeline, PE)
 
     async def on_labels(records: Sequence[ConsumerRecord]) -> None:
@@ -69,9 +74,13 @@ def register(ctx: PipelineContext) -> None:
             if not learner.due():
                 continue
             version = max(book.version(name), published.get(name, 0)) + 1
-            if learner.trainer.family == "sklearn":
-                # A refit takes tens of milliseconds to seconds: keep it off the loop.
-                update, outcome = await loop.run_in_executor(None, learner.train, active, version)
+            trainer = learner.trainer
+            if isinstance(trainer, SklearnTrainer):
+                n_train = learner.start_training()
+                model = await loop.run_in_executor(
+                    fitter, fit_logistic, list(trainer.examples), trainer.n_features, trainer.c
+                )
+                update, outcome = learner.judge(model, n_train, active, version)
             else:
                 update, outcome = learner.train(active, version)
             ctx.metrics.models_trained.labels(ctx.pipeline, name, outcome).inc()

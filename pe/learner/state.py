@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import zlib
 
-from channels.records import Label, ModelUpdate
+from channels.records import Label, LinearModel, ModelUpdate
 from pe.learner.evaluate import evaluate
 from pe.learner.trainers import Example, Trainer
 from pe.params import ClassifierSpec, LearnerParams
@@ -52,7 +52,9 @@ class ClassifierLearner:
             return False
         self.items.add(label.item_id)
         example = (label.idx, label.val, label.tag)
-        if in_holdout(label.item_id, self.params.holdout_fraction):
+        # Only randomly picked items are held out: actively picked ones are the hard
+        # cases, and scoring on them would understate the model on the stream.
+        if label.kind == "passive" and in_holdout(label.item_id, self.params.holdout_fraction):
             self.holdout.append(example)
         else:
             self.trainer.add(example)
@@ -72,10 +74,18 @@ class ClassifierLearner:
 
     def train(self, active: ModelUpdate | None, version: int) -> tuple[ModelUpdate | None, str]:
         """Train; return the update to publish (or None) and an outcome for metrics."""
+        n_train = self.start_training()
+        return self.judge(self.trainer.export(), n_train, active, version)
+
+    def start_training(self) -> int:
+        """Mark the labels seen now as trained on; the training-set size."""
         self.trained_at = self.n_labels
-        holdout = list(self.holdout)
-        n_train = self.n_train
-        model = self.trainer.export()
+        return self.n_train
+
+    def judge(
+        self, model: LinearModel | None, n_train: int, active: ModelUpdate | None, version: int
+    ) -> tuple[ModelUpdate | None, str]:
+        """Evaluate a trained model on the held-out labels and apply the activation rule."""
         if model is None:
             return None, "untrainable"
         update = ModelUpdate(
@@ -84,8 +94,8 @@ class ClassifierLearner:
             family=self.trainer.family,
             created=time.time(),
             n_train=n_train,
-            n_holdout=len(holdout),
-            metrics=evaluate(model, holdout, self.spec.tags),
+            n_holdout=len(self.holdout),
+            metrics=evaluate(model, self.holdout, self.spec.tags),
             model=model,
         )
         if not replaces(active, update, self.params):

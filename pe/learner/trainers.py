@@ -12,7 +12,7 @@ from sklearn.linear_model import LogisticRegression
 from channels.records import LinearModel, SparseRow
 from pe.common.linear import feature_matrix
 
-__all__ = ["RiverTrainer", "SklearnTrainer", "Trainer", "make_trainer"]
+__all__ = ["RiverTrainer", "SklearnTrainer", "Trainer", "fit_logistic", "make_trainer"]
 
 Example = tuple[list[int], list[float], str]
 
@@ -53,30 +53,33 @@ class SklearnTrainer(Trainer):
         self.examples.append(example)
 
     def export(self) -> LinearModel | None:
-        # A snapshot: export may run in a thread while new examples arrive.
-        examples = list(self.examples)
-        tags = [tag for _, _, tag in examples]
-        if len(set(tags)) < 2:
-            return None
-        x = feature_matrix([(idx, val) for idx, val, _ in examples], self.n_features)
-        model = LogisticRegression(C=self.c, class_weight="balanced", max_iter=1000)
-        model.fit(x, tags)
-        seen = [str(c) for c in model.classes_]
-        if len(seen) == 2:
-            return LinearModel(
-                classes=seen,
-                link="sigmoid",
-                n_features=self.n_features,
-                intercept=[float(model.intercept_[0])],
-                rows=[_sparse(model.coef_[0])],
-            )
+        return fit_logistic(list(self.examples), self.n_features, self.c)
+
+
+def fit_logistic(examples: list[Example], n_features: int, c: float) -> LinearModel | None:
+    """Fit logistic regression; a plain function so it can run in another process."""
+    tags = [tag for _, _, tag in examples]
+    if len(set(tags)) < 2:
+        return None
+    x = feature_matrix([(idx, val) for idx, val, _ in examples], n_features)
+    model = LogisticRegression(C=c, class_weight="balanced", max_iter=1000)
+    model.fit(x, tags)
+    seen = [str(cls) for cls in model.classes_]
+    if len(seen) == 2:
         return LinearModel(
             classes=seen,
-            link="softmax",
-            n_features=self.n_features,
-            intercept=[float(b) for b in model.intercept_],
-            rows=[_sparse(row) for row in model.coef_],
+            link="sigmoid",
+            n_features=n_features,
+            intercept=[float(model.intercept_[0])],
+            rows=[_sparse(model.coef_[0])],
         )
+    return LinearModel(
+        classes=seen,
+        link="softmax",
+        n_features=n_features,
+        intercept=[float(b) for b in model.intercept_],
+        rows=[_sparse(row) for row in model.coef_],
+    )
 
 
 class RiverTrainer(Trainer):

@@ -1,0 +1,40 @@
+# Developer and CI entry points. `make test` is what .ci/run runs.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck check bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## Run the crisis pipeline end to end on the embedded broker (report in reports/).
+demo: $(STAMP)
+	$(BIN)/crowdstream demo
+
+## The test suite (unit + integration against the embedded broker); runs in CI.
+test: $(STAMP)
+	$(BIN)/pytest -q
+
+## Lint and type checks; run in CI.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+check: lint typecheck test
+
+## Throughput and latency benchmark (not a test; JSON on stdout and in reports/).
+bench: $(STAMP)
+	$(BIN)/python bench/throughput.py
+
+clean:
+	rm -rf $(VENV) .crowdstream reports .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,229 @@
+"""``crowdstream demo``: the crisis pipeline end to end on the embedded broker.
+
+Starts the broker and a worker process (all PEs, simulated crowd), streams the
+bundled sample, shows live progress, and writes ``reports/<timestamp>/`` with
+report.json and PNG plots. Every process it starts is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+
+from channels.codec import DecodeError, decode
+from channels.records import ClassifiedItem, Label, ModelUpdate
+from pipelines.broker import EmbeddedBroker, free_port
+from pipelines.client import push_lines
+from pipelines.report import STREAM_TAIL, RunLog, percentiles, write_report
+from pipelines.sample import load_sample
+from pipelines.topology import load_topology
+
+__all__ = ["DEMO_OVERRIDES", "run_demo"]
+
+#: The demo compresses a crisis into a minute: crowd time runs 40x faster, and the
+#: task rate and pool are sized so ~1,000 labels per classifier arrive meanwhile.
+DEMO_OVERRIDES = (
+    "annotator.speed=40",
+    "annotator.pool_size=30",
+    "taskgen.max_tasks_per_minute=1200",
+    "taskgen.round_interval_s=0.25",
+)
+#: Longest wait for the worker to join its consumer group.
+READY_TIMEOUT_S = 90.0
+#: After the last item is classified, labels and a last model still arrive.
+DRAIN_S = 8.0
+
+
+def run_demo(*, items: int, rate: float, reports_dir: Path) -> int:
+    stamp = datetime.now(tz=UTC).strftime("%Y%m%dT%H%M%SZ")
+    out_dir = reports_dir / stamp
+    out_dir.mkdir(parents=True, exist_ok=True)
+    broker = EmbeddedBroker(free_port(), log_file=out_dir / "broker.log")
+    print(f"starting the embedded broker on {broker.url} ...", flush=True)
+    broker.start()
+    worker: subprocess.Popen[bytes] | None = None
+    try:
+        http_port = free_port()
+        cmd = [
+            sys.executable,
+            "-m",
+            "pipelines.cli",
+            "up",
+            "crisis",
+            "--broker",
+            broker.url,
+            "--http-port",
+            str(http_port),
+            "--crowd",
+            "simulated",
+        ]
+        for override in DEMO_OVERRIDES:
+            cmd += ["--set", override]
+        with (out_dir / "worker.log").open("wb") as log:
+            worker = subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,  # noqa: S603
+                stdin=subprocess.DEVNULL,
+                env={**os.environ},
+            )
+        print(f"starting the crisis pipeline (log: {out_dir / 'worker.log'}) ...", flush=True)
+        _wait_ready(f"http://127.0.0.1:{http_port}/healthz", worker)
+        print(f"worker ready; metrics at http://127.0.0.1:{http_port}/metrics", flush=True)
+        sample = load_sample(items)
+        run = asyncio.run(_stream(broker.bootstrap, sample, rate))
+        finished = time.time()
+    finally:
+        if worker is not None:
+            _stop(worker)
+        broker.stop()
+    topology = load_topology("crisis")
+    truth = {row["id"]: row["meta"]["truth"] for row in sample}
+    positives = {spec.name: spec.tags[0] for spec in topology.classifiers}
+    report = write_report(run, finished, truth, positives, out_dir)
+    _print_summary(report, out_dir)
+    return 0 if report["items_classified"] == len(sample) else 1
+
+
+def _wait_ready(url: str, worker: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            raise RuntimeError(f"the worker exited with code {worker.returncode}; see worker.log")
+        with (
+            contextlib.suppress(OSError),  # not listening yet, or 503 while joining
+            urllib.request.urlopen(url, timeout=1) as answer,  # noqa: S310 (a local URL)
+        ):
+            if answer.status == 200:
+                return
+        time.sleep(0.5)
+    raise RuntimeError(f"the worker was not ready within {READY_TIMEOUT_S:.0f} s")
+
+
+def _stop(worker: subprocess.Popen[bytes]) -> None:
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait(timeout=10)
+
+
+async def _stream(bootstrap: str, sample: list[dict[str, object]], rate: float) -> RunLog:
+    run = RunLog(started=time.time())
+    consumer = AIOKafkaConsumer(
+        "crisis.items.classified",
+        "crisis.control.models",
+        "crisis.crowd.labels",
+        "crisis.items.rejected",
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=50,
+    )
+    await consumer.start()
+    lines = [orjson.dumps(row) for row in sample]
+    push = asyncio.create_task(push_lines([bootstrap], "crisis", lines, rate))
+    last_print = 0.0
+    drained_at: float | None = None
+    window: list[float] = []
+    out_before = 0
+    try:
+        while True:
+            batches = await consumer.getmany(timeout_ms=200)
+            for tp, records in batches.items():
+                for record in records:
+                    _observe(run, tp.topic, record.value, window)
+            if push.done():
+                run.pushed = push.result()
+            now = time.time()
+            if now - last_print >= 1.0:
+                _progress(run, now, len(run.classified) - out_before, window, len(lines), rate)
+                out_before, window, last_print = len(run.classified), [], now
+            if len(run.classified) + run.rejected >= len(lines) and push.done():
+                drained_at = drained_at or now
+                if now - drained_at >= DRAIN_S:
+                    break
+    finally:
+        push.cancel()
+        await consumer.stop()
+    return run
+
+
+def _observe(run: RunLog, topic: str, value: bytes | None, window: list[float]) -> None:
+    try:
+        if topic.endswith("items.classified"):
+            item = decode(ClassifiedItem, value)
+            if item.id not in run.classified:  # the sink deduplicates by id
+                run.classified[item.id] = item
+                window.append(item.ts_out - item.ts_in)
+        elif topic.endswith("control.models"):
+            run.models.append(decode(ModelUpdate, value))
+        elif topic.endswith("crowd.labels"):
+            label = decode(Label, value)
+            if label.tag is not None:
+                run.labels[label.classifier] = run.labels.get(label.classifier, 0) + 1
+        else:
+            run.rejected += 1
+    except DecodeError:
+        run.rejected += 1
+
+
+def _progress(
+    run: RunLog, now: float, out_last_s: int, window: list[float], total: int, rate: float
+) -> None:
+    elapsed = now - run.started
+    pushed = min(int(elapsed * rate), total)
+    lat = percentiles(window)
+    p50, p99 = lat["p50"], lat["p99"]
+    latency = (
+        f"p50 {p50 * 1000:5.0f} ms p99 {p99 * 1000:5.0f} ms"
+        if p50 is not None and p99 is not None
+        else "p50     - ms p99     - ms"
+    )
+    models = []
+    for name in ("aid_related", "request"):
+        latest = [m for m in run.models if m.classifier == name]
+        if latest:
+            auc = latest[-1].metrics.auc
+            models.append(f"{name} v{latest[-1].version} AUC {auc if auc is not None else '-'}")
+        else:
+            models.append(f"{name} (no model)")
+    labels = sum(run.labels.values())
+    print(
+        f"[{elapsed:5.1f}s] in {pushed:5d}/{total} ({rate:.0f}/s)  out {len(run.classified):5d} "
+        f"({out_last_s:4d}/s)  {latency}  labels {labels:4d}  " + "  ".join(models),
+        flush=True,
+    )
+
+
+def _print_summary(report: dict[str, object], out_dir: Path) -> None:
+    print("\n=== crowdstream demo report ===")
+    print(
+        f"items: {report['items_classified']} classified of {report['items_pushed']} pushed, "
+        f"{report['items_rejected']} rejected, in {report['duration_s']} s"
+    )
+    print(f"end-to-end latency (s): {report['latency_s']}")
+    classifiers = report["classifiers"]
+    assert isinstance(classifiers, dict)
+    for name, result in classifiers.items():
+        held = result["held_out"] or {}
+        tail = result[f"stream_vs_truth_last_{STREAM_TAIL}"]
+        print(
+            f"{name}: model v{result['model_version']} from {result['crowd_labels']} crowd "
+            f"labels; held-out AUC {held.get('auc')}; last {STREAM_TAIL} items vs truth: "
+            f"accuracy {tail['accuracy']}, AUC {tail['auc']}"
+        )
+    print(f"report: {out_dir / 'report.json'}; plots: {out_dir}/auc_vs_labels.png, latency.png")

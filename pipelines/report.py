@@ -1,0 +1,178 @@
+"""The demo's report: summary numbers, JSON and PNG plots."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+import numpy as np  # noqa: E402
+from sklearn.metrics import roc_auc_score  # noqa: E402
+
+from channels.records import ClassifiedItem, ModelUpdate  # noqa: E402
+
+__all__ = ["STREAM_TAIL", "RunLog", "percentiles", "stream_quality", "write_report"]
+
+#: The report scores the last this many items against ground truth: by then the
+#: classifiers have models trained on most of the labels.
+STREAM_TAIL = 1000
+
+
+def percentiles(values: Sequence[float]) -> dict[str, float | None]:
+    """p50, p90, p99 and max of ``values`` (None when empty), rounded to 0.1 ms."""
+    if not values:
+        return {"p50": None, "p90": None, "p99": None, "max": None}
+    arr = np.asarray(values, dtype=np.float64)
+    p50, p90, p99 = np.percentile(arr, [50, 90, 99])
+    return {
+        "p50": round(float(p50), 4),
+        "p90": round(float(p90), 4),
+        "p99": round(float(p99), 4),
+        "max": round(float(arr.max()), 4),
+    }
+
+
+@dataclass
+class RunLog:
+    """What a demo run observed on the output topics."""
+
+    started: float
+    classified: dict[str, ClassifiedItem] = field(default_factory=dict)
+    models: list[ModelUpdate] = field(default_factory=list)
+    labels: dict[str, int] = field(default_factory=dict)  #: aggregated labels per classifier
+    pushed: int = 0
+    rejected: int = 0
+
+
+def stream_quality(
+    items: Sequence[ClassifiedItem],
+    truth: dict[str, dict[str, str]],
+    classifier: str,
+    positive: str,
+) -> dict[str, Any]:
+    """Accuracy and AUC of the stream's output against ground truth, over the items a
+    model classified (items classified before a first model have no tag)."""
+    scored = [
+        (item.labels[classifier], truth[item.id][classifier])
+        for item in items
+        if item.id in truth and classifier in truth[item.id] and item.labels[classifier].tag
+    ]
+    if not scored:
+        return {"items": 0, "accuracy": None, "auc": None}
+    correct = sum(pred.tag == actual for pred, actual in scored)
+    # Probability of the positive tag, from the winning tag and its confidence.
+    score = [
+        (p.confidence or 0.0) if p.tag == positive else 1.0 - (p.confidence or 0.0)
+        for p, _ in scored
+    ]
+    actual = [a == positive for _, a in scored]
+    auc = roc_auc_score(actual, score) if 0 < sum(actual) < len(actual) else None
+    return {
+        "items": len(scored),
+        "accuracy": round(correct / len(scored), 4),
+        "auc": round(float(auc), 4) if auc is not None else None,
+    }
+
+
+def write_report(
+    run: RunLog,
+    finished: float,
+    truth: dict[str, dict[str, str]],
+    positives: dict[str, str],
+    out_dir: Path,
+) -> dict[str, Any]:
+    """Write report.json and the plots to ``out_dir``; return the report."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    items = sorted(run.classified.values(), key=lambda i: i.ts_out)
+    latencies = [max(i.ts_out - i.ts_in, 0.0) for i in items]
+    duration = finished - run.started
+    span = (items[-1].ts_out - items[0].ts_in) if items else 0.0
+    final: dict[str, Any] = {}
+    recent = items[-STREAM_TAIL:]
+    for name, positive in positives.items():
+        history = [m for m in run.models if m.classifier == name]
+        last = history[-1] if history else None
+        final[name] = {
+            "model_version": last.version if last else None,
+            "labels_trained": last.n_train if last else 0,
+            "labels_held_out": last.n_holdout if last else 0,
+            "held_out": last.metrics.model_dump() if last else None,
+            "stream_vs_truth_all_models": stream_quality(items, truth, name, positive),
+            f"stream_vs_truth_last_{STREAM_TAIL}": stream_quality(recent, truth, name, positive),
+            "crowd_labels": run.labels.get(name, 0),
+        }
+    report = {
+        "duration_s": round(duration, 1),
+        "items_pushed": run.pushed,
+        "items_classified": len(items),
+        "items_rejected": run.rejected,
+        "throughput_items_per_s": round(len(items) / span, 1) if span > 0 else None,
+        "latency_s": percentiles(latencies),
+        "classifiers": final,
+        "models": [
+            {
+                "classifier": m.classifier,
+                "version": m.version,
+                "family": m.family,
+                "labels": m.n_train + m.n_holdout,
+                "n_train": m.n_train,
+                "auc": m.metrics.auc,
+                "at_s": round(m.created - run.started, 1),
+            }
+            for m in run.models
+        ],
+        "plots": ["auc_vs_labels.png", "latency.png"],
+    }
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    _plot_auc(run.models, out_dir / "auc_vs_labels.png")
+    _plot_latency(items, run.started, out_dir / "latency.png")
+    return report
+
+
+def _plot_auc(models: Sequence[ModelUpdate], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name in sorted({m.classifier for m in models}):
+        points = [(m.n_train + m.n_holdout, m.metrics.auc) for m in models if m.classifier == name]
+        points = [(n, a) for n, a in points if a is not None]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker="o", label=name)
+    ax.set_xlabel("crowd labels (train + held out)")
+    ax.set_ylabel("held-out AUC")
+    ax.set_ylim(0.4, 1.0)
+    ax.grid(alpha=0.3)
+    ax.set_title("Model quality vs. crowd labels")
+    if models:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _plot_latency(items: Sequence[ClassifiedItem], started: float, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if items:
+        t = np.array([i.ts_out - started for i in items])
+        lat = np.array([max(i.ts_out - i.ts_in, 0.0) * 1000 for i in items])
+        ax.scatter(t, lat, s=2, alpha=0.3, label="item")
+        # p50 and p99 per second of the run.
+        seconds = np.floor(t).astype(int)
+        edges = np.unique(seconds)
+        p50 = [np.percentile(lat[seconds == s], 50) for s in edges]
+        p99 = [np.percentile(lat[seconds == s], 99) for s in edges]
+        ax.plot(edges + 0.5, p50, color="tab:green", label="p50 per second")
+        ax.plot(edges + 0.5, p99, color="tab:red", label="p99 per second")
+        ax.set_yscale("log")
+        ax.legend()
+    ax.set_xlabel("seconds since start")
+    ax.set_ylabel("end-to-end latency (ms)")
+    ax.grid(alpha=0.3)
+    ax.set_title("End-to-end latency over time")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

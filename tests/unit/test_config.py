@@ -1,0 +1,93 @@
+"""Settings sources and topology files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from config import load_settings
+from pipelines.cli import _topology
+from pipelines.topology import TopologyError, load_topology, render_graph
+
+
+def test_defaults_come_from_the_bundled_yaml(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CROWDSTREAM_CONFIG", raising=False)
+    settings = load_settings()
+    assert settings.broker == "kafka://localhost:9092"
+    assert settings.bootstrap_servers == ["localhost:9092"]
+
+
+def test_yaml_file_then_environment_then_flags(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = tmp_path / "site.yaml"
+    config.write_text("http_port: 9100\npartitions: 8\n")
+    monkeypatch.setenv("CROWDSTREAM_CONFIG", str(config))
+    monkeypatch.setenv("CROWDSTREAM_PARTITIONS", "6")
+    settings = load_settings(http_port=None, broker="kafka://a:1,kafka://b:2")
+    assert settings.http_port == 9100  # from the file
+    assert settings.partitions == 6  # the environment beats the file
+    assert settings.bootstrap_servers == ["a:1", "b:2"]  # the flag beats both
+
+
+def test_bad_settings_are_refused_clearly(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="kafka://host:port"):
+        load_settings(broker="localhost")
+    with pytest.raises(ValidationError):
+        load_settings(nonsense=1)
+    monkeypatch.setenv("CROWDSTREAM_CONFIG", str(tmp_path / "missing.yaml"))
+    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+        load_settings()
+
+
+def test_crisis_topology_and_its_graph() -> None:
+    topology = load_topology("crisis")
+    assert [c.name for c in topology.classifiers] == ["aid_related", "request"]
+    assert topology.classifier("request").tags == ["yes", "no"]
+    graph = render_graph(topology, partitions=4)
+    assert "crisis.control.models (1 partition(s), compacted)" in graph
+    assert (
+        "[crisis.items.raw] --> (features) --> [crisis.items.features, crisis.items.rejected]"
+        in graph
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("name: x\nclassifiers: [{name: a, question: q, tags: [yes, no]}]\n", "tags"),
+        ("name: x\nclassifiers: [{name: a, question: q, tags: ['y', 'y']}]\n", "unique"),
+        ("name: x\nclassifiers: [{name: a, question: q, tags: ['y', 'N/A']}]\n", "implicit"),
+        ("name: x\nclassifiers: []\n", "classifiers"),
+        ("name: x\nclassifiers: [{name: a, question: q, tags: ['y','n']}]\npes: [spam]\n", "pes"),
+        (
+            "name: x\nclassifiers: [{name: a, question: q, tags: ['y','n']}]\n"
+            "params: {annotator: {redundancy: 5, pool_size: 2}}\n",
+            "redundancy",
+        ),
+        ("name: [unclosed\n", "not valid YAML"),
+    ],
+)
+def test_invalid_topologies_say_what_is_wrong(tmp_path: Path, text: str, words: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(TopologyError, match=words):
+        load_topology(str(path))
+
+
+def test_unknown_pipeline_lists_the_built_in_ones() -> None:
+    with pytest.raises(TopologyError, match="crisis"):
+        load_topology("nope")
+
+
+def test_set_overrides_parameters_and_validates_them() -> None:
+    settings = load_settings()
+    topology = _topology("crisis", settings, ["annotator.speed=20", "taskgen.active_fraction=0"])
+    assert topology.params.annotator.speed == 20
+    assert topology.params.taskgen.active_fraction == 0
+    with pytest.raises(TopologyError, match="PE.PARAM=VALUE"):
+        _topology("crisis", settings, ["speed=20"])
+    with pytest.raises(TopologyError, match="invalid --set"):
+        _topology("crisis", settings, ["annotator.speed=-1"])

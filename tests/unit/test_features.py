@@ -1,0 +1,53 @@
+"""Feature hashing, normalisation and near-duplicate signatures."""
+
+from __future__ import annotations
+
+import math
+
+from pe.features.hashing import FeatureHasher
+from pe.features.simhash import SignatureSet, hamming, simhash
+from pe.features.text import grams, normalize, tokens
+
+
+def test_normalize_folds_urls_mentions_numbers_and_retweets() -> None:
+    text = "RT @red_cross: 200 tents needed in Leogane http://t.co/abc @UN"
+    assert normalize(text) == "0 tents needed in leogane  _url_   _user_ "
+    assert tokens(text) == ["0", "tents", "needed", "in", "leogane", "url", "user"]
+
+
+def test_grams_are_unigrams_then_bigrams() -> None:
+    assert grams(["we", "need", "water"]) == ["we", "need", "water", "we need", "need water"]
+
+
+def test_hashing_is_stateless_sorted_and_normalised() -> None:
+    docs = [grams(tokens("We need water and food")), grams(tokens(""))]
+    first = FeatureHasher(2**18).transform(docs)
+    again = FeatureHasher(2**18).transform(docs)
+    assert first == again  # two instances agree without sharing state
+    idx, val = first[0]
+    assert idx == sorted(set(idx)) and len(idx) == 9  # 5 unigrams + 4 bigrams
+    assert all(0 <= i < 2**18 for i in idx)
+    assert math.isclose(math.sqrt(sum(v * v for v in val)), 1.0, rel_tol=1e-4)
+    assert first[1] == ([], [])
+
+
+def test_simhash_near_duplicates_are_close_and_others_far() -> None:
+    base = simhash(grams(tokens("We need water and food in Leogane, please help")))
+    retweet = simhash(grams(tokens("RT @bob: we need water and food in leogane, please help")))
+    other = simhash(grams(tokens("The bridge to Jacmel collapsed after the aftershock")))
+    assert hamming(base, retweet) <= 6
+    assert hamming(base, other) > 12
+    assert simhash([]) == 0
+
+
+def test_signature_set_finds_near_matches_and_forgets_the_oldest() -> None:
+    sigs = SignatureSet(capacity=2)
+    assert not sigs.has_near(0b1111, 1)
+    sigs.add(0b1111)
+    assert sigs.has_near(0b1110, 1)
+    assert not sigs.has_near(0b0000, 3)
+    sigs.add(1 << 40)
+    sigs.add(1 << 50)  # evicts 0b1111
+    assert len(sigs) == 2
+    assert not sigs.has_near(0b1111, 1)
+    assert sigs.has_near((1 << 50) | 1, 1)

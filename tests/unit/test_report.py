@@ -1,0 +1,52 @@
+"""The demo report's numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from channels.records import ClassifiedItem, TagPrediction
+from pipelines.report import RunLog, percentiles, stream_quality, write_report
+
+
+def _item(i: int, tag: str | None, confidence: float | None, ts_out: float) -> ClassifiedItem:
+    return ClassifiedItem(
+        id=f"i{i}",
+        text="t",
+        ts_in=0.0,
+        ts_out=ts_out,
+        labels={"c": TagPrediction(tag=tag, confidence=confidence, model_version=1 if tag else 0)},
+    )
+
+
+def test_percentiles() -> None:
+    assert percentiles([]) == {"p50": None, "p90": None, "p99": None, "max": None}
+    result = percentiles([float(i) for i in range(1, 101)])
+    assert result["p50"] == pytest.approx(50.5) and result["max"] == 100.0
+
+
+def test_stream_quality_scores_only_items_a_model_classified() -> None:
+    items = [
+        _item(0, None, None, 1.0),
+        _item(1, "yes", 0.9, 1.0),
+        _item(2, "no", 0.8, 1.0),
+        _item(3, "yes", 0.6, 1.0),
+    ]
+    truth = {f"i{i}": {"c": t} for i, t in enumerate(["yes", "yes", "no", "no"])}
+    result = stream_quality(items, truth, "c", "yes")
+    assert result["items"] == 3
+    assert result["accuracy"] == pytest.approx(2 / 3, abs=1e-4)
+    assert result["auc"] == 1.0  # P(yes): 0.9 > 0.6 > 0.2
+
+
+def test_report_files(tmp_path: Path) -> None:
+    run = RunLog(started=0.0, pushed=2)
+    run.classified = {"i1": _item(1, "yes", 0.9, 0.05), "i2": _item(2, "no", 0.7, 0.15)}
+    report = write_report(run, 1.0, {"i1": {"c": "yes"}, "i2": {"c": "no"}}, {"c": "yes"}, tmp_path)
+    saved = orjson.loads((tmp_path / "report.json").read_bytes())
+    assert saved == report and saved["items_classified"] == 2
+    assert saved["latency_s"]["max"] == pytest.approx(0.15)
+    for plot in saved["plots"]:
+        assert (tmp_path / plot).read_bytes().startswith(b"\x89PNG")

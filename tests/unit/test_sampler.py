@@ -1,0 +1,107 @@
+"""The task generator's sampler and rate cap."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+from pe.taskgen.sampler import Candidate, ClassifierSampler, TokenBucket
+
+
+def _candidate(i: int, sig: int | None = None) -> Candidate:
+    # Signatures far apart (one distinct byte each) unless given.
+    return Candidate(
+        f"i{i}", f"text {i}", [i], [1.0], sig if sig is not None else i << 8 * (i % 8), {}
+    )
+
+
+def _sampler(**kwargs: object) -> ClassifierSampler:
+    params: dict[str, object] = {
+        "buffer_size": 100,
+        "active_fraction": 0.5,
+        "uncertainty_sample": 100,
+        "label_budget": 1000,
+        "near_dup_bits": 0,
+        "near_dup_memory": 1000,
+        "rng": random.Random(1),
+    }
+    params.update(kwargs)
+    return ClassifierSampler(**params)  # type: ignore[arg-type]
+
+
+def test_without_a_model_every_pick_is_random_and_never_repeated() -> None:
+    sampler = _sampler()
+    for i in range(10):
+        sampler.offer(_candidate(i))
+    first = sampler.select(4, scorer=None)
+    assert [kind for _, kind in first] == ["passive"] * 4
+    second = sampler.select(10, scorer=None)
+    ids = [c.item_id for c, _ in first + second]
+    assert len(ids) == len(set(ids)) == 10
+    assert sampler.select(5, scorer=None) == []
+
+
+def test_active_picks_are_the_least_confident() -> None:
+    sampler = _sampler(active_fraction=0.5)
+    for i in range(20):
+        sampler.offer(_candidate(i))
+
+    def confidence(candidates: Sequence[Candidate]) -> list[float]:
+        # Item 7 and item 3 are the most uncertain.
+        return [0.5 if c.item_id in {"i7", "i3"} else 0.99 for c in candidates]
+
+    picked = sampler.select(4, confidence)
+    active = {c.item_id for c, kind in picked if kind == "active"}
+    assert active == {"i7", "i3"}
+    assert sum(kind == "passive" for _, kind in picked) == 2
+
+
+def test_budget_caps_what_is_ever_issued() -> None:
+    sampler = _sampler(label_budget=3)
+    for i in range(10):
+        sampler.offer(_candidate(i))
+    assert len(sampler.select(5, None)) == 3
+    assert sampler.budget_left == 0
+    assert sampler.select(5, None) == []
+
+
+def test_near_duplicates_of_issued_items_are_skipped() -> None:
+    sampler = _sampler(near_dup_bits=2)
+    sampler.offer(_candidate(1, sig=0b1010_0000))
+    assert len(sampler.select(1, None)) == 1
+    sampler.offer(_candidate(2, sig=0b1010_0011))  # 2 bits away: a near-duplicate
+    sampler.offer(_candidate(3, sig=0b0101_1111_0000))  # far away
+    picked = sampler.select(5, None)
+    assert [c.item_id for c, _ in picked] == ["i3"]
+    assert sampler.near_duplicates == 1
+
+
+def test_near_duplicates_within_one_round_are_picked_once() -> None:
+    sampler = _sampler(near_dup_bits=1)
+    sampler.offer(_candidate(1, sig=0xFF))
+    sampler.offer(_candidate(2, sig=0xFF))
+    assert len(sampler.select(5, None)) == 1
+
+
+def test_items_issued_elsewhere_are_not_offered_again() -> None:
+    sampler = _sampler()
+    sampler.mark_issued("i1", 123)
+    sampler.mark_issued("i1", 123)  # idempotent (a restarted follower replays)
+    assert sampler.budget_left == 999
+    sampler.offer(_candidate(1))
+    assert sampler.select(5, None) == []
+
+
+def test_buffer_keeps_only_the_latest_items() -> None:
+    sampler = _sampler(buffer_size=3)
+    for i in range(10):
+        sampler.offer(_candidate(i))
+    assert sorted(c.item_id for c, _ in sampler.select(10, None)) == ["i7", "i8", "i9"]
+
+
+def test_token_bucket_caps_the_rate() -> None:
+    bucket = TokenBucket(rate_per_s=2.0, capacity=4.0, now=0.0)
+    assert bucket.available(0.0) == 4
+    bucket.take(4)
+    assert bucket.available(0.5) == 1
+    assert bucket.available(100.0) == 4  # never more than the burst
