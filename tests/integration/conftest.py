@@ -1,0 +1,173 @@
+"""Fixtures that run pipelines against the real embedded broker (never a mock)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
+
+from pipelines.broker import EmbeddedBroker, free_port
+
+#: A worker joins its consumer group in ~3-6 s on the embedded broker; this bound is
+#: for a loaded CI machine.
+READY_TIMEOUT_S = 90.0
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    log = tmp_path_factory.mktemp("broker") / "broker.log"
+    embedded = EmbeddedBroker(free_port(), log_file=log)
+    embedded.start()
+    yield embedded
+    embedded.stop()
+
+
+@dataclass
+class Worker:
+    proc: subprocess.Popen[bytes]
+    http: str
+    log: Path
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(self.http + path, timeout=5) as answer:  # noqa: S310
+                return answer.status, answer.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def post(self, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
+        request = urllib.request.Request(self.http + path, data=body, method="POST")  # noqa: S310
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+                return answer.status, orjson.loads(answer.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, orjson.loads(exc.read())
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The value of one sample of the worker's Prometheus exposition (0 if absent)."""
+        _, body = self.get("/metrics")
+        wanted = {f'{k}="{v}"' for k, v in labels.items()}
+        total = 0.0
+        for line in body.decode().splitlines():
+            if line.startswith(name + "{") or line.startswith(name + " "):
+                inside = line[line.find("{") + 1 : line.find("}")] if "{" in line else ""
+                if wanted <= set(inside.split(",")):
+                    total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+def write_topology(directory: Path, name: str, **params: dict[str, Any]) -> Path:
+    """A copy of the crisis topology under another name (its own topics), with params."""
+    source = Path(__file__).parents[2] / "pipelines" / "crisis.yaml"
+    data = yaml.safe_load(source.read_text())
+    data["name"] = name
+    for pe, values in params.items():
+        data.setdefault("params", {}).setdefault(pe, {}).update(values)
+    path = directory / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def start_worker(broker: EmbeddedBroker, topology: Path, log_dir: Path, *args: str) -> Worker:
+    port = free_port()
+    log = log_dir / f"worker-{port}.log"
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipelines.cli",
+        "up",
+        str(topology),
+        "--broker",
+        broker.url,
+        "--http-port",
+        str(port),
+        *args,
+    ]
+    env = {**os.environ, "CROWDSTREAM_DATA_DIR": str(log_dir / f"data-{port}")}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,  # noqa: S603
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+    worker = Worker(proc, f"http://127.0.0.1:{port}", log)
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(
+                f"worker exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
+            )
+        try:
+            if worker.get("/healthz")[0] == 200:
+                return worker
+        except OSError:
+            pass
+        time.sleep(0.3)
+    worker.stop()
+    raise AssertionError(f"worker not ready in {READY_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
+
+
+async def read_topic(
+    bootstrap: str,
+    topic: str,
+    done: Callable[[list[ConsumerRecord]], bool],
+    timeout_s: float = 60.0,
+) -> list[ConsumerRecord]:
+    """Read ``topic`` from its start until ``done(records)`` or the timeout."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=50,
+    )
+    await consumer.start()
+    records: list[ConsumerRecord] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not done(records) and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=200)
+            for batch in batches.values():
+                records.extend(batch)
+    finally:
+        await consumer.stop()
+    return records
+
+
+def values(records: list[ConsumerRecord]) -> list[dict[str, Any]]:
+    return [orjson.loads(r.value) for r in records]
+
+
+async def wait_until(check: Callable[[], bool], timeout_s: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        await asyncio.sleep(0.2)
+    return check()

@@ -1,0 +1,297 @@
+"""The crisis topology end to end on the embedded broker, with a simulated crowd."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from pipelines.broker import EmbeddedBroker
+from pipelines.client import push_lines
+from pipelines.sample import load_sample
+from tests.integration.conftest import (
+    Worker,
+    read_topic,
+    start_worker,
+    values,
+    wait_until,
+    write_topology,
+)
+
+pytestmark = pytest.mark.integration
+
+PIPELINE = "itest"
+#: A crowd fast enough to label within seconds, and a learner that retrains often.
+FAST = {
+    "annotator": {"speed": 400.0, "pool_size": 12},
+    "taskgen": {"max_tasks_per_minute": 6000, "round_interval_s": 0.1, "label_budget": 300},
+    "learner": {"retrain_every": 20, "min_train": 10},
+    "collector": {"max_body_bytes": 4096},
+}
+
+
+@pytest.fixture(scope="module")
+def topology(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_topology(tmp_path_factory.mktemp("topology"), PIPELINE, **FAST)
+
+
+@pytest.fixture(scope="module")
+def worker(
+    broker: EmbeddedBroker, topology: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Worker]:
+    running = start_worker(broker, topology, tmp_path_factory.mktemp("worker"))
+    yield running
+    running.stop()
+
+
+def _lines(rows: list[dict[str, object]]) -> list[bytes]:
+    return [orjson.dumps(row) for row in rows]
+
+
+async def test_every_item_appears_exactly_once_and_models_change_the_output(
+    broker: EmbeddedBroker, worker: Worker
+) -> None:
+    sample = load_sample(1200)
+    first, later = sample[:1000], sample[1000:]
+    assert await push_lines([broker.bootstrap], PIPELINE, _lines(first)) == 1000
+    ids = {row["id"] for row in first}
+
+    def all_first(records: list) -> bool:  # type: ignore[type-arg]
+        return ids <= {r.key.decode() for r in records}
+
+    records = await read_topic(broker.bootstrap, f"{PIPELINE}.items.classified", all_first)
+    seen = Counter(r.key.decode() for r in records)
+    assert set(seen) >= ids
+    assert [i for i in ids if seen[i] != 1] == []
+    items = values(records)
+    # Items never wait for humans: the first ones were classified before any model.
+    assert items[0]["labels"]["aid_related"] == {
+        "tag": None,
+        "confidence": None,
+        "model_version": 0,
+    }
+
+    # The simulated crowd labels, the learner trains and publishes models...
+    models = await read_topic(
+        broker.bootstrap,
+        f"{PIPELINE}.control.models",
+        lambda rs: {m["classifier"] for m in values(rs)} == {"aid_related", "request"},
+    )
+    published = values(models)
+    assert {m["classifier"] for m in published} == {"aid_related", "request"}
+    assert all(m["model"]["link"] == "sigmoid" and m["n_train"] >= 10 for m in published)
+    assert await wait_until(
+        lambda: worker.metric("crowdstream_model_version", classifier="request") >= 1
+    )
+
+    # ... which reach the classifier and change its output.
+    await push_lines([broker.bootstrap], PIPELINE, _lines(later))
+    later_ids = {row["id"] for row in later}
+    records = await read_topic(
+        broker.bootstrap,
+        f"{PIPELINE}.items.classified",
+        lambda rs: later_ids <= {r.key.decode() for r in rs},
+    )
+    for item in values(records):
+        if item["id"] in later_ids:
+            for name in ("aid_related", "request"):
+                prediction = item["labels"][name]
+                assert prediction["model_version"] >= 1
+                assert prediction["tag"] in {"yes", "no"}
+                assert 0.5 <= prediction["confidence"] <= 1.0
+    labels = await read_topic(
+        broker.bootstrap, f"{PIPELINE}.crowd.labels", lambda rs: len(rs) >= 20
+    )
+    assert all(len(label["answers"]) == 3 for label in values(labels))
+    assert worker.metric("crowdstream_crowd_answers_total") >= 60
+
+
+async def test_malformed_records_are_rejected_and_the_worker_keeps_going(
+    broker: EmbeddedBroker, worker: Worker
+) -> None:
+    bad = [
+        b"{not json",
+        b"[1, 2, 3]",
+        b'{"text": ""}',
+        b'{"id": "x"}',
+        b'{"text": "\xff\xfe"}',
+        b'{"text": 12}',
+        b'"just a string"',
+    ]
+    good = [orjson.dumps({"id": f"good-{i}", "text": f"we need water {i}"}) for i in range(5)]
+    before = worker.metric("crowdstream_items_rejected_total", pe="features")
+    await push_lines([broker.bootstrap], PIPELINE, [*bad, *good])
+    rejected = await read_topic(
+        broker.bootstrap, f"{PIPELINE}.items.rejected", lambda rs: len(rs) >= len(bad)
+    )
+    reasons = [r for r in values(rejected) if r["stage"] == "features"]
+    assert len(reasons) >= len(bad)
+    assert any("invalid JSON" in r["reason"] for r in reasons)
+    assert any("text" in r["reason"] for r in reasons)
+    assert all(r["raw_size"] > 0 for r in reasons)
+    classified = await read_topic(
+        broker.bootstrap,
+        f"{PIPELINE}.items.classified",
+        lambda rs: {f"good-{i}" for i in range(5)} <= {r.key.decode() for r in rs},
+    )
+    assert {f"good-{i}" for i in range(5)} <= {r.key.decode() for r in classified}
+    assert worker.proc.poll() is None and worker.get("/healthz")[0] == 200
+    assert await wait_until(
+        lambda: worker.metric("crowdstream_items_rejected_total", pe="features") >= before + 7
+    )
+
+
+async def test_http_post_items(broker: EmbeddedBroker, worker: Worker) -> None:
+    status, body = worker.post("/items", b'{"id": "http-1", "text": "Our house collapsed"}')
+    assert status == 202 and body["ids"] == ["http-1"] and body["rejected"] == 0
+    status, body = worker.post("/items", b'{"text": "we need tents"}\n{"text": ""}\n')
+    assert status == 202 and body["accepted"] == 1 and body["rejected"] == 1
+    assert body["errors"][0]["record"] == 2 and "text" in body["errors"][0]["error"]
+    generated = body["ids"][0]
+    status, body = worker.post("/items", b'{"text": "unterminated')
+    assert status == 400 and "invalid JSON" in body["error"]
+    status, body = worker.post("/items", b"   ")
+    assert status == 400 and "empty body" in body["error"]
+    status, body = worker.post("/items", b'{"text": "' + b"a" * 5000 + b'"}')
+    assert status == 413 and "4096" in body["error"]
+    records = await read_topic(
+        broker.bootstrap,
+        f"{PIPELINE}.items.classified",
+        lambda rs: {"http-1", generated} <= {r.key.decode() for r in rs},
+    )
+    assert {"http-1", generated} <= {r.key.decode() for r in records}
+    assert worker.metric("crowdstream_items_rejected_total", pe="collector") >= 2
+
+
+def test_metrics_are_served_in_prometheus_format(worker: Worker) -> None:
+    status, body = worker.get("/metrics")
+    text = body.decode()
+    assert status == 200
+    for name in (
+        "crowdstream_items_in_total",
+        "crowdstream_items_out_total",
+        "crowdstream_batch_processing_seconds_bucket",
+        "crowdstream_end_to_end_latency_seconds_bucket",
+        "crowdstream_crowd_tasks_total",
+        "crowdstream_crowd_labels_total",
+        "crowdstream_model_auc",
+    ):
+        assert name in text, name
+    assert worker.get("/table")[0] == 404  # Faust's table endpoints stay off
+
+
+async def test_a_third_party_kafka_client_produces_and_consumes(
+    broker: EmbeddedBroker, worker: Worker
+) -> None:
+    confluent_kafka = pytest.importorskip("confluent_kafka")
+    producer = confluent_kafka.Producer({"bootstrap.servers": broker.bootstrap})
+    for i in range(20):
+        producer.produce(
+            f"{PIPELINE}.items.raw",
+            key=f"rdk-{i}",
+            value=orjson.dumps({"id": f"rdk-{i}", "text": f"flood near bridge {i}"}),
+        )
+    assert producer.flush(10) == 0
+    consumer = confluent_kafka.Consumer(
+        {
+            "bootstrap.servers": broker.bootstrap,
+            "group.id": "third-party-reader",
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": 50,
+        }
+    )
+    consumer.subscribe([f"{PIPELINE}.items.classified"])
+    found: set[str] = set()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            message = consumer.poll(0.1)
+            if message is None or message.error():
+                continue
+            item = orjson.loads(message.value())
+            if item["id"].startswith("rdk-"):
+                found.add(item["id"])
+            if len(found) == 20:
+                break
+    finally:
+        consumer.close()
+    assert found == {f"rdk-{i}" for i in range(20)}
+
+
+async def test_a_restarted_classifier_starts_from_the_latest_model(
+    broker: EmbeddedBroker, worker: Worker, topology: Path, tmp_path: Path
+) -> None:
+    assert await wait_until(
+        lambda: worker.metric("crowdstream_model_version", classifier="aid_related") >= 1
+    )
+    fresh = start_worker(broker, topology, tmp_path, "--pe", "classifier")
+    try:
+        assert await wait_until(
+            lambda: fresh.metric("crowdstream_model_version", classifier="aid_related") >= 1,
+            timeout_s=30,
+        )
+    finally:
+        fresh.stop()
+    assert fresh.proc.returncode == 0
+
+
+def test_tail_and_topology_commands(broker: EmbeddedBroker, worker: Worker) -> None:
+    tail = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.cli",
+            "tail",
+            "--pipeline",
+            PIPELINE,
+            "--broker",
+            broker.url,
+            "--from-beginning",
+            "--count",
+            "3",
+            "--json",
+            "--timeout",
+            "30",
+        ],
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    lines = tail.stdout.decode().splitlines()
+    assert len(lines) == 3 and all("labels" in orjson.loads(line) for line in lines)
+    human = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.cli",
+            "tail",
+            "--pipeline",
+            PIPELINE,
+            "--broker",
+            broker.url,
+            "--from-beginning",
+            "--count",
+            "2",
+            "--classifier",
+            "aid_related",
+            "--timeout",
+            "30",
+        ],
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    assert all("aid_related=" in line for line in human.stdout.decode().splitlines())
+    graph = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "topology"],
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    assert "(classifier)" in graph.stdout.decode()
