@@ -49,9 +49,7 @@ PIPELINE = "crisis"
 
 def _records(n: int) -> list[bytes]:
     sample = load_sample()
-    return [
-        orjson.dumps({**sample[i % len(sample)], "id": f"b{i}"}) for i in range(n)
-    ]
+    return [orjson.dumps({**sample[i % len(sample)], "id": f"b{i}"}) for i in range(n)]
 
 
 async def _publish_models(bootstrap: str) -> None:
@@ -64,16 +62,25 @@ async def _publish_models(bootstrap: str) -> None:
     await producer.start()
     try:
         for spec in topology.classifiers:
-            examples = [(idx, val, r["meta"]["truth"][spec.name]) for (idx, val), r in
-                        zip(rows, sample, strict=True)]
+            examples = [
+                (idx, val, r["meta"]["truth"][spec.name])
+                for (idx, val), r in zip(rows, sample, strict=True)
+            ]
             model = fit_logistic(examples, hasher.n_features, 1.0)
             assert model is not None
-            update = ModelUpdate(classifier=spec.name, version=1, family="sklearn",
-                                 created=time.time(), n_train=len(examples), n_holdout=0,
-                                 metrics=ModelMetrics(auc=None, accuracy=None, per_tag={}),
-                                 model=model)
-            await producer.send_and_wait(f"{PIPELINE}.control.models", encode(update),
-                                         key=spec.name.encode())
+            update = ModelUpdate(
+                classifier=spec.name,
+                version=1,
+                family="sklearn",
+                created=time.time(),
+                n_train=len(examples),
+                n_holdout=0,
+                metrics=ModelMetrics(auc=None, accuracy=None, per_tag={}),
+                model=model,
+            )
+            await producer.send_and_wait(
+                f"{PIPELINE}.control.models", encode(update), key=spec.name.encode()
+            )
     finally:
         await producer.stop()
 
@@ -81,8 +88,13 @@ async def _publish_models(bootstrap: str) -> None:
 async def _measure(bootstrap: str, lines: list[bytes], rate: float | None) -> dict[str, Any]:
     """Push ``lines`` and read their classified records; throughput and latency."""
     ids = {orjson.loads(line)["id"] for line in lines}
-    consumer = AIOKafkaConsumer(f"{PIPELINE}.items.classified", bootstrap_servers=bootstrap,
-                                group_id=None, auto_offset_reset="latest", fetch_max_wait_ms=20)
+    consumer = AIOKafkaConsumer(
+        f"{PIPELINE}.items.classified",
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="latest",
+        fetch_max_wait_ms=20,
+    )
     await consumer.start()
     await consumer.getmany(timeout_ms=200)  # settle the "latest" position first
     latencies: list[float] = []
@@ -124,8 +136,13 @@ async def _ceiling(bootstrap: str, lines: list[bytes]) -> dict[str, Any]:
     await asyncio.gather(*futures)
     produced = time.time() - started
     await producer.stop()
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
-                                auto_offset_reset="earliest", fetch_max_wait_ms=20)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=20,
+    )
     await consumer.start()
     count, started_c = 0, time.time()
     while count < len(lines) and time.time() - started_c < 60:
@@ -177,9 +194,22 @@ def main() -> int:
         http = free_port()
         with (out_dir / f"bench-worker-{stamp}.log").open("wb") as log:
             worker = subprocess.Popen(  # noqa: S603
-                [sys.executable, "-m", "pipelines.cli", "up", PIPELINE, "--broker", broker.url,
-                 "--http-port", str(http), "--crowd", "none"],
-                stdout=log, stderr=subprocess.STDOUT, env={**os.environ},
+                [
+                    sys.executable,
+                    "-m",
+                    "pipelines.cli",
+                    "up",
+                    PIPELINE,
+                    "--broker",
+                    broker.url,
+                    "--http-port",
+                    str(http),
+                    "--crowd",
+                    "none",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ},
             )
         _wait_ready(f"http://127.0.0.1:{http}/healthz", worker)
         warmup = asyncio.run(_measure(broker.bootstrap, _records(2000), None))
@@ -195,8 +225,11 @@ def main() -> int:
     result = {
         "benchmark": "throughput",
         "when": stamp,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         "broker": "embedded (Tansu)",
         "warmup": warmup,
         "saturation": saturation,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "MAX_TEXT_CHARS",
@@ -87,7 +87,15 @@ class FeatureItem(Item):
 
     idx: list[int]  #: feature indices (sorted, unique)
     val: list[float]  #: feature values, L2-normalised
-    sig: int  #: 64-bit SimHash of the normalised tokens
+    sig: int = Field(ge=0, lt=2**64)  #: 64-bit SimHash of the normalised tokens
+
+    @model_validator(mode="after")
+    def _check_features(self) -> FeatureItem:
+        if len(self.idx) != len(self.val):
+            raise ValueError("idx and val must have the same length")
+        if self.idx and min(self.idx) < 0:
+            raise ValueError("feature indices must not be negative")
+        return self
 
 
 class TagPrediction(_Record):

@@ -22,7 +22,7 @@ from faust import StreamT
 from channels.codec import DecodeError, decode, encode
 from channels.records import ClassifiedItem, FeatureItem, TagPrediction
 from pe.common.context import PipelineContext
-from pe.common.linear import feature_matrix
+from pe.common.linear import feature_matrix, features_in_range
 from pe.common.modelbook import ModelBook, model_book
 
 __all__ = ["classify", "register"]
@@ -67,6 +67,7 @@ def register(ctx: PipelineContext) -> None:
     params = ctx.params.classifier
     book = model_book(ctx)
     names = ctx.classifier_names()
+    n_features = ctx.params.features.n_features
     metrics = ctx.metrics
     labels = (ctx.pipeline, PE)
     latency = metrics.e2e_latency.labels(ctx.pipeline)
@@ -78,9 +79,13 @@ def register(ctx: PipelineContext) -> None:
             items: list[FeatureItem] = []
             for raw in values:
                 try:
-                    items.append(decode(FeatureItem, raw))
+                    item = decode(FeatureItem, raw)
+                    if not features_in_range(item.idx, n_features):
+                        raise DecodeError(f"feature index out of range (>= {n_features})", "schema")
                 except DecodeError as exc:
                     pending.append(await ctx.reject(PE, exc.kind, str(exc), raw))
+                    continue
+                items.append(item)
             for out in classify(items, book, names) if items else []:
                 pending.append(await ctx.send("items.classified", out.id, encode(out)))
                 latency.observe(max(out.ts_out - out.ts_in, 0.0))

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
+from faust.exceptions import ConsumerNotStarted
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from prometheus_client import CollectorRegistry
 
@@ -124,12 +125,10 @@ def build_worker(
         REGISTER[pe](ctx)
 
     def health() -> dict[str, Any]:
-        consumer = app.consumer if app.started else None
-        assigned = (
-            sorted(f"{tp.topic}:{tp.partition}" for tp in consumer.assignment())
-            if consumer is not None
-            else []
-        )
+        try:
+            assigned = sorted(f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment())
+        except ConsumerNotStarted:
+            assigned = []
         return {
             "ready": bool(app.started and not app.rebalancing and assigned),
             "pipeline": topology.name,

@@ -126,9 +126,9 @@ def _cmd_broker(args: argparse.Namespace) -> int:
 
     settings = load_settings(embedded_broker_port=args.port)
     broker = EmbeddedBroker(settings.embedded_broker_port)
-    broker.start()
-    print(f"embedded broker on {broker.url} (memory only; Ctrl-C stops it)", flush=True)
     try:
+        broker.start()
+        print(f"embedded broker on {broker.url} (memory only; Ctrl-C stops it)", flush=True)
         return broker.wait()
     except KeyboardInterrupt:
         return 0

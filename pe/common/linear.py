@@ -11,17 +11,28 @@ import scipy.sparse as sp
 
 from channels.records import LinearModel
 
-__all__ = ["CompiledModel", "compile_model", "feature_matrix"]
+__all__ = ["CompiledModel", "compile_model", "feature_matrix", "features_in_range"]
 
 FloatArray = npt.NDArray[np.float64]
 
 
+def features_in_range(idx: Sequence[int], n_features: int) -> bool:
+    """Are all indices valid columns of an ``n_features`` matrix?"""
+    return not idx or (min(idx) >= 0 and max(idx) < n_features)
+
+
 def feature_matrix(rows: Sequence[tuple[list[int], list[float]]], n_features: int) -> sp.csr_matrix:
-    """Stack sparse rows ``(indices, values)`` into a CSR matrix."""
+    """Stack sparse rows ``(indices, values)`` into a CSR matrix.
+
+    Raises ValueError for an index out of range: scipy does not check them here, and
+    one would make a later product read out of bounds.
+    """
     indptr = np.zeros(len(rows) + 1, dtype=np.int64)
     np.cumsum([len(idx) for idx, _ in rows], out=indptr[1:])
     indices = np.fromiter((i for idx, _ in rows for i in idx), dtype=np.int64, count=indptr[-1])
     data = np.fromiter((v for _, val in rows for v in val), dtype=np.float64, count=indptr[-1])
+    if indices.size and (indices.min() < 0 or indices.max() >= n_features):
+        raise ValueError(f"a feature index is outside 0..{n_features - 1}")
     return sp.csr_matrix((data, indices, indptr), shape=(len(rows), n_features))
 
 

@@ -27,6 +27,7 @@ class ModelBook:
     def __init__(self, ctx: PipelineContext) -> None:
         self._ctx = ctx
         self._names = set(ctx.classifier_names())
+        self._n_features = ctx.params.features.n_features
         self.updates: dict[str, ModelUpdate] = {}
         self.compiled: dict[str, CompiledModel] = {}
         self._follower = ctx.follow("control.models", self.apply)
@@ -57,6 +58,12 @@ class ModelBook:
             if update.version <= self.version(update.classifier):
                 continue
             try:
+                if update.model.n_features != self._n_features:
+                    msg = (
+                        f"it has {update.model.n_features} features; the pipeline "
+                        f"hashes {self._n_features}"
+                    )
+                    raise ValueError(msg)
                 compiled = compile_model(update.model)
             except ValueError as exc:
                 log.error("ignoring model %s v%d: %s", update.classifier, update.version, exc)

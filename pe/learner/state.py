@@ -6,6 +6,7 @@ import time
 import zlib
 
 from channels.records import Label, LinearModel, ModelUpdate
+from pe.common.linear import features_in_range
 from pe.learner.evaluate import evaluate
 from pe.learner.trainers import Example, Trainer
 from pe.params import ClassifierSpec, LearnerParams
@@ -47,8 +48,13 @@ class ClassifierLearner:
 
     def add(self, label: Label) -> bool:
         """Take a crowd label; False if it cannot train (no agreement, N/A, unknown tag,
-        or an item already labeled: the first label of an item wins)."""
+        features that do not fit the model, or an item already labeled: the first label
+        of an item wins)."""
         if label.tag is None or label.tag not in self.spec.tags or label.item_id in self.items:
+            return False
+        if len(label.idx) != len(label.val) or not features_in_range(
+            label.idx, self.trainer.n_features
+        ):
             return False
         self.items.add(label.item_id)
         example = (label.idx, label.val, label.tag)

@@ -15,7 +15,7 @@ from faust import StreamT
 from channels.codec import DecodeError, decode, encode
 from channels.records import FeatureItem, Task
 from pe.common.context import PipelineContext
-from pe.common.linear import feature_matrix
+from pe.common.linear import feature_matrix, features_in_range
 from pe.common.modelbook import ModelBook, model_book
 from pe.taskgen.sampler import Candidate, ClassifierSampler, Scorer, TokenBucket
 
@@ -40,6 +40,7 @@ def _scorer(book: ModelBook, classifier: str) -> Scorer | None:
 
 def register(ctx: PipelineContext) -> None:
     params = ctx.params.taskgen
+    n_features = ctx.params.features.n_features
     book = model_book(ctx)
     rng = random.Random(params.seed)
     samplers = {
@@ -81,6 +82,8 @@ def register(ctx: PipelineContext) -> None:
                     item = decode(FeatureItem, raw)
                 except DecodeError:
                     continue  # the classifier rejects and counts it
+                if not features_in_range(item.idx, n_features):
+                    continue  # likewise
                 truth = item.meta.get("truth")
                 truth_map = truth if isinstance(truth, dict) else {}
                 for spec in ctx.classifiers:

@@ -147,6 +147,42 @@ async def test_malformed_records_are_rejected_and_the_worker_keeps_going(
     )
 
 
+async def test_forged_records_on_internal_topics_are_rejected(
+    broker: EmbeddedBroker, worker: Worker
+) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    forged = {
+        "id": "forged",
+        "text": "t",
+        "ts": 1.0,
+        "ts_in": 1.0,
+        "idx": [2**30],
+        "val": [1.0],
+        "sig": 0,
+    }
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(f"{PIPELINE}.items.features", orjson.dumps(forged))
+        await producer.send_and_wait(f"{PIPELINE}.crowd.tasks", b'{"task_id": 1}')
+        await producer.send_and_wait(f"{PIPELINE}.control.models", b'{"classifier": "request"}')
+    finally:
+        await producer.stop()
+    rejected = await read_topic(
+        broker.bootstrap,
+        f"{PIPELINE}.items.rejected",
+        lambda rs: {"classifier", "annotator"} <= {r["stage"] for r in values(rs)},
+    )
+    stages = {r["stage"]: r["reason"] for r in values(rejected)}
+    assert "out of range" in stages["classifier"]
+    assert "task_id" in stages["annotator"]
+    assert await wait_until(
+        lambda: worker.metric("crowdstream_items_rejected_total", pe="modelbook") >= 1
+    )
+    assert worker.proc.poll() is None and worker.get("/healthz")[0] == 200
+
+
 async def test_http_post_items(broker: EmbeddedBroker, worker: Worker) -> None:
     status, body = worker.post("/items", b'{"id": "http-1", "text": "Our house collapsed"}')
     assert status == 202 and body["ids"] == ["http-1"] and body["rejected"] == 0

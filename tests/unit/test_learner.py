@@ -192,6 +192,8 @@ def test_learner_retrains_every_n_labels_and_holds_out_only_passive_labels(data:
     learner = ClassifierLearner(SPEC, params, SklearnTrainer(SPEC.tags, N_FEATURES, c=1.0))
     assert not learner.add(_label(0, [1], [1.0], None))  # no agreement: nothing to learn
     assert not learner.add(_label(0, [1], [1.0], "maybe"))  # not a tag of this classifier
+    assert not learner.add(_label(0, [N_FEATURES], [1.0], "yes"))  # not a feature of the model
+    assert not learner.add(_label(0, [1, 2], [1.0], "yes"))  # forged: values missing
     for i in range(49):
         idx, val = features[i]
         assert learner.add(_label(i, idx, val, tags[i], kind="active"))
@@ -224,3 +226,11 @@ def test_a_restarted_learner_does_not_retrain_what_the_active_model_saw() -> Non
     for i in range(120, 160):
         learner.add(_label(i, [i % 8], [1.0], "yes"))
     assert learner.due()
+
+
+def test_feature_matrix_refuses_indices_out_of_range() -> None:
+    assert feature_matrix([([0, 7], [1.0, 2.0]), ([], [])], 8).shape == (2, 8)
+    with pytest.raises(ValueError, match="outside"):
+        feature_matrix([([8], [1.0])], 8)
+    with pytest.raises(ValueError, match="outside"):
+        feature_matrix([([-1], [1.0])], 8)
