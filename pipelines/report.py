@@ -11,11 +11,11 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
-import numpy as np  # noqa: E402
-from sklearn.metrics import roc_auc_score  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn.metrics import roc_auc_score
 
-from channels.records import ClassifiedItem, ModelUpdate  # noqa: E402
+from channels.records import ClassifiedItem, ModelUpdate
 
 __all__ = ["STREAM_TAIL", "RunLog", "percentiles", "stream_quality", "write_report"]
 

@@ -13,6 +13,7 @@ from aiokafka import ConsumerRecord
 from channels.codec import DecodeError, decode, encode
 from channels.records import Label
 from pe.common.context import PipelineContext
+from pe.common.lifecycle import die_with_parent
 from pe.common.modelbook import model_book
 from pe.learner.state import ClassifierLearner
 from pe.learner.trainers import SklearnTrainer, fit_logistic, make_trainer
@@ -46,7 +47,11 @@ def register(ctx: PipelineContext) -> None:
     published: dict[str, int] = {}
     # A refit holds the GIL for long stretches: in a thread it would stall the event
     # loop and every PE on it, so scikit-learn fits run in a process of their own.
-    fitter = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    fitter = ProcessPoolExecutor(
+        max_workers=1,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=die_with_parent,
+    )
     labels_in = ctx.metrics.items_in.labels(ctx.pipeline, PE)
 
     async def on_labels(records: Sequence[ConsumerRecord]) -> None:

@@ -45,15 +45,15 @@ class Worker:
 
     def get(self, path: str) -> tuple[int, bytes]:
         try:
-            with urllib.request.urlopen(self.http + path, timeout=5) as answer:  # noqa: S310
+            with urllib.request.urlopen(self.http + path, timeout=5) as answer:
                 return answer.status, answer.read()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
 
     def post(self, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
-        request = urllib.request.Request(self.http + path, data=body, method="POST")  # noqa: S310
+        request = urllib.request.Request(self.http + path, data=body, method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+            with urllib.request.urlopen(request, timeout=10) as answer:
                 return answer.status, orjson.loads(answer.read())
         except urllib.error.HTTPError as exc:
             return exc.code, orjson.loads(exc.read())
@@ -112,7 +112,7 @@ def start_worker(broker: EmbeddedBroker, topology: Path, log_dir: Path, *args: s
         proc = subprocess.Popen(
             cmd,
             stdout=out,
-            stderr=subprocess.STDOUT,  # noqa: S603
+            stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=env,
         )

@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.integration
 
 PIPELINE = "itest"
 #: A crowd fast enough to label within seconds, and a learner that retrains often.
-FAST = {
+FAST: dict[str, dict[str, Any]] = {
     "annotator": {"speed": 400.0, "pool_size": 12},
     "taskgen": {"max_tasks_per_minute": 6000, "round_interval_s": 0.1, "label_budget": 300},
     "learner": {"retrain_every": 20, "min_train": 10},

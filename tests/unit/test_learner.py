@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
@@ -29,7 +31,11 @@ def data() -> tuple[list[tuple[list[int], list[float]]], list[str]]:
 
 
 def _label(
-    i: int, idx: list[int], val: list[float], tag: str | None, kind: str = "passive"
+    i: int,
+    idx: list[int],
+    val: list[float],
+    tag: str | None,
+    kind: Literal["active", "passive"] = "passive",
 ) -> Label:
     return Label(
         item_id=f"i{i}",
@@ -41,7 +47,7 @@ def _label(
         val=val,
         ts=0.0,
         kind=kind,
-    )  # type: ignore[arg-type]
+    )
 
 
 def _auc(model: LinearModel, rows: list[tuple[list[int], list[float]]], tags: list[str]) -> float:
