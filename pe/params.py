@@ -100,9 +100,9 @@ class AnnotatorParams(_Params):
 
 class LearnerParams(_Params):
     retrain_every: int = Field(50, ge=1)
-    #: Share of the passive (randomly picked) labels held out for evaluation; with
-    #: the default active fraction of 0.5 that is ~20% of all labels.
-    holdout_fraction: float = Field(0.4, gt=0, lt=1)
+    #: Share of all labels held out for evaluation. They are taken from the passive
+    #: (randomly picked) labels only, at the rate that makes up this share.
+    holdout_fraction: float = Field(0.2, gt=0, lt=1)
     #: Labels needed (training part, at least one per tag) before a first model.
     min_train: int = Field(20, ge=2)
     #: AIDR's rule: a new model replaces the active one if its held-out AUC is no

@@ -41,6 +41,7 @@ def register(ctx: PipelineContext) -> None:
                 c=params.c,
                 lr=params.river_lr,
             ),
+            passive_share=1.0 - ctx.params.taskgen.active_fraction,
         )
         for spec in ctx.classifiers
     }

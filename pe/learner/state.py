@@ -33,10 +33,23 @@ def replaces(active: ModelUpdate | None, candidate: ModelUpdate, params: Learner
 
 
 class ClassifierLearner:
-    def __init__(self, spec: ClassifierSpec, params: LearnerParams, trainer: Trainer) -> None:
+    def __init__(
+        self,
+        spec: ClassifierSpec,
+        params: LearnerParams,
+        trainer: Trainer,
+        *,
+        passive_share: float = 1.0,
+    ) -> None:
+        """``passive_share``: the share of labels the task generator picks at random."""
         self.spec = spec
         self.params = params
         self.trainer = trainer
+        # Only randomly picked items are held out: actively picked ones are the hard
+        # cases, and scoring on them would understate the model on the stream. With no
+        # random picks at all, hold out from every label rather than from none.
+        self._holdout_kinds = {"passive"} if passive_share > 0 else {"passive", "active"}
+        self._holdout_rate = min(params.holdout_fraction / (passive_share or 1.0), 1.0)
         self.holdout: list[Example] = []
         self.n_train = 0
         self.items: set[str] = set()
@@ -58,9 +71,7 @@ class ClassifierLearner:
             return False
         self.items.add(label.item_id)
         example = (label.idx, label.val, label.tag)
-        # Only randomly picked items are held out: actively picked ones are the hard
-        # cases, and scoring on them would understate the model on the stream.
-        if label.kind == "passive" and in_holdout(label.item_id, self.params.holdout_fraction):
+        if label.kind in self._holdout_kinds and in_holdout(label.item_id, self._holdout_rate):
             self.holdout.append(example)
         else:
             self.trainer.add(example)

@@ -194,8 +194,10 @@ def test_activation_rule_follows_aidr() -> None:
 
 def test_learner_retrains_every_n_labels_and_holds_out_only_passive_labels(data: tuple) -> None:  # type: ignore[type-arg]
     features, tags = data
-    params = LearnerParams(retrain_every=50, min_train=20, holdout_fraction=0.4)
-    learner = ClassifierLearner(SPEC, params, SklearnTrainer(SPEC.tags, N_FEATURES, c=1.0))
+    params = LearnerParams(retrain_every=50, min_train=20, holdout_fraction=0.2)
+    learner = ClassifierLearner(
+        SPEC, params, SklearnTrainer(SPEC.tags, N_FEATURES, c=1.0), passive_share=0.5
+    )
     assert not learner.add(_label(0, [1], [1.0], None))  # no agreement: nothing to learn
     assert not learner.add(_label(0, [1], [1.0], "maybe"))  # not a tag of this classifier
     assert not learner.add(_label(0, [N_FEATURES], [1.0], "yes"))  # not a feature of the model
@@ -215,7 +217,7 @@ def test_learner_retrains_every_n_labels_and_holds_out_only_passive_labels(data:
     for i in range(50, 200):
         idx, val = features[i]
         learner.add(_label(i, idx, val, tags[i]))
-    assert 40 < len(learner.holdout) < 80  # ~40% of the 150 passive labels
+    assert 40 < len(learner.holdout) < 80  # 0.2 / 0.5 = 40% of the 150 passive labels
     update2, _ = learner.train(update, version=2)
     assert update2 is not None and update2.metrics.auc is not None
     assert set(update2.metrics.per_tag) == {"yes", "no"}
@@ -240,3 +242,15 @@ def test_feature_matrix_refuses_indices_out_of_range() -> None:
         feature_matrix([([8], [1.0])], 8)
     with pytest.raises(ValueError, match="outside"):
         feature_matrix([([-1], [1.0])], 8)
+
+
+def test_without_random_picks_every_label_may_be_held_out() -> None:
+    learner = ClassifierLearner(
+        SPEC,
+        LearnerParams(holdout_fraction=0.2),
+        SklearnTrainer(SPEC.tags, 8, 1.0),
+        passive_share=0.0,
+    )
+    for i in range(1000):
+        learner.add(_label(i, [1], [1.0], "yes", kind="active"))
+    assert 150 < len(learner.holdout) < 250
