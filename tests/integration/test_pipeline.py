@@ -278,57 +278,18 @@ async def test_a_restarted_classifier_starts_from_the_latest_model(
     assert fresh.proc.returncode == 0
 
 
+def _cli(*args: str) -> list[str]:
+    """Standard output lines of a crowdstream command (which must succeed)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", *args], capture_output=True, timeout=60, check=True
+    )
+    return done.stdout.decode().splitlines()
+
+
 def test_tail_and_topology_commands(broker: EmbeddedBroker, worker: Worker) -> None:
-    tail = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipelines.cli",
-            "tail",
-            "--pipeline",
-            PIPELINE,
-            "--broker",
-            broker.url,
-            "--from-beginning",
-            "--count",
-            "3",
-            "--json",
-            "--timeout",
-            "30",
-        ],
-        capture_output=True,
-        timeout=60,
-        check=True,
-    )
-    lines = tail.stdout.decode().splitlines()
+    common = ("--pipeline", PIPELINE, "--broker", broker.url, "--from-beginning", "--timeout", "30")
+    lines = _cli("tail", *common, "--count", "3", "--json")
     assert len(lines) == 3 and all("labels" in orjson.loads(line) for line in lines)
-    human = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipelines.cli",
-            "tail",
-            "--pipeline",
-            PIPELINE,
-            "--broker",
-            broker.url,
-            "--from-beginning",
-            "--count",
-            "2",
-            "--classifier",
-            "aid_related",
-            "--timeout",
-            "30",
-        ],
-        capture_output=True,
-        timeout=60,
-        check=True,
-    )
-    assert all("aid_related=" in line for line in human.stdout.decode().splitlines())
-    graph = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "topology"],
-        capture_output=True,
-        timeout=60,
-        check=True,
-    )
-    assert "(classifier)" in graph.stdout.decode()
+    human = _cli("tail", *common, "--count", "2", "--classifier", "aid_related")
+    assert len(human) == 2 and all("aid_related=" in line for line in human)
+    assert any("(classifier)" in line for line in _cli("topology"))

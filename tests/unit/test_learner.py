@@ -119,37 +119,25 @@ def test_model_message_round_trips_and_stays_small(data: tuple) -> None:  # type
     assert b"pickle" not in wire
 
 
+def _model(
+    classes: list[str], intercept: list[float], idx: list[int], val: list[float]
+) -> LinearModel:
+    return LinearModel(
+        classes=classes,
+        link="sigmoid",
+        n_features=8,
+        intercept=intercept,
+        rows=[SparseRow(idx=idx, val=val)],
+    )
+
+
 @pytest.mark.parametrize(
     "model",
     [
-        LinearModel(
-            classes=["a"],
-            link="sigmoid",
-            n_features=8,
-            intercept=[0.0],
-            rows=[SparseRow(idx=[1], val=[1.0])],
-        ),
-        LinearModel(
-            classes=["a", "b"],
-            link="sigmoid",
-            n_features=8,
-            intercept=[0.0],
-            rows=[SparseRow(idx=[9], val=[1.0])],
-        ),
-        LinearModel(
-            classes=["a", "b"],
-            link="sigmoid",
-            n_features=8,
-            intercept=[0.0, 1.0],
-            rows=[SparseRow(idx=[1], val=[1.0])],
-        ),
-        LinearModel(
-            classes=["a", "b"],
-            link="sigmoid",
-            n_features=8,
-            intercept=[0.0],
-            rows=[SparseRow(idx=[1, 2], val=[1.0])],
-        ),
+        _model(["a"], [0.0], [1], [1.0]),  # a sigmoid needs two classes
+        _model(["a", "b"], [0.0], [9], [1.0]),  # index out of range
+        _model(["a", "b"], [0.0, 1.0], [1], [1.0]),  # one intercept too many
+        _model(["a", "b"], [0.0], [1, 2], [1.0]),  # a value missing
     ],
 )
 def test_malformed_models_are_refused(model: LinearModel) -> None:
