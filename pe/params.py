@@ -74,7 +74,8 @@ class AnnotatorParams(_Params):
     #: Tasks waiting for a worker; past this the annotator stops reading tasks.
     max_queue: int = Field(1000, ge=1)
     # Simulated crowd: each worker has a median latency drawn log-normally around
-    # ``latency_median_s`` and an accuracy drawn uniformly in the range below.
+    # ``latency_median_s``, a log-normal spread of 0.5-1.5x ``latency_spread`` and an
+    # accuracy drawn uniformly in the range below.
     latency_median_s: float = Field(8.0, gt=0)
     latency_spread: float = Field(0.5, ge=0, le=3)
     accuracy_min: float = Field(0.75, ge=0, le=1)

@@ -79,12 +79,13 @@ class SimulatedCrowd(CrowdAdapter):
     ) -> None:
         self._rng = random.Random(seed)
         self.speed = speed
-        # Worker medians vary around the population median, as real crowds do.
+        # Each worker's median and spread vary around the population's, as in real
+        # crowds, where a few slow or erratic workers make the tail.
         self.workers = {
             f"sim-{i}": SimulatedWorker(
                 worker_id=f"sim-{i}",
                 median_latency_s=latency_median_s * math.exp(self._rng.gauss(0.0, 0.5)),
-                spread=latency_spread,
+                spread=latency_spread * self._rng.uniform(0.5, 1.5),
                 accuracy=self._rng.uniform(accuracy_min, accuracy_max),
             )
             for i in range(size)

@@ -10,7 +10,6 @@ from typing import Any
 
 import faust
 from aiohttp import web
-from aiokafka import ConsumerRecord
 
 from channels.codec import encode, rejected
 from channels.follower import Follower, Handler
@@ -102,7 +101,3 @@ class PipelineContext:
 
     def classifier_names(self) -> list[str]:
         return [spec.name for spec in self.classifiers]
-
-    @staticmethod
-    def values(records: Sequence[ConsumerRecord]) -> list[bytes | None]:
-        return [record.value for record in records]

@@ -43,6 +43,7 @@ class Metrics:
     batch_seconds: Histogram
     e2e_latency: Histogram
     crowd_tasks: Counter
+    near_duplicates: Counter
     crowd_answers: Counter
     crowd_labels: Counter
     crowd_answer_seconds: Histogram
@@ -90,6 +91,11 @@ class Metrics:
                 LATENCY_BUCKETS,
             ),
             crowd_tasks=counter("crowd_tasks", "Crowd tasks issued.", ["classifier", "kind"]),
+            near_duplicates=counter(
+                "near_duplicates",
+                "Items the task generator skipped as near-duplicates of issued ones.",
+                ["classifier"],
+            ),
             crowd_answers=counter("crowd_answers", "Crowd answers received.", ["classifier"]),
             crowd_labels=counter(
                 "crowd_labels", "Aggregated crowd labels.", ["classifier", "outcome"]

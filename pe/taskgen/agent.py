@@ -106,8 +106,12 @@ def register(ctx: PipelineContext) -> None:
         pending = []
         for spec in ctx.classifiers:
             sampler, bucket = samplers[spec.name], buckets[spec.name]
+            skipped = sampler.near_duplicates
             picks = sampler.select(bucket.available(time.monotonic()), _scorer(book, spec.name))
             bucket.take(len(picks))
+            ctx.metrics.near_duplicates.labels(ctx.pipeline, spec.name).inc(
+                sampler.near_duplicates - skipped
+            )
             for candidate, kind in picks:
                 task = Task(
                     task_id=uuid.uuid4().hex,

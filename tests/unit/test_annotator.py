@@ -127,3 +127,31 @@ async def test_simulated_crowd_runs_faster_by_its_speed_factor() -> None:
     worker, task_id, tag, seconds = answers[0]
     assert (worker, task_id, tag) == ("sim-0", "t1", "yes") and seconds > 5
     await crowd.stop()
+
+
+def test_simulated_workers_differ_within_the_configured_ranges() -> None:
+    crowd = SimulatedCrowd(
+        size=50,
+        latency_median_s=10.0,
+        latency_spread=0.4,
+        accuracy_min=0.7,
+        accuracy_max=0.9,
+        speed=1.0,
+        seed=5,
+    )
+    workers = list(crowd.workers.values())
+    assert all(0.7 <= w.accuracy <= 0.9 for w in workers)
+    assert all(0.2 <= w.spread <= 0.6 for w in workers)
+    assert len({round(w.median_latency_s, 6) for w in workers}) == 50
+    medians = sorted(w.median_latency_s for w in workers)
+    assert 5.0 < medians[25] < 20.0  # centred on the population median
+    again = SimulatedCrowd(
+        size=50,
+        latency_median_s=10.0,
+        latency_spread=0.4,
+        accuracy_min=0.7,
+        accuracy_max=0.9,
+        speed=1.0,
+        seed=5,
+    )
+    assert list(again.workers.values()) == workers  # a seed reproduces the crowd
