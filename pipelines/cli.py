@@ -143,6 +143,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
     from channels.admin import TANSU_CLUSTER_ID, cluster_id, declare_topics
     from pipelines.app import build_worker
     from pipelines.broker import EmbeddedBroker
+    from pipelines.web import check_port_free
 
     overrides = {
         "broker": args.broker,
@@ -154,6 +155,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
     }
     settings = load_settings(**overrides)
     topology = _topology(args.pipeline, settings, args.set)
+    check_port_free(settings.http_host, settings.http_port)
     broker: EmbeddedBroker | None = None
     if args.embedded:
         broker = EmbeddedBroker(settings.embedded_broker_port)

@@ -5,7 +5,9 @@ Faust's own web server stays off: its ``/table`` endpoints would serve table dat
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -13,9 +15,23 @@ from aiohttp import web
 from mode import Service
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-__all__ = ["WebServer"]
+__all__ = ["WebServer", "check_port_free"]
 
 log = logging.getLogger(__name__)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise ValueError with advice if ``host:port`` cannot be bound now."""
+    if port == 0:
+        return
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            why = "is in use" if exc.errno == errno.EADDRINUSE else f"cannot be bound ({exc})"
+            msg = f"HTTP port {port} on {host} {why}: choose another with --http-port"
+            raise ValueError(msg) from None
 
 
 class WebServer(Service):

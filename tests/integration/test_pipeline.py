@@ -293,3 +293,14 @@ def test_tail_and_topology_commands(broker: EmbeddedBroker, worker: Worker) -> N
     human = _cli("tail", *common, "--count", "2", "--classifier", "aid_related")
     assert len(human) == 2 and all("aid_related=" in line for line in human)
     assert any("(classifier)" in line for line in _cli("topology"))
+
+
+def test_up_refuses_a_busy_http_port(broker: EmbeddedBroker, worker: Worker) -> None:
+    port = worker.http.rsplit(":", 1)[1]
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "up", "--broker", broker.url, "--http-port", port],
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert f"HTTP port {port} on 127.0.0.1 is in use" in done.stderr.decode()
