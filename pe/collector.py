@@ -73,10 +73,12 @@ class Collector:
         limit = self._ctx.params.collector.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             return _error(413, f"body larger than {limit} bytes")
-        body = await request.content.read(limit + 1)
-        if len(body) > limit:
-            return _error(413, f"body larger than {limit} bytes")
-        records = list(iter_json_lines(body))
+        body = bytearray()
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            body.extend(chunk)
+            if len(body) > limit:
+                return _error(413, f"body larger than {limit} bytes")
+        records = list(iter_json_lines(bytes(body)))
         if not records:
             return _error(400, "empty body: send one JSON object or JSON lines")
         result = await self.ingest(records)

@@ -50,8 +50,16 @@ class Worker:
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
 
-    def post(self, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
-        request = urllib.request.Request(self.http + path, data=body, method="POST")
+    def post_chunks(self, path: str, chunks: list[bytes]) -> tuple[int, dict[str, Any]]:
+        """POST with chunked transfer encoding, one chunk per element."""
+        return self.post(path, iter(chunks), {"Transfer-Encoding": "chunked"})
+
+    def post(
+        self, path: str, body: bytes | Iterator[bytes], headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        request = urllib.request.Request(
+            self.http + path, data=body, method="POST", headers=headers or {}
+        )
         try:
             with urllib.request.urlopen(request, timeout=10) as answer:
                 return answer.status, orjson.loads(answer.read())

@@ -197,6 +197,15 @@ async def test_http_post_items(broker: EmbeddedBroker, worker: Worker) -> None:
     assert status == 400 and "empty body" in body["error"]
     status, body = worker.post("/items", b'{"text": "' + b"a" * 5000 + b'"}')
     assert status == 413 and "4096" in body["error"]
+    # A chunked body (no Content-Length) is read whole, and refused past the limit
+    # (80 lines are ~6.5 KB, over the 4 KiB limit of this pipeline).
+    lines = [
+        orjson.dumps({"id": f"chunk-{i}", "text": "roads blocked " * 4}) + b"\n" for i in range(80)
+    ]
+    status, body = worker.post_chunks("/items", lines[:25])
+    assert status == 202 and body["accepted"] == 25
+    status, body = worker.post_chunks("/items", lines)
+    assert status == 413
     records = await read_topic(
         broker.bootstrap,
         f"{PIPELINE}.items.classified",
