@@ -6,7 +6,7 @@ null when they disagree, with every answer); ``items.rejected`` (malformed tasks
 State: the retainer pool (workers, and tasks being answered), in memory; tasks are
 read only while fewer than ``max_queue`` wait, so a slow crowd backs up in Kafka.
 Crowd: an adapter (pe.annotator.crowd); the simulated crowd answers from Task.truth.
-Metrics: items in/rejected (pe="annotator"), answers, labels by outcome, answer
+Metrics: items in/out/rejected (pe="annotator"), answers, labels by outcome, answer
 latency, queue length, workers by state.
 """
 

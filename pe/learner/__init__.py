@@ -10,7 +10,7 @@ State: per classifier the labels (rebuilt from ``crowd.labels``), split by item 
 Schedule: retrain every ``retrain_every`` new labels; sklearn refits off the event
 loop, river learns each label online. A new model is published only if it passes
 AIDR's activation rule (pe.learner.state.replaces).
-Metrics: models trained by outcome.
+Metrics: labels in, models out (pe="learner"), models trained by outcome.
 """
 
 from pe.learner.agent import register

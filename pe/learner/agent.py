@@ -95,6 +95,7 @@ def register(ctx: PipelineContext) -> None:
                 continue
             await (await ctx.send("control.models", name, encode(update)))
             published[name] = version
+            ctx.metrics.items_out.labels(ctx.pipeline, PE).inc()
             log.info(
                 "classifier %s: published model v%d (held-out AUC %s, %d labels)",
                 name,

@@ -9,7 +9,7 @@ and near-duplicate signatures (rebuilt from ``crowd.tasks``).
 Sampling: every round, per classifier, within the task-rate cap and the label budget,
 ``active_fraction`` of the picks are the least confident of a random sample of the
 buffer and the rest are random; near-duplicates of issued items are skipped.
-Metrics: items in (pe="taskgen"), crowd tasks by classifier and kind, near-duplicates
+Metrics: items in and out (pe="taskgen"), crowd tasks by classifier and kind, near-duplicates
 skipped by classifier.
 """
 

@@ -130,6 +130,7 @@ def register(ctx: PipelineContext) -> None:
                 pending.append(await ctx.send("crowd.tasks", task.item_id, encode(task)))
                 ctx.metrics.crowd_tasks.labels(ctx.pipeline, spec.name, kind).inc()
         await ctx.flush(pending)
+        ctx.metrics.items_out.labels(ctx.pipeline, PE).inc(len(pending))
 
     ctx.app.agent(ctx.topic("items.features"), name=f"{ctx.pipeline}.taskgen")(taskgen)
     ctx.app.timer(params.round_interval_s, name=f"{ctx.pipeline}.taskgen.round")(issue_round)
