@@ -10,8 +10,8 @@ from faust import StreamT
 from channels.codec import DecodeError, encode, parse_input
 from channels.records import FeatureItem, Item
 from pe.common.context import PipelineContext
-from pe.features.hashing import FeatureHasher
-from pe.features.simhash import simhash
+from pe.features.hashing import FeatureHasher, sparse_rows
+from pe.features.simhash import simhash_rows
 from pe.features.text import grams, tokens
 
 __all__ = ["register"]
@@ -45,10 +45,10 @@ def register(ctx: PipelineContext) -> None:
                 stamp = event.message.timestamp
                 arrival = stamp if stamp and stamp > 0 else time.time()
                 valid.append(Item.from_input(given, arrival))
-            docs = [grams(tokens(item.text)) for item in valid]
-            rows = hasher.transform(docs)
-            for item, doc, (idx, val) in zip(valid, docs, rows, strict=True):
-                record = FeatureItem(**item.model_dump(), idx=idx, val=val, sig=simhash(doc))
+            matrix = hasher.matrix([grams(tokens(item.text)) for item in valid])
+            rows = sparse_rows(matrix)
+            for item, (idx, val), sig in zip(valid, rows, simhash_rows(matrix), strict=True):
+                record = FeatureItem(**item.model_dump(), idx=idx, val=val, sig=sig)
                 pending.append(await ctx.send("items.features", record.id, encode(record)))
             await ctx.flush(pending)
             metrics.items_in.labels(*labels).inc(len(events))

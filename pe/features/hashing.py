@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.feature_extraction.text import HashingVectorizer
 
-__all__ = ["FeatureHasher"]
+__all__ = ["FeatureHasher", "sparse_rows"]
 
 
 class FeatureHasher:
@@ -21,13 +22,22 @@ class FeatureHasher:
             norm="l2",
         )
 
-    def transform(self, docs: Sequence[list[str]]) -> list[tuple[list[int], list[float]]]:
-        """Sparse ``(indices, values)`` per document of grams, indices sorted."""
+    def matrix(self, docs: Sequence[list[str]]) -> sp.csr_matrix:
+        """One row per document of grams, L2-normalised, indices sorted in each row."""
         matrix = self._vectorizer.transform(docs).tocsr()
         matrix.sort_indices()
-        rows = []
-        for i in range(matrix.shape[0]):
-            start, end = matrix.indptr[i], matrix.indptr[i + 1]
-            values = np.round(matrix.data[start:end], 6)
-            rows.append((matrix.indices[start:end].tolist(), values.tolist()))
-        return rows
+        return matrix
+
+    def transform(self, docs: Sequence[list[str]]) -> list[tuple[list[int], list[float]]]:
+        """Sparse ``(indices, values)`` per document of grams, indices sorted."""
+        return sparse_rows(self.matrix(docs))
+
+
+def sparse_rows(matrix: sp.csr_matrix) -> list[tuple[list[int], list[float]]]:
+    """The ``(indices, values)`` of each row, values rounded for compact records."""
+    rows = []
+    for i in range(matrix.shape[0]):
+        start, end = matrix.indptr[i], matrix.indptr[i + 1]
+        values = np.round(matrix.data[start:end], 6)
+        rows.append((matrix.indices[start:end].tolist(), values.tolist()))
+    return rows

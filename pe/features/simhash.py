@@ -2,28 +2,50 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
 from sklearn.utils import murmurhash3_32
 
-__all__ = ["SignatureSet", "hamming", "simhash"]
+__all__ = ["SignatureSet", "hamming", "simhash_rows"]
 
-_BITS = np.uint64(1) << np.arange(64, dtype=np.uint64)
+_SHIFTS = np.arange(64, dtype=np.uint64)
 
 
-def simhash(grams: Sequence[str]) -> int:
-    """SimHash over a text's grams; similar texts differ in few bits."""
-    if not grams:
-        return 0
-    # Two seeded 32-bit murmur hashes make one stable 64-bit hash per gram
-    # (Python's hash() differs between processes).
-    low = np.array([murmurhash3_32(g, seed=1, positive=True) for g in grams], dtype=np.uint64)
-    high = np.array([murmurhash3_32(g, seed=2, positive=True) for g in grams], dtype=np.uint64)
+@lru_cache(maxsize=2)
+def _feature_signs(n_features: int) -> npt.NDArray[np.int8]:
+    """For every feature index, the +1/-1 votes of its stable 64-bit hash's bits.
+
+    Two seeded murmur hashes make the 64 bits (Python's hash() differs between
+    processes). The table (n_features x 64 bytes: 16 MiB for 2^18 features) is built
+    once per process so that a batch's signatures are one sparse product.
+    """
+    keys = np.arange(n_features, dtype=np.int32)
+    low = murmurhash3_32(keys, seed=1, positive=True).astype(np.uint64)
+    high = murmurhash3_32(keys, seed=2, positive=True).astype(np.uint64)
     hashes = (high << np.uint64(32)) | low
-    bits = (hashes[:, None] & _BITS) != 0
-    votes = np.where(bits, 1, -1).sum(axis=0)
-    return int(np.sum(_BITS[votes > 0], dtype=np.uint64))
+    bits = ((hashes[:, None] >> _SHIFTS) & np.uint64(1)).astype(np.int8)
+    return np.asarray(bits * 2 - 1, dtype=np.int8)
+
+
+def simhash_rows(matrix: sp.csr_matrix) -> list[int]:
+    """SimHash of each row of a hashed-feature matrix, for a whole batch at once.
+
+    Each feature votes with its weight for the bits of its 64-bit hash; similar
+    texts share most features and so differ in few bits. A row without features
+    gets 0.
+    """
+    nnz = matrix.indices.size
+    # Row i of `weights` holds row i's feature weights, one column per stored entry.
+    weights = sp.csr_matrix(
+        (matrix.data.astype(np.float32), np.arange(nnz), matrix.indptr),
+        shape=(matrix.shape[0], nnz),
+    )
+    votes = weights @ _feature_signs(matrix.shape[1])[matrix.indices].astype(np.float32)
+    packed = ((np.asarray(votes) > 0).astype(np.uint64) << _SHIFTS).sum(axis=1, dtype=np.uint64)
+    return [int(sig) for sig in packed]
 
 
 def hamming(a: int, b: int) -> int:

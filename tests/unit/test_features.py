@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from pe.features.hashing import FeatureHasher
-from pe.features.simhash import SignatureSet, hamming, simhash
+from pe.features.simhash import SignatureSet, hamming, simhash_rows
 from pe.features.text import grams, normalize, tokens
 
 
@@ -32,12 +32,20 @@ def test_hashing_is_stateless_sorted_and_normalised() -> None:
 
 
 def test_simhash_near_duplicates_are_close_and_others_far() -> None:
-    base = simhash(grams(tokens("We need water and food in Leogane, please help")))
-    retweet = simhash(grams(tokens("RT @bob: we need water and food in leogane, please help")))
-    other = simhash(grams(tokens("The bridge to Jacmel collapsed after the aftershock")))
+    texts = [
+        "We need water and food in Leogane, please help",
+        "RT @bob: we need water and food in leogane, please help http://t.co/x",
+        "The bridge to Jacmel collapsed after the aftershock",
+        "",
+    ]
+    hasher = FeatureHasher(2**18)
+    base, retweet, other, empty = simhash_rows(hasher.matrix([grams(tokens(t)) for t in texts]))
     assert hamming(base, retweet) <= 6
     assert hamming(base, other) > 12
-    assert simhash([]) == 0
+    assert empty == 0
+    # Stable: the same text gets the same signature in any batch, in any process.
+    alone = simhash_rows(hasher.matrix([grams(tokens(texts[0]))]))
+    assert alone == [base]
 
 
 def test_signature_set_finds_near_matches_and_forgets_the_oldest() -> None:
