@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import faust
 from aiohttp import web
+from faust.types import TopicT
 
 from channels.codec import encode, rejected
 from channels.follower import Follower, Handler
@@ -20,6 +21,8 @@ from pe.params import ClassifierSpec, PeParams
 __all__ = ["PipelineContext"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -36,11 +39,11 @@ class PipelineContext:
     crowd: str
     #: HTTP routes the PEs contribute to the worker's web server.
     routes: list[web.RouteDef] = field(default_factory=list)
-    _faust_topics: dict[str, Any] = field(default_factory=dict)
+    _faust_topics: dict[str, TopicT] = field(default_factory=dict)
     _followers: dict[str, Follower] = field(default_factory=dict)
     _shared: dict[str, Any] = field(default_factory=dict)
 
-    def topic(self, key: str) -> Any:
+    def topic(self, key: str) -> TopicT:
         """The Faust topic of a channel; values and keys stay bytes (PEs decode them)."""
         if key not in self._faust_topics:
             spec = self.topics[key]
@@ -52,7 +55,7 @@ class PipelineContext:
             )
         return self._faust_topics[key]
 
-    def external_topic(self, name: str) -> Any:
+    def external_topic(self, name: str) -> TopicT:
         """A topic outside the pipeline (a collector source), read as raw bytes."""
         return self.app.topic(name, key_serializer="raw", value_serializer="raw")
 
@@ -93,11 +96,11 @@ class PipelineContext:
         self.app.task(follower.run)
         return follower
 
-    def shared(self, name: str, factory: Any) -> Any:
+    def shared(self, name: str, factory: Callable[[], T]) -> T:
         """One instance of ``factory()`` per worker, for state several PEs read."""
         if name not in self._shared:
             self._shared[name] = factory()
-        return self._shared[name]
+        return cast(T, self._shared[name])
 
     def classifier_names(self) -> list[str]:
         return [spec.name for spec in self.classifiers]

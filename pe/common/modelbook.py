@@ -88,5 +88,4 @@ class ModelBook:
 
 def model_book(ctx: PipelineContext) -> ModelBook:
     """The worker's model book, created on first use."""
-    book: ModelBook = ctx.shared("model_book", lambda: ModelBook(ctx))
-    return book
+    return ctx.shared("model_book", lambda: ModelBook(ctx))
