@@ -107,17 +107,8 @@ class Annotator:
 
 
 def make_crowd(ctx: PipelineContext) -> CrowdAdapter:
-    params = ctx.params.annotator
     if ctx.crowd == "simulated":
-        return SimulatedCrowd(
-            size=params.pool_size,
-            latency_median_s=params.latency_median_s,
-            latency_spread=params.latency_spread,
-            accuracy_min=params.accuracy_min,
-            accuracy_max=params.accuracy_max,
-            speed=params.speed,
-            seed=params.seed,
-        )
+        return SimulatedCrowd.from_params(ctx.params.annotator)
     msg = f"crowd {ctx.crowd!r} is not available in this release; use --crowd simulated or none"
     raise ValueError(msg)
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from channels.records import NA_TAG, Task
+from pe.params import AnnotatorParams
 
 __all__ = ["CrowdAdapter", "CrowdEvents", "SimulatedCrowd", "SimulatedWorker"]
 
@@ -92,6 +93,19 @@ class SimulatedCrowd(CrowdAdapter):
         }
         self._events: CrowdEvents | None = None
         self._timers: set[asyncio.TimerHandle] = set()
+
+    @classmethod
+    def from_params(cls, params: AnnotatorParams) -> SimulatedCrowd:
+        """The simulated crowd a topology's annotator parameters describe."""
+        return cls(
+            size=params.pool_size,
+            latency_median_s=params.latency_median_s,
+            latency_spread=params.latency_spread,
+            accuracy_min=params.accuracy_min,
+            accuracy_max=params.accuracy_max,
+            speed=params.speed,
+            seed=params.seed,
+        )
 
     async def start(self, events: CrowdEvents) -> None:
         self._events = events

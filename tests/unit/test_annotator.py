@@ -11,6 +11,7 @@ from channels.records import NA_TAG, Answer, Task
 from pe.annotator.aggregate import majority_vote
 from pe.annotator.crowd import CrowdEvents, SimulatedCrowd, SimulatedWorker
 from pe.annotator.pool import RetainerPool
+from pe.params import AnnotatorParams
 
 
 def _task(task_id: str, truth: str | None = "yes") -> Task:
@@ -99,14 +100,17 @@ def test_simulated_worker_answers_with_its_accuracy() -> None:
 
 
 async def test_simulated_crowd_runs_faster_by_its_speed_factor() -> None:
-    crowd = SimulatedCrowd(
-        size=3,
-        latency_median_s=20.0,
-        latency_spread=0.1,
-        accuracy_min=1.0,
-        accuracy_max=1.0,
-        speed=1000.0,
-        seed=1,
+    crowd = SimulatedCrowd.from_params(
+        AnnotatorParams(
+            pool_size=3,
+            redundancy=1,
+            latency_median_s=20.0,
+            latency_spread=0.1,
+            accuracy_min=1.0,
+            accuracy_max=1.0,
+            speed=1000.0,
+            seed=1,
+        )
     )
     joined: list[str] = []
     answers: list[tuple[str, str, str, float]] = []
@@ -130,28 +134,20 @@ async def test_simulated_crowd_runs_faster_by_its_speed_factor() -> None:
 
 
 def test_simulated_workers_differ_within_the_configured_ranges() -> None:
-    crowd = SimulatedCrowd(
-        size=50,
+    params = AnnotatorParams(
+        pool_size=50,
         latency_median_s=10.0,
         latency_spread=0.4,
         accuracy_min=0.7,
         accuracy_max=0.9,
-        speed=1.0,
         seed=5,
     )
+    crowd = SimulatedCrowd.from_params(params)
     workers = list(crowd.workers.values())
     assert all(0.7 <= w.accuracy <= 0.9 for w in workers)
     assert all(0.2 <= w.spread <= 0.6 for w in workers)
     assert len({round(w.median_latency_s, 6) for w in workers}) == 50
     medians = sorted(w.median_latency_s for w in workers)
     assert 5.0 < medians[25] < 20.0  # centred on the population median
-    again = SimulatedCrowd(
-        size=50,
-        latency_median_s=10.0,
-        latency_spread=0.4,
-        accuracy_min=0.7,
-        accuracy_max=0.9,
-        speed=1.0,
-        seed=5,
-    )
+    again = SimulatedCrowd.from_params(params)
     assert list(again.workers.values()) == workers  # a seed reproduces the crowd
