@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -78,3 +79,66 @@ def test_broker_command_refuses_a_busy_port(broker: EmbeddedBroker) -> None:
     )
     assert done.returncode == 1
     assert b"in use" in done.stderr
+
+
+def test_up_embedded_serves_a_third_party_client_and_cleans_up(tmp_path: Path) -> None:
+    """`crowdstream up --embedded` as a user runs it, with a librdkafka client."""
+    confluent_kafka = pytest.importorskip("confluent_kafka")
+    broker_port, http_port = free_port(), free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.cli",
+            "up",
+            "--embedded",
+            "--broker-port",
+            str(broker_port),
+            "--http-port",
+            str(http_port),
+            "--crowd",
+            "none",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "CROWDSTREAM_DATA_DIR": str(tmp_path / "data")},
+    )
+    try:
+        assert proc.stdout is not None
+        banner = [proc.stdout.readline().decode() for _ in range(3)]
+        assert any(f"kafka://127.0.0.1:{broker_port}" in line for line in banner)
+        assert any(f"http://127.0.0.1:{http_port}" in line for line in banner)
+        bootstrap = f"127.0.0.1:{broker_port}"
+        producer = confluent_kafka.Producer({"bootstrap.servers": bootstrap})
+        for i in range(5):
+            producer.produce(
+                "crisis.items.raw",
+                key=f"lib-{i}",
+                value=orjson.dumps({"id": f"lib-{i}", "text": f"need help {i}"}),
+            )
+        assert producer.flush(30) == 0
+        consumer = confluent_kafka.Consumer(
+            {"bootstrap.servers": bootstrap, "group.id": "reader", "fetch.wait.max.ms": 50}
+        )
+        consumer.assign(
+            [
+                confluent_kafka.TopicPartition(
+                    "crisis.items.classified", p, confluent_kafka.OFFSET_BEGINNING
+                )
+                for p in range(4)
+            ]
+        )
+        found: set[str] = set()
+        deadline = time.monotonic() + 90  # includes the worker joining its group
+        while len(found) < 5 and time.monotonic() < deadline:
+            message = consumer.poll(0.2)
+            if message is not None and not message.error():
+                found.add(orjson.loads(message.value())["id"])
+        consumer.close()
+        assert found == {f"lib-{i}" for i in range(5)}
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        proc.kill()
+    with socket.socket() as sock:  # the embedded broker stopped with it
+        assert sock.connect_ex(("127.0.0.1", broker_port)) != 0
