@@ -79,13 +79,16 @@ class Worker:
         return total
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        """Stop the worker; fail with its log if it had already died."""
+        if self.proc.poll() is not None:
+            tail = self.log.read_text(errors="replace")[-4000:]
+            raise AssertionError(f"worker had exited with {self.proc.returncode}:\n{tail}")
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
 
 
 def write_topology(directory: Path, name: str, **params: dict[str, Any]) -> Path:
