@@ -7,10 +7,13 @@ model for each classifier, then measures:
    the last classified item, and end-to-end latency percentiles;
 2. steady load: items pushed at a fixed rate (270/s, the hurricane Sandy peak);
    latency percentiles;
-3. the ceiling: a plain aiokafka produce + consume of the same records, same broker.
+3. a rate sweep: each input rate for a few seconds; output rate and latency
+   percentiles per rate (plotted to reports/bench-sweep-<timestamp>.png);
+4. the ceiling: a plain aiokafka produce + consume of the same records, same broker.
 
 Prints JSON and writes it to reports/bench-throughput-<timestamp>.json.
 Usage: python bench/throughput.py [--items 20000] [--rate 270] [--seconds 30]
+       [--sweep 250,500,1000] [--sweep-seconds 10]
 """
 
 from __future__ import annotations
@@ -47,9 +50,9 @@ from pipelines.topology import load_topology
 PIPELINE = "crisis"
 
 
-def _records(n: int) -> list[bytes]:
+def _records(n: int, prefix: str = "b") -> list[bytes]:
     sample = load_sample()
-    return [orjson.dumps({**sample[i % len(sample)], "id": f"b{i}"}) for i in range(n)]
+    return [orjson.dumps({**sample[i % len(sample)], "id": f"{prefix}{i}"}) for i in range(n)]
 
 
 async def _publish_models(bootstrap: str) -> None:
@@ -161,6 +164,35 @@ async def _ceiling(bootstrap: str, lines: list[bytes]) -> dict[str, Any]:
     }
 
 
+def _plot_sweep(sweep: list[dict[str, Any]], path: Path) -> None:
+    """Input vs output rate and latency percentiles (AIDR's Figure 4 layout)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rates = [point["input_rate"] for point in sweep]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.plot(rates, [point["items_per_s"] for point in sweep], marker="o", label="output")
+    left.plot(rates, rates, linestyle="--", color="grey", label="input")
+    left.set_xlabel("input rate (items/s)")
+    left.set_ylabel("output rate (items/s)")
+    left.legend()
+    left.grid(alpha=0.3)
+    for key in ("p50", "p99"):
+        right.plot(
+            rates, [point["latency_s"][key] * 1000 for point in sweep], marker="o", label=key
+        )
+    right.set_yscale("log")
+    right.set_xlabel("input rate (items/s)")
+    right.set_ylabel("end-to-end latency (ms)")
+    right.legend()
+    right.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
     for _ in range(300):
         if proc.poll() is not None:
@@ -180,6 +212,12 @@ def main() -> int:
     parser.add_argument("--items", type=int, default=20_000)
     parser.add_argument("--rate", type=float, default=270.0)
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--sweep",
+        default="250,500,1000,1500,2000,2500,3000",
+        help="input rates (items/s) of the rate sweep, comma separated; empty to skip",
+    )
+    parser.add_argument("--sweep-seconds", type=float, default=10.0)
     args = parser.parse_args()
     out_dir = Path("reports")
     out_dir.mkdir(exist_ok=True)
@@ -216,6 +254,16 @@ def main() -> int:
         saturation = asyncio.run(_measure(broker.bootstrap, _records(args.items), None))
         steady_n = int(args.rate * args.seconds)
         steady = asyncio.run(_measure(broker.bootstrap, _records(steady_n), args.rate))
+        sweep = [
+            asyncio.run(
+                _measure(
+                    broker.bootstrap,
+                    _records(int(rate * args.sweep_seconds), prefix=f"s{rate:g}-"),
+                    rate,
+                )
+            )
+            for rate in (float(r) for r in args.sweep.split(",") if r.strip())
+        ]
         ceiling = asyncio.run(_ceiling(broker.bootstrap, _records(args.items)))
     finally:
         if worker is not None and worker.poll() is None:
@@ -234,6 +282,7 @@ def main() -> int:
         "warmup": warmup,
         "saturation": saturation,
         "steady": steady,
+        "sweep": sweep,
         "ceiling_plain_aiokafka": ceiling,
         "pipeline_vs_ceiling": round(
             (saturation["items_per_s"] or 0) / ceiling["produce_plus_consume_per_s"], 3
@@ -241,6 +290,8 @@ def main() -> int:
     }
     text = json.dumps(result, indent=2)
     (out_dir / f"bench-throughput-{stamp}.json").write_text(text + "\n")
+    if sweep:
+        _plot_sweep(sweep, out_dir / f"bench-sweep-{stamp}.png")
     print(text)
     return 0
 
