@@ -39,6 +39,25 @@ class _Record(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
 
+class _SparseFeatures(_Record):
+    """Hashed features as parallel arrays, checked wherever a record carries them.
+
+    The upper bound of an index depends on the pipeline (``features.n_features``):
+    consumers check it with ``pe.common.linear.features_in_range``.
+    """
+
+    idx: list[int]  #: feature indices (sorted, unique)
+    val: list[float]  #: feature values, L2-normalised
+
+    @model_validator(mode="after")
+    def _check_features(self) -> _SparseFeatures:
+        if len(self.idx) != len(self.val):
+            raise ValueError("idx and val must have the same length")
+        if self.idx and min(self.idx) < 0:
+            raise ValueError("feature indices must not be negative")
+        return self
+
+
 class InputItem(BaseModel):
     """What a producer sends to ``items.raw`` or ``POST /items``."""
 
@@ -82,20 +101,10 @@ class Item(_Record):
         )
 
 
-class FeatureItem(Item):
+class FeatureItem(Item, _SparseFeatures):
     """An item with its hashed unigram+bigram features and near-duplicate signature."""
 
-    idx: list[int]  #: feature indices (sorted, unique)
-    val: list[float]  #: feature values, L2-normalised
     sig: int = Field(ge=0, lt=2**64)  #: 64-bit SimHash of the normalised tokens
-
-    @model_validator(mode="after")
-    def _check_features(self) -> FeatureItem:
-        if len(self.idx) != len(self.val):
-            raise ValueError("idx and val must have the same length")
-        if self.idx and min(self.idx) < 0:
-            raise ValueError("feature indices must not be negative")
-        return self
 
 
 class TagPrediction(_Record):
@@ -113,7 +122,7 @@ class ClassifiedItem(_Record):
     labels: dict[str, TagPrediction]
 
 
-class Task(_Record):
+class Task(_SparseFeatures):
     """One crowd task: label one item for one classifier."""
 
     task_id: str
@@ -122,8 +131,6 @@ class Task(_Record):
     question: str
     tags: list[str]
     text: str
-    idx: list[int]
-    val: list[float]
     kind: Literal["active", "passive"]
     created: float
     sig: int = 0  #: the item's near-duplicate signature
@@ -139,7 +146,7 @@ class Answer(_Record):
     latency_s: float
 
 
-class Label(_Record):
+class Label(_SparseFeatures):
     """A crowd label aggregated from one task's answers."""
 
     item_id: str
@@ -148,8 +155,6 @@ class Label(_Record):
     agreement: float
     kind: Literal["active", "passive"] = "passive"  #: how the task generator picked the item
     answers: list[Answer]
-    idx: list[int]
-    val: list[float]
     ts: float
 
 

@@ -65,9 +65,7 @@ class ClassifierLearner:
         of an item wins)."""
         if label.tag is None or label.tag not in self.spec.tags or label.item_id in self.items:
             return False
-        if len(label.idx) != len(label.val) or not features_in_range(
-            label.idx, self.trainer.n_features
-        ):
+        if not features_in_range(label.idx, self.trainer.n_features):
             return False
         self.items.add(label.item_id)
         example = (label.idx, label.val, label.tag)

@@ -14,7 +14,7 @@ from channels.codec import (
     parse_input,
     rejected,
 )
-from channels.records import MAX_TEXT_CHARS, InputItem, Item
+from channels.records import MAX_TEXT_CHARS, FeatureItem, InputItem, Item, Label, Task
 
 
 @pytest.mark.parametrize(
@@ -77,3 +77,29 @@ def test_json_lines_split_and_pretty_object_kept_whole() -> None:
     pretty = b'{\n  "text": "a"\n}'
     assert list(iter_json_lines(pretty)) == [pretty]
     assert list(iter_json_lines(b"  \n ")) == []
+
+
+@pytest.mark.parametrize("model", [FeatureItem, Task, Label])
+def test_records_with_features_refuse_mismatched_or_negative_indices(model: type) -> None:
+    base = {
+        "id": "i",
+        "text": "t",
+        "ts": 1.0,
+        "ts_in": 1.0,
+        "sig": 0,
+        "task_id": "t",
+        "item_id": "i",
+        "classifier": "c",
+        "question": "q",
+        "tags": ["a", "b"],
+        "kind": "passive",
+        "created": 1.0,
+        "tag": "a",
+        "agreement": 1.0,
+        "answers": [],
+    }
+    assert decode(model, orjson.dumps({**base, "idx": [1, 2], "val": [0.5, 0.5]}))
+    with pytest.raises(DecodeError, match="same length"):
+        decode(model, orjson.dumps({**base, "idx": [1, 2], "val": [0.5]}))
+    with pytest.raises(DecodeError, match="negative"):
+        decode(model, orjson.dumps({**base, "idx": [-1], "val": [0.5]}))

@@ -6,6 +6,7 @@ from typing import Literal
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
@@ -189,7 +190,8 @@ def test_learner_retrains_every_n_labels_and_holds_out_only_passive_labels(data:
     assert not learner.add(_label(0, [1], [1.0], None))  # no agreement: nothing to learn
     assert not learner.add(_label(0, [1], [1.0], "maybe"))  # not a tag of this classifier
     assert not learner.add(_label(0, [N_FEATURES], [1.0], "yes"))  # not a feature of the model
-    assert not learner.add(_label(0, [1, 2], [1.0], "yes"))  # forged: values missing
+    with pytest.raises(ValidationError, match="same length"):  # forged: values missing
+        _label(0, [1, 2], [1.0], "yes")
     for i in range(49):
         idx, val = features[i]
         assert learner.add(_label(i, idx, val, tags[i], kind="active"))
