@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import multiprocessing
 from collections.abc import Sequence
@@ -16,7 +15,7 @@ from pe.common.context import PipelineContext
 from pe.common.lifecycle import die_with_parent
 from pe.common.modelbook import model_book
 from pe.learner.state import ClassifierLearner
-from pe.learner.trainers import SklearnTrainer, fit_logistic, make_trainer
+from pe.learner.trainers import make_trainer
 
 __all__ = ["register"]
 
@@ -46,8 +45,7 @@ def register(ctx: PipelineContext) -> None:
         for spec in ctx.classifiers
     }
     published: dict[str, int] = {}
-    # A refit holds the GIL for long stretches: in a thread it would stall the event
-    # loop and every PE on it, so scikit-learn fits run in a process of their own.
+    # scikit-learn refits run in a process of their own (see SklearnTrainer).
     fitter = ProcessPoolExecutor(
         max_workers=1,
         mp_context=multiprocessing.get_context("spawn"),
@@ -73,22 +71,13 @@ def register(ctx: PipelineContext) -> None:
         # Until both logs are read, a retrain would repeat models already published.
         if not (book.caught_up.is_set() and labels_log.caught_up.is_set()):
             return
-        loop = asyncio.get_running_loop()
         for name, learner in learners.items():
             active = book.updates.get(name)
             learner.sync(active)
             if not learner.due():
                 continue
             version = max(book.version(name), published.get(name, 0)) + 1
-            trainer = learner.trainer
-            if isinstance(trainer, SklearnTrainer):
-                n_train = learner.start_training()
-                model = await loop.run_in_executor(
-                    fitter, fit_logistic, list(trainer.examples), trainer.n_features, trainer.c
-                )
-                update, outcome = learner.judge(model, n_train, active, version)
-            else:
-                update, outcome = learner.train(active, version)
+            update, outcome = await learner.train_off_loop(active, version, fitter)
             ctx.metrics.models_trained.labels(ctx.pipeline, name, outcome).inc()
             if update is None:
                 log.info("classifier %s: trained on %d labels, %s", name, learner.n_train, outcome)

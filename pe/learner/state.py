@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import zlib
+from concurrent.futures import Executor
 
 from channels.records import Label, LinearModel, ModelUpdate
 from pe.common.linear import features_in_range
@@ -91,6 +92,13 @@ class ClassifierLearner:
         """Train; return the update to publish (or None) and an outcome for metrics."""
         n_train = self.start_training()
         return self.judge(self.trainer.export(), n_train, active, version)
+
+    async def train_off_loop(
+        self, active: ModelUpdate | None, version: int, executor: Executor
+    ) -> tuple[ModelUpdate | None, str]:
+        """:meth:`train`, with the trainer's long computations sent to ``executor``."""
+        n_train = self.start_training()
+        return self.judge(await self.trainer.export_off_loop(executor), n_train, active, version)
 
     def start_training(self) -> int:
         """Mark the labels seen now as trained on; the training-set size."""

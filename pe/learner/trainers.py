@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
+from concurrent.futures import Executor
 
 import numpy as np
 import numpy.typing as npt
@@ -38,6 +40,13 @@ class Trainer(ABC):
     def export(self) -> LinearModel | None:
         """The current model, or None when it cannot be trained yet."""
 
+    async def export_off_loop(self, executor: Executor) -> LinearModel | None:
+        """:meth:`export`, sending long computations to ``executor``.
+
+        The default exports in place: the trainer's work is cheap enough for the loop.
+        """
+        return self.export()
+
 
 class SklearnTrainer(Trainer):
     """Logistic regression refitted on every training example (fast at crowd scale)."""
@@ -54,6 +63,13 @@ class SklearnTrainer(Trainer):
 
     def export(self) -> LinearModel | None:
         return fit_logistic(list(self.examples), self.n_features, self.c)
+
+    async def export_off_loop(self, executor: Executor) -> LinearModel | None:
+        # A refit holds the GIL for long stretches: in a thread it would stall the
+        # event loop, so callers pass a process pool. The snapshot is taken now.
+        return await asyncio.get_running_loop().run_in_executor(
+            executor, fit_logistic, list(self.examples), self.n_features, self.c
+        )
 
 
 def fit_logistic(examples: list[Example], n_features: int, c: float) -> LinearModel | None:

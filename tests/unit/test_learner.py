@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 import numpy as np
@@ -244,3 +245,24 @@ def test_without_random_picks_every_label_may_be_held_out() -> None:
     for i in range(1000):
         learner.add(_label(i, [1], [1.0], "yes", kind="active"))
     assert 150 < len(learner.holdout) < 250
+
+
+@pytest.mark.parametrize("family", ["sklearn", "river"])
+async def test_training_off_the_loop_publishes_the_same_model(family: str, data: tuple) -> None:  # type: ignore[type-arg]
+    features, tags = data
+
+    def learner() -> ClassifierLearner:
+        built = ClassifierLearner(
+            SPEC, LearnerParams(), make_trainer(family, SPEC.tags, N_FEATURES, c=1.0, lr=0.5)
+        )
+        for i in range(300):
+            idx, val = features[i]
+            built.add(_label(i, idx, val, tags[i]))
+        return built
+
+    inline, _ = learner().train(None, version=1)
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        off_loop, outcome = await learner().train_off_loop(None, 1, executor)
+    assert outcome == "published" and inline is not None and off_loop is not None
+    assert off_loop.model == inline.model
+    assert (off_loop.n_train, off_loop.n_holdout) == (inline.n_train, inline.n_holdout)
