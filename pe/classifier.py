@@ -86,7 +86,7 @@ def register(ctx: PipelineContext) -> None:
                     pending.append(await ctx.reject(PE, exc.kind, str(exc), raw))
                     continue
                 items.append(item)
-            for out in classify(items, book, names) if items else []:
+            for out in classify(items, book, names):
                 pending.append(await ctx.send("items.classified", out.id, encode(out)))
                 latency.observe(max(out.ts_out - out.ts_in, 0.0))
             await ctx.flush(pending)

@@ -24,6 +24,9 @@ class FeatureHasher:
 
     def matrix(self, docs: Sequence[list[str]]) -> sp.csr_matrix:
         """One row per document of grams, L2-normalised, indices sorted in each row."""
+        if not docs:
+            # scikit-learn raises on no documents; a batch may have no valid item.
+            return sp.csr_matrix((0, self.n_features), dtype=np.float64)
         matrix = self._vectorizer.transform(docs).tocsr()
         matrix.sort_indices()
         return matrix

@@ -127,10 +127,13 @@ async def test_malformed_records_are_rejected_and_the_worker_keeps_going(
     ]
     good = [orjson.dumps({"id": f"good-{i}", "text": f"we need water {i}"}) for i in range(5)]
     before = worker.metric("crowdstream_items_rejected_total", pe="features")
-    await push_lines([broker.bootstrap], PIPELINE, [*bad, *good])
+    # Bad records alone first: the features stage then gets batches with nothing valid
+    # in them (which once crashed its agent and stalled the stream), then good ones.
+    await push_lines([broker.bootstrap], PIPELINE, bad)
     rejected = await read_topic(
         broker.bootstrap, f"{PIPELINE}.items.rejected", lambda rs: len(rs) >= len(bad)
     )
+    await push_lines([broker.bootstrap], PIPELINE, good)
     reasons = [r for r in values(rejected) if r["stage"] == "features"]
     assert len(reasons) >= len(bad)
     assert any("invalid JSON" in r["reason"] for r in reasons)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from pe.features.hashing import FeatureHasher
+from pe.features.hashing import FeatureHasher, sparse_rows
 from pe.features.simhash import SignatureSet, hamming, simhash_rows
 from pe.features.text import grams, normalize, tokens
 
@@ -59,3 +59,10 @@ def test_signature_set_finds_near_matches_and_forgets_the_oldest() -> None:
     assert len(sigs) == 2
     assert not sigs.has_near(0b1111, 1)
     assert sigs.has_near((1 << 50) | 1, 1)
+
+
+def test_a_batch_without_documents_gives_empty_results() -> None:
+    # A batch in which every record was invalid reaches the hasher empty.
+    matrix = FeatureHasher(2**18).matrix([])
+    assert matrix.shape == (0, 2**18)
+    assert sparse_rows(matrix) == [] and simhash_rows(matrix) == []
