@@ -1,8 +1,9 @@
 """Collector PE: edge adaptation of outside streams.
 
 Input: HTTP ``POST /items`` (one JSON object, or JSON lines); an existing Kafka
-topic named by ``params.collector.source_topic``. (``crowdstream push`` writes to
-``items.raw`` directly; the features PE validates those records.)
+topic named by ``params.collector.source_topic``, read in batches by the data
+plane. (``crowdstream push`` writes to ``items.raw`` directly; the features PE
+validates those records.)
 Output: ``items.raw`` (validated InputItem with id and ``ts`` assigned);
 ``items.rejected`` (every record that fails validation, with its reason).
 State: none.
@@ -14,15 +15,17 @@ Metrics: items in/out/rejected (pe="collector").
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from faust import StreamT
+from aiokafka import ConsumerRecord
 
 from channels.codec import DecodeError, encode, iter_json_lines, parse_input
 from channels.records import InputItem, Item
 from pe.common.context import PipelineContext
+from pe.common.dataflow import Pending
 
 __all__ = ["Collector", "IngestResult", "register"]
 
@@ -36,6 +39,8 @@ class IngestResult:
     ids: list[str] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
     rejected: int = 0
+    #: Futures of the records sent (items.raw and items.rejected).
+    pending: Pending = field(default_factory=list)
 
 
 class Collector:
@@ -43,10 +48,10 @@ class Collector:
         self._ctx = ctx
         self._labels = (ctx.pipeline, PE)
 
-    async def ingest(self, records: list[bytes]) -> IngestResult:
-        """Validate records, write the good ones to items.raw and the bad ones to items.rejected."""
+    async def ingest(self, records: Sequence[bytes | None]) -> IngestResult:
+        """Validate records, queue the good ones on items.raw and the bad ones on items.rejected."""
         result = IngestResult()
-        pending = []
+        good: list[tuple[bytes | None, bytes]] = []
         arrival = time.time()
         for number, raw in enumerate(records, start=1):
             try:
@@ -55,15 +60,15 @@ class Collector:
                 result.rejected += 1
                 if len(result.errors) < MAX_ERRORS_SHOWN:
                     result.errors.append({"record": number, "error": str(exc)})
-                pending.append(await self._ctx.reject(PE, exc.kind, str(exc), raw))
+                result.pending.append(await self._ctx.reject(PE, exc.kind, str(exc), raw))
                 continue
             item = Item.from_input(given, arrival)
             out = InputItem(
                 id=item.id, text=item.text, ts=item.ts, source=item.source, meta=item.meta
             )
-            pending.append(await self._ctx.send("items.raw", item.id, encode(out)))
+            good.append((item.id.encode(), encode(out)))
             result.ids.append(item.id)
-        await self._ctx.flush(pending)
+        result.pending.extend(await self._ctx.publish("items.raw", good))
         self._ctx.metrics.items_in.labels(*self._labels).inc(len(records))
         self._ctx.metrics.items_out.labels(*self._labels).inc(len(result.ids))
         return result
@@ -82,6 +87,7 @@ class Collector:
         if not records:
             return _error(400, "empty body: send one JSON object or JSON lines")
         result = await self.ingest(records)
+        await self._ctx.flush(result.pending)
         answer = {
             "accepted": len(result.ids),
             "ids": result.ids,
@@ -105,8 +111,10 @@ def register(ctx: PipelineContext) -> None:
     if source is None:
         return
 
-    async def collect(stream: StreamT[Any]) -> None:
-        async for values in stream.take(500, within=0.05):
-            await collector.ingest(values)
+    async def decode(records: Sequence[ConsumerRecord]) -> tuple[list[bytes | None], Pending]:
+        return [record.value for record in records], []
 
-    ctx.app.agent(ctx.external_topic(source), name=f"{ctx.pipeline}.collector")(collect)
+    async def collect(values: list[bytes | None]) -> Pending:
+        return (await collector.ingest(values)).pending
+
+    ctx.read_topic(source, PE, decode, collect)

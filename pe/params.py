@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from channels.records import NA_TAG
+from channels.shedding import SheddingPolicy
 
 __all__ = [
     "ClassifierSpec",
@@ -156,3 +157,5 @@ class PeParams(BaseModel):
     taskgen: TaskgenParams = TaskgenParams()
     annotator: AnnotatorParams = AnnotatorParams()
     learner: LearnerParams = LearnerParams()
+    #: Load shedding of the data-flow stages (features, classifier); off by default.
+    shedding: SheddingPolicy = SheddingPolicy()

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from config import Settings
 from pe import annotator, classifier, collector, features, learner, taskgen
 from pe.common.context import PipelineContext
+from pe.common.dataflow import DataPlane, ReaderSettings
 from pe.common.metrics import Metrics
 from pipelines.topology import PE_NAMES, PeName, Topology
 from pipelines.web import WebServer
@@ -65,6 +66,11 @@ class Worker:
     web: WebServer
     pes: list[PeName]
 
+    @property
+    def services(self) -> list[Any]:
+        """What runs beside the Faust app, in start order (they stop after it)."""
+        return [self.context.plane, self.web]
+
 
 def build_worker(
     settings: Settings,
@@ -107,10 +113,22 @@ def build_worker(
         producer_linger_ms=5,
         stream_wait_empty=False,
     )
-    _set_fetch_wait(
-        settings.fetch_wait_ms or (EMBEDDED_FETCH_WAIT_MS if embedded else KAFKA_FETCH_WAIT_MS)
+    fetch_wait_ms = settings.fetch_wait_ms or (
+        EMBEDDED_FETCH_WAIT_MS if embedded else KAFKA_FETCH_WAIT_MS
     )
+    _set_fetch_wait(fetch_wait_ms)
     registry = CollectorRegistry()
+    metrics = Metrics.create(registry)
+    ctx: PipelineContext
+    plane = DataPlane(
+        ReaderSettings(
+            bootstrap_servers=settings.bootstrap_servers,
+            group_id=app_id,
+            fetch_wait_ms=fetch_wait_ms,
+            rebalance_timeout_s=rebalance,
+        ),
+        on_error=lambda pe, records, exc: ctx.reject_failed(pe, records, exc),
+    )
     ctx = PipelineContext(
         app=app,
         pipeline=topology.name,
@@ -118,22 +136,33 @@ def build_worker(
         params=topology.params,
         topics=topology.topics(settings.partitions),
         bootstrap_servers=settings.bootstrap_servers,
-        metrics=Metrics.create(registry),
+        metrics=metrics,
         crowd=settings.crowd,
+        pes=list(chosen),
+        plane=plane,
     )
     for pe in chosen:
         REGISTER[pe](ctx)
+    if not app.agents:
+        # Only the data plane reads here; Faust's consumer would fail with no topic.
+        app.boot_strategy.enable_kafka_consumer = False
 
     def health() -> dict[str, Any]:
         try:
-            assigned = sorted(f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment())
+            assigned = {f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment()}
         except ConsumerNotStarted:
-            assigned = []
+            assigned = set()
+        # Faust reads the crowd topics; the data plane reads the data-flow ones.
+        faust_ready = bool(app.started and not app.rebalancing and (assigned or not app.agents))
+        readers = plane.readers()
+        for reader in readers:
+            assigned |= {f"{tp.topic}:{tp.partition}" for tp in reader.assignment()}
+        plane_ready = plane.started and all(reader.assignment() for reader in readers)
         return {
-            "ready": bool(app.started and not app.rebalancing and assigned),
+            "ready": bool(faust_ready and plane_ready and assigned),
             "pipeline": topology.name,
             "pes": chosen,
-            "assigned": assigned,
+            "assigned": sorted(assigned),
         }
 
     web = WebServer(settings.http_host, settings.http_port, ctx.routes, registry, health)

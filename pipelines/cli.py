@@ -139,6 +139,7 @@ def _cmd_broker(args: argparse.Namespace) -> int:
 
 def _cmd_up(args: argparse.Namespace) -> int:
     import faust
+    import uvloop
 
     from channels.admin import TANSU_CLUSTER_ID, cluster_id, declare_topics
     from pipelines.app import build_worker
@@ -183,9 +184,12 @@ def _cmd_up(args: argparse.Namespace) -> int:
             "(POST /items, GET /metrics, GET /healthz)",
             flush=True,
         )
+        # uvloop's event loop costs less per callback than asyncio's; the data plane
+        # runs thousands of them a second.
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
         faust.Worker(
             worker.app,
-            worker.web,
+            *worker.services,
             loglevel=settings.log_level,
             quiet=True,
             redirect_stdouts=False,

@@ -10,11 +10,13 @@ from typing import Any, TypeVar, cast
 
 import faust
 from aiohttp import web
+from aiokafka import ConsumerRecord
 from faust.types import TopicT
 
 from channels.codec import encode, rejected
 from channels.follower import Follower, Handler
 from channels.topics import TopicSpec
+from pe.common.dataflow import DataPlane, Decoder, Pending, Sink
 from pe.common.metrics import Metrics
 from pe.params import ClassifierSpec, PeParams
 
@@ -23,6 +25,9 @@ __all__ = ["PipelineContext"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: Channels a stage may read straight from its writer when both run in one process.
+FUSED_WRITERS = {"items.features": "features"}
 
 
 @dataclass
@@ -37,6 +42,9 @@ class PipelineContext:
     bootstrap_servers: list[str]
     metrics: Metrics
     crowd: str
+    #: The PEs this worker runs.
+    pes: list[str]
+    plane: DataPlane
     #: HTTP routes the PEs contribute to the worker's web server.
     routes: list[web.RouteDef] = field(default_factory=list)
     _faust_topics: dict[str, TopicT] = field(default_factory=dict)
@@ -55,20 +63,14 @@ class PipelineContext:
             )
         return self._faust_topics[key]
 
-    def external_topic(self, name: str) -> TopicT:
-        """A topic outside the pipeline (a collector source), read as raw bytes."""
-        return self.app.topic(name, key_serializer="raw", value_serializer="raw")
-
     async def send(self, key: str, record_key: str | None, value: bytes) -> Awaitable[Any]:
         """Queue ``value`` on channel ``key``; await the returned future for delivery."""
-        return await self.app.producer.send(
-            self.topics[key].name,
-            record_key.encode() if record_key is not None else None,
-            value,
-            None,
-            None,
-            None,
-        )
+        encoded_key = record_key.encode() if record_key is not None else None
+        return (await self.publish(key, [(encoded_key, value)]))[0]
+
+    async def publish(self, key: str, records: Sequence[tuple[bytes | None, bytes]]) -> Pending:
+        """Queue many ``(key, value)`` records on channel ``key``, as record batches."""
+        return await self.plane.publisher.publish(self.topics[key].name, records)
 
     async def flush(self, pending: Sequence[Awaitable[Any]]) -> None:
         """Wait until every queued send is acknowledged by the broker."""
@@ -81,6 +83,33 @@ class PipelineContext:
         """Send a record to ``items.rejected`` with its reason, and count it."""
         self.metrics.items_rejected.labels(self.pipeline, stage, kind).inc()
         return await self.send("items.rejected", None, encode(rejected(stage, reason, raw)))
+
+    async def reject_failed(
+        self, stage: str, records: Sequence[ConsumerRecord], exc: BaseException
+    ) -> Pending:
+        """A stage failed on a batch: send each of its records to items.rejected."""
+        reason = f"internal error: {type(exc).__name__}: {exc}"[:500]
+        return [await self.reject(stage, "error", reason, record.value) for record in records]
+
+    def consume(self, key: str, pe: str, decoder: Decoder, sink: Sink) -> None:
+        """Have ``sink`` (of PE ``pe``) take every batch of channel ``key``.
+
+        If the PE writing ``key`` runs in this process, ``sink`` gets its batches
+        directly (fused); otherwise the channel is read from Kafka and decoded with
+        ``decoder``, once for all the sinks of this process.
+        """
+        if FUSED_WRITERS.get(key) in self.pes:
+            self.plane.attach(self.topics[key].name, sink)
+        else:
+            self.plane.read(self.topics[key].name, pe, decoder, sink)
+
+    def read_topic(self, topic: str, pe: str, decoder: Decoder, sink: Sink) -> None:
+        """Read a topic outside the pipeline (a collector source) in batches."""
+        self.plane.read(topic, pe, decoder, sink)
+
+    async def deliver(self, key: str, unit: Any) -> Pending:
+        """Pass a batch just written to channel ``key`` to the fused stages reading it."""
+        return await self.plane.deliver(self.topics[key].name, unit)
 
     def follow(self, key: str, handler: Handler) -> Follower:
         """Read channel ``key`` from its start in this process (see channels.follower).

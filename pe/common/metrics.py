@@ -40,6 +40,8 @@ class Metrics:
     items_in: Counter
     items_out: Counter
     items_rejected: Counter
+    items_shed: Counter
+    keep_fraction: Gauge
     batch_seconds: Histogram
     e2e_latency: Histogram
     crowd_tasks: Counter
@@ -77,6 +79,14 @@ class Metrics:
             items_out=counter("items_out", "Records a PE wrote to its output topic.", ["pe"]),
             items_rejected=counter(
                 "items_rejected", "Records a PE sent to items.rejected.", ["pe", "reason"]
+            ),
+            items_shed=counter(
+                "items_shed", "Records a PE dropped to keep up (load shedding).", ["pe", "reason"]
+            ),
+            keep_fraction=gauge(
+                "shedding_keep_fraction",
+                "Fraction of unprotected records a PE keeps (1: no shedding).",
+                ["pe"],
             ),
             batch_seconds=histogram(
                 "batch_processing_seconds",

@@ -1,18 +1,21 @@
-"""The features agent: validate raw items, assign ids and timestamps, hash features."""
+"""The features stage: validate raw items, assign ids and timestamps, hash features."""
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Sequence
 
-from faust import StreamT
+from aiokafka import ConsumerRecord
 
-from channels.codec import DecodeError, encode, parse_input
-from channels.records import FeatureItem, Item
+from channels.codec import DecodeError, parse_input
+from channels.records import Item
 from pe.common.context import PipelineContext
+from pe.common.dataflow import Pending
+from pe.common.featurebatch import FeatureBatch
+from pe.common.stagebooks import StageShedder
 from pe.features.hashing import FeatureHasher, sparse_rows
 from pe.features.simhash import simhash_rows
-from pe.features.text import grams, tokens
+from pe.features.text import grams, normalize, tokens
 
 __all__ = ["register"]
 
@@ -22,37 +25,37 @@ PE = "features"
 def register(ctx: PipelineContext) -> None:
     params = ctx.params.features
     hasher = FeatureHasher(params.n_features)
+    shedder = StageShedder(ctx, PE, dup_key=normalize, lag_of="items.raw")
     metrics = ctx.metrics
     labels = (ctx.pipeline, PE)
 
-    async def features(stream: StreamT[Any]) -> None:
-        # take_events is defined on Stream, not on the StreamT interface.
-        batches = stream.take_events(  # type: ignore[attr-defined]
-            params.batch_size, within=params.batch_within_s
-        )
-        async for events in batches:
-            started = time.perf_counter()
-            pending = []
-            valid: list[Item] = []
-            for event in events:
-                raw = event.value
-                try:
-                    given = parse_input(raw)
-                except DecodeError as exc:
-                    pending.append(await ctx.reject(PE, exc.kind, str(exc), raw))
-                    continue
-                # The Kafka timestamp is when the producer sent the record: arrival.
-                stamp = event.message.timestamp
-                arrival = stamp if stamp and stamp > 0 else time.time()
-                valid.append(Item.from_input(given, arrival))
-            matrix = hasher.matrix([grams(tokens(item.text)) for item in valid])
-            rows = sparse_rows(matrix)
-            for item, (idx, val), sig in zip(valid, rows, simhash_rows(matrix), strict=True):
-                record = FeatureItem(**item.model_dump(), idx=idx, val=val, sig=sig)
-                pending.append(await ctx.send("items.features", record.id, encode(record)))
-            await ctx.flush(pending)
-            metrics.items_in.labels(*labels).inc(len(events))
-            metrics.items_out.labels(*labels).inc(len(valid))
-            metrics.batch_seconds.labels(*labels).observe(time.perf_counter() - started)
+    async def decode(records: Sequence[ConsumerRecord]) -> tuple[list[Item], Pending]:
+        metrics.items_in.labels(*labels).inc(len(records))
+        pending: Pending = []
+        items: list[Item] = []
+        for record in records:
+            try:
+                given = parse_input(record.value)
+            except DecodeError as exc:
+                pending.append(await ctx.reject(PE, exc.kind, str(exc), record.value))
+                continue
+            # The Kafka timestamp is when the producer sent the record: arrival.
+            stamp = record.timestamp / 1000 if record.timestamp and record.timestamp > 0 else 0
+            items.append(Item.from_input(given, stamp or time.time()))
+        return items, pending
 
-    ctx.app.agent(ctx.topic("items.raw"), name=f"{ctx.pipeline}.features")(features)
+    async def features(items: list[Item]) -> Pending:
+        started = time.perf_counter()
+        keep = shedder.select(items)
+        kept = [item for item, flag in zip(items, keep, strict=True) if flag]
+        matrix = hasher.matrix([grams(tokens(item.text)) for item in kept])
+        batch = FeatureBatch(
+            items=kept, rows=sparse_rows(matrix), sigs=simhash_rows(matrix), matrix=matrix
+        )
+        pending = await ctx.publish("items.features", batch.encoded())
+        pending.extend(await ctx.deliver("items.features", batch))
+        metrics.items_out.labels(*labels).inc(len(kept))
+        metrics.batch_seconds.labels(*labels).observe(time.perf_counter() - started)
+        return pending
+
+    ctx.consume("items.raw", PE, decode, features)

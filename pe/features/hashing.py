@@ -38,9 +38,12 @@ class FeatureHasher:
 
 def sparse_rows(matrix: sp.csr_matrix) -> list[tuple[list[int], list[float]]]:
     """The ``(indices, values)`` of each row, values rounded for compact records."""
-    rows = []
-    for i in range(matrix.shape[0]):
-        start, end = matrix.indptr[i], matrix.indptr[i + 1]
-        values = np.round(matrix.data[start:end], 6)
-        rows.append((matrix.indices[start:end].tolist(), values.tolist()))
-    return rows
+    # One conversion of the whole batch to Python lists, then list slices per row:
+    # numpy calls per row cost more than the rows themselves.
+    indices = matrix.indices.tolist()
+    values = np.round(matrix.data, 6).tolist()
+    bounds = matrix.indptr.tolist()
+    return [
+        (indices[start:end], values[start:end])
+        for start, end in zip(bounds, bounds[1:], strict=False)
+    ]

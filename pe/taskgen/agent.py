@@ -7,15 +7,15 @@ import random
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any
 
 from aiokafka import ConsumerRecord
-from faust import StreamT
 
 from channels.codec import DecodeError, decode, encode
-from channels.records import FeatureItem, Task
+from channels.records import Task
 from pe.common.context import PipelineContext
-from pe.common.linear import feature_matrix, features_in_range
+from pe.common.dataflow import Pending
+from pe.common.featurebatch import FeatureBatch, decode_feature_batch
+from pe.common.linear import feature_matrix
 from pe.common.modelbook import ModelBook, model_book
 from pe.taskgen.sampler import Candidate, ClassifierSampler, Scorer, TokenBucket
 
@@ -74,31 +74,34 @@ def register(ctx: PipelineContext) -> None:
 
     issued_log = ctx.follow("crowd.tasks", restore)
 
-    async def taskgen(stream: StreamT[Any]) -> None:
-        labels = (ctx.pipeline, PE)
-        async for values in stream.take(1000, within=0.2):
-            for raw in values:
-                try:
-                    item = decode(FeatureItem, raw)
-                except DecodeError:
-                    continue  # the classifier rejects and counts it
-                if not features_in_range(item.idx, n_features):
-                    continue  # likewise
-                truth = item.meta.get("truth")
-                truth_map = truth if isinstance(truth, dict) else {}
-                for spec in ctx.classifiers:
-                    value = truth_map.get(spec.truth_field)
-                    samplers[spec.name].offer(
-                        Candidate(
-                            item.id,
-                            item.text,
-                            item.idx,
-                            item.val,
-                            item.sig,
-                            {spec.name: str(value)} if value is not None else {},
-                        )
+    async def decode_batch(records: Sequence[ConsumerRecord]) -> tuple[FeatureBatch, Pending]:
+        # Bad records are the classifier's to reject and count; here they are skipped.
+        batch, _ = decode_feature_batch(records, n_features)
+        return batch, []
+
+    async def taskgen(batch: FeatureBatch) -> Pending:
+        # The buffers keep the latest buffer_size items: older ones of a big batch
+        # would be evicted by the batch itself.
+        tail = slice(max(len(batch) - params.buffer_size, 0), None)
+        for item, (idx, val), sig in zip(
+            batch.items[tail], batch.rows[tail], batch.sigs[tail], strict=True
+        ):
+            truth = item.meta.get("truth")
+            truth_map = truth if isinstance(truth, dict) else {}
+            for spec in ctx.classifiers:
+                value = truth_map.get(spec.truth_field)
+                samplers[spec.name].offer(
+                    Candidate(
+                        item.id,
+                        item.text,
+                        idx,
+                        val,
+                        sig,
+                        {spec.name: str(value)} if value is not None else {},
                     )
-            ctx.metrics.items_in.labels(*labels).inc(len(values))
+                )
+        ctx.metrics.items_in.labels(ctx.pipeline, PE).inc(len(batch))
+        return []
 
     async def issue_round() -> None:
         if not issued_log.caught_up.is_set():
@@ -132,5 +135,5 @@ def register(ctx: PipelineContext) -> None:
         await ctx.flush(pending)
         ctx.metrics.items_out.labels(ctx.pipeline, PE).inc(len(pending))
 
-    ctx.app.agent(ctx.topic("items.features"), name=f"{ctx.pipeline}.taskgen")(taskgen)
+    ctx.consume("items.features", PE, decode_batch, taskgen)
     ctx.app.timer(params.round_interval_s, name=f"{ctx.pipeline}.taskgen.round")(issue_round)

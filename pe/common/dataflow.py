@@ -1,0 +1,123 @@
+"""The data plane of a worker: high-rate channels read and written in batches.
+
+PEs on the data path (collector source, features, classifier, task generator) attach
+*sinks* to channels. A channel is read from Kafka by one :class:`BatchReader` per
+process, decoded once, and handed to every sink attached to it. When the PE that
+writes a channel runs in the same process, its sinks are called directly with the
+writer's in-memory batch instead (stages are fused; the channel is still written,
+so the topology users see does not change).
+
+Every sink returns the futures of what it sent; a batch's input offsets are
+committed only when all of them, including those of fused stages further down,
+have resolved. If a sink raises, the batch's records go to ``items.rejected`` with
+the error (they are never silently dropped, and the stage keeps running).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import ConsumerRecord
+from mode import Service
+
+from channels.batches import BatchReader, Publisher
+
+__all__ = ["DataPlane", "Decoder", "Pending", "Sink"]
+
+log = logging.getLogger(__name__)
+
+Pending = list[Awaitable[Any]]
+#: Handles one decoded batch; returns the futures of the records it sent.
+Sink = Callable[[Any], Awaitable[Pending]]
+#: Turns a batch of records into the unit its sinks take (and rejects bad records).
+Decoder = Callable[[Sequence[ConsumerRecord]], Awaitable[tuple[Any, Pending]]]
+#: Called when a sink raised: rejects the batch's records with the reason.
+OnError = Callable[[str, Sequence[ConsumerRecord], BaseException], Awaitable[Pending]]
+
+
+@dataclass
+class _Route:
+    topic: str
+    pe: str  #: the first PE attached: it owns decoding and rejecting
+    decoder: Decoder
+    sinks: list[Sink] = field(default_factory=list)
+    reader: BatchReader | None = None
+
+
+@dataclass
+class ReaderSettings:
+    bootstrap_servers: list[str]
+    group_id: str
+    fetch_wait_ms: int
+    rebalance_timeout_s: float
+    max_records: int = 5000
+
+
+class DataPlane(Service):
+    """Readers of this worker's data-flow channels and its one producer."""
+
+    def __init__(self, settings: ReaderSettings, on_error: OnError) -> None:
+        super().__init__()
+        self.settings = settings
+        self.publisher = Publisher(settings.bootstrap_servers)
+        self._on_error = on_error
+        self._routes: dict[str, _Route] = {}
+        self._local: dict[str, list[Sink]] = {}
+
+    def read(self, topic: str, pe: str, decoder: Decoder, sink: Sink) -> None:
+        """Read ``topic`` from Kafka, decode each batch once, and pass it to ``sink``."""
+        route = self._routes.setdefault(topic, _Route(topic, pe, decoder))
+        route.sinks.append(sink)
+
+    def attach(self, topic: str, sink: Sink) -> None:
+        """Pass what this process writes to ``topic`` straight to ``sink`` (fused)."""
+        self._local.setdefault(topic, []).append(sink)
+
+    async def deliver(self, topic: str, unit: Any) -> Pending:
+        """Hand ``unit`` (just written to ``topic``) to the fused sinks of ``topic``."""
+        pending: Pending = []
+        for sink in self._local.get(topic, ()):
+            pending.extend(await sink(unit))
+        return pending
+
+    def readers(self) -> list[BatchReader]:
+        return [route.reader for route in self._routes.values() if route.reader is not None]
+
+    def lag(self, topic: str) -> int | None:
+        route = self._routes.get(topic)
+        return route.reader.lag() if route and route.reader else None
+
+    async def on_start(self) -> None:
+        await self.publisher.start()
+        s = self.settings
+        for route in self._routes.values():
+            route.reader = BatchReader(
+                s.bootstrap_servers,
+                route.topic,
+                f"{s.group_id}.{route.topic}",
+                max_records=s.max_records,
+                fetch_wait_ms=s.fetch_wait_ms,
+                rebalance_timeout_s=s.rebalance_timeout_s,
+            )
+            await route.reader.start()
+            self.add_future(self._run(route, route.reader))
+
+    async def on_stop(self) -> None:
+        for reader in self.readers():
+            await reader.stop()
+        await self.publisher.stop()
+
+    async def _run(self, route: _Route, reader: BatchReader) -> None:
+        async for records in reader.batches():
+            pending: Pending = []
+            try:
+                unit, pending = await route.decoder(records)
+                for sink in route.sinks:
+                    pending.extend(await sink(unit))
+            except Exception as exc:
+                log.exception("%s: a batch of %s failed", route.pe, route.topic)
+                pending.extend(await self._on_error(route.pe, records, exc))
+            await reader.done(records, pending)

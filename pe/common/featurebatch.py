@@ -1,0 +1,88 @@
+"""A batch of featurised items: what ``items.features`` carries, held column-wise.
+
+The features PE builds one and hands it to fused stages as is (no encode/decode);
+a stage in another process decodes the same thing from the topic with
+:func:`decode_feature_batch`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import scipy.sparse as sp
+from aiokafka import ConsumerRecord
+
+from channels.codec import DecodeError, decode
+from channels.records import FeatureItem, Item
+from pe.common.linear import feature_matrix, features_in_range
+
+__all__ = ["FeatureBatch", "decode_feature_batch"]
+
+
+@dataclass(frozen=True)
+class FeatureBatch:
+    items: list[Item]
+    rows: list[tuple[list[int], list[float]]]  #: sparse features of each item
+    sigs: list[int]  #: SimHash of each item
+    matrix: sp.csr_matrix  #: the same features, one row per item
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def select(self, keep: Sequence[bool]) -> FeatureBatch:
+        """The items whose ``keep`` flag is set."""
+        if all(keep):
+            return self
+        chosen = [i for i, flag in enumerate(keep) if flag]
+        return FeatureBatch(
+            items=[self.items[i] for i in chosen],
+            rows=[self.rows[i] for i in chosen],
+            sigs=[self.sigs[i] for i in chosen],
+            matrix=self.matrix[chosen],
+        )
+
+    def encoded(self) -> list[tuple[bytes, bytes]]:
+        """``(key, value)`` records of ``items.features`` (FeatureItem JSON)."""
+        out = []
+        for item, (idx, val), sig in zip(self.items, self.rows, self.sigs, strict=True):
+            record: dict[str, Any] = {
+                "id": item.id,
+                "text": item.text,
+                "ts": item.ts,
+                "ts_in": item.ts_in,
+                "source": item.source,
+                "meta": item.meta,
+                "idx": idx,
+                "val": val,
+                "sig": sig,
+            }
+            out.append((item.id.encode(), orjson.dumps(record)))
+        return out
+
+
+def decode_feature_batch(
+    records: Sequence[ConsumerRecord], n_features: int
+) -> tuple[FeatureBatch, list[tuple[ConsumerRecord, DecodeError]]]:
+    """Validate ``items.features`` records; the bad ones are returned with their reason."""
+    items: list[FeatureItem] = []
+    bad = []
+    for record in records:
+        try:
+            item = decode(FeatureItem, record.value)
+            if not features_in_range(item.idx, n_features):
+                raise DecodeError(f"feature index out of range (>= {n_features})", "schema")
+        except DecodeError as exc:
+            bad.append((record, exc))
+            continue
+        items.append(item)
+    rows = [(item.idx, item.val) for item in items]
+    batch = FeatureBatch(
+        items=list(items),
+        rows=rows,
+        sigs=[item.sig for item in items],
+        matrix=feature_matrix(rows, n_features),
+    )
+    return batch, bad
