@@ -90,14 +90,17 @@ class ClassifierSampler:
     def select(self, n: int, scorer: Scorer | None) -> list[tuple[Candidate, Kind]]:
         """Pick up to ``n`` items: ``active_fraction`` by uncertainty, the rest at random.
 
-        Without a model (``scorer`` is None) every pick is random. Items already
-        issued and near-duplicates of issued ones are dropped from the buffer.
+        Without a model (``scorer`` is None) every pick is random. Candidates are
+        checked for near-duplicates of issued items only as they are examined (a
+        check against every issued signature is the costly part), and those found
+        are dropped from the buffer, as are the picks and items issued elsewhere.
         """
         n = min(n, self.budget_left)
         if n <= 0:
             return []
-        pool = self._eligible()
+        pool = [c for c in self.buffer if c.item_id not in self.issued]
         picked: list[tuple[Candidate, Kind]] = []
+        dropped: set[str] = set()
         n_active = round(n * self.active_fraction) if scorer is not None else 0
         if n_active and pool:
             sample = self._rng.sample(pool, min(self.uncertainty_sample, len(pool)))
@@ -106,38 +109,29 @@ class ClassifierSampler:
             for _, i in ranked:
                 if len(picked) == n_active:
                     break
-                if self._claim(sample[i]):
+                if self._claim(sample[i], dropped):
                     picked.append((sample[i], "active"))
-        rest = [c for c in pool if c.item_id not in self.issued]
-        self._rng.shuffle(rest)
-        for candidate in rest:
+        for i in self._rng.sample(range(len(pool)), len(pool)):
             if len(picked) == n:
                 break
-            if self._claim(candidate):
-                picked.append((candidate, "passive"))
-        chosen = {c.item_id for c, _ in picked}
+            if self._claim(pool[i], dropped):
+                picked.append((pool[i], "passive"))
         self.buffer = deque(
-            (c for c in self.buffer if c.item_id not in chosen), maxlen=self.buffer.maxlen
+            (c for c in self.buffer if c.item_id not in self.issued and c.item_id not in dropped),
+            maxlen=self.buffer.maxlen,
         )
         return picked
 
-    def _eligible(self) -> list[Candidate]:
-        keep = []
-        for candidate in self.buffer:
-            if candidate.item_id in self.issued:
-                continue
-            if self.signatures.has_near(candidate.sig, self.near_dup_bits):
-                self.near_duplicates += 1
-                continue
-            keep.append(candidate)
-        self.buffer = deque(keep, maxlen=self.buffer.maxlen)
-        return keep
+    def _claim(self, candidate: Candidate, dropped: set[str]) -> bool:
+        """Issue ``candidate`` unless it was issued or is a near-duplicate of an issued one.
 
-    def _claim(self, candidate: Candidate) -> bool:
-        # Near-duplicates within one round are caught here, against picks just made.
-        if candidate.item_id in self.issued or self.signatures.has_near(
-            candidate.sig, self.near_dup_bits
-        ):
+        Near-duplicates within one round are caught too: picks are issued at once.
+        """
+        if candidate.item_id in self.issued or candidate.item_id in dropped:
+            return False
+        if self.signatures.has_near(candidate.sig, self.near_dup_bits):
+            self.near_duplicates += 1
+            dropped.add(candidate.item_id)
             return False
         self.mark_issued(candidate.item_id, candidate.sig)
         return True

@@ -83,6 +83,25 @@ def test_near_duplicates_within_one_round_are_picked_once() -> None:
     assert len(sampler.select(5, None)) == 1
 
 
+def test_a_near_duplicate_is_counted_once_and_leaves_the_buffer() -> None:
+    sampler = _sampler(near_dup_bits=2, active_fraction=1.0)
+    sampler.offer(_candidate(1, sig=0b1010_0000))
+    assert len(sampler.select(1, None)) == 1
+    sampler.offer(_candidate(2, sig=0b1010_0011))  # a near-duplicate of i1
+    # The active pass ranks it first and the passive pass meets it again.
+    assert sampler.select(2, lambda cands: [0.5] * len(cands)) == []
+    assert sampler.near_duplicates == 1
+    assert [c.item_id for c in sampler.buffer] == []
+
+
+def test_candidates_not_examined_stay_in_the_buffer() -> None:
+    sampler = _sampler()
+    for i in range(10):
+        sampler.offer(_candidate(i))
+    picked = {c.item_id for c, _ in sampler.select(3, None)}
+    assert {c.item_id for c in sampler.buffer} == {f"i{i}" for i in range(10)} - picked
+
+
 def test_items_issued_elsewhere_are_not_offered_again() -> None:
     sampler = _sampler()
     sampler.mark_issued("i1", 123)
