@@ -1,14 +1,24 @@
 """Load shedding for data-flow stages: bounded latency when input outruns capacity.
 
-A stage is *behind* when the oldest item of its batch is older than ``max_age_s`` or
-its lag exceeds ``max_lag`` records. While behind, the fraction of items it keeps
-falls (multiplicatively, at most every ``adapt_every_s``); once it is caught up, the
-fraction climbs back (additively). The items to drop are chosen by policy:
-near-duplicates of items just seen first, then a uniform sample. Protected items (a
-listed source, or a truthy ``meta[protect_meta_key]``: the "human processing
-mandatory" pattern) are never shed.
+A stage is *behind* when the oldest item of its batch is older than ``max_age_s``
+while at least ``min_backlog`` records wait (the late ones in hand plus its lag), or
+when its lag exceeds ``max_lag`` records. A short backlog (a restart, a few
+stragglers) is caught up in moments, so dropping it would lose items for no gain.
+While behind and getting worse (that age or lag is not smaller than at the last
+step), the fraction of items it keeps falls (multiplicatively, at most every
+``adapt_every_s``); while behind but catching up it holds, so a backlog that is
+draining does not drive it to the floor; once caught up it climbs back
+(additively). The items to drop are chosen by policy: near-duplicates of items just
+seen first, then a uniform sample. Protected items (a listed source, or a truthy
+``meta[protect_meta_key]``: the "human processing mandatory" pattern) are never
+shed.
 
-Pure logic: time, randomness and the near-duplicate key are passed in.
+Decisions are made on raw records before they are decoded, so a shed record costs
+little: its age comes from its Kafka timestamp (when it was written to the stage's
+input channel), and only while shedding is a record looked into (``peek``: its JSON
+object, or None when it is not one; such a record is kept, for the stage to reject).
+
+Pure logic: time, randomness, the peek and the near-duplicate key are passed in.
 """
 
 from __future__ import annotations
@@ -16,14 +26,17 @@ from __future__ import annotations
 import random
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["SHED_REASONS", "Sheddable", "Shedder", "SheddingPolicy"]
+__all__ = ["SHED_REASONS", "Peek", "Shedder", "SheddingPolicy"]
 
 #: Why an item was shed (a metric label).
 SHED_REASONS = ("near_duplicate", "sample")
+
+#: The JSON object of record ``i`` of a batch, or None if it is not one.
+Peek = Callable[[int], Mapping[str, Any] | None]
 
 DECREASE = 0.7
 INCREASE = 0.05
@@ -37,6 +50,8 @@ class SheddingPolicy(BaseModel):
     enabled: bool = False
     #: Input older than this (seconds since it entered crowdstream) means "behind".
     max_age_s: float = Field(1.0, gt=0)
+    #: Late input means "behind" only when at least this many records wait.
+    min_backlog: int = Field(1000, ge=1)
     #: Records not yet read past this many also mean "behind" (None: age only).
     max_lag: int | None = Field(None, ge=1)
     #: Never keep less than this fraction of unprotected items.
@@ -49,17 +64,6 @@ class SheddingPolicy(BaseModel):
     protect_meta_key: str | None = "mandatory"
     #: How many recent items are remembered to recognise near-duplicates.
     dedup_memory: int = Field(10_000, ge=1)
-
-
-class Sheddable(Protocol):
-    @property
-    def ts_in(self) -> float: ...
-    @property
-    def text(self) -> str: ...
-    @property
-    def source(self) -> str | None: ...
-    @property
-    def meta(self) -> Mapping[str, Any]: ...
 
 
 class Shedder:
@@ -77,30 +81,45 @@ class Shedder:
         self._dup_key = dup_key
         self._rng = rng
         self._adapted = now
+        self._last_pressure: tuple[float, int] | None = None
         self._recent: OrderedDict[str, None] = OrderedDict()
 
-    def protected(self, item: Sheddable) -> bool:
+    def protected(self, record: Mapping[str, Any]) -> bool:
         policy = self.policy
-        if item.source is not None and item.source in policy.protect_sources:
+        source = record.get("source")
+        if isinstance(source, str) and source in policy.protect_sources:
             return True
-        return bool(policy.protect_meta_key and item.meta.get(policy.protect_meta_key))
+        meta = record.get("meta")
+        key = policy.protect_meta_key
+        return bool(key and isinstance(meta, Mapping) and meta.get(key))
 
     def select(
-        self, items: Sequence[Sheddable], now: float, lag: int | None = None
+        self, stamps: Sequence[float], now: float, peek: Peek, lag: int | None = None
     ) -> tuple[list[bool], Counter[str]]:
-        """Which of ``items`` to keep (a mask), and how many were shed for each reason."""
+        """Which of a batch's records to keep (a mask), and how many were shed per reason.
+
+        ``stamps`` are the records' times (epoch seconds) of entry into the stage's
+        input; ``peek(i)`` opens record ``i``, and is called only while shedding.
+        """
         shed: Counter[str] = Counter()
-        if not self.policy.enabled or not items:
-            return [True] * len(items), shed
-        self._adapt(self._behind(items, now, lag), now)
+        if not self.policy.enabled or not stamps:
+            return [True] * len(stamps), shed
+        late = sum(1 for stamp in stamps if now - stamp > self.policy.max_age_s)
+        self._adapt(min(stamps), now, late, lag)
         if self.keep_fraction >= 1.0:
-            return [True] * len(items), shed
-        keep = [True] * len(items)
-        candidates = [i for i, item in enumerate(items) if not self.protected(item)]
-        to_drop = round(len(candidates) * (1.0 - self.keep_fraction))
+            return [True] * len(stamps), shed
+        keep = [True] * len(stamps)
+        texts: dict[int, str] = {}
+        for i in range(len(stamps)):
+            record = peek(i)
+            if record is None or self.protected(record):
+                continue
+            text = record.get("text")
+            texts[i] = text if isinstance(text, str) else ""
+        to_drop = round(len(texts) * (1.0 - self.keep_fraction))
         others = []
-        for i in candidates:
-            key = self._dup_key(items[i].text)
+        for i, text in texts.items():
+            key = self._dup_key(text)
             if key in self._recent and to_drop > 0:
                 keep[i] = False
                 to_drop -= 1
@@ -113,20 +132,22 @@ class Shedder:
             shed["sample"] += 1
         return keep, shed
 
-    def _behind(self, items: Sequence[Sheddable], now: float, lag: int | None) -> bool:
-        oldest = min(item.ts_in for item in items)
-        if now - oldest > self.policy.max_age_s:
-            return True
-        return self.policy.max_lag is not None and lag is not None and lag > self.policy.max_lag
-
-    def _adapt(self, behind: bool, now: float) -> None:
-        if now - self._adapted < self.policy.adapt_every_s:
+    def _adapt(self, oldest: float, now: float, late_in_hand: int, lag: int | None) -> None:
+        policy = self.policy
+        if now - self._adapted < policy.adapt_every_s:
             return
         self._adapted = now
-        if behind:
-            self.keep_fraction = max(self.policy.min_keep, self.keep_fraction * DECREASE)
-        else:
+        age = now - oldest
+        backlog = lag if lag is not None else 0
+        late = age > policy.max_age_s and late_in_hand + backlog >= policy.min_backlog
+        lagging = policy.max_lag is not None and backlog > policy.max_lag
+        last, self._last_pressure = self._last_pressure, (age, backlog)
+        if not (late or lagging):
             self.keep_fraction = min(1.0, self.keep_fraction + INCREASE)
+            return
+        worse = last is None or (age >= last[0] if late else backlog >= last[1])
+        if worse:
+            self.keep_fraction = max(self.policy.min_keep, self.keep_fraction * DECREASE)
 
     def _remember(self, key: str) -> None:
         self._recent[key] = None

@@ -11,7 +11,8 @@ State: the active models (rebuilt from the compacted ``control.models`` on start
 the stage waits until it has read them before classifying).
 Guarantee: at least once; a batch is classified by one model per classifier, and a
 new model is swapped in between batches, so no item is dropped by a swap.
-Load shedding: as the features PE, on the age of its input (see channels.shedding).
+Load shedding: as the features PE, on the age of its input (see channels.shedding),
+when it reads ``items.features`` from Kafka; fused, the features PE has decided.
 Metrics: items in/out/rejected/shed (pe="classifier"), batch time, end-to-end
 latency, model version and AUC per classifier.
 """
@@ -19,7 +20,7 @@ latency, model version and AUC per classifier.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -29,8 +30,8 @@ from aiokafka import ConsumerRecord
 from pe.common.context import PipelineContext
 from pe.common.dataflow import Pending
 from pe.common.featurebatch import FeatureBatch, decode_feature_batch
-from pe.common.modelbook import ModelBook, model_book
-from pe.common.stagebooks import StageShedder
+from pe.common.linear import CompiledModel
+from pe.common.modelbook import model_book
 from pe.features.text import normalize
 
 __all__ = ["classify", "register"]
@@ -39,17 +40,19 @@ PE = "classifier"
 
 
 def classify(
-    batch: FeatureBatch, book: ModelBook, classifiers: list[str], now: float
+    batch: FeatureBatch,
+    models: Mapping[str, tuple[CompiledModel, int]],
+    classifiers: list[str],
+    now: float,
 ) -> list[dict[str, Any]]:
-    """ClassifiedItem records of a batch, with the models active now."""
+    """ClassifiedItem records (as dicts) of a batch, with ``models``: name -> (model, version)."""
     columns: dict[str, list[dict[str, Any]]] = {}
     for name in classifiers:
-        model = book.compiled.get(name)
-        if model is None:
+        if name not in models:
             none = {"tag": None, "confidence": None, "model_version": 0}
             columns[name] = [none] * len(batch)
             continue
-        version = book.version(name)
+        model, version = models[name]
         tags, confidences = model.predict(batch.matrix)
         columns[name] = [
             {"tag": tag, "confidence": conf, "model_version": version}
@@ -72,7 +75,6 @@ def register(ctx: PipelineContext) -> None:
     book = model_book(ctx)
     names = ctx.classifier_names()
     n_features = ctx.params.features.n_features
-    shedder = StageShedder(ctx, PE, dup_key=normalize, lag_of="items.features")
     metrics = ctx.metrics
     labels = (ctx.pipeline, PE)
     latency = metrics.e2e_latency.labels(ctx.pipeline)
@@ -88,8 +90,8 @@ def register(ctx: PipelineContext) -> None:
         await book.caught_up.wait()  # a restarted classifier starts from the latest models
         started = time.perf_counter()
         metrics.items_in.labels(*labels).inc(len(batch))
-        batch = batch.select(shedder.select(batch.items))
-        out = classify(batch, book, names, time.time())
+        models = {name: (model, book.version(name)) for name, model in book.compiled.items()}
+        out = classify(batch, models, names, time.time())
         pending = await ctx.publish(
             "items.classified", [(r["id"].encode(), orjson.dumps(r)) for r in out]
         )
@@ -99,4 +101,13 @@ def register(ctx: PipelineContext) -> None:
         metrics.batch_seconds.labels(*labels).observe(time.perf_counter() - started)
         return pending
 
-    ctx.consume("items.features", PE, decode, classifier)
+    # Fused (features in this process), its input was just judged by the features
+    # stage and is not shed again.
+    ctx.consume(
+        "items.features",
+        PE,
+        decode,
+        classifier,
+        ctx.params.classifier.batch_size,
+        shed_key=normalize,
+    )

@@ -18,6 +18,7 @@ from channels.follower import Follower, Handler
 from channels.topics import TopicSpec
 from pe.common.dataflow import DataPlane, Decoder, Pending, Sink
 from pe.common.metrics import Metrics
+from pe.common.stagebooks import StageShedder
 from pe.params import ClassifierSpec, PeParams
 
 __all__ = ["PipelineContext"]
@@ -91,17 +92,43 @@ class PipelineContext:
         reason = f"internal error: {type(exc).__name__}: {exc}"[:500]
         return [await self.reject(stage, "error", reason, record.value) for record in records]
 
-    def consume(self, key: str, pe: str, decoder: Decoder, sink: Sink) -> None:
+    def consume(
+        self,
+        key: str,
+        pe: str,
+        decoder: Decoder,
+        sink: Sink,
+        batch_size: int = 5000,
+        *,
+        shed_key: Callable[[str], str] | None = None,
+    ) -> None:
         """Have ``sink`` (of PE ``pe``) take every batch of channel ``key``.
 
         If the PE writing ``key`` runs in this process, ``sink`` gets its batches
         directly (fused); otherwise the channel is read from Kafka and decoded with
-        ``decoder``, once for all the sinks of this process.
+        ``decoder``, once for all the sinks of this process, after load shedding
+        has dropped what it must (if the pipeline enables it and ``shed_key``, the
+        text key that makes two items near-duplicates, is given).
         """
-        if FUSED_WRITERS.get(key) in self.pes:
+        if self.is_fused(key):
             self.plane.attach(self.topics[key].name, sink)
-        else:
-            self.plane.read(self.topics[key].name, pe, decoder, sink)
+            return
+        topic = self.topics[key].name
+        shedder = None
+        if shed_key is not None and self.params.shedding.enabled:
+            shedder = StageShedder(
+                self.params.shedding,
+                self.metrics,
+                self.pipeline,
+                pe,
+                dup_key=shed_key,
+                lag=lambda: self.plane.lag(topic),
+            )
+        self.plane.read(topic, pe, decoder, sink, batch_size, shedder)
+
+    def is_fused(self, key: str) -> bool:
+        """Do readers of channel ``key`` in this process get batches from its writer?"""
+        return FUSED_WRITERS.get(key) in self.pes
 
     def read_topic(self, topic: str, pe: str, decoder: Decoder, sink: Sink) -> None:
         """Read a topic outside the pipeline (a collector source) in batches."""

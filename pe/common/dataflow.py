@@ -34,6 +34,8 @@ Pending = list[Awaitable[Any]]
 Sink = Callable[[Any], Awaitable[Pending]]
 #: Turns a batch of records into the unit its sinks take (and rejects bad records).
 Decoder = Callable[[Sequence[ConsumerRecord]], Awaitable[tuple[Any, Pending]]]
+#: Drops records by a load-shedding policy before decoding; returns those to keep.
+Shed = Callable[[Sequence[ConsumerRecord]], list[ConsumerRecord]]
 #: Called when a sink raised: rejects the batch's records with the reason.
 OnError = Callable[[str, Sequence[ConsumerRecord], BaseException], Awaitable[Pending]]
 
@@ -43,6 +45,8 @@ class _Route:
     topic: str
     pe: str  #: the first PE attached: it owns decoding and rejecting
     decoder: Decoder
+    max_records: int
+    shed: Shed | None
     sinks: list[Sink] = field(default_factory=list)
     reader: BatchReader | None = None
 
@@ -53,7 +57,6 @@ class ReaderSettings:
     group_id: str
     fetch_wait_ms: int
     rebalance_timeout_s: float
-    max_records: int = 5000
 
 
 class DataPlane(Service):
@@ -67,9 +70,20 @@ class DataPlane(Service):
         self._routes: dict[str, _Route] = {}
         self._local: dict[str, list[Sink]] = {}
 
-    def read(self, topic: str, pe: str, decoder: Decoder, sink: Sink) -> None:
-        """Read ``topic`` from Kafka, decode each batch once, and pass it to ``sink``."""
-        route = self._routes.setdefault(topic, _Route(topic, pe, decoder))
+    def read(
+        self,
+        topic: str,
+        pe: str,
+        decoder: Decoder,
+        sink: Sink,
+        max_records: int = 5000,
+        shed: Shed | None = None,
+    ) -> None:
+        """Read ``topic`` from Kafka, decode each batch once, and pass it to ``sink``.
+
+        The first PE to read a topic sets its decoder, batch size and shedding.
+        """
+        route = self._routes.setdefault(topic, _Route(topic, pe, decoder, max_records, shed))
         route.sinks.append(sink)
 
     def attach(self, topic: str, sink: Sink) -> None:
@@ -98,7 +112,7 @@ class DataPlane(Service):
                 s.bootstrap_servers,
                 route.topic,
                 f"{s.group_id}.{route.topic}",
-                max_records=s.max_records,
+                max_records=route.max_records,
                 fetch_wait_ms=s.fetch_wait_ms,
                 rebalance_timeout_s=s.rebalance_timeout_s,
             )
@@ -114,7 +128,8 @@ class DataPlane(Service):
         async for records in reader.batches():
             pending: Pending = []
             try:
-                unit, pending = await route.decoder(records)
+                kept = route.shed(records) if route.shed else records
+                unit, pending = await route.decoder(kept)
                 for sink in route.sinks:
                     pending.extend(await sink(unit))
             except Exception as exc:

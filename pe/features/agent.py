@@ -12,7 +12,6 @@ from channels.records import Item
 from pe.common.context import PipelineContext
 from pe.common.dataflow import Pending
 from pe.common.featurebatch import FeatureBatch
-from pe.common.stagebooks import StageShedder
 from pe.features.hashing import FeatureHasher, sparse_rows
 from pe.features.simhash import simhash_rows
 from pe.features.text import grams, normalize, tokens
@@ -25,7 +24,6 @@ PE = "features"
 def register(ctx: PipelineContext) -> None:
     params = ctx.params.features
     hasher = FeatureHasher(params.n_features)
-    shedder = StageShedder(ctx, PE, dup_key=normalize, lag_of="items.raw")
     metrics = ctx.metrics
     labels = (ctx.pipeline, PE)
 
@@ -46,16 +44,14 @@ def register(ctx: PipelineContext) -> None:
 
     async def features(items: list[Item]) -> Pending:
         started = time.perf_counter()
-        keep = shedder.select(items)
-        kept = [item for item, flag in zip(items, keep, strict=True) if flag]
-        matrix = hasher.matrix([grams(tokens(item.text)) for item in kept])
+        matrix = hasher.matrix([grams(tokens(item.text)) for item in items])
         batch = FeatureBatch(
-            items=kept, rows=sparse_rows(matrix), sigs=simhash_rows(matrix), matrix=matrix
+            items=items, rows=sparse_rows(matrix), sigs=simhash_rows(matrix), matrix=matrix
         )
         pending = await ctx.publish("items.features", batch.encoded())
         pending.extend(await ctx.deliver("items.features", batch))
-        metrics.items_out.labels(*labels).inc(len(kept))
+        metrics.items_out.labels(*labels).inc(len(items))
         metrics.batch_seconds.labels(*labels).observe(time.perf_counter() - started)
         return pending
 
-    ctx.consume("items.raw", PE, decode, features)
+    ctx.consume("items.raw", PE, decode, features, params.batch_size, shed_key=normalize)
