@@ -43,12 +43,14 @@ class CompiledModel:
     classes: list[str]
     link: str
     n_features: int
-    weights: sp.csr_matrix  #: (rows, n_features)
+    #: Weights as (n_features, rows): transposed once here, not on every product
+    #: (scipy would convert a transposed view on each call, ~0.3 ms a batch).
+    weights_t: sp.csr_matrix
     intercept: FloatArray
 
     def predict_proba(self, x: sp.csr_matrix) -> FloatArray:
         """Class probabilities, one row per item, columns in ``classes`` order."""
-        scores = np.asarray((x @ self.weights.T).todense()) + self.intercept
+        scores = np.asarray((x @ self.weights_t).todense()) + self.intercept
         if self.link == "sigmoid":
             positive = _sigmoid(scores[:, 0])
             return np.column_stack([1.0 - positive, positive])
@@ -82,7 +84,7 @@ def compile_model(model: LinearModel) -> CompiledModel:
         classes=list(model.classes),
         link=model.link,
         n_features=model.n_features,
-        weights=weights,
+        weights_t=weights.T.tocsr(),
         intercept=np.asarray(model.intercept, dtype=np.float64),
     )
 
