@@ -129,7 +129,11 @@ def _cmd_broker(args: argparse.Namespace) -> int:
     broker = EmbeddedBroker(settings.embedded_broker_port)
     try:
         broker.start()
-        print(f"embedded broker on {broker.url} (memory only; Ctrl-C stops it)", flush=True)
+        print(
+            f"embedded broker on {broker.url} (memory only, slows as it fills: "
+            "for development and tests; Ctrl-C stops it)",
+            flush=True,
+        )
         return broker.wait()
     except KeyboardInterrupt:
         return 0
@@ -176,6 +180,11 @@ def _cmd_up(args: argparse.Namespace) -> int:
         if created:
             log.info("declared topics: %s", ", ".join(created))
         embedded = cluster == TANSU_CLUSTER_ID
+        if embedded:
+            log.warning(
+                "embedded broker: every record stays in memory and fetches slow down as "
+                "it fills (docs/operations.md); use Kafka for long runs"
+            )
         worker = build_worker(settings, topology, pes=args.pe, embedded=embedded)
         print(f"crowdstream {topology.name}: PEs {', '.join(worker.pes)}", flush=True)
         print(f"broker: {settings.broker}", flush=True)

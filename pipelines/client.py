@@ -35,7 +35,10 @@ async def push_lines(
 ) -> int:
     """Send non-blank lines to ``<pipeline>.items.raw`` as they are (the features PE
     validates them); at most ``rate`` per second. Returns the number sent."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks=1)
+    # Large batches: fewer record batches for the broker to hold and scan.
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=5, acks=1, max_batch_size=1024 * 1024
+    )
     await producer.start()
     topic = f"{pipeline}.items.raw"
     sent = 0
