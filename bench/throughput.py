@@ -1,25 +1,42 @@
-"""Throughput and latency of the whole pipeline on the embedded broker (a benchmark, not a test).
+"""Throughput, latency, overload and memory of the pipeline on the embedded broker.
 
-Runs one worker with every PE but the annotator (``--crowd none``) and a trained
-model for each classifier, then measures:
+A benchmark, not a test. Runs workers with every PE but the annotator
+(``--crowd none``) and a trained model for each classifier. Each measurement gets a
+fresh embedded broker and fresh workers, warmed up with 5,000 items (the broker's
+fetches slow down as it holds more record batches, so runs would otherwise measure
+each other). It measures:
 
 1. saturation: N items pushed as fast as possible; items/s from the first push to
    the last classified item, and end-to-end latency percentiles;
-2. steady load: items pushed at a fixed rate (270/s, the hurricane Sandy peak);
-   latency percentiles;
-3. a rate sweep: each input rate for a few seconds; output rate and latency
-   percentiles per rate (plotted to reports/bench-sweep-<timestamp>.png);
-4. the ceiling: a plain aiokafka produce + consume of the same records, same broker.
+2. sustained: items pushed at a fixed high rate (default 11,000/s) for 60 s;
+3. steady: items pushed at 270/s (the hurricane Sandy peak); latency percentiles;
+4. a rate sweep: each input rate for a few seconds; output rate and latency
+   percentiles per rate (plotted to reports/bench-sweep-<timestamp>.png); the
+   highest swept rate the pipeline kept up with is the maximum sustainable rate,
+   and latency is then measured for ``--seconds`` at 80% of it;
+5. the ceiling: a plain aiokafka produce + consume of the same records, same broker;
+6. overload: a worker with load shedding on, fed at 3x the maximum sustainable rate
+   (or ``--overload-rate``); latency, output rate, and its books
+   (in = out + rejected + shed);
+7. scale-out: saturation with two worker processes, first two instances of every
+   PE sharing the partitions, then features (with the fused task generator) in one
+   process and the classifier in another;
+8. memory: a worker's resident memory sampled over a long run at a fixed rate
+   (plotted to reports/bench-memory-<timestamp>.png).
 
 Prints JSON and writes it to reports/bench-throughput-<timestamp>.json.
-Usage: python bench/throughput.py [--items 20000] [--rate 270] [--seconds 30]
-       [--sweep 250,500,1000] [--sweep-seconds 10]
+Usage: python bench/throughput.py [--runs saturation,sustained,...] [--items 200000]
+       [--sustain-rate 11000] [--sustain-seconds 60] [--overload-rate R]
+       [--memory-rate 10000] [--memory-seconds 600] ...
+The memory run (not in the default set) pushes millions of records over ten minutes:
+run it on its own (``--runs memory``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -28,6 +45,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -50,9 +69,28 @@ from pipelines.topology import load_topology
 PIPELINE = "crisis"
 
 
-def _records(n: int, prefix: str = "b") -> list[bytes]:
-    sample = load_sample()
-    return [orjson.dumps({**sample[i % len(sample)], "id": f"{prefix}{i}"}) for i in range(n)]
+@dataclass(frozen=True)
+class _Load:
+    """``n`` sample messages with ids ``<prefix><i>``, made as they are pushed.
+
+    Made lazily and tracked by index, so a run of millions of items costs the load
+    generator megabytes, not gigabytes.
+    """
+
+    n: int
+    prefix: str = "b"
+
+    def lines(self) -> Iterator[bytes]:
+        sample = load_sample()
+        for i in range(self.n):
+            yield orjson.dumps({**sample[i % len(sample)], "id": f"{self.prefix}{i}"})
+
+    def index(self, item_id: object) -> int | None:
+        """Which of this load's items ``item_id`` is, if any."""
+        if not isinstance(item_id, str) or not item_id.startswith(self.prefix):
+            return None
+        rest = item_id[len(self.prefix) :]
+        return int(rest) if rest.isdigit() and int(rest) < self.n else None
 
 
 async def _publish_models(bootstrap: str) -> None:
@@ -88,9 +126,8 @@ async def _publish_models(bootstrap: str) -> None:
         await producer.stop()
 
 
-async def _measure(bootstrap: str, lines: list[bytes], rate: float | None) -> dict[str, Any]:
-    """Push ``lines`` and read their classified records; throughput and latency."""
-    ids = {orjson.loads(line)["id"] for line in lines}
+async def _measure(bootstrap: str, load: _Load, rate: float | None) -> dict[str, Any]:
+    """Push ``load`` and read its classified records; throughput and latency."""
     consumer = AIOKafkaConsumer(
         f"{PIPELINE}.items.classified",
         bootstrap_servers=bootstrap,
@@ -101,37 +138,50 @@ async def _measure(bootstrap: str, lines: list[bytes], rate: float | None) -> di
     await consumer.start()
     await consumer.getmany(timeout_ms=200)  # settle the "latest" position first
     latencies: list[float] = []
-    seen: set[str] = set()
+    seen = bytearray(load.n)
+    count = 0
     started = time.time()
-    push = asyncio.create_task(push_lines([bootstrap], PIPELINE, lines, rate))
+    pushed_at: list[float] = []
+
+    async def push() -> None:
+        await push_lines([bootstrap], PIPELINE, load.lines(), rate)
+        pushed_at.append(time.time())
+
+    pusher = asyncio.create_task(push())
     last = started
     try:
-        while len(seen) < len(ids) and time.time() - last < 30:
+        # Stop 10 s after the last new item: with load shedding, some never come.
+        while count < load.n and time.time() - last < 10:
             batches = await consumer.getmany(timeout_ms=200, max_records=10_000)
             for batch in batches.values():
                 for record in batch:
                     item = orjson.loads(record.value)
-                    if item["id"] in ids and item["id"] not in seen:
-                        seen.add(item["id"])
+                    i = load.index(item["id"])
+                    if i is not None and not seen[i]:
+                        seen[i] = 1
+                        count += 1
                         latencies.append(item["ts_out"] - item["ts_in"])
                         last = time.time()
-        await push
+        await pusher
     finally:
         await consumer.stop()
     elapsed = last - started
+    push_s = pushed_at[0] - started
     return {
-        "items": len(ids),
-        "classified": len(seen),
+        "items": load.n,
+        "classified": count,
         "input_rate": rate,
+        "pushed_per_s": round(load.n / push_s, 1) if push_s > 0 else None,
         "seconds": round(elapsed, 2),
-        "items_per_s": round(len(seen) / elapsed, 1) if elapsed > 0 else None,
+        "items_per_s": round(count / elapsed, 1) if elapsed > 0 else None,
         "latency_s": percentiles(latencies),
     }
 
 
-async def _ceiling(bootstrap: str, lines: list[bytes]) -> dict[str, Any]:
+async def _ceiling(bootstrap: str, load: _Load) -> dict[str, Any]:
     """Plain aiokafka: produce the records to a fresh topic and consume them back."""
     topic = f"bench-ceiling-{int(time.time())}"
+    lines = list(load.lines())
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     await producer.start()
     started = time.time()
@@ -193,6 +243,24 @@ def _plot_sweep(sweep: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def _plot_memory(memory: dict[str, Any], path: Path) -> None:
+    """The worker's resident memory over the memory run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axis = plt.subplots(figsize=(6, 3.5))
+    axis.plot([t for t, _ in memory["rss_mib"]], [rss for _, rss in memory["rss_mib"]])
+    axis.set_xlabel(f"seconds at {memory['input_rate']:,.0f} items/s")
+    axis.set_ylabel("worker RSS (MiB)")
+    axis.set_ylim(bottom=0)
+    axis.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
     for _ in range(300):
         if proc.poll() is not None:
@@ -207,31 +275,20 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
     raise RuntimeError("worker not ready")
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--items", type=int, default=20_000)
-    parser.add_argument("--rate", type=float, default=270.0)
-    parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument(
-        "--sweep",
-        default="250,500,1000,1500,2000,2500,3000",
-        help="input rates (items/s) of the rate sweep, comma separated; empty to skip",
-    )
-    parser.add_argument("--sweep-seconds", type=float, default=10.0)
-    args = parser.parse_args()
-    out_dir = Path("reports")
-    out_dir.mkdir(exist_ok=True)
-    stamp = datetime.now(tz=UTC).strftime("%Y%m%dT%H%M%SZ")
-    broker = EmbeddedBroker(free_port(), log_file=out_dir / f"bench-broker-{stamp}.log")
-    broker.start()
-    worker: subprocess.Popen[bytes] | None = None
-    try:
-        topology = load_topology(PIPELINE)
-        asyncio.run(declare_topics([broker.bootstrap], topology.topics(4).values()))
-        asyncio.run(_publish_models(broker.bootstrap))
+class _Workers:
+    """Worker processes of one bench run, stopped (SIGTERM) together."""
+
+    def __init__(self, broker: EmbeddedBroker, out_dir: Path, stamp: str) -> None:
+        self._broker = broker
+        self._out_dir = out_dir
+        self._stamp = stamp
+        self.procs: list[tuple[subprocess.Popen[bytes], int]] = []
+
+    def start(self, *extra: str) -> tuple[subprocess.Popen[bytes], int]:
         http = free_port()
-        with (out_dir / f"bench-worker-{stamp}.log").open("wb") as log:
-            worker = subprocess.Popen(  # noqa: S603
+        log_path = self._out_dir / f"bench-worker-{self._stamp}-{http}.log"
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(  # noqa: S603
                 [
                     sys.executable,
                     "-m",
@@ -239,38 +296,197 @@ def main() -> int:
                     "up",
                     PIPELINE,
                     "--broker",
-                    broker.url,
+                    self._broker.url,
                     "--http-port",
                     str(http),
                     "--crowd",
                     "none",
+                    # Throughput runs count every item: shedding only where asked.
+                    "--set",
+                    "shedding.enabled=false",
+                    *extra,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ},
             )
-        _wait_ready(f"http://127.0.0.1:{http}/healthz", worker)
-        warmup = asyncio.run(_measure(broker.bootstrap, _records(2000), None))
-        saturation = asyncio.run(_measure(broker.bootstrap, _records(args.items), None))
-        steady_n = int(args.rate * args.seconds)
-        steady = asyncio.run(_measure(broker.bootstrap, _records(steady_n), args.rate))
-        sweep = [
-            asyncio.run(
-                _measure(
-                    broker.bootstrap,
-                    _records(int(rate * args.sweep_seconds), prefix=f"s{rate:g}-"),
-                    rate,
-                )
+        self.procs.append((proc, http))
+        _wait_ready(f"http://127.0.0.1:{http}/healthz", proc)
+        return proc, http
+
+    def stop(self) -> None:
+        for proc, _ in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc, _ in self.procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=30)
+            if proc.poll() is None:
+                proc.kill()
+        self.procs.clear()
+
+
+def _metrics(http: int) -> dict[str, float]:
+    """The worker's Prometheus samples, by name and labels."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics", timeout=5) as answer:
+        body = answer.read().decode()
+    samples: dict[str, float] = {}
+    for line in body.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def _books(https: list[int]) -> dict[str, dict[str, float]]:
+    """in, out, rejected and shed of each data-flow PE over all workers (they must balance)."""
+    samples = [_metrics(http) for http in https]
+    books: dict[str, dict[str, float]] = {}
+    for pe in ("features", "classifier"):
+        tag = f'pe="{pe}"'
+        row = {
+            kind: sum(
+                v
+                for worker in samples
+                for k, v in worker.items()
+                if k.startswith(f"crowdstream_items_{kind}_total{{") and tag in k
             )
-            for rate in (float(r) for r in args.sweep.split(",") if r.strip())
-        ]
-        ceiling = asyncio.run(_ceiling(broker.bootstrap, _records(args.items)))
+            for kind in ("in", "out", "rejected", "shed")
+        }
+        row["balanced"] = float(row["in"] == row["out"] + row["rejected"] + row["shed"])
+        books[pe] = row
+    return books
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def _memory(
+    bootstrap: str, pid: int, rate: float, seconds: float, every_s: float = 5.0
+) -> dict[str, Any]:
+    """Push at ``rate`` for ``seconds`` and sample the worker's resident memory."""
+    samples: list[tuple[float, float]] = []
+    started = time.time()
+
+    async def sample() -> None:
+        while True:
+            samples.append((round(time.time() - started, 1), round(_rss_mib(pid), 1)))
+            await asyncio.sleep(every_s)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        run = await _measure(bootstrap, _Load(int(rate * seconds), prefix="m"), rate)
     finally:
-        if worker is not None and worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            worker.wait(timeout=30)
-        broker.stop()
-    result = {
+        sampler.cancel()
+    # After warm-up (the first minute, or the first tenth of a short run).
+    settled = [rss for t, rss in samples if t >= min(60.0, seconds / 10)]
+    first, last = settled[: max(len(settled) // 10, 1)], settled[-max(len(settled) // 10, 1) :]
+    return {
+        **run,
+        "rss_mib": samples,
+        "rss_settled_first_mib": round(sum(first) / len(first), 1),
+        "rss_settled_last_mib": round(sum(last) / len(last), 1),
+        "rss_growth": round(sum(last) / len(last) / (sum(first) / len(first)) - 1, 3),
+    }
+
+
+class _Bench:
+    """Each measurement on a fresh embedded broker and fresh workers.
+
+    The embedded broker's fetches slow down as it holds more record batches (see
+    docs/performance.md), so runs sharing one broker would measure each other.
+    """
+
+    def __init__(self, out_dir: Path, stamp: str) -> None:
+        self._out_dir = out_dir
+        self._stamp = stamp
+
+    @contextlib.contextmanager
+    def broker(self) -> Iterator[tuple[str, _Workers]]:
+        """A started broker with the pipeline's topics and models, and its workers."""
+        port = free_port()
+        broker = EmbeddedBroker(
+            port, log_file=self._out_dir / f"bench-broker-{self._stamp}-{port}.log"
+        )
+        broker.start()
+        workers = _Workers(broker, self._out_dir, self._stamp)
+        try:
+            topology = load_topology(PIPELINE)
+            asyncio.run(declare_topics([broker.bootstrap], topology.topics(4).values()))
+            asyncio.run(_publish_models(broker.bootstrap))
+            yield broker.bootstrap, workers
+        finally:
+            workers.stop()
+            broker.stop()
+
+    def run(
+        self, load: _Load, rate: float | None, layout: list[tuple[str, ...]] | None = None
+    ) -> dict[str, Any]:
+        """Start workers (one per entry of ``layout``), warm up, measure, read the books."""
+        with self.broker() as (boot, workers):
+            for extra in layout or [()]:
+                workers.start(*extra)
+            asyncio.run(_measure(boot, _Load(5000, "w"), None))
+            result = asyncio.run(_measure(boot, load, rate))
+            result["books"] = _books([http for _, http in workers.procs])
+            return result
+
+
+def _max_sustainable(sweep: list[dict[str, Any]]) -> float | None:
+    """The highest swept input rate whose every item came out at >= 95% of that rate."""
+    kept = [
+        point["input_rate"]
+        for point in sweep
+        if point["classified"] == point["items"]
+        and (point["items_per_s"] or 0) >= 0.95 * point["input_rate"]
+    ]
+    return max(kept, default=None)
+
+
+RUNS = ("saturation", "sustained", "steady", "sweep", "ceiling", "overload", "scaleout", "memory")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--runs",
+        default=",".join(r for r in RUNS if r != "memory"),
+        help=f"comma-separated runs out of {', '.join(RUNS)}",
+    )
+    parser.add_argument("--items", type=int, default=200_000)
+    parser.add_argument("--rate", type=float, default=270.0)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--sustain-rate", type=float, default=11_000.0)
+    parser.add_argument("--sustain-seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--sweep",
+        default="1000,2500,5000,7500,9000,10000,11000,12000,13000,14000,16000",
+        help="input rates (items/s) of the rate sweep, comma separated",
+    )
+    parser.add_argument("--sweep-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--overload-rate",
+        type=float,
+        help="default: 3x the maximum sustainable rate of the sweep, else 30,000/s",
+    )
+    parser.add_argument("--overload-seconds", type=float, default=60.0)
+    parser.add_argument("--max-age", type=float, default=1.0, help="shedding bound (s)")
+    parser.add_argument("--memory-rate", type=float, default=10_000.0)
+    parser.add_argument("--memory-seconds", type=float, default=600.0)
+    args = parser.parse_args()
+    runs = [r.strip() for r in args.runs.split(",") if r.strip()]
+    unknown = set(runs) - set(RUNS)
+    if unknown:
+        parser.error(f"unknown run(s): {', '.join(sorted(unknown))}")
+    out_dir = Path("reports")
+    out_dir.mkdir(exist_ok=True)
+    stamp = datetime.now(tz=UTC).strftime("%Y%m%dT%H%M%SZ")
+    bench = _Bench(out_dir, stamp)
+    result: dict[str, Any] = {
         "benchmark": "throughput",
         "when": stamp,
         "machine": {
@@ -278,20 +494,60 @@ def main() -> int:
             "python": platform.python_version(),
             "platform": platform.platform(),
         },
-        "broker": "embedded (Tansu)",
-        "warmup": warmup,
-        "saturation": saturation,
-        "steady": steady,
-        "sweep": sweep,
-        "ceiling_plain_aiokafka": ceiling,
-        "pipeline_vs_ceiling": round(
-            (saturation["items_per_s"] or 0) / ceiling["produce_plus_consume_per_s"], 3
-        ),
+        "broker": "embedded (Tansu), a fresh one for each measurement",
     }
+    if "steady" in runs:
+        result["steady"] = bench.run(_Load(int(args.rate * args.seconds), "t"), args.rate)
+    if "saturation" in runs:
+        result["saturation"] = bench.run(_Load(args.items), None)
+    if "sustained" in runs:
+        n = int(args.sustain_rate * args.sustain_seconds)
+        result["sustained"] = bench.run(_Load(n, "u"), args.sustain_rate)
+    if "sweep" in runs:
+        rates = [float(r) for r in args.sweep.split(",") if r.strip()]
+        sweep = [bench.run(_Load(int(r * args.sweep_seconds), f"s{r:g}-"), r) for r in rates]
+        result["sweep"] = sweep
+        _plot_sweep(sweep, out_dir / f"bench-sweep-{stamp}.png")
+        best = _max_sustainable(sweep)
+        result["max_sustainable_per_s"] = best
+        if best is not None:
+            rate = 0.8 * best
+            result["at_80pct_of_max"] = bench.run(_Load(int(rate * args.seconds), "e"), rate)
+    if "ceiling" in runs:
+        with bench.broker() as (boot, _):
+            result["ceiling_plain_aiokafka"] = asyncio.run(_ceiling(boot, _Load(args.items, "c")))
+    if "saturation" in runs and "ceiling" in runs:
+        result["pipeline_vs_ceiling"] = round(
+            (result["saturation"]["items_per_s"] or 0)
+            / result["ceiling_plain_aiokafka"]["produce_plus_consume_per_s"],
+            3,
+        )
+    if "overload" in runs:
+        rate = args.overload_rate or 3 * (result.get("max_sustainable_per_s") or 10_000)
+        shedding = ("--set", "shedding.enabled=true", "--set", f"shedding.max_age_s={args.max_age}")
+        result["overload"] = bench.run(
+            _Load(int(rate * args.overload_seconds), "o"), rate, layout=[shedding]
+        )
+    if "scaleout" in runs:
+        layouts: dict[str, list[tuple[str, ...]]] = {
+            "scaleout_two_instances": [(), ()],
+            "scaleout_split": [
+                ("--pe", "collector", "features", "taskgen", "learner"),
+                ("--pe", "classifier"),
+            ],
+        }
+        for name, layout in layouts.items():
+            result[name] = bench.run(_Load(args.items, f"{name}-"), None, layout=layout)
+    if "memory" in runs:
+        with bench.broker() as (boot, workers):
+            proc, _ = workers.start()
+            asyncio.run(_measure(boot, _Load(5000, "mw"), None))
+            result["memory"] = asyncio.run(
+                _memory(boot, proc.pid, args.memory_rate, args.memory_seconds)
+            )
+        _plot_memory(result["memory"], out_dir / f"bench-memory-{stamp}.png")
     text = json.dumps(result, indent=2)
     (out_dir / f"bench-throughput-{stamp}.json").write_text(text + "\n")
-    if sweep:
-        _plot_sweep(sweep, out_dir / f"bench-sweep-{stamp}.png")
     print(text)
     return 0
 
