@@ -28,8 +28,11 @@ Prints JSON and writes it to reports/bench-throughput-<timestamp>.json.
 Usage: python bench/throughput.py [--runs saturation,sustained,...] [--items 200000]
        [--sustain-rate 11000] [--sustain-seconds 60] [--overload-rate R]
        [--memory-rate 10000] [--memory-seconds 600] ...
-The memory run (not in the default set) pushes millions of records over ten minutes:
-run it on its own (``--runs memory``).
+The memory run (not in the default set) pushes six million records over ten
+minutes: run it on its own (``--runs memory``). It pushes in batches of 0.2 s of
+input, because the embedded broker's fetches slow down with the number of record
+batches it holds and stopped altogether after some tens of thousands per topic in
+runs with 5 ms batches (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -126,7 +129,9 @@ async def _publish_models(bootstrap: str) -> None:
         await producer.stop()
 
 
-async def _measure(bootstrap: str, load: _Load, rate: float | None) -> dict[str, Any]:
+async def _measure(
+    bootstrap: str, load: _Load, rate: float | None, linger_ms: int = 5
+) -> dict[str, Any]:
     """Push ``load`` and read its classified records; throughput and latency."""
     consumer = AIOKafkaConsumer(
         f"{PIPELINE}.items.classified",
@@ -144,7 +149,7 @@ async def _measure(bootstrap: str, load: _Load, rate: float | None) -> dict[str,
     pushed_at: list[float] = []
 
     async def push() -> None:
-        await push_lines([bootstrap], PIPELINE, load.lines(), rate)
+        await push_lines([bootstrap], PIPELINE, load.lines(), rate, linger_ms)
         pushed_at.append(time.time())
 
     pusher = asyncio.create_task(push())
@@ -379,7 +384,9 @@ async def _memory(
 
     sampler = asyncio.create_task(sample())
     try:
-        run = await _measure(bootstrap, _Load(int(rate * seconds), prefix="m"), rate)
+        # Batches of ~0.2 s of input: the embedded broker's fetches slow down with the
+        # number of record batches it holds, and stall after some tens of thousands.
+        run = await _measure(bootstrap, _Load(int(rate * seconds), prefix="m"), rate, linger_ms=200)
     finally:
         sampler.cancel()
     # After warm-up (the first minute, or the first tenth of a short run).

@@ -31,13 +31,18 @@ def item_key(line: bytes) -> bytes | None:
 
 
 async def push_lines(
-    bootstrap: list[str], pipeline: str, lines: Iterable[bytes], rate: float | None = None
+    bootstrap: list[str],
+    pipeline: str,
+    lines: Iterable[bytes],
+    rate: float | None = None,
+    linger_ms: int = 5,
 ) -> int:
     """Send non-blank lines to ``<pipeline>.items.raw`` as they are (the features PE
-    validates them); at most ``rate`` per second. Returns the number sent."""
+    validates them); at most ``rate`` per second. Returns the number sent.
+    A longer ``linger_ms`` makes fewer, larger record batches at the cost of latency."""
     # Large batches: fewer record batches for the broker to hold and scan.
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=5, acks=1, max_batch_size=1024 * 1024
+        bootstrap_servers=bootstrap, linger_ms=linger_ms, acks=1, max_batch_size=1024 * 1024
     )
     await producer.start()
     topic = f"{pipeline}.items.raw"
