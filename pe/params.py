@@ -13,6 +13,7 @@ __all__ = [
     "ClassifierSpec",
     "PeParams",
     "AnnotatorParams",
+    "MaintenanceParams",
     "ClassifierParams",
     "CollectorParams",
     "FeaturesParams",
@@ -49,7 +50,11 @@ class ClassifierParams(_BatchParams):
 class TaskgenParams(_Params):
     #: AIDR samples from a bounded buffer of the latest items.
     buffer_size: int = Field(2000, ge=10)
-    #: Fraction of each round picked by uncertainty; the rest is picked at random.
+    #: CLAMShell's hybrid learning: each round picks up to the annotator's pool size
+    #: p of items, k = active_fraction * p by uncertainty and p - k at random;
+    #: ``active`` picks only the k, ``passive`` only random items.
+    strategy: Literal["hybrid", "active", "passive"] = "hybrid"
+    #: r, the fraction of each round picked by uncertainty (CLAMShell: 0.5).
     active_fraction: float = Field(0.5, ge=0, le=1)
     #: How many items are scored for uncertainty per round (a random sample of the buffer).
     uncertainty_sample: int = Field(500, ge=1)
@@ -65,8 +70,31 @@ class TaskgenParams(_Params):
     near_dup_memory: int = Field(20_000, ge=1)
     seed: int = 7
 
+    @property
+    def passive_share(self) -> float:
+        """The share of tasks picked at random once a model exists."""
+        return {"hybrid": 1.0 - self.active_fraction, "active": 0.0, "passive": 1.0}[self.strategy]
+
+
+class MaintenanceParams(_Params):
+    """CLAMShell pool maintenance: release workers significantly slower than a bound."""
+
+    enabled: bool = True
+    #: PM_l: seconds per record above which a worker is slow. Set it for your crowd:
+    #: CLAMShell's live runs found 8 s best for simple labeling tasks.
+    threshold_s: float = Field(12.0, gt=0)
+    #: Level of the one-sided test (H1: the worker's mean latency > threshold_s).
+    significance: float = Field(0.05, gt=0, lt=1)
+    #: Assignments a worker must have ended before being judged.
+    min_tasks: int = Field(3, ge=2)
+    #: Estimate the latency of terminated assignments with TermEst (else ignore them).
+    termest: bool = True
+    #: TermEst's smoothing.
+    alpha: float = Field(1.0, gt=0)
+
 
 class AnnotatorParams(_Params):
+    #: Workers the retainer pool keeps (recruiting in the background).
     pool_size: int = Field(10, ge=1, le=10_000)
     #: Answers per task, aggregated by majority vote.
     redundancy: int = Field(3, ge=1, le=15)
@@ -74,21 +102,25 @@ class AnnotatorParams(_Params):
     min_agreement: int | None = Field(None, ge=1)
     #: Tasks waiting for a worker; past this the annotator stops reading tasks.
     max_queue: int = Field(1000, ge=1)
-    # Simulated crowd: each worker has a median latency drawn log-normally around
-    # ``latency_median_s``, a log-normal spread of 0.5-1.5x ``latency_spread`` and an
-    # accuracy drawn uniformly in the range below.
-    latency_median_s: float = Field(8.0, gt=0)
-    latency_spread: float = Field(0.5, ge=0, le=3)
-    accuracy_min: float = Field(0.75, ge=0, le=1)
-    accuracy_max: float = Field(0.95, ge=0, le=1)
+    #: Straggler mitigation: idle workers get duplicates of active tasks.
+    mitigation: bool = True
+    maintenance: MaintenanceParams = MaintenanceParams()
+    #: Gold items a new worker must answer right before joining (0: no test).
+    qualification: int = Field(0, ge=0, le=20)
+    #: A worker silent for longer has vanished; their task returns to the queue.
+    heartbeat_timeout_s: float = Field(60.0, gt=0)
+    #: Pay while waiting in the pool, per minute, and per record of work (including
+    #: work terminated by straggler mitigation); CLAMShell's live-run rates.
+    pay_per_minute: float = Field(0.05, ge=0)
+    pay_per_record: float = Field(0.02, ge=0)
+    #: Simulated crowd: the worker population (pe.annotator.population.PRESETS).
+    population: Literal["demo", "live", "medical"] = "demo"
     #: Simulated time runs this many times faster than real time.
     speed: float = Field(1.0, gt=0)
     seed: int = 11
 
     @model_validator(mode="after")
     def _check(self) -> AnnotatorParams:
-        if self.accuracy_min > self.accuracy_max:
-            raise ValueError("accuracy_min must not exceed accuracy_max")
         if self.min_agreement is not None and self.min_agreement > self.redundancy:
             raise ValueError("min_agreement must not exceed redundancy")
         if self.redundancy > self.pool_size:

@@ -1,9 +1,10 @@
-"""The annotator agent: tasks in, assignments to the crowd, aggregated labels out."""
+"""The annotator agent: tasks in, a CLAMShell retainer pool, aggregated labels out."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from typing import Any
 
@@ -12,84 +13,154 @@ from faust import StreamT
 from channels.codec import DecodeError, decode, encode
 from channels.records import Answer, Label, Task
 from pe.annotator.aggregate import majority_vote
-from pe.annotator.crowd import CrowdAdapter, CrowdEvents, SimulatedCrowd
-from pe.annotator.pool import PendingTask, RetainerPool
+from pe.annotator.clock import LoopClock
+from pe.annotator.crowd import CrowdAdapter, GoldItem, SimulatedCrowd
+from pe.annotator.latency import MaintenanceRule
+from pe.annotator.lifeguard import LifeGuard
+from pe.annotator.pool import (
+    Effect,
+    Finished,
+    Left,
+    Offer,
+    PoolConfig,
+    Recruit,
+    Release,
+    RetainerPool,
+    Terminate,
+)
+from pe.annotator.population import PRESETS
 from pe.common.context import PipelineContext
+from pe.params import AnnotatorParams
+from pipelines.sample import load_sample
 
-__all__ = ["Annotator", "register"]
+__all__ = ["Annotator", "pool_config", "register"]
 
 log = logging.getLogger(__name__)
 
 PE = "annotator"
 
 
-class Annotator:
-    """Joins a pool, a crowd and the output channel."""
+def pool_config(params: AnnotatorParams) -> PoolConfig:
+    """The retainer pool a topology's annotator parameters describe."""
+    m = params.maintenance
+    rule = (
+        MaintenanceRule(m.threshold_s, m.significance, m.min_tasks, m.termest, m.alpha)
+        if m.enabled
+        else None
+    )
+    return PoolConfig(
+        target_size=params.pool_size,
+        votes=params.redundancy,
+        mitigation=params.mitigation,
+        mode="stream",
+        heartbeat_timeout_s=params.heartbeat_timeout_s,
+        qualification=params.qualification,
+        maintenance=rule,
+        pay_per_minute=params.pay_per_minute,
+        pay_per_record=params.pay_per_record,
+    )
 
-    def __init__(self, ctx: PipelineContext, crowd: CrowdAdapter) -> None:
+
+def gold_items(ctx: PipelineContext) -> list[GoldItem]:
+    """Qualification items: the bundled sample's messages with their known tags."""
+    gold = []
+    for record in load_sample():
+        truth = record.get("meta", {}).get("truth", {})
+        for spec in ctx.classifiers:
+            tag = truth.get(spec.truth_field)
+            if tag in spec.tags:
+                gold.append(
+                    GoldItem(
+                        f"{spec.name}:{record['id']}",
+                        record["text"],
+                        spec.question,
+                        list(spec.tags),
+                        str(tag),
+                    )
+                )
+    return gold
+
+
+class Annotator:
+    """Joins the Kafka input, the pool service and the output channel."""
+
+    def __init__(self, ctx: PipelineContext) -> None:
         self._ctx = ctx
         self.params = ctx.params.annotator
-        self.pool = RetainerPool(self.params.redundancy)
-        self.crowd = crowd
+        self.pool = RetainerPool(pool_config(self.params), random.Random(self.params.seed))
+        self.guard: LifeGuard | None = None
         self._room = asyncio.Event()
         self._room.set()
         self._sending: set[asyncio.Future[Any]] = set()
-        self._started = False
 
-    async def start(self) -> None:
-        if not self._started:
-            self._started = True
-            await self.crowd.start(CrowdEvents(self._joined, self._left, self._answered))
+    def start(self, crowd: CrowdAdapter, clock: LoopClock) -> None:
+        self.guard = LifeGuard(
+            self.pool,
+            clock,
+            on_finished=self._finished,
+            observe=self._observe,
+            gold=gold_items(self._ctx) if self.params.qualification else None,
+            rng=random.Random(self.params.seed),
+        )
+        self.guard.start(crowd)
 
     async def accept(self, task: Task) -> None:
         """Queue a task, waiting while the queue is full (backpressure)."""
+        if self.guard is None:
+            raise RuntimeError("start() the annotator first")
         while self.pool.waiting >= self.params.max_queue:
             self._room.clear()
             await self._room.wait()
-        self.pool.enqueue(task)
-        self._dispatch()
-
-    def _dispatch(self) -> None:
-        for worker_id, task in self.pool.assign():
-            self.crowd.offer(worker_id, task)
+        self.guard.submit(task.task_id, task)
         self._gauges()
 
-    def _joined(self, worker_id: str) -> None:
-        self.pool.add_worker(worker_id)
-        self._dispatch()
-
-    def _left(self, worker_id: str) -> None:
-        self.pool.remove_worker(worker_id)
-        self._dispatch()
-
-    def _answered(self, worker_id: str, task_id: str, tag: str, seconds: float) -> None:
-        pending = self.pool.tasks.get(task_id)
-        if pending is not None:
-            self._ctx.metrics.crowd_answers.labels(
-                self._ctx.pipeline, pending.task.classifier
-            ).inc()
-            self._ctx.metrics.crowd_answer_seconds.labels(self._ctx.pipeline).observe(seconds)
-        done = self.pool.complete(
-            Answer(task_id=task_id, worker_id=worker_id, tag=tag, latency_s=round(seconds, 3))
-        )
-        if done is not None:
-            future = asyncio.ensure_future(self._emit(done))
-            self._sending.add(future)
-            future.add_done_callback(self._sending.discard)
+    def _finished(self, done: Finished) -> None:
+        future = asyncio.ensure_future(self._emit(done))
+        self._sending.add(future)
+        future.add_done_callback(self._sending.discard)
         if self.pool.waiting < self.params.max_queue:
             self._room.set()
-        self._dispatch()
 
-    async def _emit(self, done: PendingTask) -> None:
-        task = done.task
-        tag, share = majority_vote([a.tag for a in done.answers], self.params.agreement_needed)
+    def _observe(self, effect: Effect) -> None:
+        m, p = self._ctx.metrics, self._ctx.pipeline
+        if isinstance(effect, Offer) and effect.duplicate:
+            m.pool_events.labels(p, "duplicate").inc()
+        elif isinstance(effect, Finished):
+            m.crowd_task_seconds.labels(p).observe(effect.seconds)
+        elif isinstance(effect, Left):
+            m.pool_events.labels(p, effect.reason).inc()
+        elif isinstance(effect, Terminate):
+            m.pool_events.labels(p, "termination").inc()
+        elif isinstance(effect, Release):
+            m.pool_events.labels(p, "release").inc()
+        elif isinstance(effect, Recruit):
+            m.pool_events.labels(p, "recruit").inc(effect.count)
+        self._gauges()
+
+    async def _emit(self, done: Finished) -> None:
+        task: Task = done.task.payload
+        answers = [
+            Answer(
+                task_id=task.task_id,
+                worker_id=v.worker_id,
+                tag=v.tag,
+                latency_s=round(v.seconds, 3),
+            )
+            for v in done.task.answers
+        ]
+        for answer in answers:
+            self._ctx.metrics.crowd_answers.labels(self._ctx.pipeline, task.classifier).inc()
+            self._ctx.metrics.crowd_answer_seconds.labels(self._ctx.pipeline).observe(
+                answer.latency_s
+            )
+        tag, share = majority_vote([a.tag for a in answers], self.params.agreement_needed)
         label = Label(
             item_id=task.item_id,
             classifier=task.classifier,
             tag=tag,
             agreement=round(share, 4),
             kind=task.kind,
-            answers=done.answers,
+            answers=answers,
             idx=task.idx,
             val=task.val,
             ts=time.time(),
@@ -100,25 +171,32 @@ class Annotator:
         self._ctx.metrics.items_out.labels(self._ctx.pipeline, PE).inc()
 
     def _gauges(self) -> None:
-        m, p = self._ctx.metrics, self._ctx.pipeline
-        m.crowd_queue.labels(p).set(self.pool.waiting)
-        m.pool_workers.labels(p, "working").set(self.pool.working)
-        m.pool_workers.labels(p, "available").set(len(self.pool.workers) - self.pool.working)
+        m, p, pool = self._ctx.metrics, self._ctx.pipeline, self.pool
+        m.crowd_queue.labels(p).set(pool.waiting)
+        m.pool_workers.labels(p, "qualifying").set(pool.qualifying)
+        m.pool_workers.labels(p, "working").set(pool.working)
+        m.pool_workers.labels(p, "available").set(len(pool.available))
+        ledger = pool.ledger
+        m.crowd_cost.labels(p, "waiting").set(ledger.waiting_cost)
+        m.crowd_cost.labels(p, "work").set(ledger.work_cost)
 
 
-def make_crowd(ctx: PipelineContext) -> CrowdAdapter:
+def make_crowd(ctx: PipelineContext, clock: LoopClock) -> CrowdAdapter:
     if ctx.crowd == "simulated":
-        return SimulatedCrowd.from_params(ctx.params.annotator)
+        params = ctx.params.annotator
+        return SimulatedCrowd(PRESETS[params.population], clock, seed=params.seed)
     msg = f"crowd {ctx.crowd!r} is not available in this release; use --crowd simulated or none"
     raise ValueError(msg)
 
 
 def register(ctx: PipelineContext) -> None:
-    annotator = Annotator(ctx, make_crowd(ctx))
+    annotator = Annotator(ctx)
     labels = (ctx.pipeline, PE)
 
     async def annotate(stream: StreamT[Any]) -> None:
-        await annotator.start()
+        if annotator.guard is None:
+            clock = LoopClock(ctx.params.annotator.speed)
+            annotator.start(make_crowd(ctx, clock), clock)
         async for raw in stream:
             ctx.metrics.items_in.labels(*labels).inc()
             try:

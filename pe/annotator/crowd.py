@@ -1,134 +1,210 @@
-"""Crowd adapters: where the pool's workers come from and how tasks reach them.
+"""Crowd adapters: where workers come from and how their tasks reach them.
 
-A platform adapter (a web app, an external marketplace) implements
-:class:`CrowdAdapter`; the annotator only calls :meth:`offer` and listens to the
-callbacks. :class:`SimulatedCrowd` answers from ``Task.truth`` for demos, tests and
-benchmarks.
+A platform (the built-in web app, an external marketplace, the simulator) implements
+:class:`CrowdAdapter`: the pool service calls it to recruit, offer, terminate and
+release; the platform calls back the service's worker API (:class:`WorkerDesk`:
+join, qualify, heartbeat, answer, leave) as its workers act. The simulator goes
+through the same API as people do.
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from channels.records import NA_TAG, Task
-from pe.params import AnnotatorParams
+from channels.records import NA_TAG
+from pe.annotator.clock import Clock, Handle
+from pe.annotator.pool import AnswerOutcome, PoolTask
+from pe.annotator.population import PopulationModel, SimulatedWorker
 
-__all__ = ["CrowdAdapter", "CrowdEvents", "SimulatedCrowd", "SimulatedWorker"]
+__all__ = ["CrowdAdapter", "GoldItem", "SimulatedCrowd", "WorkerDesk"]
 
 
 @dataclass(frozen=True)
-class CrowdEvents:
-    """Callbacks from a crowd to the annotator."""
+class GoldItem:
+    """A qualification question with a known answer."""
 
-    joined: Callable[[str], None]
-    left: Callable[[str], None]
-    #: (worker id, task id, tag, seconds the worker took)
-    answered: Callable[[str, str, str, float], None]
+    gold_id: str
+    text: str
+    question: str
+    tags: list[str]
+    truth: str
+
+
+class WorkerDesk(Protocol):
+    """The pool service's worker-facing API."""
+
+    def join(self, worker_id: str) -> list[GoldItem]:
+        """Enter the pool; returns the qualification items to answer (maybe none)."""
+
+    def qualify(self, worker_id: str, answers: dict[str, str]) -> bool:
+        """Answers to the qualification items, by gold id; True if admitted."""
+
+    def heartbeat(self, worker_id: str) -> bool:
+        """Still here; False if the pool no longer knows this worker."""
+
+    def answer(self, worker_id: str, task_id: str, tag: str) -> AnswerOutcome:
+        """An answer to an assignment."""
+
+    def leave(self, worker_id: str) -> None:
+        """Leave the pool."""
 
 
 class CrowdAdapter(ABC):
     @abstractmethod
-    async def start(self, events: CrowdEvents) -> None:
-        """Connect; report workers as they join."""
+    def start(self, desk: WorkerDesk) -> None:
+        """Connect; workers reach the pool through ``desk``."""
 
     @abstractmethod
-    def offer(self, worker_id: str, task: Task) -> None:
-        """Show ``task`` to ``worker_id``; the answer comes back through ``events``."""
+    def recruit(self, count: int) -> None:
+        """Look for ``count`` more workers (they arrive later, through ``desk.join``)."""
 
     @abstractmethod
-    async def stop(self) -> None:
-        """Disconnect; pending answers are dropped."""
+    def offer(self, worker_id: str, task: PoolTask) -> None:
+        """Show ``task`` to ``worker_id``."""
+
+    @abstractmethod
+    def terminate(self, worker_id: str, task_id: str) -> None:
+        """Another worker finished ``task_id`` first: stop working on it (it is paid)."""
+
+    @abstractmethod
+    def release(self, worker_id: str) -> None:
+        """The worker is dismissed from the pool (thank them; their work is paid)."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Disconnect; nothing more reaches the desk."""
 
 
-@dataclass(frozen=True)
-class SimulatedWorker:
-    worker_id: str
-    median_latency_s: float
-    spread: float  #: sigma of the log-normal latency
-    accuracy: float
+def _truth_and_tags(payload: Any) -> tuple[str | None, list[str]]:
+    return getattr(payload, "truth", None), list(getattr(payload, "tags", []))
 
-    def answer(self, task: Task, rng: random.Random) -> str:
-        """The true tag with probability ``accuracy``, else another tag at random."""
-        if task.truth is None or task.truth not in task.tags:
-            return NA_TAG
-        if rng.random() < self.accuracy:
-            return task.truth
-        return rng.choice([tag for tag in task.tags if tag != task.truth])
 
-    def latency(self, rng: random.Random) -> float:
-        return self.median_latency_s * math.exp(rng.gauss(0.0, self.spread))
+@dataclass
+class _Member:
+    worker: SimulatedWorker
+    pending: Handle | None = None  #: the answer being "typed"
+    heartbeat: Handle | None = None
+    vanish_at: float = math.inf
+    gone: bool = False
+    extra: list[Handle] = field(default_factory=list)
 
 
 class SimulatedCrowd(CrowdAdapter):
-    """A population of simulated workers whose clock runs ``speed`` times faster."""
+    """Workers drawn from a :class:`PopulationModel`, acting on a :class:`Clock`."""
 
     def __init__(
         self,
+        model: PopulationModel,
+        clock: Clock,
         *,
-        size: int,
-        latency_median_s: float,
-        latency_spread: float,
-        accuracy_min: float,
-        accuracy_max: float,
-        speed: float,
-        seed: int,
+        seed: int = 0,
+        heartbeat_s: float = 15.0,
+        prefix: str = "sim",
+        one_task: bool = False,
     ) -> None:
+        """``one_task``: each worker leaves after one answer, as on an open
+        marketplace without a retainer pool (CLAMShell's Base-NR)."""
+        self.model = model
+        self.one_task = one_task
+        self.clock = clock
+        self.heartbeat_s = heartbeat_s
         self._rng = random.Random(seed)
-        self.speed = speed
-        # Each worker's median and spread vary around the population's, as in real
-        # crowds, where a few slow or erratic workers make the tail.
-        self.workers = {
-            f"sim-{i}": SimulatedWorker(
-                worker_id=f"sim-{i}",
-                median_latency_s=latency_median_s * math.exp(self._rng.gauss(0.0, 0.5)),
-                spread=latency_spread * self._rng.uniform(0.5, 1.5),
-                accuracy=self._rng.uniform(accuracy_min, accuracy_max),
+        self._prefix = prefix
+        self._next = 0
+        self._desk: WorkerDesk | None = None
+        self.members: dict[str, _Member] = {}
+
+    def start(self, desk: WorkerDesk) -> None:
+        self._desk = desk
+
+    def recruit(self, count: int) -> None:
+        for _ in range(count):
+            self.clock.call_later(self.model.recruit_latency(self._rng), self._arrive)
+
+    def _arrive(self) -> None:
+        if self._desk is None:
+            return
+        worker_id = f"{self._prefix}-{self._next}"
+        self._next += 1
+        member = _Member(self.model.draw(worker_id, self._rng))
+        member.vanish_at = self.clock.now() + self.model.vanish_after(self._rng)
+        self.members[worker_id] = member
+        gold = self._desk.join(worker_id)
+        self._beat(worker_id)
+        if gold:
+            answers = {g.gold_id: self._pick(member, g.truth, g.tags) for g in gold}
+            seconds = sum(member.worker.latency(self._rng) for _ in gold)
+            member.extra.append(
+                self.clock.call_later(seconds, lambda: self._qualify(worker_id, answers))
             )
-            for i in range(size)
-        }
-        self._events: CrowdEvents | None = None
-        self._timers: set[asyncio.TimerHandle] = set()
 
-    @classmethod
-    def from_params(cls, params: AnnotatorParams) -> SimulatedCrowd:
-        """The simulated crowd a topology's annotator parameters describe."""
-        return cls(
-            size=params.pool_size,
-            latency_median_s=params.latency_median_s,
-            latency_spread=params.latency_spread,
-            accuracy_min=params.accuracy_min,
-            accuracy_max=params.accuracy_max,
-            speed=params.speed,
-            seed=params.seed,
-        )
+    def _qualify(self, worker_id: str, answers: dict[str, str]) -> None:
+        member = self.members.get(worker_id)
+        if member is None or member.gone or self._desk is None:
+            return
+        if not self._desk.qualify(worker_id, answers):
+            self._drop(worker_id)
 
-    async def start(self, events: CrowdEvents) -> None:
-        self._events = events
-        for worker_id in self.workers:
-            events.joined(worker_id)
+    def _beat(self, worker_id: str) -> None:
+        member = self.members.get(worker_id)
+        if member is None or member.gone or self._desk is None:
+            return
+        if self.clock.now() >= member.vanish_at:
+            self._drop(worker_id)  # silently: the pool notices the missing heartbeats
+            return
+        if not self._desk.heartbeat(worker_id):
+            self._drop(worker_id)
+            return
+        member.heartbeat = self.clock.call_later(self.heartbeat_s, lambda: self._beat(worker_id))
 
-    def offer(self, worker_id: str, task: Task) -> None:
-        worker = self.workers[worker_id]
-        simulated_s = worker.latency(self._rng)
-        tag = worker.answer(task, self._rng)
-        loop = asyncio.get_running_loop()
-        handle: asyncio.TimerHandle
+    def _pick(self, member: _Member, truth: str | None, tags: list[str]) -> str:
+        answer = member.worker.answer(truth, tags, self._rng)
+        return NA_TAG if answer is None else answer
+
+    def offer(self, worker_id: str, task: PoolTask) -> None:
+        member = self.members.get(worker_id)
+        if member is None or member.gone:
+            return
+        truth, tags = _truth_and_tags(task.payload)
+        tag = self._pick(member, truth, tags)
+        seconds = member.worker.latency(self._rng, task.size)
+        if self.clock.now() + seconds >= member.vanish_at:
+            return  # vanishes before answering
+        desk = self._desk
 
         def deliver() -> None:
-            self._timers.discard(handle)
-            if self._events is not None:
-                self._events.answered(worker_id, task.task_id, tag, simulated_s)
+            member.pending = None
+            if desk is not None and not member.gone:
+                desk.answer(worker_id, task.task_id, tag)
+                if self.one_task:
+                    self._drop(worker_id)
+                    desk.leave(worker_id)
 
-        handle = loop.call_later(simulated_s / self.speed, deliver)
-        self._timers.add(handle)
+        member.pending = self.clock.call_later(seconds, deliver)
 
-    async def stop(self) -> None:
-        for handle in self._timers:
-            handle.cancel()
-        self._timers.clear()
-        self._events = None
+    def terminate(self, worker_id: str, task_id: str) -> None:
+        member = self.members.get(worker_id)
+        if member is not None and member.pending is not None:
+            member.pending.cancel()
+            member.pending = None
+
+    def release(self, worker_id: str) -> None:
+        self._drop(worker_id)
+
+    def _drop(self, worker_id: str) -> None:
+        member = self.members.pop(worker_id, None)
+        if member is None:
+            return
+        member.gone = True
+        for handle in (member.pending, member.heartbeat, *member.extra):
+            if handle is not None:
+                handle.cancel()
+
+    def stop(self) -> None:
+        for worker_id in list(self.members):
+            self._drop(worker_id)
+        self._desk = None

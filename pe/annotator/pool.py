@@ -1,89 +1,462 @@
-"""The retainer pool and its task queue: which worker does which task next.
+"""The CLAMShell retainer pool: workers, tasks, scheduling, mitigation, maintenance.
 
-Pure logic (no I/O, no clock). Each task needs ``answers_per_task`` answers from
-distinct workers; a worker holds at most one task at a time. The CLAMShell pool
-(straggler mitigation, pool maintenance) extends this class.
+Pure logic: no I/O and no clock (every call takes ``now``). Calls change the state
+and queue *effects* (offer a task, terminate or release a worker, recruit, a task or
+batch finished) that the caller drains with :meth:`RetainerPool.drain` and carries
+out; :mod:`pe.annotator.lifeguard` does that for live and simulated crowds alike.
+
+Rules (CLAMShell, sections 3-4):
+
+- A worker joins, passes a qualification (``qualification`` gold items right) and is
+  then *available* or *working* on exactly one assignment. A worker whose last
+  heartbeat is older than ``heartbeat_timeout_s`` has vanished: removed, and their
+  assignment returns to the queue unpaid.
+- The pool keeps ``target_size`` workers (plus one per worker marked for release) by
+  asking for recruits in the background.
+- Scheduler: unassigned tasks go to available workers at once, oldest first. In
+  ``batch`` mode only the oldest unfinished batch is assignable; in ``stream`` mode
+  every task is.
+- Straggler mitigation: an available worker with no unassigned task left gets a
+  duplicate of a random active task they have not held. A task needs ``votes``
+  answers from distinct workers and stays active until it has them; mitigation adds
+  one worker beyond those still needed, never more. When a task has its answers, the
+  other assignments are terminated, paid, and their workers reassigned.
+- Pool maintenance: after each assignment ends, a worker whose latency per label is
+  significantly above the rule's threshold (:class:`MaintenanceRule`) is marked; a
+  replacement is recruited, and the slowest marked worker is released when a new
+  worker becomes available, so the pool never waits for recruitment.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import random
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from channels.records import Answer, Task
+from pe.annotator.costs import CostLedger
+from pe.annotator.latency import MaintenanceRule, WorkerLatency
 
-__all__ = ["PendingTask", "RetainerPool"]
+__all__ = [
+    "AnswerOutcome",
+    "BatchDone",
+    "Effect",
+    "Finished",
+    "Left",
+    "Offer",
+    "PoolConfig",
+    "PoolTask",
+    "PoolWorker",
+    "Recruit",
+    "Release",
+    "RetainerPool",
+    "Terminate",
+    "Vote",
+]
+
+Mode = Literal["stream", "batch"]
+AnswerOutcome = Literal["vote", "terminated", "rejected"]
+#: How many terminated assignments per worker are remembered to tell a late answer
+#: (paid, not a vote) from one that was never theirs.
+_TERMINATED_MEMORY = 64
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    target_size: int
+    votes: int = 1  #: answers each task needs (quality-control redundancy)
+    mitigation: bool = True
+    mode: Mode = "stream"
+    heartbeat_timeout_s: float = 60.0
+    qualification: int = 0  #: gold items a new worker must answer right
+    maintenance: MaintenanceRule | None = None
+    pay_per_minute: float = 0.05
+    pay_per_record: float = 0.02
+
+
+@dataclass(frozen=True)
+class Vote:
+    worker_id: str
+    tag: str
+    seconds: float  #: the assignment's latency
 
 
 @dataclass
-class PendingTask:
-    task: Task
-    answers: list[Answer] = field(default_factory=list)
-    active: set[str] = field(default_factory=set)  #: workers holding it now
-    seen: set[str] = field(default_factory=set)  #: workers who ever held it
+class PoolTask:
+    task_id: str
+    payload: Any
+    submitted: float
+    votes: int
+    size: int = 1  #: records in the task (latency and pay are per record)
+    batch: str | None = None
+    job: str = "pool"
+    answers: list[Vote] = field(default_factory=list)
+    active: dict[str, float] = field(default_factory=dict)  #: worker -> assignment start
+    seen: set[str] = field(default_factory=set)
+
+    @property
+    def open_slots(self) -> int:
+        """Assignments still to make before counting duplicates."""
+        return self.votes - len(self.answers) - len(self.active)
+
+
+@dataclass
+class PoolWorker:
+    worker_id: str
+    joined: float
+    last_seen: float
+    qualified: bool
+    task_id: str | None = None
+    available_since: float | None = None
+    marked: bool = False  #: slow: released when a replacement is available
+    latency: WorkerLatency = field(default_factory=WorkerLatency)
+    terminated: deque[str] = field(default_factory=lambda: deque(maxlen=_TERMINATED_MEMORY))
+
+
+@dataclass(frozen=True)
+class Offer:
+    worker_id: str
+    task: PoolTask
+    duplicate: bool  #: a straggler-mitigation copy of an active task
+
+
+@dataclass(frozen=True)
+class Terminate:
+    worker_id: str
+    task_id: str
+
+
+@dataclass(frozen=True)
+class Release:
+    worker_id: str
+
+
+@dataclass(frozen=True)
+class Left:
+    worker_id: str
+    reason: Literal["left", "vanished", "failed_qualification"]
+
+
+@dataclass(frozen=True)
+class Recruit:
+    count: int
+
+
+@dataclass(frozen=True)
+class Finished:
+    task: PoolTask
+    seconds: float  #: from submission to the last needed answer
+
+
+@dataclass(frozen=True)
+class BatchDone:
+    batch: str
+    seconds: float  #: from the batch's first submission to its last task finished
+    tasks: int
+
+
+Effect = Offer | Terminate | Release | Left | Recruit | Finished | BatchDone
+
+
+@dataclass
+class _Batch:
+    submitted: float
+    left: int
+    tasks: int
 
 
 class RetainerPool:
-    def __init__(self, answers_per_task: int) -> None:
-        self.answers_per_task = answers_per_task
-        self.workers: dict[str, str | None] = {}  #: worker id -> task id held, or None
-        self.tasks: OrderedDict[str, PendingTask] = OrderedDict()  #: FIFO by arrival
+    def __init__(self, config: PoolConfig, rng: random.Random | None = None) -> None:
+        if config.votes < 1 or config.target_size < 1:
+            raise ValueError("votes and target_size must be at least 1")
+        self.config = config
+        self.workers: dict[str, PoolWorker] = {}
+        self.tasks: OrderedDict[str, PoolTask] = OrderedDict()  #: by submission
+        self.recruiting = 0  #: recruits asked for and not arrived
+        self.ledger = CostLedger(config.pay_per_minute, config.pay_per_record)
+        self.counts = {"duplicates": 0, "terminations": 0, "releases": 0, "recruited": 0}
+        self._batches: OrderedDict[str, _Batch] = OrderedDict()
+        self._effects: list[Effect] = []
+        self._rng = rng or random.Random(0)
+
+    # -- views --------------------------------------------------------------------
 
     @property
     def available(self) -> list[str]:
-        return [w for w, held in self.workers.items() if held is None]
+        return [w.worker_id for w in self.workers.values() if w.qualified and w.task_id is None]
 
     @property
     def working(self) -> int:
-        return sum(held is not None for held in self.workers.values())
+        return sum(w.task_id is not None for w in self.workers.values())
+
+    @property
+    def qualifying(self) -> int:
+        return sum(not w.qualified for w in self.workers.values())
 
     @property
     def waiting(self) -> int:
-        """Tasks that still need a worker to be assigned."""
-        return sum(1 for p in self.tasks.values() if self._open_slots(p) > 0)
+        """Tasks that still need a worker assigned."""
+        return sum(1 for t in self.tasks.values() if t.open_slots > 0)
 
-    def add_worker(self, worker_id: str) -> None:
-        self.workers.setdefault(worker_id, None)
+    def drain(self) -> list[Effect]:
+        """The effects queued since the last call, in order."""
+        effects, self._effects = self._effects, []
+        return effects
 
-    def remove_worker(self, worker_id: str) -> None:
-        """A worker left or vanished; their task goes back to the queue."""
-        held = self.workers.pop(worker_id, None)
-        if held is not None and held in self.tasks:
-            self.tasks[held].active.discard(worker_id)
+    # -- workers ------------------------------------------------------------------
 
-    def enqueue(self, task: Task) -> bool:
-        """Add a task; a task id already queued is ignored (returns False)."""
-        if task.task_id in self.tasks:
+    def join(self, worker_id: str, now: float) -> None:
+        """A worker arrives (a recruit, or anyone the platform sends)."""
+        if worker_id in self.workers:
+            self.heartbeat(worker_id, now)
+            return
+        if self.recruiting:
+            self.recruiting -= 1
+        self.counts["recruited"] += 1
+        needs_test = self.config.qualification > 0
+        self.workers[worker_id] = PoolWorker(worker_id, now, now, qualified=not needs_test)
+        if not needs_test:
+            self._became_available(self.workers[worker_id], now)
+        self._schedule(now)
+
+    def qualify(self, worker_id: str, correct: int, now: float) -> bool:
+        """Record a qualification result: ``correct`` gold items answered right."""
+        worker = self.workers.get(worker_id)
+        if worker is None or worker.qualified:
+            return worker is not None
+        if correct < self.config.qualification:
+            del self.workers[worker_id]
+            self._effects.append(Left(worker_id, "failed_qualification"))
+            self._recruit()
             return False
-        self.tasks[task.task_id] = PendingTask(task)
+        worker.qualified = True
+        worker.last_seen = now
+        self._became_available(worker, now)
+        self._schedule(now)
         return True
 
-    def assign(self) -> list[tuple[str, Task]]:
-        """Give every available worker the oldest task they have not seen that needs one."""
-        assignments = []
-        for worker in self.available:
-            for pending in self.tasks.values():
-                if self._open_slots(pending) > 0 and worker not in pending.seen:
-                    pending.active.add(worker)
-                    pending.seen.add(worker)
-                    self.workers[worker] = pending.task.task_id
-                    assignments.append((worker, pending.task))
-                    break
-        return assignments
+    def heartbeat(self, worker_id: str, now: float) -> bool:
+        worker = self.workers.get(worker_id)
+        if worker is not None:
+            worker.last_seen = max(worker.last_seen, now)
+        return worker is not None
 
-    def complete(self, answer: Answer) -> PendingTask | None:
-        """Record an answer; return the task once it has all its answers."""
-        if self.workers.get(answer.worker_id) == answer.task_id:
-            self.workers[answer.worker_id] = None
-        pending = self.tasks.get(answer.task_id)
-        if pending is None or answer.worker_id not in pending.active:
-            return None  # a late answer for a task no longer held: not a vote
-        pending.active.discard(answer.worker_id)
-        pending.answers.append(answer)
-        if len(pending.answers) >= self.answers_per_task:
-            del self.tasks[answer.task_id]
-            return pending
-        return None
+    def leave(self, worker_id: str, now: float) -> None:
+        self._remove(worker_id, now, "left")
+        self._schedule(now)
 
-    def _open_slots(self, pending: PendingTask) -> int:
-        return self.answers_per_task - len(pending.answers) - len(pending.active)
+    def expire(self, now: float) -> list[str]:
+        """Remove workers silent for longer than the heartbeat timeout."""
+        cutoff = now - self.config.heartbeat_timeout_s
+        gone = [w.worker_id for w in self.workers.values() if w.last_seen < cutoff]
+        for worker_id in gone:
+            self._remove(worker_id, now, "vanished")
+        if gone:
+            self._schedule(now)
+        return gone
+
+    def release(self, worker_id: str, now: float) -> None:
+        """Dismiss a worker (maintenance, or an operator); their current work is paid."""
+        self._release(worker_id, now)
+        self._schedule(now)
+
+    # -- tasks --------------------------------------------------------------------
+
+    def submit(
+        self,
+        task_id: str,
+        payload: Any,
+        now: float,
+        *,
+        size: int = 1,
+        votes: int | None = None,
+        batch: str | None = None,
+        job: str = "pool",
+    ) -> bool:
+        """Queue a task; an id already queued is ignored (returns False)."""
+        if task_id in self.tasks:
+            return False
+        task = PoolTask(
+            task_id, payload, now, votes or self.config.votes, size=size, batch=batch, job=job
+        )
+        self.tasks[task_id] = task
+        if batch is not None:
+            state = self._batches.setdefault(batch, _Batch(now, 0, 0))
+            state.left += 1
+            state.tasks += 1
+        self._schedule(now)
+        return True
+
+    def answer(self, worker_id: str, task_id: str, tag: str, now: float) -> AnswerOutcome:
+        """A worker's answer: a vote if the assignment is theirs and still open."""
+        worker = self.workers.get(worker_id)
+        if worker is None:
+            return "rejected"
+        worker.last_seen = max(worker.last_seen, now)
+        if worker.task_id != task_id:
+            return "terminated" if task_id in worker.terminated else "rejected"
+        task = self.tasks[task_id]
+        started = task.active.pop(worker_id)
+        seconds = now - started
+        task.answers.append(Vote(worker_id, tag, seconds))
+        worker.latency.record_completed(seconds / task.size)
+        self.ledger.work(task.job, task.size)
+        worker.task_id = None
+        self._became_available(worker, now)
+        if len(task.answers) >= task.votes:
+            self._finish(task, worker, now)
+        self._maintain(worker, now)
+        self._schedule(now)
+        return "vote"
+
+    # -- reporting ----------------------------------------------------------------
+
+    def costs(self, now: float) -> dict[str, object]:
+        """The ledger's report, with waiting time up to ``now`` paid."""
+        for worker in self.workers.values():
+            self._settle_wait(worker, now)
+            if worker.qualified and worker.task_id is None:
+                worker.available_since = now
+        return self.ledger.report()
+
+    def mean_pool_latency(self) -> float | None:
+        """Mean per-label latency of the current workers' completed tasks (MPL)."""
+        values = [x for w in self.workers.values() for x in w.latency.completed]
+        return sum(values) / len(values) if values else None
+
+    # -- internals ----------------------------------------------------------------
+
+    def _became_available(self, worker: PoolWorker, now: float) -> None:
+        worker.available_since = now
+
+    def _release(self, worker_id: str, now: float) -> None:
+        worker = self.workers.get(worker_id)
+        if worker is None:
+            return
+        if worker.task_id is not None:
+            self._terminate(worker, self.tasks[worker.task_id], now, finisher=None)
+        self._settle_wait(worker, now)
+        del self.workers[worker_id]
+        self.counts["releases"] += 1
+        self._effects.append(Release(worker_id))
+        self._recruit()
+
+    def _release_replaced(self, now: float) -> None:
+        """Release marked workers, slowest first, once others fill the target size."""
+        rule = self.config.maintenance
+        use_termest, alpha = (rule.use_termest, rule.alpha) if rule else (False, 1.0)
+
+        def mean(w: PoolWorker) -> float:
+            estimate = w.latency.estimate(use_termest=use_termest, alpha=alpha)
+            return estimate.mean if estimate else 0.0
+
+        marked = sorted((w for w in self.workers.values() if w.marked), key=mean, reverse=True)
+        replacements = sum(w.qualified and not w.marked for w in self.workers.values())
+        for worker in marked[: max(replacements - self.config.target_size + len(marked), 0)]:
+            self._release(worker.worker_id, now)
+
+    def _settle_wait(self, worker: PoolWorker, now: float) -> None:
+        if worker.available_since is not None:
+            self.ledger.wait(now - worker.available_since)
+            worker.available_since = None
+
+    def _assign(self, worker: PoolWorker, task: PoolTask, now: float, duplicate: bool) -> None:
+        self._settle_wait(worker, now)
+        task.active[worker.worker_id] = now
+        task.seen.add(worker.worker_id)
+        worker.task_id = task.task_id
+        if duplicate:
+            self.counts["duplicates"] += 1
+        self._effects.append(Offer(worker.worker_id, task, duplicate))
+
+    def _assignable(self) -> list[PoolTask]:
+        if self.config.mode == "batch" and self._batches:
+            current = next(iter(self._batches))
+            return [t for t in self.tasks.values() if t.batch in (current, None)]
+        return list(self.tasks.values())
+
+    def _schedule(self, now: float) -> None:
+        self._release_replaced(now)
+        idle = sorted(
+            (w for w in self.workers.values() if w.qualified and w.task_id is None),
+            key=lambda w: w.available_since or 0.0,
+        )
+        if not idle or not self.tasks:
+            return
+        tasks = self._assignable()
+        for worker in idle:
+            task = next(
+                (t for t in tasks if t.open_slots > 0 and worker.worker_id not in t.seen), None
+            )
+            if task is not None:
+                self._assign(worker, task, now, duplicate=False)
+                continue
+            if not self.config.mitigation:
+                continue
+            # Straggler mitigation: one extra worker per task at a time, random task.
+            candidates = [
+                t
+                for t in tasks
+                if t.open_slots == 0 and t.active and worker.worker_id not in t.seen
+            ]
+            if candidates:
+                self._assign(worker, self._rng.choice(candidates), now, duplicate=True)
+
+    def _finish(self, task: PoolTask, finisher: PoolWorker, now: float) -> None:
+        for worker_id in list(task.active):
+            self._terminate(self.workers[worker_id], task, now, finisher=finisher)
+        del self.tasks[task.task_id]
+        self._effects.append(Finished(task, now - task.submitted))
+        if task.batch is not None:
+            state = self._batches[task.batch]
+            state.left -= 1
+            if state.left == 0:
+                del self._batches[task.batch]
+                self._effects.append(BatchDone(task.batch, now - state.submitted, state.tasks))
+
+    def _terminate(
+        self, worker: PoolWorker, task: PoolTask, now: float, finisher: PoolWorker | None
+    ) -> None:
+        """End ``worker``'s assignment of ``task``; the work is paid all the same."""
+        task.active.pop(worker.worker_id, None)
+        worker.task_id = None
+        worker.terminated.append(task.task_id)
+        self.ledger.work(task.job, task.size, terminated=True)
+        self.counts["terminations"] += 1
+        self._effects.append(Terminate(worker.worker_id, task.task_id))
+        if finisher is not None:
+            # TermEst needs who beat this worker, and how fast they usually are.
+            worker.latency.record_terminated(finisher.latency.mean_completed or 0.0)
+            self._became_available(worker, now)
+            self._maintain(worker, now)
+
+    def _maintain(self, worker: PoolWorker, now: float) -> None:
+        rule = self.config.maintenance
+        if rule is None or worker.marked or worker.worker_id not in self.workers:
+            return
+        if rule.is_slow(worker.latency):
+            worker.marked = True
+            self._recruit()
+
+    def _recruit(self) -> None:
+        marked = sum(w.marked for w in self.workers.values())
+        unmarked = len(self.workers) - marked
+        deficit = self.config.target_size - unmarked - self.recruiting
+        if deficit > 0:
+            self.recruiting += deficit
+            self._effects.append(Recruit(deficit))
+
+    def _remove(self, worker_id: str, now: float, reason: Literal["left", "vanished"]) -> None:
+        worker = self.workers.pop(worker_id, None)
+        if worker is None:
+            return
+        if worker.task_id is not None and worker.task_id in self.tasks:
+            # Unfinished work returns to the queue, unpaid.
+            self.tasks[worker.task_id].active.pop(worker_id, None)
+        self._settle_wait(worker, now)
+        self._effects.append(Left(worker_id, reason))
+        self._recruit()
+
+    def fill(self) -> None:
+        """Ask for recruits up to the target size (at start, and after a config change)."""
+        self._recruit()

@@ -51,6 +51,9 @@ class Metrics:
     crowd_answer_seconds: Histogram
     crowd_queue: Gauge
     pool_workers: Gauge
+    crowd_task_seconds: Histogram
+    pool_events: Counter
+    crowd_cost: Gauge
     model_version: Gauge
     model_auc: Gauge
     models_trained: Counter
@@ -117,7 +120,28 @@ class Metrics:
                 CROWD_BUCKETS,
             ),
             crowd_queue=gauge("crowd_queue", "Crowd tasks waiting for a worker.", []),
-            pool_workers=gauge("pool_workers", "Workers in the retainer pool.", ["state"]),
+            pool_workers=gauge(
+                "pool_workers",
+                "Workers in the retainer pool (qualifying, available, working).",
+                ["state"],
+            ),
+            crowd_task_seconds=histogram(
+                "crowd_task_seconds",
+                "Time from a crowd task's arrival in the pool to its last needed answer.",
+                [],
+                CROWD_BUCKETS,
+            ),
+            pool_events=counter(
+                "pool_events",
+                "Retainer pool events: duplicates (straggler mitigation), terminations, "
+                "releases (pool maintenance), recruits asked for, departures.",
+                ["event"],
+            ),
+            crowd_cost=gauge(
+                "crowd_cost",
+                "Crowd pay so far (waiting per minute, work per record).",
+                ["kind"],
+            ),
             model_version=gauge("model_version", "Active model version.", ["classifier"]),
             model_auc=gauge("model_auc", "Held-out AUC of the active model.", ["classifier"]),
             models_trained=counter(

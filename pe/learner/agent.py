@@ -40,7 +40,7 @@ def register(ctx: PipelineContext) -> None:
                 c=params.c,
                 lr=params.river_lr,
             ),
-            passive_share=1.0 - ctx.params.taskgen.active_fraction,
+            passive_share=ctx.params.taskgen.passive_share,
         )
         for spec in ctx.classifiers
     }

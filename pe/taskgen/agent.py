@@ -40,6 +40,7 @@ def _scorer(book: ModelBook, classifier: str) -> Scorer | None:
 
 def register(ctx: PipelineContext) -> None:
     params = ctx.params.taskgen
+    pool_size = ctx.params.annotator.pool_size
     n_features = ctx.params.features.n_features
     book = model_book(ctx)
     rng = random.Random(params.seed)
@@ -47,6 +48,7 @@ def register(ctx: PipelineContext) -> None:
         spec.name: ClassifierSampler(
             buffer_size=params.buffer_size,
             active_fraction=params.active_fraction,
+            strategy=params.strategy,
             uncertainty_sample=params.uncertainty_sample,
             label_budget=params.label_budget,
             near_dup_bits=params.near_dup_bits,
@@ -110,7 +112,9 @@ def register(ctx: PipelineContext) -> None:
         for spec in ctx.classifiers:
             sampler, bucket = samplers[spec.name], buckets[spec.name]
             skipped = sampler.near_duplicates
-            picks = sampler.select(bucket.available(time.monotonic()), _scorer(book, spec.name))
+            # A round is one task per pool worker (CLAMShell's p), within the cap.
+            round_size = min(bucket.available(time.monotonic()), pool_size)
+            picks = sampler.select(round_size, _scorer(book, spec.name))
             bucket.take(len(picks))
             ctx.metrics.near_duplicates.labels(ctx.pipeline, spec.name).inc(
                 sampler.near_duplicates - skipped

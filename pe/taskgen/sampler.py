@@ -16,6 +16,7 @@ from pe.features.simhash import SignatureSet
 __all__ = ["Candidate", "ClassifierSampler", "TokenBucket"]
 
 Kind = Literal["active", "passive"]
+Strategy = Literal["hybrid", "active", "passive"]
 #: Scores candidates: the probability of the most likely tag for each, in order.
 Scorer = Callable[[Sequence["Candidate"]], Sequence[float]]
 
@@ -57,6 +58,7 @@ class ClassifierSampler:
         buffer_size: int,
         active_fraction: float,
         uncertainty_sample: int,
+        strategy: Strategy = "hybrid",
         label_budget: int,
         near_dup_bits: int,
         near_dup_memory: int,
@@ -64,6 +66,7 @@ class ClassifierSampler:
     ) -> None:
         self.buffer: deque[Candidate] = deque(maxlen=buffer_size)
         self.active_fraction = active_fraction
+        self.strategy = strategy
         self.uncertainty_sample = uncertainty_sample
         self.label_budget = label_budget
         self.near_dup_bits = near_dup_bits
@@ -88,9 +91,13 @@ class ClassifierSampler:
             self.signatures.add(sig)
 
     def select(self, n: int, scorer: Scorer | None) -> list[tuple[Candidate, Kind]]:
-        """Pick up to ``n`` items: ``active_fraction`` by uncertainty, the rest at random.
+        """Pick up to ``n`` items (a round: the pool size p, within the rate cap).
 
-        Without a model (``scorer`` is None) every pick is random. Candidates are
+        ``hybrid``: k = ``active_fraction`` * n by uncertainty, n - k at random;
+        ``active``: only the k; ``passive``: n at random. Without a model (``scorer``
+        is None) every strategy picks at random, which gives active learning its
+        seed set. Uncertainty is scored over a random sample of the buffer, so
+        selection costs the same however large the buffer is. Candidates are
         checked for near-duplicates of issued items only as they are examined (a
         check against every issued signature is the costly part), and those found
         are dropped from the buffer, as are the picks and items issued elsewhere.
@@ -101,7 +108,11 @@ class ClassifierSampler:
         pool = [c for c in self.buffer if c.item_id not in self.issued]
         picked: list[tuple[Candidate, Kind]] = []
         dropped: set[str] = set()
-        n_active = round(n * self.active_fraction) if scorer is not None else 0
+        n_active = 0
+        if scorer is not None and self.strategy != "passive":
+            n_active = round(n * self.active_fraction)
+            if self.strategy == "active":
+                n = n_active
         if n_active and pool:
             sample = self._rng.sample(pool, min(self.uncertainty_sample, len(pool)))
             confidence = scorer(sample)  # type: ignore[misc]  # checked above

@@ -124,3 +124,36 @@ def test_token_bucket_caps_the_rate() -> None:
     bucket.take(4)
     assert bucket.available(0.5) == 1
     assert bucket.available(100.0) == 4  # never more than the burst
+
+
+def _uncertain_first(candidates: Sequence[Candidate]) -> list[float]:
+    # Lower item numbers are less confident.
+    return [0.5 + int(c.item_id[1:]) / 100 for c in candidates]
+
+
+def test_hybrid_picks_k_by_uncertainty_and_the_rest_at_random() -> None:
+    sampler = _sampler(active_fraction=0.25, strategy="hybrid")
+    for i in range(40):
+        sampler.offer(_candidate(i))
+    picked = sampler.select(8, _uncertain_first)  # a round for a pool of 8
+    active = [c.item_id for c, kind in picked if kind == "active"]
+    assert active == ["i0", "i1"]  # k = 0.25 * 8, the least confident
+    assert sum(kind == "passive" for _, kind in picked) == 6
+
+
+def test_active_only_picks_only_k_and_passive_only_none_by_uncertainty() -> None:
+    active = _sampler(active_fraction=0.25, strategy="active")
+    passive = _sampler(active_fraction=0.25, strategy="passive")
+    for i in range(40):
+        active.offer(_candidate(i))
+        passive.offer(_candidate(i))
+    assert [(c.item_id, k) for c, k in active.select(8, _uncertain_first)] == [
+        ("i0", "active"),
+        ("i1", "active"),
+    ]
+    assert [k for _, k in passive.select(8, _uncertain_first)] == ["passive"] * 8
+    # before the first model, active learning takes a random seed set
+    seed = _sampler(strategy="active")
+    for i in range(10):
+        seed.offer(_candidate(i))
+    assert [k for _, k in seed.select(4, None)] == ["passive"] * 4

@@ -1,0 +1,160 @@
+"""The pool service: a retainer pool driven by a clock and a crowd platform.
+
+Named after CLAMShell's LifeGuard, which schedules a batch's tasks on the pool. It
+is the :class:`~pe.annotator.crowd.WorkerDesk` platforms call for their workers,
+carries out the pool's effects on the platform (offers, terminations, releases,
+recruitment), runs qualification with gold items, and checks heartbeats. Finished
+tasks and batches go to callbacks; every effect goes to an optional observer (the
+annotator's metrics).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+from pe.annotator.clock import Clock
+from pe.annotator.crowd import CrowdAdapter, GoldItem
+from pe.annotator.pool import (
+    AnswerOutcome,
+    BatchDone,
+    Effect,
+    Finished,
+    Offer,
+    Recruit,
+    Release,
+    RetainerPool,
+    Terminate,
+)
+
+__all__ = ["LifeGuard"]
+
+
+class LifeGuard:
+    def __init__(
+        self,
+        pool: RetainerPool,
+        clock: Clock,
+        *,
+        on_finished: Callable[[Finished], None],
+        on_batch: Callable[[BatchDone], None] | None = None,
+        observe: Callable[[Effect], None] | None = None,
+        gold: list[GoldItem] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        k = pool.config.qualification
+        if k and len(gold or []) < k:
+            raise ValueError(f"qualification needs at least {k} gold items")
+        self.pool = pool
+        self.clock = clock
+        self._on_finished = on_finished
+        self._on_batch = on_batch
+        self._observe = observe
+        self._gold = gold or []
+        self._rng = rng or random.Random(0)
+        self._quizzes: dict[str, dict[str, str]] = {}  #: worker -> gold id -> truth
+        self._crowd: CrowdAdapter | None = None
+
+    def start(self, crowd: CrowdAdapter) -> None:
+        """Connect ``crowd``, recruit the pool, and start checking heartbeats."""
+        self._crowd = crowd
+        crowd.start(self)
+        self.pool.fill()
+        self._flush()
+        self._check_heartbeats()
+
+    def stop(self) -> None:
+        if self._crowd is not None:
+            self._crowd.stop()
+            self._crowd = None
+
+    # -- the worker desk ----------------------------------------------------------
+
+    def join(self, worker_id: str) -> list[GoldItem]:
+        self.pool.join(worker_id, self.clock.now())
+        quiz: list[GoldItem] = []
+        if self.pool.config.qualification and worker_id not in self._quizzes:
+            quiz = self._rng.sample(self._gold, self.pool.config.qualification)
+            self._quizzes[worker_id] = {g.gold_id: g.truth for g in quiz}
+        self._flush()
+        return quiz
+
+    def qualify(self, worker_id: str, answers: dict[str, str]) -> bool:
+        quiz = self._quizzes.pop(worker_id, None)
+        if quiz is None:
+            return worker_id in self.pool.workers
+        correct = sum(answers.get(gold_id) == truth for gold_id, truth in quiz.items())
+        admitted = self.pool.qualify(worker_id, correct, self.clock.now())
+        self._flush()
+        return admitted
+
+    def heartbeat(self, worker_id: str) -> bool:
+        return self.pool.heartbeat(worker_id, self.clock.now())
+
+    def answer(self, worker_id: str, task_id: str, tag: str) -> AnswerOutcome:
+        outcome = self.pool.answer(worker_id, task_id, tag, self.clock.now())
+        self._flush()
+        return outcome
+
+    def leave(self, worker_id: str) -> None:
+        self._quizzes.pop(worker_id, None)
+        self.pool.leave(worker_id, self.clock.now())
+        self._flush()
+
+    # -- tasks --------------------------------------------------------------------
+
+    def submit(
+        self,
+        task_id: str,
+        payload: Any,
+        *,
+        size: int = 1,
+        votes: int | None = None,
+        batch: str | None = None,
+        job: str = "pool",
+    ) -> bool:
+        queued = self.pool.submit(
+            task_id, payload, self.clock.now(), size=size, votes=votes, batch=batch, job=job
+        )
+        self._flush()
+        return queued
+
+    # -- internals ----------------------------------------------------------------
+
+    def _check_heartbeats(self) -> None:
+        if self._crowd is None:
+            return
+        for worker_id in self.pool.expire(self.clock.now()):
+            self._quizzes.pop(worker_id, None)
+        self._flush()
+        self.clock.call_later(self.pool.config.heartbeat_timeout_s / 4, self._check_heartbeats)
+
+    def _flush(self) -> None:
+        # Effects can cause more (an answer delivered synchronously by a platform):
+        # drain until the pool is quiet.
+        while effects := self.pool.drain():
+            for effect in effects:
+                self._apply(effect)
+
+    def _apply(self, effect: Effect) -> None:
+        if self._observe is not None:
+            self._observe(effect)
+        crowd = self._crowd
+        if isinstance(effect, Offer):
+            if crowd is not None:
+                crowd.offer(effect.worker_id, effect.task)
+        elif isinstance(effect, Terminate):
+            if crowd is not None:
+                crowd.terminate(effect.worker_id, effect.task_id)
+        elif isinstance(effect, Release):
+            self._quizzes.pop(effect.worker_id, None)
+            if crowd is not None:
+                crowd.release(effect.worker_id)
+        elif isinstance(effect, Recruit):
+            if crowd is not None:
+                crowd.recruit(effect.count)
+        elif isinstance(effect, Finished):
+            self._on_finished(effect)
+        elif isinstance(effect, BatchDone) and self._on_batch is not None:
+            self._on_batch(effect)
