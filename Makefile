@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck check bench clean
+.PHONY: demo test lint typecheck check bench bench-clamshell clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ check: lint typecheck test
 ## Throughput and latency benchmark (not a test; JSON on stdout and in reports/).
 bench: $(STAMP)
 	$(BIN)/python bench/throughput.py
+
+## CLAMShell's experiments in simulation (not a test; JSON and a table; docs/clamshell.md).
+bench-clamshell: $(STAMP)
+	$(BIN)/python bench/clamshell.py
 
 clean:
 	rm -rf $(VENV) .crowdstream reports .pytest_cache .mypy_cache .ruff_cache
