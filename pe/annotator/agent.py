@@ -118,8 +118,6 @@ class Annotator:
         future = asyncio.ensure_future(self._emit(done))
         self._sending.add(future)
         future.add_done_callback(self._sending.discard)
-        if self.pool.waiting < self.params.max_queue:
-            self._room.set()
 
     def _observe(self, effect: Effect) -> None:
         m, p = self._ctx.metrics, self._ctx.pipeline
@@ -135,6 +133,9 @@ class Annotator:
             m.pool_events.labels(p, "release").inc()
         elif isinstance(effect, Recruit):
             m.pool_events.labels(p, "recruit").inc(effect.count)
+        # Any assignment can make room in the queue, not only a finished task.
+        if self.pool.waiting < self.params.max_queue:
+            self._room.set()
         self._gauges()
 
     async def _emit(self, done: Finished) -> None:
