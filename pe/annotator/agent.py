@@ -111,7 +111,8 @@ class Annotator:
         while self.pool.waiting >= self.params.max_queue:
             self._room.clear()
             await self._room.wait()
-        self.guard.submit(task.task_id, task)
+        # Each classifier's training is a job of the pool: its work is paid to it.
+        self.guard.submit(task.task_id, task, job=task.classifier)
         self._gauges()
 
     def _finished(self, done: Finished) -> None:
@@ -178,8 +179,9 @@ class Annotator:
         m.pool_workers.labels(p, "working").set(pool.working)
         m.pool_workers.labels(p, "available").set(len(pool.available))
         ledger = pool.ledger
-        m.crowd_cost.labels(p, "waiting").set(ledger.waiting_cost)
-        m.crowd_cost.labels(p, "work").set(ledger.work_cost)
+        m.crowd_cost.labels(p, "waiting", "pool").set(ledger.waiting_cost)
+        for job in ledger.records:
+            m.crowd_cost.labels(p, "work", job).set(ledger.job_cost(job))
 
 
 def make_crowd(ctx: PipelineContext, clock: LoopClock) -> CrowdAdapter:

@@ -139,8 +139,9 @@ class Metrics:
             ),
             crowd_cost=gauge(
                 "crowd_cost",
-                "Crowd pay so far (waiting per minute, work per record).",
-                ["kind"],
+                'Crowd pay so far: waiting (per minute, job="pool") and work (per '
+                "record, terminated work included) by job (the classifier the task was for).",
+                ["kind", "job"],
             ),
             model_version=gauge("model_version", "Active model version.", ["classifier"]),
             model_auc=gauge("model_auc", "Held-out AUC of the active model.", ["classifier"]),

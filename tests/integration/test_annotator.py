@@ -62,8 +62,14 @@ async def test_the_pool_labels_a_stream_with_straggler_mitigation(
     assert worker.metric("crowdstream_pool_events_total", event="duplicate") > 0
     assert worker.metric("crowdstream_pool_events_total", event="termination") > 0
     assert worker.metric("crowdstream_pool_events_total", event="recruit") >= 8
-    assert worker.metric("crowdstream_crowd_cost", kind="work") > 0
-    assert worker.metric("crowdstream_crowd_cost", kind="waiting") > 0
+    # work is paid per record to each classifier's job, waiting to the pool
+    cost = worker.metric("crowdstream_crowd_cost", kind="work")
+    per_job = [
+        worker.metric("crowdstream_crowd_cost", kind="work", job=job)
+        for job in ("aid_related", "request")
+    ]
+    assert all(c > 0 for c in per_job) and sum(per_job) == pytest.approx(cost)
+    assert worker.metric("crowdstream_crowd_cost", kind="waiting", job="pool") > 0
     assert worker.metric("crowdstream_crowd_task_seconds_count") == 2 * BUDGET
     # the labels reach the learner
     assert await wait_until(
