@@ -25,7 +25,7 @@ from channels.codec import DecodeError, decode
 from channels.records import ClassifiedItem, Label, ModelUpdate
 from pipelines.broker import EmbeddedBroker, free_port
 from pipelines.client import push_lines
-from pipelines.report import STREAM_TAIL, RunLog, percentiles, write_report
+from pipelines.report import STREAM_TAIL, RunLog, crowd_summary, percentiles, write_report
 from pipelines.sample import load_sample
 from pipelines.topology import load_topology
 
@@ -80,6 +80,8 @@ def run_demo(*, items: int, rate: float, reports_dir: Path) -> int:
         sample = load_sample(items)
         run = asyncio.run(_stream(broker.bootstrap, sample, rate))
         finished = time.time()
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as answer:
+            run.crowd = crowd_summary(answer.read().decode())
     finally:
         if worker is not None:
             _stop(worker)
@@ -221,4 +223,11 @@ def _print_summary(report: dict[str, Any], out_dir: Path) -> None:
             f"labels; held-out AUC {held.get('auc')}; last {STREAM_TAIL} items vs truth: "
             f"accuracy {tail['accuracy']}, AUC {tail['auc']}"
         )
+    crowd: dict[str, float] = report["crowd"]
+    print(
+        f"crowd pool: {crowd.get('duplicate', 0):.0f} duplicates (straggler mitigation), "
+        f"{crowd.get('termination', 0):.0f} terminations, {crowd.get('release', 0):.0f} "
+        f"releases (pool maintenance), {crowd.get('recruit', 0):.0f} recruits; pay "
+        f"{crowd.get('cost_waiting', 0):.2f} waiting + {crowd.get('cost_work', 0):.2f} work"
+    )
     print(f"report: {out_dir / 'report.json'}; plots: {out_dir}/auc_vs_labels.png, latency.png")

@@ -48,6 +48,28 @@ class RunLog:
     labels: dict[str, int] = field(default_factory=dict)  #: aggregated labels per classifier
     pushed: int = 0
     rejected: int = 0
+    crowd: dict[str, float] = field(default_factory=dict)  #: see crowd_summary
+
+
+def crowd_summary(exposition: str) -> dict[str, float]:
+    """The retainer pool's totals from a worker's Prometheus exposition: pool events
+    (duplicates, terminations, releases, recruits, ...) and cost by kind."""
+    summary: dict[str, float] = {}
+    for line in exposition.splitlines():
+        name, _, value = line.rpartition(" ")
+        for metric, key in (
+            ("crowdstream_pool_events_total{", "event"),
+            ("crowdstream_crowd_cost{", "kind"),
+        ):
+            if not name.startswith(metric):
+                continue
+            labels = dict(
+                pair.split("=", 1) for pair in name[len(metric) : -1].split(",") if "=" in pair
+            )
+            label = labels.get(key, '""').strip('"')
+            prefix = "cost_" if key == "kind" else ""
+            summary[prefix + label] = summary.get(prefix + label, 0.0) + float(value)
+    return {k: round(v, 4) for k, v in sorted(summary.items())}
 
 
 def stream_quality(
@@ -115,6 +137,7 @@ def write_report(
         "throughput_items_per_s": round(len(items) / span, 1) if span > 0 else None,
         "latency_s": percentiles(latencies),
         "classifiers": final,
+        "crowd": run.crowd,
         "models": [
             {
                 "classifier": m.classifier,

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from channels.records import ClassifiedItem, TagPrediction
-from pipelines.report import RunLog, percentiles, stream_quality, write_report
+from pipelines.report import RunLog, crowd_summary, percentiles, stream_quality, write_report
 
 
 def _item(i: int, tag: str | None, confidence: float | None, ts_out: float) -> ClassifiedItem:
@@ -50,3 +50,26 @@ def test_report_files(tmp_path: Path) -> None:
     assert saved["latency_s"]["max"] == pytest.approx(0.15)
     for plot in saved["plots"]:
         assert (tmp_path / plot).read_bytes().startswith(b"\x89PNG")
+
+
+def test_crowd_summary_reads_pool_events_and_costs_from_metrics() -> None:
+    exposition = "\n".join(
+        [
+            "# HELP crowdstream_pool_events_total Retainer pool events",
+            'crowdstream_pool_events_total{event="duplicate",pipeline="crisis"} 12.0',
+            'crowdstream_pool_events_total{event="termination",pipeline="crisis"} 11.0',
+            'crowdstream_pool_events_total{event="recruit",pipeline="other"} 3.0',
+            'crowdstream_pool_events_total{event="recruit",pipeline="crisis"} 30.0',
+            'crowdstream_crowd_cost{job="pool",kind="waiting",pipeline="crisis"} 1.25',
+            'crowdstream_crowd_cost{job="aid_related",kind="work",pipeline="crisis"} 2.0',
+            'crowdstream_crowd_cost{job="request",kind="work",pipeline="crisis"} 0.5',
+            'crowdstream_items_in_total{pe="features",pipeline="crisis"} 99.0',
+        ]
+    )
+    assert crowd_summary(exposition) == {
+        "cost_waiting": 1.25,
+        "cost_work": 2.5,
+        "duplicate": 12.0,
+        "recruit": 33.0,
+        "termination": 11.0,
+    }
