@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, ConsumerStoppedError, KafkaError
 from aiokafka.partitioner import murmur2
+
+from channels.stallwatch import StallWatch
 
 __all__ = ["BatchReader", "Publisher"]
 
@@ -162,6 +165,7 @@ class BatchReader:
         #: Bumped by a rewind: batches read before it are not committed.
         self._generation = 0
         self._read_generation = 0
+        self._stall = StallWatch()
 
     async def start(self) -> None:
         await self._consumer.start()
@@ -212,11 +216,37 @@ class BatchReader:
                 continue
             delay = 0.5
             records = [record for batch in found.values() for record in batch]
+            if not records:
+                await self._check_stall()
             if records:
+                if self._stall.received(time.monotonic()):
+                    log.warning("%s: the broker answers fetches again", self.topic)
                 for tp, batch in found.items():
                     self._positions[tp] = batch[-1].offset + 1
                 self._read_generation = self._generation
                 yield records
+
+    async def _check_stall(self) -> None:
+        """Warn when the broker holds records past our positions but returns none."""
+        now = time.monotonic()
+        partitions = list(self._consumer.assignment())
+        if not partitions or not self._stall.due(now):
+            return
+        try:
+            ends = await self._consumer.end_offsets(partitions)
+            positions = {tp: await self._consumer.position(tp) for tp in partitions}
+        except KafkaError:
+            return  # the broker is away: the read loop says so
+        waiting = self._stall.judge(now, ends, positions)
+        if waiting:
+            log.warning(
+                "%s: the broker holds at least %d unread records but returned none for "
+                "%.0f s. The embedded broker stops answering fetches once it holds too "
+                "many record batches (docs/operations.md): restart it, or use Kafka",
+                self.topic,
+                waiting,
+                self._stall.after_s,
+            )
 
     async def done(self, records: Sequence[ConsumerRecord], futures: list[Awaitable[Any]]) -> None:
         """Commit ``records`` once ``futures`` resolve; waits if too many are in flight."""
