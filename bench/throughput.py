@@ -56,6 +56,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
 
 from channels.admin import declare_topics
 from channels.codec import encode
@@ -331,30 +332,27 @@ class _Workers:
         self.procs.clear()
 
 
-def _metrics(http: int) -> dict[str, float]:
-    """The worker's Prometheus samples, by name and labels."""
+def _metrics(http: int) -> list[tuple[str, dict[str, str], float]]:
+    """The worker's Prometheus samples: name, labels, value."""
     with urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics", timeout=5) as answer:
         body = answer.read().decode()
-    samples: dict[str, float] = {}
-    for line in body.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            samples[name] = float(value)
-    return samples
+    return [
+        (sample.name, sample.labels, sample.value)
+        for family in text_string_to_metric_families(body)
+        for sample in family.samples
+    ]
 
 
 def _books(https: list[int]) -> dict[str, dict[str, float]]:
     """in, out, rejected and shed of each data-flow PE over all workers (they must balance)."""
-    samples = [_metrics(http) for http in https]
+    samples = [sample for http in https for sample in _metrics(http)]
     books: dict[str, dict[str, float]] = {}
     for pe in ("features", "classifier"):
-        tag = f'pe="{pe}"'
         row = {
             kind: sum(
-                v
-                for worker in samples
-                for k, v in worker.items()
-                if k.startswith(f"crowdstream_items_{kind}_total{{") and tag in k
+                value
+                for name, labels, value in samples
+                if name == f"crowdstream_items_{kind}_total" and labels.get("pe") == pe
             )
             for kind in ("in", "out", "rejected", "shed")
         }

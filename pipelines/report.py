@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 from sklearn.metrics import roc_auc_score
 
 from channels.records import ClassifiedItem, ModelUpdate
@@ -54,21 +55,17 @@ class RunLog:
 def crowd_summary(exposition: str) -> dict[str, float]:
     """The retainer pool's totals from a worker's Prometheus exposition: pool events
     (duplicates, terminations, releases, recruits, ...) and cost by kind."""
+    keys = {
+        "crowdstream_pool_events_total": ("event", ""),
+        "crowdstream_crowd_cost": ("kind", "cost_"),
+    }
     summary: dict[str, float] = {}
-    for line in exposition.splitlines():
-        name, _, value = line.rpartition(" ")
-        for metric, key in (
-            ("crowdstream_pool_events_total{", "event"),
-            ("crowdstream_crowd_cost{", "kind"),
-        ):
-            if not name.startswith(metric):
-                continue
-            labels = dict(
-                pair.split("=", 1) for pair in name[len(metric) : -1].split(",") if "=" in pair
-            )
-            label = labels.get(key, '""').strip('"')
-            prefix = "cost_" if key == "kind" else ""
-            summary[prefix + label] = summary.get(prefix + label, 0.0) + float(value)
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name in keys:
+                label, prefix = keys[sample.name]
+                key = prefix + sample.labels.get(label, "")
+                summary[key] = summary.get(key, 0.0) + sample.value
     return {k: round(v, 4) for k, v in sorted(summary.items())}
 
 
