@@ -103,6 +103,13 @@ class Annotator:
             rng=random.Random(self.params.seed),
         )
         self.guard.start(crowd)
+        # Read at scrape time: counting workers and tasks on every event would cost
+        # O(pool + queue) per event for numbers nobody reads between scrapes.
+        m, p, pool = self._ctx.metrics, self._ctx.pipeline, self.pool
+        m.crowd_queue.labels(p).set_function(lambda: pool.waiting)
+        m.pool_workers.labels(p, "qualifying").set_function(lambda: pool.qualifying)
+        m.pool_workers.labels(p, "working").set_function(lambda: pool.working)
+        m.pool_workers.labels(p, "available").set_function(lambda: len(pool.available))
 
     async def accept(self, task: Task) -> None:
         """Queue a task, waiting while the queue is full (backpressure)."""
@@ -113,7 +120,6 @@ class Annotator:
             await self._room.wait()
         # Each classifier's training is a job of the pool: its work is paid to it.
         self.guard.submit(task.task_id, task, job=task.classifier)
-        self._gauges()
 
     def _finished(self, done: Finished) -> None:
         future = asyncio.ensure_future(self._emit(done))
@@ -134,10 +140,9 @@ class Annotator:
             m.pool_events.labels(p, "release").inc()
         elif isinstance(effect, Recruit):
             m.pool_events.labels(p, "recruit").inc(effect.count)
-        # Any assignment can make room in the queue, not only a finished task.
-        if self.pool.waiting < self.params.max_queue:
-            self._room.set()
-        self._gauges()
+        # Any assignment can make room in the queue: accept() checks whether it did.
+        self._room.set()
+        self._costs()
 
     async def _emit(self, done: Finished) -> None:
         task: Task = done.task.payload
@@ -172,13 +177,8 @@ class Annotator:
         await (await self._ctx.send("crowd.labels", task.item_id, encode(label)))
         self._ctx.metrics.items_out.labels(self._ctx.pipeline, PE).inc()
 
-    def _gauges(self) -> None:
-        m, p, pool = self._ctx.metrics, self._ctx.pipeline, self.pool
-        m.crowd_queue.labels(p).set(pool.waiting)
-        m.pool_workers.labels(p, "qualifying").set(pool.qualifying)
-        m.pool_workers.labels(p, "working").set(pool.working)
-        m.pool_workers.labels(p, "available").set(len(pool.available))
-        ledger = pool.ledger
+    def _costs(self) -> None:
+        m, p, ledger = self._ctx.metrics, self._ctx.pipeline, self.pool.ledger
         m.crowd_cost.labels(p, "waiting", "pool").set(ledger.waiting_cost)
         for job in ledger.records:
             m.crowd_cost.labels(p, "work", job).set(ledger.job_cost(job))

@@ -98,8 +98,12 @@ class MaintenanceRule:
         statistic = (estimate.mean - self.threshold_s) / (estimate.std / math.sqrt(estimate.n))
         return float(student_t.sf(statistic, estimate.n - 1))
 
+    def estimate(self, latency: WorkerLatency) -> LatencyEstimate | None:
+        """A worker's latency as this rule sees it (with or without TermEst)."""
+        return latency.estimate(use_termest=self.use_termest, alpha=self.alpha)
+
     def is_slow(self, latency: WorkerLatency) -> bool:
-        estimate = latency.estimate(use_termest=self.use_termest, alpha=self.alpha)
+        estimate = self.estimate(latency)
         if estimate is None or estimate.n < self.min_tasks:
             return False
         return self.p_value(estimate) < self.significance

@@ -112,6 +112,11 @@ class PoolWorker:
     latency: WorkerLatency = field(default_factory=WorkerLatency)
     terminated: deque[str] = field(default_factory=lambda: deque(maxlen=_TERMINATED_MEMORY))
 
+    @property
+    def idle(self) -> bool:
+        """Qualified and holding no assignment."""
+        return self.qualified and self.task_id is None
+
 
 @dataclass(frozen=True)
 class Offer:
@@ -183,7 +188,7 @@ class RetainerPool:
 
     @property
     def available(self) -> list[str]:
-        return [w.worker_id for w in self.workers.values() if w.qualified and w.task_id is None]
+        return [w.worker_id for w in self.workers.values() if w.idle]
 
     @property
     def working(self) -> int:
@@ -315,7 +320,7 @@ class RetainerPool:
         """The ledger's report, with waiting time up to ``now`` paid."""
         for worker in self.workers.values():
             self._settle_wait(worker, now)
-            if worker.qualified and worker.task_id is None:
+            if worker.idle:
                 worker.available_since = now
         return self.ledger.report()
 
@@ -344,13 +349,15 @@ class RetainerPool:
     def _release_replaced(self, now: float) -> None:
         """Release marked workers, slowest first, once others fill the target size."""
         rule = self.config.maintenance
-        use_termest, alpha = (rule.use_termest, rule.alpha) if rule else (False, 1.0)
+        marked = [w for w in self.workers.values() if w.marked]
+        if rule is None or not marked:  # only maintenance marks workers
+            return
 
         def mean(w: PoolWorker) -> float:
-            estimate = w.latency.estimate(use_termest=use_termest, alpha=alpha)
+            estimate = rule.estimate(w.latency)
             return estimate.mean if estimate else 0.0
 
-        marked = sorted((w for w in self.workers.values() if w.marked), key=mean, reverse=True)
+        marked.sort(key=mean, reverse=True)
         replacements = sum(w.qualified and not w.marked for w in self.workers.values())
         for worker in marked[: max(replacements - self.config.target_size + len(marked), 0)]:
             self._release(worker.worker_id, now)
@@ -378,8 +385,7 @@ class RetainerPool:
     def _schedule(self, now: float) -> None:
         self._release_replaced(now)
         idle = sorted(
-            (w for w in self.workers.values() if w.qualified and w.task_id is None),
-            key=lambda w: w.available_since or 0.0,
+            (w for w in self.workers.values() if w.idle), key=lambda w: w.available_since or 0.0
         )
         if not idle or not self.tasks:
             return
