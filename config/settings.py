@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -57,6 +57,34 @@ class Settings(BaseSettings):
         "at every hop) and 500 ms otherwise (Kafka answers as soon as data arrives).",
     )
     crowd: CrowdMode = Field("simulated", description="Which crowd the annotator uses.")
+    crowd_join: Literal["open", "invite"] = Field(
+        "open",
+        description="Web crowd: `open` lets anyone with a display name join while the pool "
+        "has openings; `invite` needs an invite code from the operator.",
+    )
+    crowd_token_key: SecretStr | None = Field(
+        None,
+        min_length=16,
+        description="Web crowd: key that signs worker tokens. Unset: a random key per "
+        "process, so tokens end when the worker restarts.",
+    )
+    crowd_token_ttl_s: float = Field(
+        12 * 3600,
+        ge=60,
+        description="Web crowd: lifetime of a worker token (renewed by heartbeats).",
+    )
+    operator_token: SecretStr | None = Field(
+        None,
+        min_length=16,
+        description="Bearer token of the operator endpoints (`/api/v1/operator/...`). "
+        "Unset: those endpoints are disabled.",
+    )
+    crowd_rate_per_ip: float = Field(
+        20.0, gt=0, description="Web crowd: requests a second allowed per client address."
+    )
+    crowd_rate_per_worker: float = Field(
+        5.0, gt=0, description="Web crowd: requests a second allowed per worker."
+    )
     log_level: Literal["debug", "info", "warn", "error"] = "info"
 
     @field_validator("broker")

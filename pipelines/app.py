@@ -137,7 +137,7 @@ def build_worker(
         topics=topology.topics(settings.partitions),
         bootstrap_servers=settings.bootstrap_servers,
         metrics=metrics,
-        crowd=settings.crowd,
+        settings=settings,
         pes=list(chosen),
         plane=plane,
     )
@@ -165,5 +165,12 @@ def build_worker(
             "assigned": sorted(assigned),
         }
 
-    web = WebServer(settings.http_host, settings.http_port, ctx.routes, registry, health)
+    web = WebServer(
+        settings.http_host,
+        settings.http_port,
+        ctx.routes,
+        registry,
+        health,
+        closing=ctx.web_closing,
+    )
     return Worker(app=app, context=ctx, web=web, pes=chosen)

@@ -44,9 +44,11 @@ class WebServer(Service):
         routes: list[web.RouteDef],
         registry: CollectorRegistry,
         health: Callable[[], dict[str, Any]],
+        closing: list[Callable[[], None]] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self._closing = closing or []
         self.host = host
         self.port = port
         self._registry = registry
@@ -66,6 +68,9 @@ class WebServer(Service):
         log.info("HTTP on http://%s:%d (metrics at /metrics)", self.host, self.port)
 
     async def on_stop(self) -> None:
+        # Long-lived responses (task streams) end first, or cleanup waits for them.
+        for close in self._closing:
+            close()
         await self._runner.cleanup()
 
     async def _metrics(self, request: web.Request) -> web.Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import secrets
 import time
 from typing import Any
 
@@ -29,6 +30,8 @@ from pe.annotator.pool import (
     Terminate,
 )
 from pe.annotator.population import PRESETS
+from pe.annotator.web.api import ApiConfig, CrowdApi
+from pe.annotator.web.crowd import WebCrowd
 from pe.common.context import PipelineContext
 from pe.params import AnnotatorParams
 from pipelines.sample import load_sample
@@ -184,22 +187,52 @@ class Annotator:
             m.crowd_cost.labels(p, "work", job).set(ledger.job_cost(job))
 
 
-def make_crowd(ctx: PipelineContext, clock: LoopClock) -> CrowdAdapter:
-    if ctx.crowd == "simulated":
-        params = ctx.params.annotator
-        return SimulatedCrowd(PRESETS[params.population], clock, seed=params.seed)
-    msg = f"crowd {ctx.crowd!r} is not available in this release; use --crowd simulated or none"
-    raise ValueError(msg)
+def api_config(ctx: PipelineContext) -> ApiConfig:
+    """The web crowd API's settings; a random token key if none is set."""
+    settings = ctx.settings
+    if settings.crowd_token_key is not None:
+        key = settings.crowd_token_key.get_secret_value().encode()
+    else:
+        key = secrets.token_bytes(32)
+        log.info(
+            "worker tokens are signed with a per-process key: set crowd_token_key "
+            "to keep them valid across restarts"
+        )
+    operator = settings.operator_token
+    if operator is None:
+        log.info("operator endpoints are disabled: set operator_token to enable them")
+    return ApiConfig(
+        token_key=key,
+        token_ttl_s=settings.crowd_token_ttl_s,
+        operator_token=operator.get_secret_value() if operator is not None else None,
+        ip_rate=settings.crowd_rate_per_ip,
+        ip_burst=max(int(settings.crowd_rate_per_ip * 3), 1),
+        worker_rate=settings.crowd_rate_per_worker,
+        worker_burst=max(int(settings.crowd_rate_per_worker * 4), 1),
+    )
 
 
 def register(ctx: PipelineContext) -> None:
     annotator = Annotator(ctx)
     labels = (ctx.pipeline, PE)
+    params = ctx.params.annotator
+    web_crowd: WebCrowd | None = None
+    if ctx.crowd == "web":
+        web_crowd = WebCrowd(join_mode=ctx.settings.crowd_join)
+        ctx.routes.extend(CrowdApi(web_crowd, annotator, api_config(ctx)).routes())
+        ctx.web_closing.append(web_crowd.close_streams)
+    elif ctx.crowd != "simulated":
+        raise ValueError(f"unknown crowd {ctx.crowd!r}")
 
     async def annotate(stream: StreamT[Any]) -> None:
         if annotator.guard is None:
-            clock = LoopClock(ctx.params.annotator.speed)
-            annotator.start(make_crowd(ctx, clock), clock)
+            if web_crowd is not None:
+                # People work in real time: the clock runs at speed 1 whatever is set.
+                annotator.start(web_crowd, LoopClock())
+            else:
+                clock = LoopClock(params.speed)
+                crowd = SimulatedCrowd(PRESETS[params.population], clock, seed=params.seed)
+                annotator.start(crowd, clock)
         async for raw in stream:
             ctx.metrics.items_in.labels(*labels).inc()
             try:

@@ -52,6 +52,9 @@ class WorkerDesk(Protocol):
     def leave(self, worker_id: str) -> None:
         """Leave the pool."""
 
+    def earnings(self, worker_id: str) -> dict[str, float | int]:
+        """What the worker has earned so far (waiting and work, terminated work too)."""
+
 
 class CrowdAdapter(ABC):
     @abstractmethod
@@ -77,6 +80,12 @@ class CrowdAdapter(ABC):
     @abstractmethod
     def stop(self) -> None:
         """Disconnect; nothing more reaches the desk."""
+
+    def left(self, worker_id: str, reason: str) -> None:  # noqa: B027 (optional hook)
+        """The pool dropped ``worker_id`` on its own (vanished, failed qualification).
+
+        Platforms that keep sessions close them here; the simulator needs nothing.
+        """
 
 
 def _truth_and_tags(payload: Any) -> tuple[str | None, list[str]]:

@@ -21,6 +21,7 @@ from pe.annotator.pool import (
     BatchDone,
     Effect,
     Finished,
+    Left,
     Offer,
     Recruit,
     Release,
@@ -102,6 +103,19 @@ class LifeGuard:
         self.pool.leave(worker_id, self.clock.now())
         self._flush()
 
+    def earnings(self, worker_id: str) -> dict[str, float | int]:
+        return self.pool.earnings(worker_id, self.clock.now())
+
+    # -- the operator -------------------------------------------------------------
+
+    def release(self, worker_id: str) -> bool:
+        """Dismiss a worker (their work so far is paid); False if not in the pool."""
+        if worker_id not in self.pool.workers:
+            return False
+        self.pool.release(worker_id, self.clock.now())
+        self._flush()
+        return True
+
     # -- tasks --------------------------------------------------------------------
 
     def submit(
@@ -151,6 +165,9 @@ class LifeGuard:
             self._quizzes.pop(effect.worker_id, None)
             if crowd is not None:
                 crowd.release(effect.worker_id)
+        elif isinstance(effect, Left):
+            if crowd is not None and effect.reason != "left":
+                crowd.left(effect.worker_id, effect.reason)
         elif isinstance(effect, Recruit):
             if crowd is not None:
                 crowd.recruit(effect.count)

@@ -305,7 +305,7 @@ class RetainerPool:
         seconds = now - started
         task.answers.append(Vote(worker_id, tag, seconds))
         worker.latency.record_completed(seconds / task.size)
-        self.ledger.work(task.job, task.size)
+        self.ledger.work(task.job, task.size, worker_id)
         worker.task_id = None
         self._became_available(worker, now)
         if len(task.answers) >= task.votes:
@@ -323,6 +323,14 @@ class RetainerPool:
             if worker.idle:
                 worker.available_since = now
         return self.ledger.report()
+
+    def earnings(self, worker_id: str, now: float) -> dict[str, float | int]:
+        """What ``worker_id`` has earned by ``now`` (also after they left the pool)."""
+        worker = self.workers.get(worker_id)
+        unsettled = 0.0
+        if worker is not None and worker.available_since is not None:
+            unsettled = now - worker.available_since
+        return self.ledger.earnings(worker_id, unsettled)
 
     def mean_pool_latency(self) -> float | None:
         """Mean per-label latency of the current workers' completed tasks (MPL)."""
@@ -364,7 +372,7 @@ class RetainerPool:
 
     def _settle_wait(self, worker: PoolWorker, now: float) -> None:
         if worker.available_since is not None:
-            self.ledger.wait(now - worker.available_since)
+            self.ledger.wait(now - worker.available_since, worker.worker_id)
             worker.available_since = None
 
     def _assign(self, worker: PoolWorker, task: PoolTask, now: float, duplicate: bool) -> None:
@@ -427,7 +435,7 @@ class RetainerPool:
         task.active.pop(worker.worker_id, None)
         worker.task_id = None
         worker.terminated.append(task.task_id)
-        self.ledger.work(task.job, task.size, terminated=True)
+        self.ledger.work(task.job, task.size, worker.worker_id, terminated=True)
         self.counts["terminations"] += 1
         self._effects.append(Terminate(worker.worker_id, task.task_id))
         if finisher is not None:

@@ -16,6 +16,7 @@ from faust.types import TopicT
 from channels.codec import encode, rejected
 from channels.follower import Follower, Handler
 from channels.topics import TopicSpec
+from config import Settings
 from pe.common.dataflow import DataPlane, Decoder, Pending, Sink
 from pe.common.metrics import Metrics
 from pe.common.stagebooks import StageShedder
@@ -42,12 +43,14 @@ class PipelineContext:
     topics: dict[str, TopicSpec]
     bootstrap_servers: list[str]
     metrics: Metrics
-    crowd: str
+    settings: Settings
     #: The PEs this worker runs.
     pes: list[str]
     plane: DataPlane
     #: HTTP routes the PEs contribute to the worker's web server.
     routes: list[web.RouteDef] = field(default_factory=list)
+    #: Called when the web server stops, before it waits for open requests.
+    web_closing: list[Callable[[], None]] = field(default_factory=list)
     _faust_topics: dict[str, TopicT] = field(default_factory=dict)
     _followers: dict[str, Follower] = field(default_factory=dict)
     _shared: dict[str, Any] = field(default_factory=dict)
@@ -157,6 +160,10 @@ class PipelineContext:
         if name not in self._shared:
             self._shared[name] = factory()
         return cast(T, self._shared[name])
+
+    @property
+    def crowd(self) -> str:
+        return self.settings.crowd
 
     def classifier_names(self) -> list[str]:
         return [spec.name for spec in self.classifiers]
