@@ -4,7 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck check bench bench-clamshell clean
+# Browser tests drive Debian's chromium (never a browser a test tool downloads).
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test lint typecheck check bench bench-clamshell browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +22,16 @@ $(STAMP): $(BIN)/python pyproject.toml
 demo: $(STAMP)
 	$(BIN)/crowdstream demo
 
-## The test suite (unit + integration against the embedded broker); runs in CI.
-test: $(STAMP)
+## Debian's chromium and chromium-driver for the browser tests (installed once).
+browser: $(CHROMIUM)
+
+$(CHROMIUM):
+	$(SUDO) apt-get update -q
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends chromium chromium-driver
+
+## The test suite (unit + integration against the embedded broker, browser tests in
+## headless chromium); runs in CI.
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/pytest -q
 
 ## Lint and type checks; run in CI.
@@ -41,4 +53,4 @@ bench-clamshell: $(STAMP)
 	$(BIN)/python bench/clamshell.py
 
 clean:
-	rm -rf $(VENV) .crowdstream reports .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .crowdstream reports test-output .pytest_cache .mypy_cache .ruff_cache

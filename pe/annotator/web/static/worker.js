@@ -19,6 +19,7 @@ const state = {
 };
 
 function show(view) {
+  if (view !== "task") delete document.body.dataset.assignment;
   for (const section of document.querySelectorAll("section[data-view]")) {
     section.hidden = section.dataset.view !== view;
   }
@@ -138,6 +139,7 @@ async function answerQuiz(goldId, tag) {
 
 function showTask(assignment) {
   state.assignment = assignment;
+  document.body.dataset.assignment = assignment.assignment_id;
   $("task-classifier").textContent = assignment.classifier;
   $("task-question").textContent = assignment.question;
   $("task-text").textContent = assignment.text;

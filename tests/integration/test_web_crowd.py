@@ -1,0 +1,276 @@
+"""Two people in headless Chromium label a stream through the real broker.
+
+The worker runs ``crowdstream up --crowd web``; Playwright drives Debian's chromium
+(installed by ``make test``). Screenshots go to ``test-output/browser/`` (or
+``$CROWDSTREAM_TEST_OUTPUT/browser``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+import urllib.request
+from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from playwright.sync_api import Browser, Page, ViewportSize, sync_playwright
+
+from pipelines.broker import EmbeddedBroker
+from pipelines.client import push_lines
+from pipelines.sample import load_sample
+from pipelines.topology import load_topology
+from tests.integration.conftest import Worker, read_topic, start_worker, values, write_topology
+
+pytestmark = pytest.mark.integration
+
+PIPELINE = "webtest"
+BUDGET = 4  #: tasks per classifier
+OPERATOR = "operator-secret-for-tests"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+#: Flags for a root, offline, headless run: background networking would reach for
+#: Google's hosts and be refused by a closed network.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+XSS = 'Water needed <script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
+MOBILE = ViewportSize(width=390, height=844)
+
+
+@pytest.fixture(scope="module")
+def output() -> Path:
+    folder = Path(os.environ.get("CROWDSTREAM_TEST_OUTPUT", "test-output")) / "browser"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def topology(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_topology(
+        tmp_path_factory.mktemp("topology"),
+        PIPELINE,
+        annotator={
+            "pool_size": 2,
+            "redundancy": 1,
+            "mitigation": True,
+            "qualification": 2,
+            "heartbeat_timeout_s": 30.0,
+        },
+        taskgen={"max_tasks_per_minute": 6000, "round_interval_s": 0.2, "label_budget": BUDGET},
+        learner={"retrain_every": 4, "min_train": 4},
+    )
+
+
+@pytest.fixture(scope="module")
+def worker(
+    broker: EmbeddedBroker, topology: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Worker]:
+    os.environ["CROWDSTREAM_OPERATOR_TOKEN"] = OPERATOR
+    try:
+        running = start_worker(
+            broker, topology, tmp_path_factory.mktemp("worker"), "--crowd", "web"
+        )
+    finally:
+        del os.environ["CROWDSTREAM_OPERATOR_TOKEN"]
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail("chromium is not installed: run `make test` (it installs chromium)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        yield launched
+        launched.close()
+
+
+def gold_answers(topology: Path) -> dict[tuple[str, str], str]:
+    """The known tag of each qualification item, by (question, text)."""
+    specs = load_topology(str(topology)).classifiers
+    known = {}
+    for record in load_sample():
+        truth = record.get("meta", {}).get("truth", {})
+        for spec in specs:
+            if truth.get(spec.truth_field) in spec.tags:
+                known[(spec.question, record["text"])] = str(truth[spec.truth_field])
+    return known
+
+
+def run(coroutine: Coroutine[Any, Any, Any]) -> Any:
+    """Run a coroutine to its end from this thread, where Playwright's loop runs."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+def wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def join(page: Page, base: str, name: str, gold: dict[tuple[str, str], str]) -> None:
+    page.goto(base + "/work")
+    page.fill("#name", name)
+    page.click("#join-button")
+    page.wait_for_selector("body[data-view=qualify]")
+    for _ in range(2):
+        question = page.inner_text("#quiz-question")
+        text = page.text_content("#quiz-text") or ""
+        progress = page.inner_text("#quiz-progress")
+        page.click(f"#quiz-tags button[data-tag='{gold[(question, text)]}']")
+        page.wait_for_function(
+            "p => document.body.dataset.view !== 'qualify' "
+            "|| document.getElementById('quiz-progress').textContent !== p",
+            arg=progress,
+        )
+    page.wait_for_selector("body[data-view=waiting], body[data-view=task]")
+
+
+def view(page: Page) -> str:
+    return str(page.evaluate("document.body.dataset.view"))
+
+
+def answer(page: Page, key: str | None = None) -> str:
+    """Answer the page's task (a key, or a click on skip); returns the task's text."""
+    text = page.text_content("#task-text") or ""
+    assignment = page.evaluate("document.body.dataset.assignment")
+    if key is None:
+        page.click("#skip")
+    else:
+        page.keyboard.press(key)
+    page.wait_for_function("a => document.body.dataset.assignment !== a", arg=assignment)
+    return text
+
+
+def label_count(broker: EmbeddedBroker) -> list[dict[str, Any]]:
+    records = run(
+        read_topic(broker.bootstrap, f"{PIPELINE}.crowd.labels", lambda rs: False, timeout_s=1.0)
+    )
+    return values(records)
+
+
+def test_two_browser_workers_label_a_stream(
+    broker: EmbeddedBroker, worker: Worker, browser: Browser, topology: Path, output: Path
+) -> None:
+    gold = gold_answers(topology)
+    requests: list[str] = []
+    fast_context = browser.new_context()
+    slow_context = browser.new_context(viewport=MOBILE, is_mobile=True, has_touch=True)
+    fast, slow = fast_context.new_page(), slow_context.new_page()
+    for page in (fast, slow):
+        page.on("request", lambda request: requests.append(request.url))
+
+    # Both join and qualify; they wait, paid.
+    join(fast, worker.http, "Fast Fran", gold)
+    join(slow, worker.http, "Slow Sam", gold)
+    assert "you are paid while you wait" in fast.inner_text("#waiting")
+    fast.screenshot(path=str(output / "waiting.png"), full_page=True)
+    assert worker.metric("crowdstream_pool_workers", state="available") == 2
+
+    # A message with markup comes first, then a stream of real messages.
+    xss = orjson.dumps({"id": "xss-1", "text": XSS})
+    run(push_lines([broker.bootstrap], PIPELINE, [xss]))
+    wait_for(lambda: "task" in (view(fast), view(slow)), 60, "a first task")
+    run(push_lines([broker.bootstrap], PIPELINE, [orjson.dumps(r) for r in load_sample(400)]))
+
+    # The slow worker holds their task; the fast one answers everything, by keyboard,
+    # until straggler mitigation gives them a duplicate of the slow one's task and
+    # their answer terminates it.
+    saw_markup = False
+    wait_for(lambda: view(slow) == "task", 60, "the slow worker's task")
+    slow.screenshot(path=str(output / "task-mobile.png"), full_page=True)
+    slow_text = slow.text_content("#task-text")
+    notice = ""
+    deadline = time.monotonic() + 120
+    while not notice and time.monotonic() < deadline:
+        if view(fast) == "task":
+            text = fast.text_content("#task-text") or ""
+            if "<script>" in text and not saw_markup:
+                saw_markup = True
+                fast.screenshot(path=str(output / "task.png"), full_page=True)
+            if text == slow_text:
+                fast.screenshot(path=str(output / "duplicate.png"), full_page=True)
+            answer(fast, "1")
+            if slow.is_visible("#notice"):  # shown for a few seconds
+                notice = slow.inner_text("#notice")
+                slow.screenshot(path=str(output / "terminated.png"), full_page=True)
+        time.sleep(0.05)
+    assert "finished this task first" in notice, "the slow worker's task was never terminated"
+    assert worker.metric("crowdstream_pool_events_total", event="termination") >= 1
+    assert worker.metric("crowdstream_pool_events_total", event="duplicate") >= 1
+
+    # Then both label until every task is done (one skip on the way).
+    skipped = False
+    deadline = time.monotonic() + 120
+    while len(label_count(broker)) < 2 * BUDGET and time.monotonic() < deadline:
+        for page in (fast, slow):
+            if view(page) == "task":
+                saw_markup |= "<script>" in answer(page, "2" if skipped else None)
+                skipped = True
+    labels = label_count(broker)
+    assert len(labels) == 2 * BUDGET
+    assert len({(x["item_id"], x["classifier"]) for x in labels}) == 2 * BUDGET
+    workers = {a["worker_id"] for x in labels for a in x["answers"]}
+    assert len(workers) == 2  # both people's answers reached crowd.labels
+    assert any(a["tag"] == "N/A" for x in labels for a in x["answers"])
+
+    # Text from the stream is shown as text, never run.
+    assert saw_markup, "the message with markup never reached a worker"
+    assert fast.evaluate("window.__pwned") is None and slow.evaluate("window.__pwned") is None
+
+    # The labels reach the learner.
+    wait_for(
+        lambda: worker.metric("crowdstream_items_in_total", pe="learner") >= 2 * BUDGET,
+        60,
+        "the learner to read the labels",
+    )
+
+    # Earnings include the terminated work; the mobile layout does not scroll sideways.
+    assert "finished first by others" in slow.inner_text("#earnings-detail")
+    assert slow.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
+    # The operator releases the slow worker: their page thanks them and ends.
+    status = orjson.loads(
+        urllib.request.urlopen(
+            urllib.request.Request(
+                worker.http + "/api/v1/operator/workers",
+                headers={"Authorization": f"Bearer {OPERATOR}"},
+            ),
+            timeout=5,
+        ).read()
+    )
+    slow_id = next(w["worker_id"] for w in status["workers"] if w["name"] == "Slow Sam")
+    code, _ = worker.post(
+        f"/api/v1/operator/workers/{slow_id}/release",
+        b"",
+        {"Authorization": f"Bearer {OPERATOR}"},
+    )
+    assert code == 200
+    slow.wait_for_selector("body[data-view=ended]")
+    assert "Thank you" in slow.inner_text("#ended-title")
+    slow.screenshot(path=str(output / "released.png"), full_page=True)
+
+    # Every asset came from the worker itself: no CDN, no other host.
+    assert requests and all(url.startswith(worker.http) for url in requests), {
+        url for url in requests if not url.startswith(worker.http)
+    }
+    fast_context.close()
+    slow_context.close()
