@@ -188,11 +188,14 @@ def _cmd_up(args: argparse.Namespace) -> int:
         worker = build_worker(settings, topology, pes=args.pe, embedded=embedded)
         print(f"crowdstream {topology.name}: PEs {', '.join(worker.pes)}", flush=True)
         print(f"broker: {settings.broker}", flush=True)
-        print(
-            f"http: http://{settings.http_host}:{settings.http_port} "
-            "(POST /items, GET /metrics, GET /healthz)",
-            flush=True,
-        )
+        base = f"http://{settings.http_host}:{settings.http_port}"
+        print(f"http: {base} (POST /items, GET /metrics, GET /healthz)", flush=True)
+        if settings.crowd == "web" and "annotator" in worker.pes:
+            print(
+                f"crowd: workers open {base}/work; API and its OpenAPI document at "
+                f"{base}/api/v1/openapi.json",
+                flush=True,
+            )
         # uvloop's event loop costs less per callback than asyncio's; the data plane
         # runs thousands of them a second.
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
