@@ -266,6 +266,7 @@ def test_two_browser_workers_label_a_stream(
     assert code == 200
     slow.wait_for_selector("body[data-view=ended]")
     assert "Thank you" in slow.inner_text("#ended-title")
+    assert slow.is_hidden("#rejoin")  # released people are not invited back
     slow.screenshot(path=str(output / "released.png"), full_page=True)
 
     # Every asset came from the worker itself: no CDN, no other host.

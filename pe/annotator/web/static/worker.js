@@ -182,6 +182,8 @@ function ended(data) {
   $("ended-title").textContent = data.reason === "released" || data.reason === "left"
     ? "Thank you!" : "Session ended";
   $("ended-message").textContent = data.message || "";
+  // Released and failed workers are not invited back; others (timed out) may rejoin.
+  $("rejoin").hidden = ["released", "failed_qualification"].includes(data.reason);
   show("ended");
 }
 
