@@ -24,7 +24,7 @@ from pydantic import BaseModel, ValidationError
 from pe.annotator.lifeguard import LifeGuard
 from pe.annotator.pool import RetainerPool
 from pe.annotator.web import schemas as s
-from pe.annotator.web.crowd import Session, WebCrowd, WebCrowdError
+from pe.annotator.web.crowd import Invite, Session, WebCrowd, WebCrowdError
 from pe.annotator.web.openapi import openapi_document
 from pe.annotator.web.ratelimit import RateLimiter
 from pe.annotator.web.tokens import TokenError, TokenSigner
@@ -405,9 +405,7 @@ class CrowdApi:
         return self._token(self.crowd.join(body.name, body.invite, _address(call.request)))
 
     async def _status(self, call: Call) -> BaseModel:
-        session = self.crowd.known(call.worker_id)
-        if session is None:
-            raise ApiError(401, "unknown worker: join again")
+        session = self.crowd.session(call.worker_id, ended=True)
         return s.WorkerStatus(**self.crowd.status(session))
 
     async def _qualify(self, call: Call) -> BaseModel:
@@ -431,9 +429,7 @@ class CrowdApi:
         return s.WorkerStatus(**self.crowd.status(session))
 
     async def _earnings(self, call: Call) -> BaseModel:
-        session = self.crowd.known(call.worker_id)
-        if session is None:
-            raise ApiError(401, "unknown worker: join again")
+        session = self.crowd.session(call.worker_id, ended=True)
         return s.Earnings(**self.crowd.earnings(session))
 
     async def _tasks(self, call: Call) -> web.StreamResponse:
@@ -559,7 +555,7 @@ class CrowdApi:
         )
 
 
-def _invite(invite: Any) -> s.InviteView:
+def _invite(invite: Invite) -> s.InviteView:
     return s.InviteView(
         code=invite.code,
         name=invite.name,

@@ -50,6 +50,7 @@ _OWNERS = 100_000
 _ENDED = 1_000
 #: Events a slow stream may fall behind before it is closed (the page reconnects).
 _STREAM_BACKLOG = 64
+_TERMINATED = "Another worker finished this task first. Your work is paid."
 
 
 class WebCrowdError(Exception):
@@ -75,7 +76,6 @@ class Assignment:
     worker_id: str
     task: PoolTask
     offered: float
-    state: Literal["open", "terminated", "answered"] = "open"
     response: dict[str, Any] | None = None  #: the first answer's response, for repeats
 
     @property
@@ -159,13 +159,12 @@ class WebCrowd(CrowdAdapter):
             return
         if session.current.task.task_id == task_id:
             assignment, session.current = session.current, None
-            assignment.state = "terminated"
             self._publish(
                 session,
                 "terminated",
                 {
                     "assignment_id": assignment.assignment_id,
-                    "message": "Another worker finished this task first. Your work is paid.",
+                    "message": _TERMINATED,
                     "earnings": self.earnings(session),
                 },
             )
@@ -208,18 +207,14 @@ class WebCrowd(CrowdAdapter):
         log.info("worker %s (%s) joined from %s", session.worker_id, display, address)
         return session
 
-    def session(self, worker_id: str) -> Session:
-        """The worker's live session; 410 if it ended, 401 if never known."""
+    def session(self, worker_id: str, *, ended: bool = False) -> Session:
+        """The worker's session: 401 if never known; 410 if it ended, unless ``ended``."""
         session = self.sessions.get(worker_id)
         if session is None:
             raise WebCrowdError(401, "unknown worker: join again")
-        if session.ended is not None:
+        if session.ended is not None and not ended:
             raise WebCrowdError(410, f"your session has ended ({session.ended}): join again")
         return session
-
-    def known(self, worker_id: str) -> Session | None:
-        """The worker's session, ended or not."""
-        return self.sessions.get(worker_id)
 
     def qualify(self, session: Session, answers: dict[str, str]) -> bool:
         if not session.quiz:
@@ -229,7 +224,7 @@ class WebCrowd(CrowdAdapter):
 
     def heartbeat(self, session: Session) -> None:
         if not self._require_desk().heartbeat(session.worker_id):
-            self._end(session.worker_id, "vanished", "Your session has ended.")
+            self.left(session.worker_id, "vanished")
             raise WebCrowdError(410, "the pool no longer knows you: join again")
 
     def answer(self, session: Session, assignment_id: str, tag: str) -> dict[str, Any]:
@@ -249,13 +244,10 @@ class WebCrowd(CrowdAdapter):
         outcome = self._require_desk().answer(session.worker_id, assignment.task.task_id, tag)
         if outcome == "rejected":
             raise WebCrowdError(409, "this assignment is no longer open")
-        assignment.state = "answered" if outcome == "vote" else "terminated"
         assignment.response = {
             "assignment_id": assignment_id,
             "outcome": outcome,
-            "message": "Thank you!"
-            if outcome == "vote"
-            else "Another worker finished this task first. Your work is paid.",
+            "message": "Thank you!" if outcome == "vote" else _TERMINATED,
             "earnings": self.earnings(session),
         }
         return assignment.response
@@ -339,9 +331,7 @@ class WebCrowd(CrowdAdapter):
         session = self.sessions.get(worker_id)
         if session is None or session.ended is not None:
             return
-        if session.current is not None:
-            session.current.state = "terminated"
-            session.current = None
+        session.current = None
         session.quiz = []
         session.ended = reason
         self._publish(
