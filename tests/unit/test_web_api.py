@@ -57,6 +57,10 @@ class Env:
         data = await response.json() if response.content_type == "application/json" else None
         return response.status, data
 
+    async def answer(self, token: str, assignment_id: str, tag: str) -> tuple[int, Any]:
+        body = {"assignment_id": assignment_id, "tag": tag}
+        return await self.call("POST", "/api/v1/workers/me/answers", token, body)
+
     def submit(self, n: int = 1, classifier: str = "aid_related") -> list[str]:
         ids = []
         for _ in range(n):
@@ -255,13 +259,11 @@ async def test_a_task_is_pushed_and_its_answer_counted_once(env: Env) -> None:
     task = await events.until("task")
     assert task["text"].startswith("message for") and task["tags"] == ["yes", "no"]
     assert "truth" not in task
-    body = {"assignment_id": task["assignment_id"], "tag": "yes"}
-    status, first = await env.call("POST", "/api/v1/workers/me/answers", joined["token"], body)
+    status, first = await env.answer(joined["token"], task["assignment_id"], "yes")
     assert status == 200 and first["outcome"] == "vote"
     assert first["earnings"]["records"] == 1
     # a replay, even with another tag, gets the same response and changes nothing
-    again = {**body, "tag": "no"}
-    status, second = await env.call("POST", "/api/v1/workers/me/answers", joined["token"], again)
+    status, second = await env.answer(joined["token"], task["assignment_id"], "no")
     assert status == 200 and second == first
     assert len(env.finished) == 1
     assert [v.tag for v in env.finished[0].task.answers] == ["yes"]
@@ -274,34 +276,17 @@ async def test_answers_are_checked_against_the_workers_own_open_assignments(env:
     ana_task = env.crowd.sessions[ana["worker_id"]].current
     assert ana_task is not None
     # another worker's assignment
-    status, body = await env.call(
-        "POST",
-        "/api/v1/workers/me/answers",
-        ben["token"],
-        {"assignment_id": ana_task.assignment_id, "tag": "yes"},
-    )
+    status, body = await env.answer(ben["token"], ana_task.assignment_id, "yes")
     assert status == 403 and "another worker" in body["error"]
     # an assignment that never existed
-    status, body = await env.call(
-        "POST", "/api/v1/workers/me/answers", ben["token"], {"assignment_id": "nope", "tag": "yes"}
-    )
+    status, body = await env.answer(ben["token"], "nope", "yes")
     assert status == 404
     # a tag the classifier does not have
-    status, body = await env.call(
-        "POST",
-        "/api/v1/workers/me/answers",
-        ana["token"],
-        {"assignment_id": ana_task.assignment_id, "tag": "maybe"},
-    )
+    status, body = await env.answer(ana["token"], ana_task.assignment_id, "maybe")
     assert status == 422 and "not one of: yes, no, N/A" in body["error"]
     assert not env.finished and env.pool.ledger.workers[ana["worker_id"]].records == 0
     # N/A (skip) is always a valid answer
-    status, body = await env.call(
-        "POST",
-        "/api/v1/workers/me/answers",
-        ana["token"],
-        {"assignment_id": ana_task.assignment_id, "tag": "N/A"},
-    )
+    status, body = await env.answer(ana["token"], ana_task.assignment_id, "N/A")
     assert status == 200 and body["outcome"] == "vote"
 
 
@@ -312,23 +297,13 @@ async def test_a_terminated_assignment_is_paid_and_not_a_vote(env: Env) -> None:
     ana_task, ben_task = await ana_events.until("task"), await ben_events.until("task")
     assert ana_task["text"] == ben_task["text"]
     assert ana_task["assignment_id"] != ben_task["assignment_id"]
-    status, _ = await env.call(
-        "POST",
-        "/api/v1/workers/me/answers",
-        ana["token"],
-        {"assignment_id": ana_task["assignment_id"], "tag": "yes"},
-    )
+    status, _ = await env.answer(ana["token"], ana_task["assignment_id"], "yes")
     assert status == 200
     terminated = await ben_events.until("terminated")
     assert terminated["assignment_id"] == ben_task["assignment_id"]
     assert terminated["earnings"]["terminated_records"] == 1
     # ben's late answer: accepted for pay, not a vote
-    status, late = await env.call(
-        "POST",
-        "/api/v1/workers/me/answers",
-        ben["token"],
-        {"assignment_id": ben_task["assignment_id"], "tag": "no"},
-    )
+    status, late = await env.answer(ben["token"], ben_task["assignment_id"], "no")
     assert status == 200 and late["outcome"] == "terminated"
     assert late["earnings"]["records"] == 1 and late["earnings"]["work"] > 0
     assert len(env.finished) == 1 and [v.tag for v in env.finished[0].task.answers] == ["yes"]
@@ -405,8 +380,7 @@ async def test_a_worker_who_does_not_return_loses_the_assignment_to_the_queue() 
         assert list(task.active) == [stays["worker_id"]] and task.open_slots == 0
         status, body = await env.call("POST", "/api/v1/workers/me/heartbeat", gone["token"])
         assert status == 410 and "join again" in body["error"]
-        answer = {"assignment_id": task_event["assignment_id"], "tag": "no"}
-        status, body = await env.call("POST", "/api/v1/workers/me/answers", stays["token"], answer)
+        status, body = await env.answer(stays["token"], task_event["assignment_id"], "no")
         assert status == 200 and body["outcome"] == "vote" and len(env.finished) == 1
     finally:
         await env.close()
