@@ -15,6 +15,7 @@ __all__ = [
     "MAX_TEXT_CHARS",
     "NA_TAG",
     "Answer",
+    "BatchItem",
     "ClassifiedItem",
     "FeatureItem",
     "InputItem",
@@ -28,6 +29,7 @@ __all__ = [
     "TagMetrics",
     "TagPrediction",
     "Task",
+    "TaskForm",
 ]
 
 MAX_TEXT_CHARS = 10_000
@@ -122,40 +124,81 @@ class ClassifiedItem(_Record):
     labels: dict[str, TagPrediction]
 
 
+class BatchItem(_Record):
+    """One item of a count task's batch."""
+
+    id: str
+    text: str
+    truth: str | None = None  #: simulated crowds only, never shown to people
+
+
+TaskForm = Literal["label", "count", "enumerate"]
+
+
 class Task(_SparseFeatures):
-    """One crowd task: label one item for one classifier."""
+    """One crowd task.
+
+    ``form`` says what the worker does: ``label`` one item with one of ``tags``;
+    ``count`` how many items of ``batch`` have tag ``count_tag``; ``enumerate`` the
+    distinct things ``question`` asks for in ``text``.
+    """
 
     task_id: str
-    item_id: str
-    classifier: str
+    item_id: str  #: the item (label, enumerate) or the batch's id (count)
+    classifier: str  #: empty for enumeration tasks
     question: str
     tags: list[str]
     text: str
-    kind: Literal["active", "passive"]
+    #: How the item was picked: by uncertainty, at random, or by a job.
+    kind: Literal["active", "passive", "job"]
     created: float
     sig: int = 0  #: the item's near-duplicate signature
     #: Ground truth from ``meta.truth``, for simulated crowds only; never shown to
     #: people, never read by the learner.
     truth: str | None = None
+    truth_values: list[str] | None = None  #: enumerate: the simulated crowd's answers
+    form: TaskForm = "label"
+    job: str | None = None  #: None: a classifier's training task
+    #: Higher first; when the crowd queue is full the lowest, oldest are shed.
+    priority: int = Field(5, ge=0, le=9)
+    redundancy: int | None = Field(None, ge=1, le=15)  #: answers (None: the annotator's)
+    batch: list[BatchItem] = Field(default_factory=list)
+    count_tag: str | None = None
+    #: Count tasks: gold items hidden in the batch, and how many of them have the tag.
+    gold: int = 0
+    gold_positive: int = 0
 
 
 class Answer(_Record):
     task_id: str
     worker_id: str
-    tag: str
+    tag: str | None = None  #: label tasks
+    count: int | None = None  #: count tasks
+    values: list[str] | None = None  #: enumerate tasks
     latency_s: float
 
 
 class Label(_SparseFeatures):
-    """A crowd label aggregated from one task's answers."""
+    """The outcome of one crowd task: its answers and their majority tag.
+
+    ``status`` is ``shed`` when the crowd queue was full and the task lost its place,
+    ``withdrawn`` when its job ended before anyone took it; both have no answers.
+    """
 
     item_id: str
     classifier: str
-    tag: str | None  #: None when the answers did not agree
+    tag: str | None  #: None when the answers did not agree (or there are none)
     agreement: float
-    kind: Literal["active", "passive"] = "passive"  #: how the task generator picked the item
+    #: How the item was picked (see Task.kind).
+    kind: Literal["active", "passive", "job"] = "passive"
     answers: list[Answer]
     ts: float
+    task_id: str | None = None
+    job: str | None = None
+    form: TaskForm = "label"
+    status: Literal["labeled", "shed", "withdrawn"] = "labeled"
+    #: Crowd pay for this task: every record of work, straggler duplicates included.
+    cost: float = 0.0
 
 
 class SparseRow(_Record):

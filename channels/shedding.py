@@ -30,13 +30,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["SHED_REASONS", "Peek", "Shedder", "SheddingPolicy"]
+__all__ = ["SHED_REASONS", "Peek", "RecordHook", "Shedder", "SheddingPolicy"]
 
 #: Why an item was shed (a metric label).
 SHED_REASONS = ("near_duplicate", "sample")
 
 #: The JSON object of record ``i`` of a batch, or None if it is not one.
 Peek = Callable[[int], Mapping[str, Any] | None]
+#: Judges or takes note of an opened record (see Shedder).
+RecordHook = Callable[[Mapping[str, Any]], Any]
 
 DECREASE = 0.7
 INCREASE = 0.05
@@ -75,8 +77,15 @@ class Shedder:
         dup_key: Callable[[str], str],
         rng: random.Random,
         now: float,
+        *,
+        protect: RecordHook | None = None,
+        witness: RecordHook | None = None,
     ) -> None:
+        """``protect(record)``: also never shed this record (items a job must see);
+        ``witness(record)``: called for each record shed (a job counts its losses)."""
         self.policy = policy
+        self._protect = protect
+        self._witness = witness
         self.keep_fraction = 1.0
         self._dup_key = dup_key
         self._rng = rng
@@ -91,7 +100,9 @@ class Shedder:
             return True
         meta = record.get("meta")
         key = policy.protect_meta_key
-        return bool(key and isinstance(meta, Mapping) and meta.get(key))
+        if key and isinstance(meta, Mapping) and meta.get(key):
+            return True
+        return bool(self._protect is not None and self._protect(record))
 
     def select(
         self, stamps: Sequence[float], now: float, peek: Peek, lag: int | None = None
@@ -110,12 +121,14 @@ class Shedder:
             return [True] * len(stamps), shed
         keep = [True] * len(stamps)
         texts: dict[int, str] = {}
+        opened: dict[int, Mapping[str, Any]] = {}
         for i in range(len(stamps)):
             record = peek(i)
             if record is None or self.protected(record):
                 continue
             text = record.get("text")
             texts[i] = text if isinstance(text, str) else ""
+            opened[i] = record
         to_drop = round(len(texts) * (1.0 - self.keep_fraction))
         others = []
         for i, text in texts.items():
@@ -130,6 +143,10 @@ class Shedder:
         for i in self._rng.sample(others, min(to_drop, len(others))):
             keep[i] = False
             shed["sample"] += 1
+        if self._witness is not None:
+            for i, record in opened.items():
+                if not keep[i]:
+                    self._witness(record)
         return keep, shed
 
     def _adapt(self, oldest: float, now: float, late_in_hand: int, lag: int | None) -> None:

@@ -68,7 +68,22 @@ class TaskgenParams(_Params):
     near_dup_bits: int = Field(6, ge=0, le=32)
     #: How many issued signatures are remembered for near-duplicate checks.
     near_dup_memory: int = Field(20_000, ge=1)
+    #: Priority of training tasks in the crowd queue (jobs have their own, 0..9).
+    priority: int = Field(5, ge=0, le=9)
+    #: Under load: past ``backlog_low`` crowd tasks waiting or being answered (from
+    #: every source), fewer training items go to the crowd: uncertainty picks need
+    #: a confidence below a cap falling to ``load_floor`` at ``backlog_high``, and
+    #: random picks thin out to none there.
+    backlog_low: int = Field(50, ge=0)
+    backlog_high: int = Field(500, ge=1)
+    load_floor: float = Field(0.6, ge=0, le=1)
     seed: int = 7
+
+    @model_validator(mode="after")
+    def _check_backlog(self) -> TaskgenParams:
+        if self.backlog_high <= self.backlog_low:
+            raise ValueError("backlog_high must be above backlog_low")
+        return self
 
     @property
     def passive_share(self) -> float:

@@ -13,7 +13,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from prometheus_client import CollectorRegistry
 
 from config import Settings
-from pe import annotator, classifier, collector, features, learner, taskgen
+from pe import annotator, classifier, collector, features, jobs, learner, taskgen
 from pe.common.context import PipelineContext
 from pe.common.dataflow import DataPlane, ReaderSettings
 from pe.common.metrics import Metrics
@@ -29,6 +29,7 @@ REGISTER: dict[str, Callable[[PipelineContext], None]] = {
     "features": features.register,
     "classifier": classifier.register,
     "taskgen": taskgen.register,
+    "jobs": jobs.register,
     "annotator": annotator.register,
     "learner": learner.register,
 }
@@ -158,8 +159,10 @@ def build_worker(
         for reader in readers:
             assigned |= {f"{tp.topic}:{tp.partition}" for tp in reader.assignment()}
         plane_ready = plane.started and all(reader.assignment() for reader in readers)
+        # A worker whose PEs only follow logs (annotator, learner) has no partitions.
+        consumes = bool(app.agents or readers)
         return {
-            "ready": bool(faust_ready and plane_ready and assigned),
+            "ready": bool(faust_ready and plane_ready and (assigned or not consumes)),
             "pipeline": topology.name,
             "pes": chosen,
             "assigned": sorted(assigned),

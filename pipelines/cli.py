@@ -90,6 +90,21 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("--timeout", type=float, help="stop after this many idle seconds")
     _settings_args(tail)
 
+    job = sub.add_parser("job", help="submit, inspect and cancel jobs")
+    job_sub = job.add_subparsers(dest="job_command", required=True, metavar="ACTION")
+    submit = job_sub.add_parser("submit", help="submit a job file (YAML or JSON)")
+    submit.add_argument("file", help="the job file (docs/jobs.md)")
+    submit.add_argument("--wait", action="store_true", help="follow the job until it ends")
+    status = job_sub.add_parser("status", help="a job's latest status (all jobs without ID)")
+    status.add_argument("job_id", nargs="?", help="the job's id")
+    status.add_argument("--wait", action="store_true", help="follow the job until it ends")
+    cancel = job_sub.add_parser("cancel", help="cancel a job")
+    cancel.add_argument("job_id", help="the job's id")
+    for action in (submit, status, cancel):
+        action.add_argument("--pipeline", help="pipeline name or topology YAML [default: crisis]")
+        action.add_argument("--timeout", type=float, help="--wait at most this many seconds")
+        _settings_args(action)
+
     topo = sub.add_parser("topology", help="print a pipeline's PEs and topics as a graph")
     topo.add_argument(
         "pipeline", nargs="?", help="pipeline name or topology YAML [default: crisis]"
@@ -256,6 +271,18 @@ def _cmd_tail(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_job(args: argparse.Namespace) -> int:
+    from pipelines.jobclient import cancel_job, show_status, submit_job
+
+    settings = load_settings(broker=args.broker)
+    topology = _topology(args.pipeline, settings)
+    if args.job_command == "submit":
+        return asyncio.run(submit_job(settings, topology, Path(args.file), args.wait, args.timeout))
+    if args.job_command == "cancel":
+        return asyncio.run(cancel_job(settings, topology, args.job_id))
+    return asyncio.run(show_status(settings, topology, args.job_id, args.wait, args.timeout))
+
+
 def _cmd_topology(args: argparse.Namespace) -> int:
     settings = load_settings(partitions=args.partitions)
     print(render_graph(_topology(args.pipeline, settings), settings.partitions))
@@ -273,6 +300,7 @@ COMMANDS = {
     "up": _cmd_up,
     "push": _cmd_push,
     "tail": _cmd_tail,
+    "job": _cmd_job,
     "topology": _cmd_topology,
     "demo": _cmd_demo,
 }

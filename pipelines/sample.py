@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["SAMPLE_PATH", "load_sample"]
+__all__ = ["SAMPLE_PATH", "known_tags", "load_sample"]
 
 SAMPLE_PATH = Path(__file__).parent / "data" / "crisis_sample.jsonl.gz"
 
@@ -22,3 +22,16 @@ def load_sample(limit: int | None = None) -> list[dict[str, Any]]:
                 break
             rows.append(orjson.loads(line))
     return rows
+
+
+def known_tags(truth_fields: dict[str, str]) -> dict[str, list[tuple[str, str, str]]]:
+    """Gold items per classifier: (id, text, tag) of the sample messages whose tag is
+    known; ``truth_fields`` maps a classifier to its key in ``meta.truth``."""
+    gold: dict[str, list[tuple[str, str, str]]] = {name: [] for name in truth_fields}
+    for record in load_sample():
+        truth = record.get("meta", {}).get("truth", {})
+        for name, key in truth_fields.items():
+            tag = truth.get(key)
+            if tag is not None:
+                gold[name].append((str(record["id"]), str(record["text"]), str(tag)))
+    return gold

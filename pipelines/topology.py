@@ -24,12 +24,13 @@ __all__ = [
     "render_graph",
 ]
 
-PeName = Literal["collector", "features", "classifier", "taskgen", "annotator", "learner"]
+PeName = Literal["collector", "features", "classifier", "taskgen", "jobs", "annotator", "learner"]
 PE_NAMES: tuple[PeName, ...] = (
     "collector",
     "features",
     "classifier",
     "taskgen",
+    "jobs",
     "annotator",
     "learner",
 )
@@ -39,8 +40,26 @@ PE_IO: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "collector": (("http:/items", "kafka:<source_topic>"), ("items.raw", "items.rejected")),
     "features": (("items.raw",), ("items.features", "items.rejected")),
     "classifier": (("items.features", "control.models"), ("items.classified", "items.rejected")),
-    "taskgen": (("items.features", "control.models", "crowd.tasks"), ("crowd.tasks",)),
-    "annotator": (("crowd.tasks",), ("crowd.labels", "items.rejected")),
+    "taskgen": (
+        ("items.features", "control.models", "crowd.tasks", "crowd.labels"),
+        ("crowd.tasks",),
+    ),
+    "jobs": (
+        (
+            "http:/api/v1/jobs",
+            "jobs",
+            "items.features",
+            "crowd.tasks",
+            "crowd.labels",
+            "jobs.results",
+            "control.models",
+        ),
+        ("jobs", "crowd.tasks", "jobs.results"),
+    ),
+    "annotator": (
+        ("crowd.tasks", "crowd.labels", "jobs.results"),
+        ("crowd.labels", "items.rejected"),
+    ),
     "learner": (("crowd.labels", "control.models"), ("control.models",)),
 }
 

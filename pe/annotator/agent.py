@@ -7,11 +7,13 @@ import logging
 import random
 import secrets
 import time
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Literal
 
-from faust import StreamT
+from aiokafka import ConsumerRecord
 
 from channels.codec import DecodeError, decode, encode
+from channels.jobs import TERMINAL, job_status
 from channels.records import Answer, Label, Task
 from pe.annotator.aggregate import majority_vote
 from pe.annotator.clock import LoopClock
@@ -24,17 +26,20 @@ from pe.annotator.pool import (
     Left,
     Offer,
     PoolConfig,
+    PoolTask,
     Recruit,
     Release,
     RetainerPool,
+    Shed,
     Terminate,
+    Vote,
 )
 from pe.annotator.population import PRESETS
 from pe.annotator.web.api import ApiConfig, CrowdApi
 from pe.annotator.web.crowd import WebCrowd
 from pe.common.context import PipelineContext
 from pe.params import AnnotatorParams
-from pipelines.sample import load_sample
+from pipelines.sample import known_tags
 
 __all__ = ["Annotator", "pool_config", "register"]
 
@@ -61,46 +66,48 @@ def pool_config(params: AnnotatorParams) -> PoolConfig:
         maintenance=rule,
         pay_per_minute=params.pay_per_minute,
         pay_per_record=params.pay_per_record,
+        capacity=params.max_queue,
     )
 
 
 def gold_items(ctx: PipelineContext) -> list[GoldItem]:
     """Qualification items: the bundled sample's messages with their known tags."""
-    gold = []
-    for record in load_sample():
-        truth = record.get("meta", {}).get("truth", {})
-        for spec in ctx.classifiers:
-            tag = truth.get(spec.truth_field)
-            if tag in spec.tags:
-                gold.append(
-                    GoldItem(
-                        f"{spec.name}:{record['id']}",
-                        record["text"],
-                        spec.question,
-                        list(spec.tags),
-                        str(tag),
-                    )
-                )
-    return gold
+    known = known_tags({spec.name: spec.truth_field for spec in ctx.classifiers})
+    return [
+        GoldItem(f"{spec.name}:{item_id}", text, spec.question, list(spec.tags), tag)
+        for spec in ctx.classifiers
+        for item_id, text, tag in known[spec.name]
+        if tag in spec.tags
+    ]
 
 
 class Annotator:
-    """Joins the Kafka input, the pool service and the output channel."""
+    """Joins the task log, the pool service and the output channel.
+
+    Every task in ``crowd.tasks`` without an outcome in ``crowd.labels`` waits in the
+    pool's queue: both logs are read from their start (followers), so a restart
+    queues again the tasks that were waiting or being answered.
+    """
 
     def __init__(self, ctx: PipelineContext) -> None:
         self._ctx = ctx
         self.params = ctx.params.annotator
         self.pool = RetainerPool(pool_config(self.params), random.Random(self.params.seed))
         self.guard: LifeGuard | None = None
-        self._room = asyncio.Event()
-        self._room.set()
+        self._clock: LoopClock | None = None
         self._sending: set[asyncio.Future[Any]] = set()
+        self._waiting: dict[str, Task] = {}  #: read before the pool started
+        self._done: set[str] = set()  #: tasks with an outcome
+        self._ended: set[str] = set()  #: jobs that ended
 
     def start(self, crowd: CrowdAdapter, clock: LoopClock) -> None:
+        """Start the pool and queue the tasks read so far, oldest first."""
+        self._clock = clock
         self.guard = LifeGuard(
             self.pool,
             clock,
             on_finished=self._finished,
+            on_shed=self._shed,
             observe=self._observe,
             gold=gold_items(self._ctx) if self.params.qualification else None,
             rng=random.Random(self.params.seed),
@@ -113,19 +120,65 @@ class Annotator:
         m.pool_workers.labels(p, "qualifying").set_function(lambda: pool.qualifying)
         m.pool_workers.labels(p, "working").set_function(lambda: pool.working)
         m.pool_workers.labels(p, "available").set_function(lambda: len(pool.available))
+        waiting, self._waiting = self._waiting, {}
+        for task in sorted(waiting.values(), key=lambda t: t.created):
+            self._submit(task)
+        for job in self._ended:
+            self.guard.withdraw(job)
 
-    async def accept(self, task: Task) -> None:
-        """Queue a task, waiting while the queue is full (backpressure)."""
+    def take_task(self, task: Task) -> None:
+        """A task from the log: queue it unless it already has an outcome."""
+        if task.task_id in self._done or _legacy_key(task) in self._done:
+            return
         if self.guard is None:
+            self._waiting[task.task_id] = task
+        else:
+            self._submit(task)
+
+    def take_outcome(self, label: Label) -> None:
+        """An outcome from the log (this annotator's own, or one from before a restart)."""
+        key = label.task_id or _legacy_key(label)
+        self._done.add(key)
+        self._waiting.pop(key, None)
+
+    def job_ended(self, job: str) -> None:
+        if job in self._ended:
+            return
+        self._ended.add(job)
+        if self.guard is not None:
+            self.guard.withdraw(job)
+
+    def _submit(self, task: Task) -> None:
+        if self.guard is None or self._clock is None:
             raise RuntimeError("start() the annotator first")
-        while self.pool.waiting >= self.params.max_queue:
-            self._room.clear()
-            await self._room.wait()
-        # Each classifier's training is a job of the pool: its work is paid to it.
-        self.guard.submit(task.task_id, task, job=task.classifier)
+        age = max(time.time() - task.created, 0.0) * self._clock.speed
+        self.guard.submit(
+            task.task_id,
+            task,
+            size=max(len(task.batch), 1),
+            votes=task.redundancy,
+            # Work is paid to a job: a classifier's training, or a submitted job.
+            job=task.job or task.classifier,
+            priority=task.priority,
+            age=age,
+        )
+        if task.job is not None and task.job in self._ended:
+            self.guard.withdraw(task.job)
 
     def _finished(self, done: Finished) -> None:
-        future = asyncio.ensure_future(self._emit(done))
+        self._send(self._label(done.task, "labeled"))
+
+    def _shed(self, shed: Shed) -> None:
+        m, p = self._ctx.metrics, self._ctx.pipeline
+        if shed.reason == "queue_full":
+            m.items_shed.labels(p, PE, "queue_full").inc()
+        else:
+            m.pool_events.labels(p, "withdrawn").inc()
+        self._send(self._label(shed.task, "shed" if shed.reason == "queue_full" else "withdrawn"))
+
+    def _send(self, label: Label) -> None:
+        self._done.add(label.task_id or _legacy_key(label))
+        future = asyncio.ensure_future(self._emit(label))
         self._sending.add(future)
         future.add_done_callback(self._sending.discard)
 
@@ -143,28 +196,16 @@ class Annotator:
             m.pool_events.labels(p, "release").inc()
         elif isinstance(effect, Recruit):
             m.pool_events.labels(p, "recruit").inc(effect.count)
-        # Any assignment can make room in the queue: accept() checks whether it did.
-        self._room.set()
         self._costs()
 
-    async def _emit(self, done: Finished) -> None:
-        task: Task = done.task.payload
-        answers = [
-            Answer(
-                task_id=task.task_id,
-                worker_id=v.worker_id,
-                tag=v.tag,
-                latency_s=round(v.seconds, 3),
-            )
-            for v in done.task.answers
-        ]
-        for answer in answers:
-            self._ctx.metrics.crowd_answers.labels(self._ctx.pipeline, task.classifier).inc()
-            self._ctx.metrics.crowd_answer_seconds.labels(self._ctx.pipeline).observe(
-                answer.latency_s
-            )
-        tag, share = majority_vote([a.tag for a in answers], self.params.agreement_needed)
-        label = Label(
+    def _label(self, pooled: PoolTask, status: LabelStatus) -> Label:
+        task: Task = pooled.payload
+        answers = [_answer(task, vote) for vote in pooled.answers]
+        tag, share = None, 0.0
+        if task.form == "label" and answers:
+            tags = [a.tag for a in answers if a.tag is not None]
+            tag, share = majority_vote(tags, min(self.params.agreement_needed, pooled.votes))
+        return Label(
             item_id=task.item_id,
             classifier=task.classifier,
             tag=tag,
@@ -174,17 +215,51 @@ class Annotator:
             idx=task.idx,
             val=task.val,
             ts=time.time(),
+            task_id=task.task_id,
+            job=task.job,
+            form=task.form,
+            status=status,
+            cost=round(pooled.paid * self.params.pay_per_record, 6),
         )
-        outcome = "agreed" if tag is not None else "no_agreement"
-        self._ctx.metrics.crowd_labels.labels(self._ctx.pipeline, task.classifier, outcome).inc()
-        await (await self._ctx.send("crowd.labels", task.item_id, encode(label)))
-        self._ctx.metrics.items_out.labels(self._ctx.pipeline, PE).inc()
+
+    async def _emit(self, label: Label) -> None:
+        m, p = self._ctx.metrics, self._ctx.pipeline
+        for answer in label.answers:
+            m.crowd_answers.labels(p, label.classifier).inc()
+            m.crowd_answer_seconds.labels(p).observe(answer.latency_s)
+        if label.status == "labeled":
+            outcome = "agreed" if label.tag is not None else "no_agreement"
+            if label.form != "label":
+                outcome = label.form
+            m.crowd_labels.labels(p, label.classifier, outcome).inc()
+        await (await self._ctx.send("crowd.labels", label.item_id, encode(label)))
+        m.items_out.labels(p, PE).inc()
 
     def _costs(self) -> None:
         m, p, ledger = self._ctx.metrics, self._ctx.pipeline, self.pool.ledger
         m.crowd_cost.labels(p, "waiting", "pool").set(ledger.waiting_cost)
         for job in ledger.records:
             m.crowd_cost.labels(p, "work", job).set(ledger.job_cost(job))
+
+
+LabelStatus = Literal["labeled", "shed", "withdrawn"]
+
+
+def _legacy_key(record: Task | Label) -> str:
+    """Labels written before they carried task ids match their task by item."""
+    return f"{record.classifier}\x00{record.item_id}"
+
+
+def _answer(task: Task, vote: Vote) -> Answer:
+    value = vote.value
+    common = {"task_id": task.task_id, "worker_id": vote.worker_id}
+    latency = round(vote.seconds, 3)
+    if task.form == "count":
+        return Answer(**common, count=value if isinstance(value, int) else None, latency_s=latency)
+    if task.form == "enumerate":
+        values = list(value) if isinstance(value, tuple) else [str(value)]
+        return Answer(**common, values=values, latency_s=latency)
+    return Answer(**common, tag=str(value), latency_s=latency)
 
 
 def api_config(ctx: PipelineContext) -> ApiConfig:
@@ -214,7 +289,6 @@ def api_config(ctx: PipelineContext) -> ApiConfig:
 
 def register(ctx: PipelineContext) -> None:
     annotator = Annotator(ctx)
-    labels = (ctx.pipeline, PE)
     params = ctx.params.annotator
     web_crowd: WebCrowd | None = None
     if ctx.crowd == "web":
@@ -222,22 +296,49 @@ def register(ctx: PipelineContext) -> None:
         ctx.routes.extend(CrowdApi(web_crowd, annotator, api_config(ctx)).routes())
         ctx.web_closing.append(web_crowd.close_streams)
 
-    async def annotate(stream: StreamT[Any]) -> None:
-        if annotator.guard is None:
-            if web_crowd is not None:
-                # People work in real time: the clock runs at speed 1 whatever is set.
-                annotator.start(web_crowd, LoopClock())
-            else:
-                clock = LoopClock(params.speed)
-                crowd = SimulatedCrowd(PRESETS[params.population], clock, seed=params.seed)
-                annotator.start(crowd, clock)
-        async for raw in stream:
-            ctx.metrics.items_in.labels(*labels).inc()
+    async def on_tasks(records: Sequence[ConsumerRecord]) -> None:
+        live = tasks_log.caught_up.is_set()
+        for record in records:
             try:
-                task = decode(Task, raw)
+                task = decode(Task, record.value)
             except DecodeError as exc:
-                await (await ctx.reject(PE, exc.kind, str(exc), raw))
+                # A restart reads the log again: reject each bad record once.
+                if live:
+                    ctx.metrics.items_in.labels(ctx.pipeline, PE).inc()
+                    await (await ctx.reject(PE, exc.kind, str(exc), record.value))
                 continue
-            await annotator.accept(task)
+            if live:
+                ctx.metrics.items_in.labels(ctx.pipeline, PE).inc()
+            annotator.take_task(task)
 
-    ctx.app.agent(ctx.topic("crowd.tasks"), name=f"{ctx.pipeline}.annotator")(annotate)
+    def on_labels(records: Sequence[ConsumerRecord]) -> None:
+        for record in records:
+            try:
+                annotator.take_outcome(decode(Label, record.value))
+            except DecodeError:
+                continue  # the learner rejects and counts bad labels
+
+    def on_results(records: Sequence[ConsumerRecord]) -> None:
+        for record in records:
+            status = job_status(record.value)
+            if status is not None and status.status in TERMINAL:
+                annotator.job_ended(status.job_id)
+
+    # Outcomes and ended jobs first: a task already answered must not be queued.
+    labels_log = ctx.follow("crowd.labels", on_labels)
+    results_log = ctx.follow("jobs.results", on_results)
+    tasks_log = ctx.follow("crowd.tasks", on_tasks)
+
+    async def start_pool() -> None:
+        for log_ in (labels_log, results_log, tasks_log):
+            await log_.caught_up.wait()
+        if web_crowd is not None:
+            # People work in real time: the clock runs at speed 1 whatever is set.
+            annotator.start(web_crowd, LoopClock())
+        else:
+            clock = LoopClock(params.speed)
+            crowd = SimulatedCrowd(PRESETS[params.population], clock, seed=params.seed)
+            annotator.start(crowd, clock)
+        log.info("annotator: pool started with %d task(s) waiting", annotator.pool.waiting)
+
+    ctx.app.task(start_pool)

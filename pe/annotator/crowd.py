@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from channels.records import NA_TAG
 from pe.annotator.clock import Clock, Handle
-from pe.annotator.pool import AnswerOutcome, PoolTask
+from pe.annotator.pool import AnswerOutcome, AnswerValue, PoolTask
 from pe.annotator.population import PopulationModel, SimulatedWorker
 
 __all__ = ["CrowdAdapter", "GoldItem", "SimulatedCrowd", "WorkerDesk"]
@@ -46,8 +46,9 @@ class WorkerDesk(Protocol):
     def heartbeat(self, worker_id: str) -> bool:
         """Still here; False if the pool no longer knows this worker."""
 
-    def answer(self, worker_id: str, task_id: str, tag: str) -> AnswerOutcome:
-        """An answer to an assignment."""
+    def answer(self, worker_id: str, task_id: str, value: AnswerValue) -> AnswerOutcome:
+        """An answer to an assignment: a tag, a count, or distinct values, by the
+        task's form."""
 
     def leave(self, worker_id: str) -> None:
         """Leave the pool."""
@@ -86,10 +87,6 @@ class CrowdAdapter(ABC):
 
         Platforms that keep sessions close them here; the simulator needs nothing.
         """
-
-
-def _truth_and_tags(payload: Any) -> tuple[str | None, list[str]]:
-    return getattr(payload, "truth", None), list(getattr(payload, "tags", []))
 
 
 @dataclass
@@ -174,12 +171,22 @@ class SimulatedCrowd(CrowdAdapter):
         answer = member.worker.answer(truth, tags, self._rng)
         return NA_TAG if answer is None else answer
 
+    def _respond(self, member: _Member, payload: Any) -> AnswerValue:
+        """The worker's answer to a task of any form (label, count, enumerate)."""
+        form = getattr(payload, "form", "label")
+        tags = list(getattr(payload, "tags", []))
+        if form == "count":
+            truths = [item.truth for item in payload.batch]
+            return member.worker.count(truths, payload.count_tag, tags, self._rng)
+        if form == "enumerate":
+            return member.worker.enumerate(list(payload.truth_values or []), self._rng)
+        return self._pick(member, getattr(payload, "truth", None), tags)
+
     def offer(self, worker_id: str, task: PoolTask) -> None:
         member = self.members.get(worker_id)
         if member is None or member.gone:
             return
-        truth, tags = _truth_and_tags(task.payload)
-        tag = self._pick(member, truth, tags)
+        value = self._respond(member, task.payload)
         seconds = member.worker.latency(self._rng, task.size)
         if self.clock.now() + seconds >= member.vanish_at:
             return  # vanishes before answering
@@ -188,7 +195,7 @@ class SimulatedCrowd(CrowdAdapter):
         def deliver() -> None:
             member.pending = None
             if desk is not None and not member.gone:
-                desk.answer(worker_id, task.task_id, tag)
+                desk.answer(worker_id, task.task_id, value)
                 if self.one_task:
                     self._drop(worker_id)
                     desk.leave(worker_id)

@@ -18,6 +18,7 @@ from pe.annotator.clock import Clock
 from pe.annotator.crowd import CrowdAdapter, GoldItem
 from pe.annotator.pool import (
     AnswerOutcome,
+    AnswerValue,
     BatchDone,
     Effect,
     Finished,
@@ -26,6 +27,7 @@ from pe.annotator.pool import (
     Recruit,
     Release,
     RetainerPool,
+    Shed,
     Terminate,
 )
 
@@ -40,6 +42,7 @@ class LifeGuard:
         *,
         on_finished: Callable[[Finished], None],
         on_batch: Callable[[BatchDone], None] | None = None,
+        on_shed: Callable[[Shed], None] | None = None,
         observe: Callable[[Effect], None] | None = None,
         gold: list[GoldItem] | None = None,
         rng: random.Random | None = None,
@@ -51,6 +54,7 @@ class LifeGuard:
         self.clock = clock
         self._on_finished = on_finished
         self._on_batch = on_batch
+        self._on_shed = on_shed
         self._observe = observe
         self._gold = gold or []
         self._rng = rng or random.Random(0)
@@ -93,8 +97,8 @@ class LifeGuard:
     def heartbeat(self, worker_id: str) -> bool:
         return self.pool.heartbeat(worker_id, self.clock.now())
 
-    def answer(self, worker_id: str, task_id: str, tag: str) -> AnswerOutcome:
-        outcome = self.pool.answer(worker_id, task_id, tag, self.clock.now())
+    def answer(self, worker_id: str, task_id: str, value: AnswerValue) -> AnswerOutcome:
+        outcome = self.pool.answer(worker_id, task_id, value, self.clock.now())
         self._flush()
         return outcome
 
@@ -127,12 +131,30 @@ class LifeGuard:
         votes: int | None = None,
         batch: str | None = None,
         job: str = "pool",
+        priority: int = 5,
+        age: float = 0.0,
     ) -> bool:
+        """Queue a task; ``age``: how long it already waited, in clock seconds."""
+        now = self.clock.now()
         queued = self.pool.submit(
-            task_id, payload, self.clock.now(), size=size, votes=votes, batch=batch, job=job
+            task_id,
+            payload,
+            now,
+            size=size,
+            votes=votes,
+            batch=batch,
+            job=job,
+            priority=priority,
+            submitted=now - age if age > 0 else None,
         )
         self._flush()
         return queued
+
+    def withdraw(self, job: str) -> int:
+        """Take ``job``'s waiting tasks out of the queue (its job ended)."""
+        count = self.pool.withdraw(job)
+        self._flush()
+        return count
 
     # -- internals ----------------------------------------------------------------
 
@@ -175,3 +197,5 @@ class LifeGuard:
             self._on_finished(effect)
         elif isinstance(effect, BatchDone) and self._on_batch is not None:
             self._on_batch(effect)
+        elif isinstance(effect, Shed) and self._on_shed is not None:
+            self._on_shed(effect)

@@ -13,7 +13,12 @@ Rules (CLAMShell, sections 3-4):
   assignment returns to the queue unpaid.
 - The pool keeps ``target_size`` workers (plus one per worker marked for release) by
   asking for recruits in the background.
-- Scheduler: unassigned tasks go to available workers at once, oldest first. In
+- Queue: tasks wait by priority (higher first), then age (older first). At most
+  ``capacity`` tasks may wait unstarted; when a new one would pass that, the
+  lowest-priority, oldest waiting task is shed (the new one, if its priority is
+  lower than all of theirs). A job's waiting tasks can be withdrawn. Both are
+  reported as :class:`Shed` effects; tasks someone is working on are never shed.
+- Scheduler: unassigned tasks go to available workers at once, in queue order. In
   ``batch`` mode only the oldest unfinished batch is assignable; in ``stream`` mode
   every task is.
 - Straggler mitigation: an available worker with no unassigned task left gets a
@@ -50,12 +55,15 @@ __all__ = [
     "Recruit",
     "Release",
     "RetainerPool",
+    "Shed",
     "Terminate",
     "Vote",
 ]
 
 Mode = Literal["stream", "batch"]
 AnswerOutcome = Literal["vote", "terminated", "rejected"]
+#: A label (tag), a count, or a list of distinct things: the pool does not look.
+AnswerValue = str | int | tuple[str, ...]
 #: How many terminated assignments per worker are remembered to tell a late answer
 #: (paid, not a vote) from one that was never theirs.
 _TERMINATED_MEMORY = 64
@@ -72,12 +80,14 @@ class PoolConfig:
     maintenance: MaintenanceRule | None = None
     pay_per_minute: float = 0.05
     pay_per_record: float = 0.02
+    #: Most tasks waiting unstarted (None: no bound).
+    capacity: int | None = None
 
 
 @dataclass(frozen=True)
 class Vote:
     worker_id: str
-    tag: str
+    value: AnswerValue
     seconds: float  #: the assignment's latency
 
 
@@ -90,6 +100,8 @@ class PoolTask:
     size: int = 1  #: records in the task (latency and pay are per record)
     batch: str | None = None
     job: str = "pool"
+    priority: int = 5
+    paid: int = 0  #: records of work paid for this task, terminated ones included
     answers: list[Vote] = field(default_factory=list)
     active: dict[str, float] = field(default_factory=dict)  #: worker -> assignment start
     seen: set[str] = field(default_factory=set)
@@ -98,6 +110,14 @@ class PoolTask:
     def open_slots(self) -> int:
         """Assignments still to make before counting duplicates."""
         return self.votes - len(self.answers) - len(self.active)
+
+    @property
+    def unstarted(self) -> bool:
+        return not self.answers and not self.active
+
+    def order(self) -> tuple[int, float]:
+        """Queue order: higher priority first, then older first."""
+        return (-self.priority, self.submitted)
 
 
 @dataclass
@@ -154,13 +174,22 @@ class Finished:
 
 
 @dataclass(frozen=True)
+class Shed:
+    """A waiting task left the queue unanswered: the queue was full, or its job
+    withdrew it."""
+
+    task: PoolTask
+    reason: Literal["queue_full", "withdrawn"]
+
+
+@dataclass(frozen=True)
 class BatchDone:
     batch: str
     seconds: float  #: from the batch's first submission to its last task finished
     tasks: int
 
 
-Effect = Offer | Terminate | Release | Left | Recruit | Finished | BatchDone
+Effect = Offer | Terminate | Release | Left | Recruit | Finished | BatchDone | Shed
 
 
 @dataclass
@@ -179,7 +208,13 @@ class RetainerPool:
         self.tasks: OrderedDict[str, PoolTask] = OrderedDict()  #: by submission
         self.recruiting = 0  #: recruits asked for and not arrived
         self.ledger = CostLedger(config.pay_per_minute, config.pay_per_record)
-        self.counts = {"duplicates": 0, "terminations": 0, "releases": 0, "recruited": 0}
+        self.counts = {
+            "duplicates": 0,
+            "terminations": 0,
+            "releases": 0,
+            "recruited": 0,
+            "shed": 0,
+        }
         self._batches: OrderedDict[str, _Batch] = OrderedDict()
         self._effects: list[Effect] = []
         self._rng = rng or random.Random(0)
@@ -277,13 +312,28 @@ class RetainerPool:
         votes: int | None = None,
         batch: str | None = None,
         job: str = "pool",
+        priority: int = 5,
+        submitted: float | None = None,
     ) -> bool:
-        """Queue a task; an id already queued is ignored (returns False)."""
+        """Queue a task; an id already queued is ignored (returns False).
+
+        ``submitted``: when the task first entered a queue (its age after a restart).
+        Returns False also when the queue is full and the task is the one shed.
+        """
         if task_id in self.tasks:
             return False
         task = PoolTask(
-            task_id, payload, now, votes or self.config.votes, size=size, batch=batch, job=job
+            task_id,
+            payload,
+            now if submitted is None else submitted,
+            votes or self.config.votes,
+            size=size,
+            batch=batch,
+            job=job,
+            priority=priority,
         )
+        if not self._make_room(task):
+            return False
         self.tasks[task_id] = task
         if batch is not None:
             state = self._batches.setdefault(batch, _Batch(now, 0, 0))
@@ -292,7 +342,14 @@ class RetainerPool:
         self._schedule(now)
         return True
 
-    def answer(self, worker_id: str, task_id: str, tag: str, now: float) -> AnswerOutcome:
+    def withdraw(self, job: str) -> int:
+        """Take ``job``'s waiting tasks out of the queue; returns how many."""
+        gone = [t for t in self.tasks.values() if t.job == job and t.unstarted]
+        for task in gone:
+            self._drop(task, "withdrawn")
+        return len(gone)
+
+    def answer(self, worker_id: str, task_id: str, value: AnswerValue, now: float) -> AnswerOutcome:
         """A worker's answer: a vote if the assignment is theirs and still open."""
         worker = self.workers.get(worker_id)
         if worker is None:
@@ -303,9 +360,10 @@ class RetainerPool:
         task = self.tasks[task_id]
         started = task.active.pop(worker_id)
         seconds = now - started
-        task.answers.append(Vote(worker_id, tag, seconds))
+        task.answers.append(Vote(worker_id, value, seconds))
         worker.latency.record_completed(seconds / task.size)
         self.ledger.work(task.job, task.size, worker_id)
+        task.paid += task.size
         worker.task_id = None
         self._became_available(worker, now)
         if len(task.answers) >= task.votes:
@@ -384,11 +442,43 @@ class RetainerPool:
             self.counts["duplicates"] += 1
         self._effects.append(Offer(worker.worker_id, task, duplicate))
 
+    def _make_room(self, task: PoolTask) -> bool:
+        """Shed the lowest-priority, oldest waiting task if the queue is full; False
+        if that is ``task`` itself."""
+        capacity = self.config.capacity
+        if capacity is None:
+            return True
+        waiting = [t for t in self.tasks.values() if t.unstarted]
+        if len(waiting) < capacity:
+            return True
+        victim = min(waiting, key=lambda t: (t.priority, t.submitted))
+        if task.priority < victim.priority:
+            self.counts["shed"] += 1
+            self._effects.append(Shed(task, "queue_full"))
+            return False
+        self._drop(victim, "queue_full")
+        return True
+
+    def _drop(self, task: PoolTask, reason: Literal["queue_full", "withdrawn"]) -> None:
+        del self.tasks[task.task_id]
+        if task.batch is not None:
+            state = self._batches[task.batch]
+            state.left -= 1
+            state.tasks -= 1
+            if state.left == 0:
+                del self._batches[task.batch]
+        if reason == "queue_full":
+            self.counts["shed"] += 1
+        self._effects.append(Shed(task, reason))
+
     def _assignable(self) -> list[PoolTask]:
+        tasks: list[PoolTask] = list(self.tasks.values())
         if self.config.mode == "batch" and self._batches:
             current = next(iter(self._batches))
-            return [t for t in self.tasks.values() if t.batch in (current, None)]
-        return list(self.tasks.values())
+            tasks = [t for t in tasks if t.batch in (current, None)]
+        if any(t.priority != tasks[0].priority for t in tasks):
+            tasks.sort(key=PoolTask.order)  # stable: submission order within a priority
+        return tasks
 
     def _schedule(self, now: float) -> None:
         self._release_replaced(now)
@@ -414,6 +504,8 @@ class RetainerPool:
                 if t.open_slots == 0 and t.active and worker.worker_id not in t.seen
             ]
             if candidates:
+                top = max(t.priority for t in candidates)
+                candidates = [t for t in candidates if t.priority == top]
                 self._assign(worker, self._rng.choice(candidates), now, duplicate=True)
 
     def _finish(self, task: PoolTask, finisher: PoolWorker, now: float) -> None:
@@ -436,6 +528,7 @@ class RetainerPool:
         worker.task_id = None
         worker.terminated.append(task.task_id)
         self.ledger.work(task.job, task.size, worker.worker_id, terminated=True)
+        task.paid += task.size
         self.counts["terminations"] += 1
         self._effects.append(Terminate(worker.worker_id, task.task_id))
         if finisher is not None:

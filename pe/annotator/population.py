@@ -16,6 +16,11 @@ Presets:
   latency per label was a few seconds (fast < 4 s, slow >= 8 s; PM_l = 8 s worked
   best) and recruitment took a few minutes.
 - ``demo``: a quick crowd for the demo and tests (8 s median, little tail).
+
+A population can hold spammers (``spammer_share``), who answer at random. Count
+answers (how many of a batch have a tag) follow Qurk's finding on text: with no
+"pop-out", a worker skimming a batch of messages judges each one with only part of
+the accuracy they have when labeling it alone (``COUNT_SKIM``).
 """
 
 from __future__ import annotations
@@ -26,7 +31,11 @@ from dataclasses import dataclass
 
 from scipy.stats import norm
 
-__all__ = ["PRESETS", "PopulationModel", "SimulatedWorker", "lognormal_for"]
+__all__ = ["COUNT_SKIM", "PRESETS", "PopulationModel", "SimulatedWorker", "lognormal_for"]
+
+#: Share of a worker's labeling skill (accuracy above chance) left when they count a
+#: batch of texts instead of labeling one (Qurk: up to 50% count error on tweets).
+COUNT_SKIM = 0.5
 
 
 def lognormal_for(mean: float, std: float) -> tuple[float, float]:
@@ -41,6 +50,7 @@ class SimulatedWorker:
     mean_s: float  #: mean latency per record
     std_s: float  #: standard deviation of latency per record
     accuracy: float
+    spammer: bool = False  #: answers at random
 
     def latency(self, rng: random.Random, records: int = 1) -> float:
         mu, sigma = lognormal_for(self.mean_s, self.std_s)
@@ -51,9 +61,33 @@ class SimulatedWorker:
         ``None`` when the truth is unknown (the caller answers "no label")."""
         if truth is None or truth not in tags:
             return None
-        if rng.random() < self.accuracy or len(tags) == 1:
+        return self._judge(truth, tags, self.accuracy, rng)
+
+    def _judge(self, truth: str, tags: list[str], accuracy: float, rng: random.Random) -> str:
+        if self.spammer:
+            return rng.choice(tags)
+        if rng.random() < accuracy or len(tags) == 1:
             return truth
         return rng.choice([tag for tag in tags if tag != truth])
+
+    def count(self, truths: list[str | None], tag: str, tags: list[str], rng: random.Random) -> int:
+        """How many items of a batch (their true tags) the worker says have ``tag``."""
+        if self.spammer:
+            return rng.randint(0, len(truths))
+        chance = 1.0 / max(len(tags), 1)
+        skim = chance + (self.accuracy - chance) * COUNT_SKIM
+        return sum(
+            1
+            for truth in truths
+            if truth in tags and self._judge(str(truth), tags, skim, rng) == tag
+        )
+
+    def enumerate(self, truths: list[str], rng: random.Random) -> tuple[str, ...]:
+        """The distinct things a worker lists for an item: each true one with
+        probability ``accuracy``; a spammer makes one up."""
+        if self.spammer:
+            return (f"made-up-{rng.randint(0, 10**6)}",)
+        return tuple(value for value in truths if rng.random() < self.accuracy)
 
 
 @dataclass(frozen=True)
@@ -73,6 +107,8 @@ class PopulationModel:
     recruit_std_s: float
     #: Chance per hour that a worker vanishes without a word.
     vanish_per_hour: float = 0.0
+    #: Share of workers who answer at random.
+    spammer_share: float = 0.0
 
     def _mean_sigma(self) -> tuple[float, float]:
         median_above = self.median_s - self.floor_s
@@ -84,7 +120,8 @@ class PopulationModel:
         mean = min(self.floor_s + math.exp(rng.gauss(mu, sigma)), self.cap_s)
         std = self.cv * mean * (mean / self.median_s) ** self.cv_growth
         accuracy = rng.betavariate(self.accuracy_a, self.accuracy_b)
-        return SimulatedWorker(worker_id, mean, std, accuracy)
+        spammer = self.spammer_share > 0 and rng.random() < self.spammer_share
+        return SimulatedWorker(worker_id, mean, std, accuracy, spammer)
 
     def recruit_latency(self, rng: random.Random) -> float:
         above = self.recruit_median_s - self.recruit_floor_s

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
@@ -15,7 +16,9 @@ from faust.types import TopicT
 
 from channels.codec import encode, rejected
 from channels.follower import Follower, Handler
+from channels.jobs import JobCommand, job_status
 from channels.topics import TopicSpec
+from channels.windows import WindowRegistry
 from config import Settings
 from pe.common.dataflow import DataPlane, Decoder, Pending, Sink
 from pe.common.metrics import Metrics
@@ -119,6 +122,7 @@ class PipelineContext:
         topic = self.topics[key].name
         shedder = None
         if shed_key is not None and self.params.shedding.enabled:
+            windows = self.job_windows()
             shedder = StageShedder(
                 self.params.shedding,
                 self.metrics,
@@ -126,6 +130,8 @@ class PipelineContext:
                 pe,
                 dup_key=shed_key,
                 lag=lambda: self.plane.lag(topic),
+                protect=windows.protects,
+                witness=windows.witness,
             )
         self.plane.read(topic, pe, decoder, sink, batch_size, shedder)
 
@@ -154,6 +160,34 @@ class PipelineContext:
         self._followers[key] = follower
         self.app.task(follower.run)
         return follower
+
+    def job_windows(self) -> WindowRegistry:
+        """The jobs' open stream windows, for this worker's shedding stages.
+
+        Shed items of unprotected windows are reported to their jobs (as ``shed``
+        events on ``jobs``) every second.
+        """
+
+        def create() -> WindowRegistry:
+            registry = WindowRegistry()
+
+            def on_results(records: Sequence[ConsumerRecord]) -> None:
+                for record in records:
+                    status = job_status(record.value)
+                    if status is not None:
+                        registry.update(status)
+
+            async def report() -> None:
+                now = time.time()
+                for job_id, count in registry.drain().items():
+                    command = JobCommand(action="shed", job_id=job_id, shed=count, ts=now)
+                    await (await self.send("jobs", job_id, encode(command)))
+
+            self.follow("jobs.results", on_results)
+            self.app.timer(1.0, name=f"{self.pipeline}.windows.report")(report)
+            return registry
+
+        return self.shared("job_windows", create)
 
     def shared(self, name: str, factory: Callable[[], T]) -> T:
         """One instance of ``factory()`` per worker, for state several PEs read."""

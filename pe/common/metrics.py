@@ -57,6 +57,10 @@ class Metrics:
     model_version: Gauge
     model_auc: Gauge
     models_trained: Counter
+    jobs: Gauge
+    job_tasks: Counter
+    crowd_backlog: Gauge
+    confidence_cap: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> Metrics:
@@ -147,5 +151,18 @@ class Metrics:
             model_auc=gauge("model_auc", "Held-out AUC of the active model.", ["classifier"]),
             models_trained=counter(
                 "models_trained", "Models the learner trained.", ["classifier", "outcome"]
+            ),
+            jobs=gauge("jobs", "Jobs by kind and status.", ["kind", "status"]),
+            job_tasks=counter("job_tasks", "Crowd tasks jobs issued.", ["kind"]),
+            crowd_backlog=gauge(
+                "crowd_backlog",
+                "Crowd tasks (every source) issued and not answered, shed or withdrawn yet.",
+                [],
+            ),
+            confidence_cap=gauge(
+                "taskgen_confidence_cap",
+                "Model confidence under which the task generator still sends items to the "
+                "crowd (1: no limit; it falls as the crowd backlog grows).",
+                [],
             ),
         )

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from aiokafka import ConsumerRecord
 
-from channels.shedding import Shedder, SheddingPolicy
+from channels.shedding import RecordHook, Shedder, SheddingPolicy
 from pe.common.metrics import Metrics
 
 __all__ = ["StageShedder"]
@@ -41,11 +41,20 @@ class StageShedder:
         *,
         dup_key: Callable[[str], str],
         lag: Callable[[], int | None],
+        protect: RecordHook | None = None,
+        witness: RecordHook | None = None,
     ) -> None:
         self._labels = (pipeline, pe)
         self._metrics = metrics
         self._lag = lag
-        self._shedder = Shedder(policy, dup_key, random.Random(f"shed-{pe}"), time.time())
+        self._shedder = Shedder(
+            policy,
+            dup_key,
+            random.Random(f"shed-{pe}"),
+            time.time(),
+            protect=protect,
+            witness=witness,
+        )
         self._kept = metrics.keep_fraction.labels(*self._labels)
         self._kept.set(1.0)
 

@@ -11,13 +11,13 @@ from collections.abc import Sequence
 from aiokafka import ConsumerRecord
 
 from channels.codec import DecodeError, decode, encode
-from channels.records import Task
+from channels.records import Label, Task
 from pe.common.context import PipelineContext
 from pe.common.dataflow import Pending
 from pe.common.featurebatch import FeatureBatch, decode_feature_batch
 from pe.common.linear import feature_matrix
 from pe.common.modelbook import ModelBook, model_book
-from pe.taskgen.sampler import Candidate, ClassifierSampler, Scorer, TokenBucket
+from pe.taskgen.sampler import Candidate, ClassifierSampler, LoadGovernor, Scorer, TokenBucket
 
 __all__ = ["register"]
 
@@ -64,17 +64,37 @@ def register(ctx: PipelineContext) -> None:
         for name in samplers
     }
 
+    governor = LoadGovernor(params.backlog_low, params.backlog_high, params.load_floor)
+    #: Crowd tasks from every source without an outcome yet: the crowd's backlog.
+    unanswered: set[str] = set()
+    answered: set[str] = set()
+
     def restore(records: Sequence[ConsumerRecord]) -> None:
         for record in records:
             try:
                 task = decode(Task, record.value)
             except DecodeError:
                 continue  # not ours to judge: the annotator rejects bad tasks
+            if task.task_id not in answered:
+                unanswered.add(task.task_id)
+            if task.job is not None:
+                continue  # a job's task: its item is not a training pick
             sampler = samplers.get(task.classifier)
             if sampler is not None:
                 sampler.mark_issued(task.item_id, task.sig)
 
+    def outcomes(records: Sequence[ConsumerRecord]) -> None:
+        for record in records:
+            try:
+                label = decode(Label, record.value)
+            except DecodeError:
+                continue  # the learner rejects bad labels
+            if label.task_id is not None:
+                answered.add(label.task_id)
+                unanswered.discard(label.task_id)
+
     issued_log = ctx.follow("crowd.tasks", restore)
+    ctx.follow("crowd.labels", outcomes)
 
     async def decode_batch(records: Sequence[ConsumerRecord]) -> tuple[FeatureBatch, Pending]:
         # Bad records are the classifier's to reject and count; here they are skipped.
@@ -108,13 +128,22 @@ def register(ctx: PipelineContext) -> None:
     async def issue_round() -> None:
         if not issued_log.caught_up.is_set():
             return  # budget and issued items are not known yet
+        backlog = len(unanswered)
+        cap = governor.confidence_cap(backlog)
+        ctx.metrics.crowd_backlog.labels(ctx.pipeline).set(backlog)
+        ctx.metrics.confidence_cap.labels(ctx.pipeline).set(cap)
         pending = []
         for spec in ctx.classifiers:
             sampler, bucket = samplers[spec.name], buckets[spec.name]
             skipped = sampler.near_duplicates
             # A round is one task per pool worker (CLAMShell's p), within the cap.
             round_size = min(bucket.available(time.monotonic()), pool_size)
-            picks = sampler.select(round_size, _scorer(book, spec.name))
+            picks = sampler.select(
+                round_size,
+                _scorer(book, spec.name),
+                max_confidence=cap,
+                passive_share=governor.passive_share(backlog),
+            )
             bucket.take(len(picks))
             ctx.metrics.near_duplicates.labels(ctx.pipeline, spec.name).inc(
                 sampler.near_duplicates - skipped
@@ -133,6 +162,7 @@ def register(ctx: PipelineContext) -> None:
                     created=time.time(),
                     truth=candidate.truth.get(spec.name),
                     sig=candidate.sig,
+                    priority=params.priority,
                 )
                 pending.append(await ctx.send("crowd.tasks", task.item_id, encode(task)))
                 ctx.metrics.crowd_tasks.labels(ctx.pipeline, spec.name, kind).inc()

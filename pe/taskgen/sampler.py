@@ -13,7 +13,7 @@ from typing import Literal
 
 from pe.features.simhash import SignatureSet
 
-__all__ = ["Candidate", "ClassifierSampler", "TokenBucket"]
+__all__ = ["Candidate", "ClassifierSampler", "LoadGovernor", "TokenBucket"]
 
 Kind = Literal["active", "passive"]
 Strategy = Literal["hybrid", "active", "passive"]
@@ -47,6 +47,33 @@ class TokenBucket:
 
     def take(self, n: int) -> None:
         self.tokens -= n
+
+
+@dataclass(frozen=True)
+class LoadGovernor:
+    """Fewer items go to the crowd while its backlog grows (CSP's load adaptability).
+
+    At a backlog (crowd tasks issued by anyone and not yet answered) of ``low`` or
+    less nothing changes. Above it, uncertainty picks need a model confidence below
+    a cap that falls linearly from 1 to ``floor`` at ``high`` (items the model is
+    surer of stay with the machine), and random picks thin out linearly to none at
+    ``high`` (they stay uniform, so the learner's held-out labels stay unbiased).
+    """
+
+    low: int
+    high: int
+    floor: float
+
+    def _load(self, backlog: int) -> float:
+        if backlog <= self.low:
+            return 0.0
+        return min((backlog - self.low) / max(self.high - self.low, 1), 1.0)
+
+    def confidence_cap(self, backlog: int) -> float:
+        return 1.0 - (1.0 - self.floor) * self._load(backlog)
+
+    def passive_share(self, backlog: int) -> float:
+        return 1.0 - self._load(backlog)
 
 
 class ClassifierSampler:
@@ -90,7 +117,14 @@ class ClassifierSampler:
             self.issued.add(item_id)
             self.signatures.add(sig)
 
-    def select(self, n: int, scorer: Scorer | None) -> list[tuple[Candidate, Kind]]:
+    def select(
+        self,
+        n: int,
+        scorer: Scorer | None,
+        *,
+        max_confidence: float = 1.0,
+        passive_share: float = 1.0,
+    ) -> list[tuple[Candidate, Kind]]:
         """Pick up to ``n`` items (a round: the pool size p, within the rate cap).
 
         ``hybrid``: k = ``active_fraction`` * n by uncertainty, n - k at random;
@@ -101,6 +135,10 @@ class ClassifierSampler:
         checked for near-duplicates of issued items only as they are examined (a
         check against every issued signature is the costly part), and those found
         are dropped from the buffer, as are the picks and items issued elsewhere.
+
+        Under load (:class:`LoadGovernor`), uncertainty picks need a confidence
+        below ``max_confidence`` and only ``passive_share`` of the random picks are
+        made.
         """
         n = min(n, self.budget_left)
         if n <= 0:
@@ -117,13 +155,15 @@ class ClassifierSampler:
             sample = self._rng.sample(pool, min(self.uncertainty_sample, len(pool)))
             confidence = scorer(sample)  # type: ignore[misc]  # checked above
             ranked = sorted(zip(confidence, range(len(sample)), strict=True))
-            for _, i in ranked:
-                if len(picked) == n_active:
+            for score, i in ranked:
+                if len(picked) == n_active or score >= max_confidence:
                     break
                 if self._claim(sample[i], dropped):
                     picked.append((sample[i], "active"))
+        # The rest at random (also what uncertainty could not fill), thinned under load.
+        target = len(picked) + round((n - len(picked)) * passive_share)
         for i in self._rng.sample(range(len(pool)), len(pool)):
-            if len(picked) == n:
+            if len(picked) >= target:
                 break
             if self._claim(pool[i], dropped):
                 picked.append((pool[i], "passive"))

@@ -84,8 +84,8 @@ def test_the_simulated_crowd_fills_the_pool_and_labels_through_the_worker_api() 
     assert len(finished) == 20
     for done in finished:
         assert len({v.worker_id for v in done.task.answers}) == 3
-        assert all(v.tag in ("yes", "no") for v in done.task.answers)
-    truth_votes = sum(v.tag == d.task.payload.truth for d in finished for v in d.task.answers)
+        assert all(v.value in ("yes", "no") for v in done.task.answers)
+    truth_votes = sum(v.value == d.task.payload.truth for d in finished for v in d.task.answers)
     assert truth_votes / 60 > 0.6  # demo workers are mostly right
     guard.stop()
 
@@ -133,7 +133,7 @@ def test_no_label_when_the_truth_is_unknown() -> None:
     guard.start(SimulatedCrowd(PRESETS["demo"], clock, seed=1))
     guard.submit("t", _Item(truth=None))
     clock.run(until=600.0, stop=lambda: bool(finished))
-    assert [v.tag for v in finished[0].task.answers] == [NA_TAG]
+    assert [v.value for v in finished[0].task.answers] == [NA_TAG]
 
 
 async def test_the_loop_clock_runs_speed_times_faster_than_real_time() -> None:

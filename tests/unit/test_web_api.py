@@ -266,7 +266,7 @@ async def test_a_task_is_pushed_and_its_answer_counted_once(env: Env) -> None:
     status, second = await env.answer(joined["token"], task["assignment_id"], "no")
     assert status == 200 and second == first
     assert len(env.finished) == 1
-    assert [v.tag for v in env.finished[0].task.answers] == ["yes"]
+    assert [v.value for v in env.finished[0].task.answers] == ["yes"]
     assert env.pool.ledger.workers[joined["worker_id"]].records == 1
 
 
@@ -306,7 +306,7 @@ async def test_a_terminated_assignment_is_paid_and_not_a_vote(env: Env) -> None:
     status, late = await env.answer(ben["token"], ben_task["assignment_id"], "no")
     assert status == 200 and late["outcome"] == "terminated"
     assert late["earnings"]["records"] == 1 and late["earnings"]["work"] > 0
-    assert len(env.finished) == 1 and [v.tag for v in env.finished[0].task.answers] == ["yes"]
+    assert len(env.finished) == 1 and [v.value for v in env.finished[0].task.answers] == ["yes"]
 
 
 # -- tokens ---------------------------------------------------------------------------

@@ -1,0 +1,24 @@
+"""Jobs PE: labeling, counting and enumeration jobs that share the crowd.
+
+Input: ``POST /api/v1/jobs`` and ``crowdstream job submit`` (both append to
+``jobs``); ``jobs`` (JobCommand: submissions, cancellations, the items a window
+collected, window items shed); ``items.features`` (stream windows, fused with the
+features stage when it runs here); ``crowd.tasks`` and ``crowd.labels`` (the
+job's tasks and their outcomes); ``jobs.results`` (what was already reported);
+``control.models`` (models label the rest of a labeling job and assist counts).
+Output: ``crowd.tasks`` (Task with ``job`` and ``priority``), ``jobs`` (window
+items and samples), ``jobs.results`` (JobStatus and ItemResult).
+State: one run per job, rebuilt after a restart by reading those logs from their
+start (event sourcing: every decision is in a log); a counting or enumeration
+window's sample is in memory until the window closes.
+Logic (pure): ``manager`` routes events to runs (``run``; ``labeling``,
+``counting``, ``enumeration``), whose estimators are ``proportion`` (Wilson,
+difference estimator), ``thresh`` (Qurk's count aggregation with gold) and
+``species`` (Chao92, streaker correction, pay-as-you-go). ``api`` serves
+``/api/v1/jobs``.
+Metrics: jobs by kind and status, job tasks issued by kind.
+"""
+
+from pe.jobs.agent import register
+
+__all__ = ["register"]

@@ -1,0 +1,283 @@
+"""The jobs PE's wiring: logs in, tasks and results out, the HTTP API."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
+
+from aiokafka import ConsumerRecord
+
+from channels.codec import DecodeError, decode, encode
+from channels.jobs import JobCommand, JobItem, decode_result
+from channels.records import Label, Task
+from pe.common.context import PipelineContext
+from pe.common.dataflow import Pending
+from pe.common.featurebatch import FeatureBatch, decode_feature_batch
+from pe.common.linear import feature_matrix
+from pe.common.modelbook import model_book
+from pe.features.hashing import FeatureHasher, sparse_rows
+from pe.features.text import grams, tokens
+from pe.jobs.api import JobsApi
+from pe.jobs.counting import CountingRun
+from pe.jobs.manager import JobManager
+from pe.jobs.run import JobRun, Plan
+from pe.jobs.windows import Reservoir
+from pipelines.sample import known_tags
+
+__all__ = ["register"]
+
+log = logging.getLogger(__name__)
+
+PE = "jobs"
+#: How often jobs plan tasks and report; status records repeat every HEARTBEAT_S.
+TICK_S = 0.5
+HEARTBEAT_S = 5.0
+#: Items a counting or enumeration window keeps as its sample.
+WINDOW_SAMPLE = 5000
+
+
+def register(ctx: PipelineContext) -> None:
+    annotator = ctx.params.annotator
+    hasher = FeatureHasher(ctx.params.features.n_features)
+    book = model_book(ctx)
+    classifiers = {spec.name: spec for spec in ctx.classifiers}
+
+    def featurize(items: list[JobItem]) -> list[JobItem]:
+        todo = [item for item in items if not item.idx]
+        if not todo:
+            return items
+        rows = sparse_rows(hasher.matrix([grams(tokens(item.text)) for item in todo]))
+        done = {
+            item.id: item.model_copy(update={"idx": idx, "val": val})
+            for item, (idx, val) in zip(todo, rows, strict=True)
+        }
+        return [done.get(item.id, item) for item in items]
+
+    manager = JobManager(classifiers, featurize=featurize)
+    gold = {
+        name: [(text, tag) for _, text, tag in found]
+        for name, found in known_tags(
+            {spec.name: spec.truth_field for spec in ctx.classifiers}
+        ).items()
+    }
+    windows: dict[str, Reservoir] = {}  #: open counting/enumeration windows
+    ready = asyncio.Event()
+    replay: dict[str, list[Any]] = {"commands": [], "tasks": [], "labels": [], "results": []}
+
+    def handler(
+        kind: str, parse: Callable[[bytes | None], Any], apply: Callable[[Any], None]
+    ) -> Callable[[Sequence[ConsumerRecord]], None]:
+        def handle(records: Sequence[ConsumerRecord]) -> None:
+            for record in records:
+                try:
+                    event = parse(record.value)
+                except DecodeError:
+                    continue  # bad records are rejected by the PE that owns the topic
+                if event is None:
+                    continue
+                if ready.is_set():
+                    apply(event)
+                else:
+                    replay[kind].append(event)
+
+        return handle
+
+    def job_task(raw: bytes | None) -> Task | None:
+        task = decode(Task, raw)
+        return task if task.job is not None else None
+
+    def job_label(raw: bytes | None) -> Label | None:
+        label = decode(Label, raw)
+        return label if label.job is not None else None
+
+    logs = [
+        ctx.follow("jobs", handler("commands", lambda r: decode(JobCommand, r), manager.command)),
+        ctx.follow("crowd.tasks", handler("tasks", job_task, manager.task)),
+        ctx.follow("crowd.labels", handler("labels", job_label, manager.outcome)),
+        ctx.follow("jobs.results", handler("results", decode_result, manager.result)),
+    ]
+
+    async def start() -> None:
+        for follower in logs:
+            await follower.caught_up.wait()
+        await book.caught_up.wait()
+        # Submissions first, then what became of them: the logs are read side by side.
+        for command in replay["commands"]:
+            manager.command(command)
+        for task in replay["tasks"]:
+            manager.task(task)
+        for label in replay["labels"]:
+            manager.outcome(label)
+        for result in replay["results"]:
+            manager.result(result)
+        replay.clear()
+        for job_id in manager.interrupted(time.time()):
+            log.warning("job %s failed: its stream window was open when the worker stopped", job_id)
+        ready.set()
+        log.info("jobs: %d job(s) in the log", len(manager.runs))
+
+    async def send(command: JobCommand) -> None:
+        await (await ctx.send("jobs", command.job_id, encode(command)))
+
+    def plan(now: float) -> Plan:
+        metrics = {
+            name: (update.version, update.metrics.auc, update.metrics.accuracy)
+            for name, update in book.updates.items()
+        }
+        return Plan(
+            now=now,
+            pay_per_record=annotator.pay_per_record,
+            redundancy=annotator.redundancy,
+            mitigation=annotator.mitigation,
+            in_flight=annotator.pool_size,
+            classifiers=classifiers,
+            models=dict(book.compiled),
+            model_metrics=metrics,
+            gold=gold,
+        )
+
+    def tag_probability(
+        classifier: str, tag: str, rows: list[tuple[list[int], list[float]]]
+    ) -> list[float]:
+        model = book.compiled.get(classifier)
+        if model is None or tag not in model.classes or not rows:
+            return [0.0] * len(rows)
+        probs = model.predict_proba(feature_matrix(rows, model.n_features))
+        return [float(p) for p in probs[:, model.classes.index(tag)]]
+
+    last_heartbeat = [0.0]
+
+    async def tick() -> None:
+        if not ready.is_set():
+            return
+        now = time.time()
+        for run in manager.runs.values():
+            if isinstance(run, CountingRun) and run.spec.method == "model":
+                model_version = book.version(run.spec.classifier)
+                run.score(
+                    model_version, partial(tag_probability, run.spec.classifier, run.spec.tag)
+                )
+        await close_windows(now)
+        heartbeat = now - last_heartbeat[0] >= HEARTBEAT_S
+        if heartbeat:
+            last_heartbeat[0] = now
+        step = manager.step(plan(now), heartbeat=heartbeat)
+        pending = []
+        for task in step.tasks:
+            pending.append(await ctx.send("crowd.tasks", task.item_id, encode(task)))
+            ctx.metrics.job_tasks.labels(ctx.pipeline, manager.runs[str(task.job)].spec.kind).inc()
+        results: list[tuple[str, bytes]] = [(r.job_id, encode(r)) for r in step.results]
+        results += [(s.job_id, encode(s)) for s in step.statuses]
+        for job_id, value in results:
+            pending.append(await ctx.send("jobs.results", job_id, value))
+        await ctx.flush(pending)
+        states = Counter((run.spec.kind, run.status) for run in manager.runs.values())
+        for kind in ("labeling", "counting", "enumeration"):
+            for status in ("queued", "running", "done", "cancelled", "failed"):
+                ctx.metrics.jobs.labels(ctx.pipeline, kind, status).set(states[(kind, status)])
+
+    async def close_windows(now: float) -> None:
+        """Write the sample of every counting/enumeration window that just closed."""
+        for job_id, run in manager.runs.items():
+            window = run.window
+            if window is None or window.closed or run.plans_while_open or run.terminal:
+                windows.pop(job_id, None)
+                continue
+            sample = windows.setdefault(job_id, Reservoir(WINDOW_SAMPLE, random.Random(job_id)))
+            spec = window.spec
+            timed_out = spec.seconds is not None and now >= window.opened + spec.seconds
+            full = spec.count is not None and sample.seen >= spec.count
+            if timed_out or full:
+                del windows[job_id]
+                await send(
+                    JobCommand(
+                        action="window",
+                        job_id=job_id,
+                        items=sample.items,
+                        seen=sample.seen,
+                        predicted_sum=sample.predicted_sum,
+                        ts=now,
+                    )
+                )
+            else:
+                window.seen = sample.seen  # for the status while the window fills
+
+    async def decode_batch(records: Sequence[ConsumerRecord]) -> tuple[FeatureBatch, Pending]:
+        # Bad records are the classifier's to reject and count; here they are skipped.
+        batch, _ = decode_feature_batch(records, ctx.params.features.n_features)
+        return batch, []
+
+    async def take_stream(batch: FeatureBatch) -> Pending:
+        if not ready.is_set():
+            return []
+        pending: Pending = []
+        for job_id, run in manager.runs.items():
+            window = run.window
+            if window is None or window.closed or run.terminal:
+                continue
+            chosen = window_items(run, batch)
+            if not chosen:
+                continue
+            if run.plans_while_open:
+                room = (window.spec.count or len(chosen)) - window.seen
+                chosen = chosen[: max(room, 0)]
+                if chosen:
+                    command = JobCommand(
+                        action="items", job_id=job_id, items=chosen, ts=time.time()
+                    )
+                    pending.append(await ctx.send("jobs", job_id, encode(command)))
+                    window.seen += len(chosen)  # the log echo sets the same number
+            else:
+                sample = windows.setdefault(job_id, Reservoir(WINDOW_SAMPLE, random.Random(job_id)))
+                room = (window.spec.count or sample.seen + len(chosen)) - sample.seen
+                for item in chosen[: max(room, 0)]:
+                    sample.offer(item)
+        ctx.metrics.items_in.labels(ctx.pipeline, PE).inc(len(batch))
+        return pending
+
+    def window_items(run: JobRun, batch: FeatureBatch) -> list[JobItem]:
+        window = run.window
+        if window is None:
+            return []
+        spec = window.spec.filter
+        pattern = spec.compiled()
+        picked = [
+            (item, row)
+            for item, row in zip(batch.items, batch.rows, strict=True)
+            if window.opened <= item.ts_in and spec.matches(item.text, item.source, pattern)
+        ]
+        predicted = [0.0] * len(picked)
+        if isinstance(run, CountingRun) and run.spec.method == "model":
+            predicted = tag_probability(run.spec.classifier, run.spec.tag, [r for _, r in picked])
+        return [
+            JobItem(
+                id=item.id,
+                text=item.text,
+                meta=item.meta,
+                idx=row[0],
+                val=row[1],
+                predicted=round(p, 6),
+            )
+            for (item, row), p in zip(picked, predicted, strict=True)
+        ]
+
+    api = JobsApi(
+        manager,
+        send,
+        operator_token=(
+            ctx.settings.operator_token.get_secret_value()
+            if ctx.settings.operator_token is not None
+            else None
+        ),
+        max_body_bytes=ctx.params.collector.max_body_bytes,
+    )
+    ctx.routes.extend(api.routes())
+    ctx.consume("items.features", PE, decode_batch, take_stream)
+    ctx.app.task(start)
+    ctx.app.timer(TICK_S, name=f"{ctx.pipeline}.jobs.tick")(tick)

@@ -1,0 +1,269 @@
+"""What every job has: its spec, items, tasks, outcomes, cost and status.
+
+Pure logic, no I/O: a run takes events (its items, the tasks it issued, their
+outcomes, models) and, when asked, plans new tasks and reports its status. The
+jobs agent feeds it from the logs (so a restart replays the same events) and
+writes what it plans. Subclasses per job kind decide which tasks to ask and
+when the job is done.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from channels.jobs import TERMINAL, ItemResult, JobItem, JobStatus, StreamWindow
+from channels.records import Label, Task
+from pe.common.linear import CompiledModel
+from pe.params import ClassifierSpec
+
+__all__ = ["Plan", "JobRun", "Window"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run may use to plan tasks."""
+
+    now: float
+    pay_per_record: float
+    redundancy: int  #: the annotator's default answers per task
+    mitigation: bool  #: straggler duplicates may add paid answers
+    in_flight: int  #: most tasks of one job waiting or being answered at once
+    classifiers: Mapping[str, ClassifierSpec]
+    models: Mapping[str, CompiledModel]
+    model_metrics: Mapping[str, tuple[int, float | None, float | None]]  #: version, auc, accuracy
+    gold: Mapping[str, list[tuple[str, str]]]  #: classifier -> (text, true tag) gold items
+
+
+@dataclass
+class Window:
+    """A stream window's state."""
+
+    spec: StreamWindow
+    opened: float
+    seen: int = 0
+    shed: int = 0
+    closed: bool = False
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "open": not self.closed,
+            "filter": self.spec.filter.model_dump(),
+            "protect": self.spec.protect,
+            "count": self.spec.count,
+            "seconds": self.spec.seconds,
+            "opened": self.opened,
+            "seen": self.seen,
+            "shed": self.shed,
+        }
+
+
+@dataclass
+class JobRun(ABC):
+    #: Ask the crowd about a window's items as they come (else: once it closed).
+    plans_while_open = False
+
+    job_id: str
+    spec: Any
+    created: float
+    status: str = "queued"
+    reason: str = ""
+    items: dict[str, JobItem] = field(default_factory=dict)
+    window: Window | None = None
+    tasks: dict[str, Task] = field(default_factory=dict)
+    outcomes: dict[str, Label] = field(default_factory=dict)
+    emitted: set[str] = field(default_factory=set)  #: items whose result was written
+    item_results: dict[str, ItemResult] = field(default_factory=dict)
+    published: bool = False  #: a status of this job was written (before a restart too)
+    updated: float = 0.0
+    #: Sum of the model's predictions over a counting window's items.
+    predicted_sum: float = 0.0
+    rng: random.Random = field(default_factory=random.Random)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(f"{self.job_id}:{len(self.tasks)}")
+        if self.spec.items is not None:
+            self.items = {item.id: item for item in self.spec.items}
+        elif self.spec.stream is not None:
+            self.window = Window(self.spec.stream, self.created)
+
+    # -- events ---------------------------------------------------------------
+
+    def take_task(self, task: Task) -> None:
+        self.tasks[task.task_id] = task
+
+    def take_outcome(self, label: Label) -> None:
+        if label.task_id is not None:
+            self.outcomes[label.task_id] = label
+
+    def take_items(self, items: list[JobItem]) -> None:
+        """Stream items a labeling window collected."""
+        for item in items:
+            self.items.setdefault(item.id, item)
+        window = self.window
+        if window is not None:
+            window.seen = len(self.items)
+            if window.spec.count is not None and window.seen >= window.spec.count:
+                window.closed = True
+
+    def close_window(self, items: list[JobItem], seen: int, predicted_sum: float) -> None:
+        """A counting window closed with this sample of its ``seen`` items."""
+        self.items = {item.id: item for item in items}
+        self.predicted_sum = predicted_sum
+        if self.window is not None:
+            self.window.seen = seen
+            self.window.closed = True
+
+    def take_shed(self, count: int) -> None:
+        if self.window is not None:
+            self.window.shed += count
+
+    def finish(self, status: str, reason: str, now: float) -> None:
+        if self.status not in TERMINAL:
+            self.status, self.reason, self.updated = status, reason, now
+
+    # -- views ----------------------------------------------------------------
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    @property
+    def cost(self) -> float:
+        return sum(label.cost for label in self.outcomes.values())
+
+    @property
+    def open_tasks(self) -> list[Task]:
+        return [t for t_id, t in self.tasks.items() if t_id not in self.outcomes]
+
+    def answered(self) -> list[tuple[Task, Label]]:
+        return [
+            (task, self.outcomes[t_id])
+            for t_id, task in self.tasks.items()
+            if t_id in self.outcomes and self.outcomes[t_id].status == "labeled"
+        ]
+
+    def counts(self) -> dict[str, int | float]:
+        statuses = [label.status for label in self.outcomes.values()]
+        return {
+            "items": len(self.items),
+            "tasks_issued": len(self.tasks),
+            "tasks_done": statuses.count("labeled"),
+            "tasks_shed": statuses.count("shed"),
+            "tasks_withdrawn": statuses.count("withdrawn"),
+            "tasks_open": len(self.open_tasks),
+            "answers": sum(len(label.answers) for label in self.outcomes.values()),
+        }
+
+    def status_record(self, now: float) -> JobStatus:
+        return JobStatus(
+            job_id=self.job_id,
+            kind=self.spec.kind,
+            name=self.spec.name,
+            status=self.status,
+            reason=self.reason,
+            priority=self.spec.priority,
+            created=self.created,
+            updated=self.updated or now,
+            budget=self.spec.budget,
+            cost=round(self.cost, 6),
+            progress=self.progress(),
+            window=self.window.view() if self.window is not None else None,
+            estimate=self.estimate(),
+        )
+
+    # -- planning -------------------------------------------------------------
+
+    def step(self, plan: Plan) -> list[Task]:
+        """Advance: start, close a timed-out window, stop, or plan new tasks."""
+        if self.terminal:
+            return []
+        if self.status == "queued":
+            self.status, self.updated = "running", plan.now
+        window = self.window
+        if window is not None and not window.closed:
+            if window.spec.seconds is not None and plan.now >= window.opened + window.spec.seconds:
+                self.window_timed_out(plan)
+            if not window.closed and not self.plans_while_open:
+                return []
+        done = self.done_reason(plan)
+        if done is not None:
+            self.finish("done", done, plan.now)
+            return []
+        room = (self.spec.max_in_flight or plan.in_flight) - len(self.open_tasks)
+        tasks: list[Task] = []
+        while room > 0:
+            task = self.next_task(plan)
+            if task is None:
+                break
+            if self.cost + self.committed(plan, [*self.open_tasks, task]) > self.spec.budget:
+                break
+            self.take_task(task)  # at once: the next pick must see it
+            tasks.append(task)
+            room -= 1
+        if not tasks and not self.open_tasks:
+            stuck = self.stuck_reason(plan)
+            if stuck is not None:
+                self.finish("done", stuck, plan.now)
+        return tasks
+
+    def committed(self, plan: Plan, tasks: list[Task]) -> float:
+        """The most the open ``tasks`` may still cost (a straggler duplicate each)."""
+        total = 0.0
+        for task in tasks:
+            votes = task.redundancy or plan.redundancy
+            total += max(len(task.batch), 1) * (votes + int(plan.mitigation)) * plan.pay_per_record
+        return total
+
+    def task_id(self) -> str:
+        return uuid.UUID(int=self.rng.getrandbits(128)).hex
+
+    def new_task(self, plan: Plan, **fields: Any) -> Task:
+        base: dict[str, Any] = {
+            "task_id": self.task_id(),
+            "job": self.job_id,
+            "kind": "job",
+            "priority": self.spec.priority,
+            "created": plan.now,
+            "idx": [],
+            "val": [],
+            "tags": [],
+            "classifier": "",
+        }
+        base.update(fields)
+        return Task(**base)
+
+    def window_timed_out(self, plan: Plan) -> None:
+        if self.window is not None:
+            self.window.closed = True
+
+    def stuck_reason(self, plan: Plan) -> str | None:
+        """Why the job can go no further with nothing open (budget, no more items)."""
+        if self.next_task(plan) is None:
+            return self.exhausted_reason()
+        return "budget spent"
+
+    def exhausted_reason(self) -> str | None:
+        return "no more items to ask about"
+
+    def results(self, plan: Plan) -> list[ItemResult]:
+        """Item results not written yet (labeling jobs)."""
+        return []
+
+    @abstractmethod
+    def progress(self) -> dict[str, int | float]: ...
+
+    @abstractmethod
+    def estimate(self) -> dict[str, Any] | None: ...
+
+    @abstractmethod
+    def done_reason(self, plan: Plan) -> str | None:
+        """Why the job is done now, or None."""
+
+    @abstractmethod
+    def next_task(self, plan: Plan) -> Task | None:
+        """The next task to ask (not yet recorded), or None."""
