@@ -78,7 +78,9 @@ def f1_corrected(
             singles[worker].append(value)
     if not singles:
         return freq
-    top = sorted((len(v) for v in singles.values()), reverse=True)[:k]
+    # Every worker counts, those without singletons too: the bar is what the top k
+    # workers add on average, not what the streakers alone add.
+    top = sorted((len(singles.get(w, [])) for w in per_worker), reverse=True)[:k]
     bar = sum(top) / len(top)
     for worker, values in singles.items():
         excess = len(values) - bar

@@ -30,7 +30,7 @@ from pe.jobs.proportion import Estimate, z_for
 __all__ = ["CountAnswer", "ThreshResult", "gold_count", "thresh"]
 
 #: A corrected fraction below this is not honest error but a spammer.
-NEGATIVE_SLACK = -0.1
+NEGATIVE_SLACK = -0.02
 
 
 @dataclass(frozen=True)

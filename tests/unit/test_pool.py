@@ -18,6 +18,7 @@ from pe.annotator.pool import (
     Recruit,
     Release,
     RetainerPool,
+    Shed,
     Terminate,
 )
 
@@ -270,3 +271,58 @@ def test_mean_pool_latency_is_per_record() -> None:
     pool.drain()
     pool.answer("w0", "t", "x", 20.0)
     assert pool.mean_pool_latency() == 5.0
+
+
+def _shed(effects: list[Effect]) -> list[tuple[str, str]]:
+    return [(e.task.task_id, e.reason) for e in effects if isinstance(e, Shed)]
+
+
+def test_higher_priority_tasks_are_assigned_first_then_older_ones() -> None:
+    pool = _pool()
+    pool.submit("low", None, 0.0, priority=1)
+    pool.submit("mid-old", None, 1.0, priority=5)
+    pool.submit("high", None, 2.0, priority=9)
+    pool.submit("mid-new", None, 3.0, priority=5)
+    for i in range(4):
+        pool.join(f"w{i}", 4.0 + i)
+    assert [task for _, task, _ in _offers(pool.drain())] == ["high", "mid-old", "mid-new", "low"]
+
+
+def test_a_full_queue_sheds_the_lowest_priority_oldest_waiting_task() -> None:
+    pool = _pool(capacity=3)
+    assert pool.submit("a-low", None, 0.0, priority=1)
+    assert pool.submit("b-low", None, 1.0, priority=1)
+    assert pool.submit("c-mid", None, 2.0, priority=5)
+    pool.drain()
+    assert pool.submit("d-mid", None, 3.0, priority=5)  # full: the oldest lowest goes
+    assert _shed(pool.drain()) == [("a-low", "queue_full")]
+    assert not pool.submit("e-lower", None, 4.0, priority=0)  # lower than all: itself
+    assert _shed(pool.drain()) == [("e-lower", "queue_full")]
+    assert pool.submit("f-low", None, 5.0, priority=1)  # ties: the older one goes
+    assert _shed(pool.drain()) == [("b-low", "queue_full")]
+    assert set(pool.tasks) == {"c-mid", "d-mid", "f-low"}
+    assert pool.counts["shed"] == 3
+
+
+def test_tasks_being_answered_are_never_shed_and_a_job_can_withdraw_its_waiting_ones() -> None:
+    pool = _pool(1, capacity=1)
+    pool.submit("working", None, 0.0, priority=0, job="j1")  # w0 takes it
+    pool.submit("waiting", None, 1.0, priority=0, job="j1")
+    pool.drain()
+    assert pool.submit("other", None, 2.0, priority=5, job="j2")
+    assert _shed(pool.drain()) == [("waiting", "queue_full")]
+    pool.submit("again", None, 3.0, priority=4, job="j1")  # lower than the waiting one
+    assert _shed(pool.drain()) == [("again", "queue_full")]
+    assert pool.withdraw("j2") == 1
+    assert _shed(pool.drain()) == [("other", "withdrawn")]
+    assert pool.withdraw("j1") == 0  # "working" is being answered: it stays
+    assert set(pool.tasks) == {"working"}
+
+
+def test_a_task_records_the_work_paid_for_it_duplicates_included() -> None:
+    pool = _pool(2, votes=1, mitigation=True)
+    pool.submit("t", None, 0.0, size=3)
+    pool.answer("w1", "t", "yes", 1.0)  # w1 holds a duplicate and answers first
+    finished = [e for e in pool.drain() if isinstance(e, Finished)]
+    assert finished[0].task.paid == 6  # 3 records answered + 3 terminated
+    assert pool.ledger.job_cost("pool") == pytest.approx(6 * 0.02)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import random
+
+import pytest
 from collections.abc import Sequence
 
-from pe.taskgen.sampler import Candidate, ClassifierSampler, TokenBucket
+from pe.taskgen.sampler import Candidate, ClassifierSampler, LoadGovernor, TokenBucket
 
 
 def _candidate(i: int, sig: int | None = None) -> Candidate:
@@ -157,3 +159,32 @@ def test_active_only_picks_only_k_and_passive_only_none_by_uncertainty() -> None
     for i in range(10):
         seed.offer(_candidate(i))
     assert [k for _, k in seed.select(4, None)] == ["passive"] * 4
+
+
+def test_under_backlog_fewer_items_go_to_the_crowd() -> None:
+    governor = LoadGovernor(low=50, high=250, floor=0.6)
+    assert governor.confidence_cap(10) == 1.0 and governor.passive_share(50) == 1.0
+    assert governor.confidence_cap(150) == pytest.approx(0.8)
+    assert governor.passive_share(150) == pytest.approx(0.5)
+    assert governor.confidence_cap(900) == pytest.approx(0.6)
+    assert governor.passive_share(900) == 0.0
+
+    def scorer(candidates: Sequence[Candidate]) -> list[float]:
+        return [0.5 + (int(c.item_id[1:]) % 50) / 100 for c in candidates]  # 0.5 .. 0.99
+
+    def picks(backlog: int) -> list[tuple[Candidate, str]]:
+        sampler = _sampler(uncertainty_sample=100)
+        for i in range(100):
+            sampler.offer(_candidate(i))
+        return sampler.select(
+            20,
+            scorer,
+            max_confidence=governor.confidence_cap(backlog),
+            passive_share=governor.passive_share(backlog),
+        )
+
+    calm, busy, swamped = picks(0), picks(150), picks(300)
+    assert len(calm) == 20 and len(swamped) < len(busy) < len(calm)
+    assert sum(kind == "passive" for _, kind in busy) == 5  # half of the random picks
+    assert all(kind == "active" for _, kind in swamped)  # random picks thinned to none
+    assert all(scorer([c])[0] < 0.6 for c, _ in swamped)  # only what the model is unsure of

@@ -1,0 +1,155 @@
+"""The jobs' estimators: Chao92 and its corrections, Thresh with gold, the
+proportion intervals (coverage by repeated simulation)."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from pe.jobs.proportion import difference, wilson
+from pe.jobs.species import chao92, estimate, expected_new, f1_corrected
+from pe.jobs.thresh import CountAnswer, gold_count, thresh
+
+
+def test_chao92_matches_a_hand_computed_example() -> None:
+    # f1=20, f2=10, f3=5, f4=5: n=75, c=40, C=1-20/75=0.7333, c/C=54.545,
+    # sum j(j-1)f_j = 20+30+60=110, g2 = 54.545*110/(75*74) - 1 = 0.0811,
+    # N = 54.545 + 20/0.7333*0.0811 = 56.76
+    result = chao92([1] * 20 + [2] * 10 + [3] * 5 + [4] * 5)
+    assert (result.n, result.distinct, result.f1) == (75, 40, 20)
+    assert result.coverage == pytest.approx(0.73333, abs=1e-4)
+    assert result.cv2 == pytest.approx(0.08108, abs=1e-4)
+    assert result.total == pytest.approx(56.757, abs=1e-3)
+    assert result.completeness == pytest.approx(40 / 56.757, abs=1e-4)
+
+
+def test_chao92_is_unbounded_while_every_answer_is_new() -> None:
+    assert chao92([1, 1, 1]).total is None
+    assert chao92([]).total is None
+
+
+def test_chao92_converges_on_a_uniform_population() -> None:
+    rng = random.Random(3)
+    draws = Counter(rng.randrange(50) for _ in range(400))
+    assert chao92(draws.values()).total == pytest.approx(50, abs=3)
+
+
+def test_the_f1_heuristic_trims_a_streakers_singletons_only() -> None:
+    # 11 steady workers keep finding the same 5 values; one streaker adds 30 new ones.
+    answers = [(f"w{w}", f"v{v}") for w in range(11) for v in range(5)]
+    answers += [("streaker", f"new{i}") for i in range(30)] + [("streaker", "v0")] * 10
+    raw = chao92(Counter(v for _, v in answers).values())
+    corrected = chao92(f1_corrected(answers, k=10, beta=0.5).values())
+    assert raw.total is not None and corrected.total is not None
+    assert corrected.total < raw.total  # the streaker's flood no longer inflates N
+    kept = f1_corrected(answers, k=10, beta=0.5)
+    assert all(kept[f"v{v}"] == 11 + (10 if v == 0 else 0) for v in range(5))
+    # beta caps what is removed: at most half of the streaker's 40 answers
+    assert sum(1 for v in kept if v.startswith("new")) == 30 - 20
+    # without streakers nothing is removed
+    steady = [(f"w{w}", f"v{(w + i) % 9}") for w in range(12) for i in range(3)]
+    assert f1_corrected(steady) == Counter(v for _, v in steady)
+
+
+def test_expected_new_answers_follow_shens_formula() -> None:
+    result = chao92([1] * 20 + [2] * 10 + [3] * 5 + [4] * 5)
+    f0 = result.total - result.distinct  # type: ignore[operator]
+    for m in (10, 50):
+        want = f0 * (1 - (1 - (20 / 75) / f0) ** m)
+        assert expected_new(result, m) == pytest.approx(want)
+    assert expected_new(result, 10) < 10 * 20 / 75  # saturating, not linear
+    assert estimate([("w", "a"), ("v", "a")]).predicted[10] == 0.0  # nothing new in sight
+
+
+def _count_answers(
+    rng: random.Random, truth: float, workers: int, batches: int, size: int = 50
+) -> list[CountAnswer]:
+    answers = []
+    for w in range(workers):
+        for _ in range(batches):
+            count = sum(rng.random() < truth for _ in range(size))
+            answers.append(CountAnswer(f"good{w}", count, size))
+    return answers
+
+
+def test_thresh_ignores_spammers_who_do_most_of_the_work() -> None:
+    rng = random.Random(5)
+    answers = _count_answers(rng, 0.1, workers=10, batches=3)
+    # two spammers do far more batches, answering at random
+    for s in range(2):
+        answers += [CountAnswer(f"spam{s}", rng.randint(0, 50), 50) for _ in range(60)]
+    naive = sum(a.fraction for a in answers) / len(answers)
+    result = thresh(answers)
+    assert abs(naive - 0.1) > 0.2  # the plain average is dragged to ~0.4
+    assert result.estimate.value == pytest.approx(0.1, abs=0.03)
+    assert set(result.spammers) == {"spam0", "spam1"}
+    assert result.estimate.low <= 0.1 <= result.estimate.high
+
+
+def test_random_gold_defeats_a_coordinated_attack() -> None:
+    rng = random.Random(9)
+    size, truth = 50, 0.5
+    honest = []
+    for w in range(10):
+        for _ in range(3):
+            gold = gold_count(size, 15, rng)
+            real = sum(rng.random() < truth for _ in range(size - gold))
+            gold_pos = sum(rng.random() < 0.5 for _ in range(gold))
+            honest.append(CountAnswer(f"good{w}", real + gold_pos, size, gold, gold_pos))
+
+    def attack(with_gold: bool) -> list[CountAnswer]:
+        out = []
+        for a in range(25):  # colluders outnumber honest workers, all answer 5
+            for _ in range(3):
+                gold = gold_count(size, 15, rng) if with_gold else 0
+                gold_pos = sum(rng.random() < 0.5 for _ in range(gold))
+                out.append(CountAnswer(f"sybil{a}", 5, size, gold, gold_pos))
+        return out
+
+    fooled = thresh(honest + attack(with_gold=False))
+    assert fooled.estimate.value < 0.2  # without gold the coalition wins
+    defended = thresh(honest + attack(with_gold=True))
+    assert defended.estimate.value == pytest.approx(truth, abs=0.06)
+    assert all(s.startswith("sybil") for s in defended.spammers)
+
+
+def test_gold_counts_stay_inside_the_batch() -> None:
+    rng = random.Random(1)
+    draws = [gold_count(20, 4, rng) for _ in range(2000)]
+    assert min(draws) >= 1 and max(draws) <= 7  # 4 +- min(0.2*20, 4-1, 20-4-1)
+    assert len(set(draws)) > 3  # it varies: colluders cannot agree after correction
+    assert gold_count(20, 0, rng) == 0
+
+
+@pytest.mark.parametrize("truth", [0.05, 0.3, 0.5])
+def test_wilson_intervals_cover_the_truth_at_their_level(truth: float) -> None:
+    rng = random.Random(int(truth * 100))
+    trials, n, hits = 2000, 60, 0
+    for _ in range(trials):
+        positives = sum(rng.random() < truth for _ in range(n))
+        interval = wilson(positives, n, 0.95)
+        hits += interval.low <= truth <= interval.high
+    assert 0.92 <= hits / trials <= 0.985
+
+
+def test_the_difference_estimator_corrects_a_biased_model_and_covers_the_truth() -> None:
+    rng = random.Random(2)
+    population = 5000
+    labels = [int(rng.random() < 0.3) for _ in range(population)]
+    # a model that over-predicts the tag: p = 0.25 + 0.5 * label, noisy
+    predicted = [min(max(0.25 + 0.5 * y + rng.gauss(0, 0.1), 0), 1) for y in labels]
+    truth = sum(labels) / population
+    biased = sum(predicted) / population
+    assert abs(biased - truth) > 0.1  # classify-and-count alone is off
+    hits, widths, trials = 0, [], 800
+    for _ in range(trials):
+        sample = rng.sample(range(population), 80)
+        result = difference(biased, [labels[i] - predicted[i] for i in sample], 0.95, population)
+        hits += result.low <= truth <= result.high
+        widths.append(result.width)
+    assert 0.92 <= hits / trials <= 0.985
+    # narrower than labels alone: the model explains most of the variance
+    label_only = wilson(round(truth * 80), 80).width
+    assert sum(widths) / trials < 0.6 * label_only
