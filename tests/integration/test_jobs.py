@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -151,7 +150,7 @@ async def test_a_counting_job_estimates_a_fraction_with_its_interval(
     assert job["cost"] > 0 and estimate["cost"] == job["cost"]
 
 
-async def test_an_enumeration_job_from_the_cli_finds_the_distinct_answers(
+def test_an_enumeration_job_from_the_cli_finds_the_distinct_answers(
     broker: EmbeddedBroker, worker: Worker, topology: Path, tmp_path: Path
 ) -> None:
     items = [

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 import pytest
-from collections.abc import Sequence
 
 from pe.taskgen.sampler import Candidate, ClassifierSampler, LoadGovernor, TokenBucket
 
