@@ -355,7 +355,7 @@ def _learn(
     def on_finished() -> None:
         nonlocal collected
         for done in sim.finished[collected:]:
-            tag = done.task.answers[0].tag
+            tag = done.task.answers[0].value
             if tag in TAGS:
                 labels[int(done.task.task_id)] = tag
         if not design.pool and len(sim.finished) // 50 > collected // 50:

@@ -84,8 +84,8 @@ async def test_a_labeling_job_labels_every_item_by_the_crowd(worker: Worker) -> 
     assert job["progress"]["labeled_by_crowd"] == 24
     # 3 answers per item at 0.02 a record, plus paid straggler duplicates
     assert 24 * 3 * 0.02 - 1e-9 <= job["cost"] <= 24 * 4 * 0.02 + 1e-9
-    status, body = worker.get("/api/v1/jobs/lab1/results")
-    results = orjson.loads(body)["results"]
+    status, page = worker.get("/api/v1/jobs/lab1/results")
+    results = orjson.loads(page)["results"]
     assert {r["item_id"] for r in results} == {i["id"] for i in items}
     assert all(r["source"] == "crowd" for r in results)
     truth = {i["id"]: i["meta"]["truth"]["aid_related"] for i in items}

@@ -172,7 +172,7 @@ def test_under_backlog_fewer_items_go_to_the_crowd() -> None:
     def scorer(candidates: Sequence[Candidate]) -> list[float]:
         return [0.5 + (int(c.item_id[1:]) % 50) / 100 for c in candidates]  # 0.5 .. 0.99
 
-    def picks(backlog: int) -> list[tuple[Candidate, str]]:
+    def picks(backlog: int) -> Sequence[tuple[Candidate, str]]:
         sampler = _sampler(uncertainty_sample=100)
         for i in range(100):
             sampler.offer(_candidate(i))
