@@ -115,7 +115,8 @@ class AnnotatorParams(_Params):
     redundancy: int = Field(3, ge=1, le=15)
     #: Votes the leading tag needs; default: a strict majority of ``redundancy``.
     min_agreement: int | None = Field(None, ge=1)
-    #: Tasks waiting for a worker; past this the annotator stops reading tasks.
+    #: Tasks that may wait unstarted in the pool's priority queue; past this the
+    #: lowest-priority, oldest waiting task is shed (docs/jobs.md).
     max_queue: int = Field(1000, ge=1)
     #: Straggler mitigation: idle workers get duplicates of active tasks.
     mitigation: bool = True

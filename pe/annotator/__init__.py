@@ -1,12 +1,17 @@
 """Crowd annotator PE: a CLAMShell retainer pool labels tasks at interactive speed.
 
-Input: ``crowd.tasks`` (Task).
-Output: ``crowd.labels`` (Label: the majority-vote tag of ``redundancy`` answers, or
-null when they disagree, with every answer); ``items.rejected`` (malformed tasks).
-State: the retainer pool (workers, their latency records, tasks being answered, the
-cost ledger with each worker's earnings) and, with the web crowd, the workers'
-sessions and invite codes, in memory; tasks are read only while fewer than ``max_queue`` wait, so
-a slow crowd backs up in Kafka.
+Input: ``crowd.tasks`` (Task: training tasks and jobs' tasks), ``crowd.labels``
+(outcomes already written) and ``jobs.results`` (jobs that ended), each read from
+its start by a follower: every task without an outcome waits in the pool's queue,
+after a restart too.
+Output: ``crowd.labels`` (Label: the answers of a task and, for label tasks, their
+majority tag, null when they disagree; or ``status`` shed / withdrawn, with no
+answers, for a task the full queue shed or whose job ended); ``items.rejected``
+(malformed tasks).
+State: the retainer pool (workers, their latency records, the priority queue of
+tasks, the cost ledger with each worker's earnings) and, with the web crowd, the
+workers' sessions and invite codes, in memory; the queue is rebuilt from the logs.
+Run one annotator per pipeline.
 Pool logic (pure, in ``pool``, ``latency``, ``costs``): qualification, heartbeats,
 background recruitment, straggler mitigation, pool maintenance with TermEst. The
 pool service (``lifeguard``) drives it on a clock (``clock``) for a crowd platform

@@ -276,6 +276,7 @@ def register(ctx: PipelineContext) -> None:
             else None
         ),
         max_body_bytes=ctx.params.collector.max_body_bytes,
+        label_tasks_only=ctx.crowd == "web",
     )
     ctx.routes.extend(api.routes())
     ctx.consume("items.features", PE, decode_batch, take_stream)

@@ -42,7 +42,10 @@ class JobsApi:
         *,
         operator_token: str | None,
         max_body_bytes: int,
+        label_tasks_only: bool = False,
     ) -> None:
+        """``label_tasks_only``: the crowd answers label tasks only (the web page)."""
+        self._label_only = label_tasks_only
         self._manager = manager
         self._submit = submit
         self._token = operator_token
@@ -86,6 +89,9 @@ class JobsApi:
         except ValidationError as exc:
             return _error(422, "invalid job", details=_errors(exc))
         problem = check_spec(spec, self._manager.classifiers)
+        needs_page = spec.kind == "enumeration" or getattr(spec, "method", "label") == "count"
+        if problem is None and self._label_only and needs_page:
+            problem = "the web crowd's page answers label tasks only: use another method"
         if problem is not None:
             return _error(422, problem)
         job_id = spec.job_id or uuid.uuid4().hex
