@@ -37,8 +37,12 @@ class Follower:
         *,
         poll_ms: int = 200,
         max_records: int = 2000,
+        since_ms: int | None = None,
     ) -> None:
+        """``since_ms``: start at the first record written at or after this time
+        (epoch milliseconds) instead of offset 0."""
         self.topic = topic
+        self._since_ms = since_ms
         self._handlers: list[Handler] = [handler]
         self._poll_ms = poll_ms
         self._max_records = max_records
@@ -84,7 +88,7 @@ class Follower:
         try:
             partitions = await self._partitions(consumer)
             consumer.assign(partitions)
-            await consumer.seek_to_beginning(*partitions)
+            await self._seek(consumer, partitions)
             while True:
                 batches = await consumer.getmany(
                     timeout_ms=self._poll_ms, max_records=self._max_records
@@ -103,6 +107,23 @@ class Follower:
                     self.caught_up.set()
         finally:
             await consumer.stop()
+
+    async def _seek(self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> None:
+        if self._since_ms is None:
+            await consumer.seek_to_beginning(*partitions)
+            return
+        try:
+            found = await consumer.offsets_for_times({tp: self._since_ms for tp in partitions})
+        except KafkaError as exc:  # a broker without time lookups: read it all
+            log.info("no offsets by time for %s (%s): reading from its start", self.topic, exc)
+            await consumer.seek_to_beginning(*partitions)
+            return
+        for tp in partitions:
+            at = found.get(tp)
+            if at is None:
+                await consumer.seek_to_end(tp)
+            else:
+                consumer.seek(tp, at.offset)
 
     async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
         for _ in range(100):

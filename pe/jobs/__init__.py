@@ -10,7 +10,8 @@ Output: ``crowd.tasks`` (Task with ``job`` and ``priority``), ``jobs`` (window
 items and samples), ``jobs.results`` (JobStatus and ItemResult).
 State: one run per job, rebuilt after a restart by reading those logs from their
 start (event sourcing: every decision is in a log); a counting or enumeration
-window's sample is in memory until the window closes.
+window's sample is in memory until the window closes, and is rebuilt from
+``items.features`` after a restart.
 Logic (pure): ``manager`` routes events to runs (``run``; ``labeling``,
 ``counting``, ``enumeration``), whose estimators are ``proportion`` (Wilson,
 difference estimator), ``thresh`` (Qurk's count aggregation with gold) and

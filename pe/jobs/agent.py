@@ -14,6 +14,7 @@ from typing import Any
 from aiokafka import ConsumerRecord
 
 from channels.codec import DecodeError, decode, encode
+from channels.follower import Follower
 from channels.jobs import JobCommand, JobItem, decode_result
 from channels.records import Label, Task
 from pe.common.context import PipelineContext
@@ -117,10 +118,38 @@ def register(ctx: PipelineContext) -> None:
         for result in replay["results"]:
             manager.result(result)
         replay.clear()
-        for job_id in manager.interrupted(time.time()):
-            log.warning("job %s failed: its stream window was open when the worker stopped", job_id)
+        for job_id, run in manager.runs.items():
+            window = run.window
+            if window is None or window.closed or run.plans_while_open or run.terminal:
+                continue
+            if run.published:  # it was open before this start: its sample was in memory
+                await rebuild_window(job_id, run)
         ready.set()
         log.info("jobs: %d job(s) in the log", len(manager.runs))
+
+    async def rebuild_window(job_id: str, run: JobRun) -> None:
+        """Read the window's items again from ``items.features``, from its opening."""
+        window = run.window
+        if window is None:
+            return
+        sample = windows.setdefault(job_id, Reservoir(WINDOW_SAMPLE, random.Random(job_id)))
+
+        def take(records: Sequence[ConsumerRecord]) -> None:
+            batch, _ = decode_feature_batch(records, ctx.params.features.n_features)
+            offer(sample, window.spec.count, window_items(run, batch))
+
+        reader = Follower(
+            ctx.bootstrap_servers,
+            ctx.topics["items.features"].name,
+            take,
+            since_ms=int(window.opened * 1000),
+        )
+        reading = asyncio.ensure_future(reader.run())
+        try:
+            await reader.caught_up.wait()
+        finally:
+            reading.cancel()
+        log.info("job %s: window rebuilt, %d item(s) seen so far", job_id, sample.seen)
 
     async def send(command: JobCommand) -> None:
         await (await ctx.send("jobs", command.job_id, encode(command)))
@@ -235,11 +264,15 @@ def register(ctx: PipelineContext) -> None:
                     window.seen += len(chosen)  # the log echo sets the same number
             else:
                 sample = windows.setdefault(job_id, Reservoir(WINDOW_SAMPLE, random.Random(job_id)))
-                room = (window.spec.count or sample.seen + len(chosen)) - sample.seen
-                for item in chosen[: max(room, 0)]:
-                    sample.offer(item)
+                offer(sample, window.spec.count, chosen)
         ctx.metrics.items_in.labels(ctx.pipeline, PE).inc(len(batch))
         return pending
+
+    def offer(sample: Reservoir, count: int | None, items: list[JobItem]) -> None:
+        for item in items:
+            if count is not None and sample.seen >= count:
+                return
+            sample.offer(item)
 
     def window_items(run: JobRun, batch: FeatureBatch) -> list[JobItem]:
         window = run.window
@@ -247,10 +280,11 @@ def register(ctx: PipelineContext) -> None:
             return []
         spec = window.spec.filter
         pattern = spec.compiled()
+        end = window.opened + (window.spec.seconds or float("inf"))
         picked = [
             (item, row)
             for item, row in zip(batch.items, batch.rows, strict=True)
-            if window.opened <= item.ts_in and spec.matches(item.text, item.source, pattern)
+            if window.opened <= item.ts_in < end and spec.matches(item.text, item.source, pattern)
         ]
         predicted = [0.0] * len(picked)
         if isinstance(run, CountingRun) and run.spec.method == "model":

@@ -142,28 +142,6 @@ class JobManager:
             if event.status in ("done", "cancelled", "failed"):
                 run.finish(event.status, event.reason, event.updated)
 
-    def interrupted(self, now: float) -> list[str]:
-        """After a restart: counting and enumeration windows that were open are gone
-        (their sample lived in memory); fail those jobs. Returns their ids."""
-        failed = []
-        for job_id, run in self.runs.items():
-            window = run.window
-            if (
-                window is not None
-                and not window.closed
-                and not run.plans_while_open
-                and run.published
-                and not run.terminal
-            ):
-                run.finish(
-                    "failed",
-                    "the worker restarted while the stream window was open, and the "
-                    "items it had seen are gone: submit the job again",
-                    now,
-                )
-                failed.append(job_id)
-        return failed
-
     def step(self, plan: Plan, *, heartbeat: bool = False) -> Step:
         """Advance every job. Status records are returned when they changed (or for
         every running job when ``heartbeat``)."""

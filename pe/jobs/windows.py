@@ -4,7 +4,9 @@ Keeps a uniform sample of the window's items (reservoir sampling, so every item
 seen has the same chance to be asked about however long the window runs), the
 number seen, and the sum of the model's predictions over all of them (for the
 model-assisted count). Lives in memory until the window closes; then the jobs
-agent writes the sample to the job's log.
+agent writes the sample to the job's log. After a restart the agent rebuilds it
+from ``items.features``, read from the window's opening time: a uniform sample of
+the same items.
 """
 
 from __future__ import annotations
@@ -24,8 +26,14 @@ class Reservoir:
     seen: int = 0
     predicted_sum: float = 0.0
     items: list[JobItem] = field(default_factory=list)
+    #: Ids taken, so an item read twice (a rebuild overlapping the live stream)
+    #: counts once.
+    ids: set[str] = field(default_factory=set)
 
     def offer(self, item: JobItem) -> None:
+        if item.id in self.ids:
+            return
+        self.ids.add(item.id)
         self.seen += 1
         self.predicted_sum += item.predicted or 0.0
         if len(self.items) < self.capacity:

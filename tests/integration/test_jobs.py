@@ -298,3 +298,54 @@ async def test_jobs_survive_a_worker_restart(
     finally:
         crowd.stop()
         second.stop()
+
+
+async def test_an_open_counting_window_is_rebuilt_after_a_restart(
+    broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    topology = write_topology(
+        tmp_path_factory.mktemp("window"),
+        "jwindow",
+        annotator={"speed": 200.0, "pool_size": 8, "redundancy": 1},
+        taskgen={"label_budget": 0},
+    )
+    sample = load_sample(200)
+
+    def lines(start: int) -> list[bytes]:
+        out = []
+        for i, r in enumerate(sample[start : start + 100]):
+            text = ("zebra " if i % 2 == 0 else "") + r["text"]  # 50 marked of 100
+            out.append(orjson.dumps({"id": f"w{start + i}", "text": text, "meta": r["meta"]}))
+        return out
+
+    spec = {
+        "kind": "counting",
+        "job_id": "window",
+        "classifier": "aid_related",
+        "tag": "yes",
+        "budget": 5,
+        "ci_width": 0.5,
+        "min_answers": 5,
+        "stream": {"count": 100, "seconds": 300, "filter": {"contains": ["zebra"]}},
+    }
+    pes = ("--pe", "collector", "features", "jobs")
+    first = start_worker(broker, topology, tmp_path, *pes)
+    try:
+        assert first.post("/api/v1/jobs", orjson.dumps(spec))[0] == 202
+        assert await wait_until(lambda: _job(first, "window").get("status") == "running")
+        await push_lines([broker.bootstrap], "jwindow", lines(0))
+        assert await wait_until(lambda: _job(first, "window")["window"]["seen"] == 50)
+    finally:
+        first.stop()
+    second = start_worker(broker, topology, tmp_path, *pes)
+    crowd = start_worker(broker, topology, tmp_path, "--pe", "annotator")
+    try:
+        # the 50 items seen before the stop are read again from items.features
+        assert await wait_until(lambda: _job(second, "window").get("window", {}).get("seen") == 50)
+        await push_lines([broker.bootstrap], "jwindow", lines(100))
+        job = await _finished(second, "window", 120)
+        assert job["status"] == "done", job
+        assert job["window"]["seen"] == 100 and job["estimate"]["population"] == 100
+    finally:
+        crowd.stop()
+        second.stop()
