@@ -281,8 +281,9 @@ async def test_jobs_survive_a_worker_restart(
     finally:
         first.stop()
     second = start_worker(broker, topology, tmp_path, "--pe", "collector", "jobs")
-    crowd = start_worker(broker, topology, tmp_path, "--pe", "annotator")
+    crowd: Worker | None = None
     try:
+        crowd = start_worker(broker, topology, tmp_path, "--pe", "annotator")
         assert await wait_until(lambda: _job(second, "survivor").get("status") == "running")
         # the same job, with the tasks it had issued, not a second copy of them
         assert _job(second, "survivor")["progress"]["tasks_issued"] >= issued
@@ -296,7 +297,8 @@ async def test_jobs_survive_a_worker_restart(
         paid = crowd.metric("crowdstream_crowd_cost", kind="work", job="survivor")
         assert job["cost"] == pytest.approx(paid, abs=1e-6)
     finally:
-        crowd.stop()
+        if crowd is not None:
+            crowd.stop()
         second.stop()
 
 
@@ -338,8 +340,9 @@ async def test_an_open_counting_window_is_rebuilt_after_a_restart(
     finally:
         first.stop()
     second = start_worker(broker, topology, tmp_path, *pes)
-    crowd = start_worker(broker, topology, tmp_path, "--pe", "annotator")
+    crowd: Worker | None = None
     try:
+        crowd = start_worker(broker, topology, tmp_path, "--pe", "annotator")
         # the 50 items seen before the stop are read again from items.features
         assert await wait_until(lambda: _job(second, "window").get("window", {}).get("seen") == 50)
         await push_lines([broker.bootstrap], "jwindow", lines(100))
@@ -347,5 +350,6 @@ async def test_an_open_counting_window_is_rebuilt_after_a_restart(
         assert job["status"] == "done", job
         assert job["window"]["seen"] == 100 and job["estimate"]["population"] == 100
     finally:
-        crowd.stop()
+        if crowd is not None:
+            crowd.stop()
         second.stop()
