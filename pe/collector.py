@@ -26,6 +26,7 @@ from channels.codec import DecodeError, encode, iter_json_lines, parse_input
 from channels.records import InputItem, Item
 from pe.common.context import PipelineContext
 from pe.common.dataflow import Pending
+from pe.common.http import HttpError, read_body
 
 __all__ = ["Collector", "IngestResult", "register"]
 
@@ -75,15 +76,11 @@ class Collector:
 
     async def handle_post(self, request: web.Request) -> web.Response:
         """``POST /items``: 202 with the new ids, or 4xx with a message."""
-        limit = self._ctx.params.collector.max_body_bytes
-        if request.content_length is not None and request.content_length > limit:
-            return _error(413, f"body larger than {limit} bytes")
-        body = bytearray()
-        async for chunk in request.content.iter_chunked(64 * 1024):
-            body.extend(chunk)
-            if len(body) > limit:
-                return _error(413, f"body larger than {limit} bytes")
-        records = list(iter_json_lines(bytes(body)))
+        try:
+            body = await read_body(request, self._ctx.params.collector.max_body_bytes)
+        except HttpError as exc:
+            return _error(exc.status, exc.message)
+        records = list(iter_json_lines(body))
         if not records:
             return _error(400, "empty body: send one JSON object or JSON lines")
         result = await self.ingest(records)

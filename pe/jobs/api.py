@@ -18,6 +18,7 @@ from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
 from channels.jobs import JobCommand, JobSpec
+from pe.common.http import HttpError, bearer, read_body
 from pe.jobs.manager import JobManager, check_spec
 
 __all__ = ["JobsApi"]
@@ -64,22 +65,19 @@ class JobsApi:
         self, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def guarded(request: web.Request) -> web.StreamResponse:
-            if self._token is not None:
-                given = request.headers.get("Authorization", "")
-                if not given.startswith("Bearer "):
-                    return _error(401, "jobs need the operator token: Authorization: Bearer ...")
-                if not hmac.compare_digest(given[7:].encode(), self._token.encode()):
-                    return _error(403, "wrong operator token")
-            return await handler(request)
+            try:
+                if self._token is not None:
+                    given = bearer(request)
+                    if not hmac.compare_digest(given.encode(), self._token.encode()):
+                        return _error(403, "wrong operator token")
+                return await handler(request)
+            except HttpError as exc:
+                return _error(exc.status, exc.message)
 
         return guarded
 
     async def create(self, request: web.Request) -> web.StreamResponse:
-        if request.content_length is not None and request.content_length > self._max_body:
-            return _error(413, f"a job body may be at most {self._max_body} bytes")
-        body = await request.content.read(self._max_body + 1)
-        if len(body) > self._max_body:
-            return _error(413, f"a job body may be at most {self._max_body} bytes")
+        body = await read_body(request, self._max_body)
         try:
             raw = orjson.loads(body)
         except orjson.JSONDecodeError as exc:

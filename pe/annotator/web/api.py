@@ -28,6 +28,7 @@ from pe.annotator.web.crowd import Invite, Session, WebCrowd, WebCrowdError
 from pe.annotator.web.openapi import openapi_document
 from pe.annotator.web.ratelimit import RateLimiter
 from pe.annotator.web.tokens import TokenError, TokenSigner
+from pe.common.http import HttpError, bearer, read_body
 
 __all__ = ["ApiConfig", "CrowdApi", "Endpoint"]
 
@@ -71,14 +72,6 @@ class ApiConfig:
     worker_burst: int = 20
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or {}
-
-
 @dataclass
 class Call:
     request: web.Request
@@ -115,26 +108,6 @@ class Endpoint:
 
 def _address(request: web.Request) -> str:
     return request.remote or "unknown"
-
-
-def _bearer(request: web.Request) -> str:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(401, "missing bearer token (Authorization: Bearer <token>)")
-    return token.strip()
-
-
-async def _read_body(request: web.Request) -> bytes:
-    if (request.content_length or 0) > MAX_BODY:
-        raise ApiError(413, f"request body larger than {MAX_BODY} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await request.content.read(MAX_BODY + 1 - size):
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise ApiError(413, f"request body larger than {MAX_BODY} bytes")
-    return b"".join(chunks)
 
 
 def _validation_message(exc: ValidationError) -> str:
@@ -342,10 +315,10 @@ class CrowdApi:
                 elif endpoint.auth == "operator":
                     self._operator(request)
                 if endpoint.body is not None:
-                    raw = await _read_body(request)
+                    raw = await read_body(request, MAX_BODY)
                     call.body = endpoint.body.model_validate_json(raw or b"{}")
                 result = await endpoint.run(call)
-            except ApiError as exc:
+            except HttpError as exc:
                 return _json(exc.status, {"error": exc.message}, exc.headers)
             except WebCrowdError as exc:
                 return _json(exc.status, {"error": exc.message})
@@ -363,30 +336,30 @@ class CrowdApi:
     def _limit(self, limiter: RateLimiter, key: str) -> None:
         wait = limiter.check(key)
         if wait > 0:
-            raise ApiError(
+            raise HttpError(
                 429, "too many requests: slow down", {"Retry-After": str(max(int(wait + 0.999), 1))}
             )
 
     def _worker(self, request: web.Request) -> str:
         try:
-            return self.signer.verify(_bearer(request))
+            return self.signer.verify(bearer(request))
         except TokenError as exc:
-            raise ApiError(401, str(exc)) from None
+            raise HttpError(401, str(exc)) from None
 
     def _operator(self, request: web.Request) -> None:
         expected = self.config.operator_token
         if not expected:
-            raise ApiError(
+            raise HttpError(
                 403,
                 "operator endpoints are disabled: set operator_token "
                 "(CROWDSTREAM_OPERATOR_TOKEN) to enable them",
             )
-        if not hmac.compare_digest(_bearer(request).encode(), expected.encode()):
-            raise ApiError(401, "wrong operator token")
+        if not hmac.compare_digest(bearer(request).encode(), expected.encode()):
+            raise HttpError(401, "wrong operator token")
 
     def _guard(self) -> LifeGuard:
         if self.host.guard is None:
-            raise ApiError(503, "the annotator is not running yet: try again shortly")
+            raise HttpError(503, "the annotator is not running yet: try again shortly")
         return self.host.guard
 
     # -- worker endpoints -------------------------------------------------------------
@@ -514,7 +487,7 @@ class CrowdApi:
     async def _release(self, call: Call) -> BaseModel:
         worker_id = call.request.match_info["worker_id"]
         if not self._guard().release(worker_id):
-            raise ApiError(404, f"no worker {worker_id!r} in the pool")
+            raise HttpError(404, f"no worker {worker_id!r} in the pool")
         return s.ReleaseResponse(worker_id=worker_id, released=True)
 
     async def _invites(self, call: Call) -> BaseModel:
@@ -529,7 +502,7 @@ class CrowdApi:
 
     async def _revoke(self, call: Call) -> None:
         if not self.crowd.revoke_invite(call.request.match_info["code"]):
-            raise ApiError(404, "no such invite code")
+            raise HttpError(404, "no such invite code")
 
     # -- the page ---------------------------------------------------------------------
 
