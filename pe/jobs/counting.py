@@ -25,16 +25,10 @@ from typing import Any
 from channels.jobs import CountingJob, JobItem
 from channels.records import BatchItem, Task
 from pe.jobs.proportion import Estimate, difference, wilson
-from pe.jobs.run import JobRun, Plan
+from pe.jobs.run import JobRun, Plan, truth_tag
 from pe.jobs.thresh import CountAnswer, gold_count, thresh
 
 __all__ = ["CountingRun"]
-
-
-def _truth(item: JobItem, field: str) -> str | None:
-    truth = item.meta.get("truth")
-    value = truth.get(field) if isinstance(truth, dict) else None
-    return str(value) if value is not None else None
 
 
 @dataclass
@@ -118,15 +112,10 @@ class CountingRun(JobRun):
     # -- planning -------------------------------------------------------------
 
     def _unasked(self) -> list[JobItem]:
-        asked = {
-            task.item_id
-            for t_id, task in self.tasks.items()
-            if t_id not in self.outcomes or self.outcomes[t_id].status == "labeled"
-        }
+        asked = self.asked_items()
         return [item for item in self.items.values() if item.id not in asked]
 
     def next_task(self, plan: Plan) -> Task | None:
-        spec = plan.classifiers[self.spec.classifier]
         if not self.items:
             return None
         if self.spec.method == "count":
@@ -134,19 +123,8 @@ class CountingRun(JobRun):
         unasked = self._unasked()
         if not unasked:
             return None
-        item = self.rng.choice(unasked)
-        return self.new_task(
-            plan,
-            item_id=item.id,
-            classifier=spec.name,
-            question=spec.question,
-            tags=list(spec.tags),
-            text=item.text,
-            idx=item.idx,
-            val=item.val,
-            redundancy=1,
-            truth=_truth(item, spec.truth_field),
-        )
+        spec = plan.classifiers[self.spec.classifier]
+        return self.label_task(plan, spec, self.rng.choice(unasked), redundancy=1)
 
     def _count_task(self, plan: Plan) -> Task:
         spec = plan.classifiers[self.spec.classifier]
@@ -155,7 +133,9 @@ class CountingRun(JobRun):
         n_gold = min(gold_count(size, self.spec.gold_per_batch, self.rng), len(gold_pool))
         real = self.rng.sample(list(self.items.values()), min(size - n_gold, len(self.items)))
         gold = self.rng.sample(gold_pool, n_gold)
-        batch = [BatchItem(id=i.id, text=i.text, truth=_truth(i, spec.truth_field)) for i in real]
+        batch = [
+            BatchItem(id=i.id, text=i.text, truth=truth_tag(i, spec.truth_field)) for i in real
+        ]
         batch += [
             BatchItem(id=f"gold-{k}", text=text, truth=tag) for k, (text, tag) in enumerate(gold)
         ]

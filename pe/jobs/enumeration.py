@@ -19,7 +19,7 @@ from typing import Any
 
 from channels.jobs import EnumerationJob
 from channels.records import Task
-from pe.jobs.run import JobRun, Plan
+from pe.jobs.run import JobRun, Plan, truth_of
 from pe.jobs.species import Enumeration, estimate
 
 __all__ = ["canonical", "EnumerationRun"]
@@ -58,12 +58,7 @@ class EnumerationRun(JobRun):
         if not self.items:
             return None
         item = self.rng.choice(list(self.items.values()))
-        truth = item.meta.get("truth")
-        values = (
-            truth.get(self.spec.truth_key)
-            if isinstance(truth, dict) and self.spec.truth_key
-            else None
-        )
+        values = truth_of(item, self.spec.truth_key)
         return self.new_task(
             plan,
             item_id=item.id,

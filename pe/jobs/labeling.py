@@ -25,39 +25,17 @@ class LabelingRun(JobRun):
     plans_while_open = True
     spec: LabelingJob
 
-    def _asked(self) -> set[str]:
-        """Items with a task that is open or answered (not shed or withdrawn)."""
-        return {
-            task.item_id
-            for t_id, task in self.tasks.items()
-            if t_id not in self.outcomes or self.outcomes[t_id].status == "labeled"
-        }
-
     def _crowd_labeled(self) -> dict[str, tuple[str | None, float]]:
         return {task.item_id: (label.tag, label.agreement) for task, label in self.answered()}
 
     def next_task(self, plan: Plan) -> Task | None:
         if self._model_ready(plan):
             return None
-        asked = self._asked()
+        asked = self.asked_items()
         spec = plan.classifiers[self.spec.classifier]
         for item in self.items.values():
-            if item.id in asked or item.id in self.emitted:
-                continue
-            truth = item.meta.get("truth")
-            value = truth.get(spec.truth_field) if isinstance(truth, dict) else None
-            return self.new_task(
-                plan,
-                item_id=item.id,
-                classifier=spec.name,
-                question=spec.question,
-                tags=list(spec.tags),
-                text=item.text,
-                idx=item.idx,
-                val=item.val,
-                redundancy=self.spec.redundancy,
-                truth=str(value) if value is not None else None,
-            )
+            if item.id not in asked and item.id not in self.emitted:
+                return self.label_task(plan, spec, item, self.spec.redundancy)
         return None
 
     def _model_ready(self, plan: Plan) -> bool:

@@ -21,7 +21,19 @@ from channels.records import Label, Task
 from pe.common.linear import CompiledModel
 from pe.params import ClassifierSpec
 
-__all__ = ["Plan", "JobRun", "Window"]
+__all__ = ["JobRun", "Plan", "Window", "truth_of", "truth_tag"]
+
+
+def truth_of(item: JobItem, key: str | None) -> Any:
+    """``meta.truth[key]`` of an item (simulated crowds only), or None."""
+    truth = item.meta.get("truth")
+    return truth.get(key) if isinstance(truth, dict) and key else None
+
+
+def truth_tag(item: JobItem, key: str) -> str | None:
+    """An item's true tag for a classifier, as text (simulated crowds only)."""
+    value = truth_of(item, key)
+    return str(value) if value is not None else None
 
 
 @dataclass(frozen=True)
@@ -140,6 +152,14 @@ class JobRun(ABC):
     def open_tasks(self) -> list[Task]:
         return [t for t_id, t in self.tasks.items() if t_id not in self.outcomes]
 
+    def asked_items(self) -> set[str]:
+        """Items with a task that is open or answered (not shed or withdrawn)."""
+        return {
+            task.item_id
+            for t_id, task in self.tasks.items()
+            if t_id not in self.outcomes or self.outcomes[t_id].status == "labeled"
+        }
+
     def answered(self) -> list[tuple[Task, Label]]:
         return [
             (task, self.outcomes[t_id])
@@ -236,6 +256,23 @@ class JobRun(ABC):
         }
         base.update(fields)
         return Task(**base)
+
+    def label_task(
+        self, plan: Plan, spec: ClassifierSpec, item: JobItem, redundancy: int | None
+    ) -> Task:
+        """A task to label ``item`` for classifier ``spec``."""
+        return self.new_task(
+            plan,
+            item_id=item.id,
+            classifier=spec.name,
+            question=spec.question,
+            tags=list(spec.tags),
+            text=item.text,
+            idx=item.idx,
+            val=item.val,
+            redundancy=redundancy,
+            truth=truth_tag(item, spec.truth_field),
+        )
 
     def window_timed_out(self, plan: Plan) -> None:
         if self.window is not None:
