@@ -119,10 +119,7 @@ def register(ctx: PipelineContext) -> None:
             manager.result(result)
         replay.clear()
         for job_id, run in manager.runs.items():
-            window = run.window
-            if window is None or window.closed or run.plans_while_open or run.terminal:
-                continue
-            if run.published:  # it was open before this start: its sample was in memory
+            if run.sampling and run.published:  # open before this start: sample lost
                 await rebuild_window(job_id, run)
         ready.set()
         log.info("jobs: %d job(s) in the log", len(manager.runs))
@@ -132,7 +129,7 @@ def register(ctx: PipelineContext) -> None:
         window = run.window
         if window is None:
             return
-        sample = windows.setdefault(job_id, Reservoir(WINDOW_SAMPLE, random.Random(job_id)))
+        sample = sample_of(job_id)
 
         def take(records: Sequence[ConsumerRecord]) -> None:
             batch, _ = decode_feature_batch(records, ctx.params.features.n_features)
@@ -215,10 +212,10 @@ def register(ctx: PipelineContext) -> None:
         """Write the sample of every counting/enumeration window that just closed."""
         for job_id, run in manager.runs.items():
             window = run.window
-            if window is None or window.closed or run.plans_while_open or run.terminal:
+            if window is None or not run.sampling:
                 windows.pop(job_id, None)
                 continue
-            sample = windows.setdefault(job_id, Reservoir(WINDOW_SAMPLE, random.Random(job_id)))
+            sample = sample_of(job_id)
             spec = window.spec
             timed_out = spec.seconds is not None and now >= window.opened + spec.seconds
             full = spec.count is not None and sample.seen >= spec.count
@@ -263,10 +260,14 @@ def register(ctx: PipelineContext) -> None:
                     pending.append(await ctx.send("jobs", job_id, encode(command)))
                     window.seen += len(chosen)  # the log echo sets the same number
             else:
-                sample = windows.setdefault(job_id, Reservoir(WINDOW_SAMPLE, random.Random(job_id)))
-                offer(sample, window.spec.count, chosen)
+                offer(sample_of(job_id), window.spec.count, chosen)
         ctx.metrics.items_in.labels(ctx.pipeline, PE).inc(len(batch))
         return pending
+
+    def sample_of(job_id: str) -> Reservoir:
+        if job_id not in windows:
+            windows[job_id] = Reservoir(WINDOW_SAMPLE, random.Random(job_id))
+        return windows[job_id]
 
     def offer(sample: Reservoir, count: int | None, items: list[JobItem]) -> None:
         for item in items:
@@ -278,13 +279,10 @@ def register(ctx: PipelineContext) -> None:
         window = run.window
         if window is None:
             return []
-        spec = window.spec.filter
-        pattern = spec.compiled()
-        end = window.opened + (window.spec.seconds or float("inf"))
         picked = [
             (item, row)
             for item, row in zip(batch.items, batch.rows, strict=True)
-            if window.opened <= item.ts_in < end and spec.matches(item.text, item.source, pattern)
+            if window.takes(item.text, item.source, item.ts_in)
         ]
         predicted = [0.0] * len(picked)
         if isinstance(run, CountingRun) and run.spec.method == "model":

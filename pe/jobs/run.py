@@ -10,6 +10,7 @@ when the job is done.
 from __future__ import annotations
 
 import random
+import re
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -60,6 +61,16 @@ class Window:
     seen: int = 0
     shed: int = 0
     closed: bool = False
+    _pattern: re.Pattern[str] | None = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # Compiled once: the window is checked against every stream batch.
+        self._pattern = self.spec.filter.compiled()
+
+    def takes(self, text: str, source: str | None, ts_in: float) -> bool:
+        """Is an item that arrived at ``ts_in`` within the window and its filter?"""
+        end = self.opened + (self.spec.seconds or float("inf"))
+        return self.opened <= ts_in < end and self.spec.filter.matches(text, source, self._pattern)
 
     def view(self) -> dict[str, Any]:
         return {
@@ -151,6 +162,18 @@ class JobRun(ABC):
     @property
     def open_tasks(self) -> list[Task]:
         return [t for t_id, t in self.tasks.items() if t_id not in self.outcomes]
+
+    @property
+    def sampling(self) -> bool:
+        """A counting or enumeration window is open: its sample is held in memory
+        (by the jobs agent) until it closes."""
+        window = self.window
+        return (
+            window is not None
+            and not window.closed
+            and not self.plans_while_open
+            and not self.terminal
+        )
 
     def asked_items(self) -> set[str]:
         """Items with a task that is open or answered (not shed or withdrawn)."""
