@@ -14,10 +14,10 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 
 from channels.codec import DecodeError, decode
-from channels.records import MAX_TEXT_CHARS
+from channels.records import MAX_TEXT_CHARS, ItemId
 
 __all__ = [
     "JOB_ID_PATTERN",
@@ -54,20 +54,13 @@ class JobItem(_Spec):
 
     model_config = ConfigDict(extra="ignore", frozen=True, str_strip_whitespace=True)
 
-    id: str = Field(min_length=1, max_length=256)
+    id: ItemId
     text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
     meta: dict[str, Any] = Field(default_factory=dict)
     #: Hashed features and the model's prediction at arrival; set by the jobs PE.
     idx: list[int] = Field(default_factory=list)
     val: list[float] = Field(default_factory=list)
     predicted: float | None = None
-
-    @field_validator("id", mode="before")
-    @classmethod
-    def _id_as_string(cls, value: object) -> object:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return str(value)
-        return value
 
 
 class ItemFilter(_Spec):

@@ -7,9 +7,9 @@ topics and by classifier name on control topics.
 from __future__ import annotations
 
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 __all__ = [
     "MAX_TEXT_CHARS",
@@ -20,6 +20,7 @@ __all__ = [
     "FeatureItem",
     "InputItem",
     "Item",
+    "ItemId",
     "Label",
     "LinearModel",
     "ModelMetrics",
@@ -60,24 +61,27 @@ class _SparseFeatures(_Record):
         return self
 
 
+def _id_as_string(value: object) -> object:
+    # Numeric ids are common in exported data sets; keep them, as text.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+#: An item id as producers and job files give it: text, or a number kept as text.
+ItemId = Annotated[str, BeforeValidator(_id_as_string), Field(min_length=1, max_length=256)]
+
+
 class InputItem(BaseModel):
     """What a producer sends to ``items.raw`` or ``POST /items``."""
 
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
-    id: str | None = Field(None, min_length=1, max_length=256)
+    id: ItemId | None = None
     text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
     ts: float | None = Field(None, ge=0)
     source: str | None = Field(None, max_length=256)
     meta: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("id", mode="before")
-    @classmethod
-    def _id_as_string(cls, value: object) -> object:
-        # Numeric ids are common in exported data sets; keep them, as text.
-        if isinstance(value, int) and not isinstance(value, bool):
-            return str(value)
-        return value
 
 
 class Item(_Record):
