@@ -30,7 +30,6 @@ Usage: python bench/clamshell.py [--runs straggler,maintenance,...] [--seeds 5]
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import random
 import statistics
@@ -41,7 +40,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
 from sklearn.metrics import roc_auc_score
 
 from pe.annotator.clock import VirtualClock
@@ -55,7 +53,7 @@ from pe.features.hashing import FeatureHasher
 from pe.features.text import grams, tokens
 from pe.learner.trainers import fit_logistic
 from pe.taskgen.sampler import Candidate, ClassifierSampler, Strategy
-from pipelines.sample import SAMPLE_PATH
+from pipelines.sample import SAMPLE_PATH, load_tagged
 
 POOL = 15
 TAGS = ["yes", "no"]
@@ -257,19 +255,7 @@ class _Data:
 
 
 def _load(path: Path, classifier: str, limit: int, seed: int) -> _Data:
-    opener = gzip.open if path.suffix == ".gz" else open
-    records = []
-    with opener(path, "rb") as handle:
-        for line in handle:
-            record = orjson.loads(line)
-            # The bundled sample keeps tags in meta.truth; the full dataset, 0/1 labels.
-            if "labels" in record:
-                value = record["labels"].get(classifier)
-                tag = None if value is None else ("yes" if int(value) == 1 else "no")
-            else:
-                tag = record.get("meta", {}).get("truth", {}).get(classifier)
-            if tag in TAGS and record.get("text"):
-                records.append((record["text"], tag))
+    records = load_tagged(path, classifier)
     random.Random(seed).shuffle(records)
     records = records[:limit]
     hasher = FeatureHasher(N_FEATURES)

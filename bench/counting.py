@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import gzip
 import json
 import random
 import statistics
@@ -32,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 from sklearn.linear_model import LogisticRegression
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -42,27 +40,10 @@ from pe.features.hashing import FeatureHasher
 from pe.features.text import grams, tokens
 from pe.jobs.proportion import Estimate, difference, wilson
 from pe.jobs.thresh import CountAnswer, gold_count, thresh
-from pipelines.sample import SAMPLE_PATH
+from pipelines.sample import SAMPLE_PATH, load_tagged
 
 TAGS = ["yes", "no"]
 PAY = 0.02
-
-
-def _load(path: Path, classifier: str) -> tuple[list[str], list[str]]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    texts, tags = [], []
-    with opener(path, "rb") as handle:
-        for line in handle:
-            record = orjson.loads(line)
-            if "labels" in record:
-                value = record["labels"].get(classifier)
-                tag = None if value is None else ("yes" if int(value) == 1 else "no")
-            else:
-                tag = record.get("meta", {}).get("truth", {}).get(classifier)
-            if tag in TAGS and record.get("text"):
-                texts.append(record["text"])
-                tags.append(tag)
-    return texts, tags
 
 
 def _crowd(rng: random.Random, size: int, spammers: float) -> list[SimulatedWorker]:
@@ -106,7 +87,8 @@ def _trial(
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    texts, truth = _load(args.data, args.classifier)
+    records = load_tagged(args.data, args.classifier)
+    texts, truth = [text for text, _ in records], [tag for _, tag in records]
     rng = random.Random(args.seed)
     order = list(range(len(texts)))
     rng.shuffle(order)

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["SAMPLE_PATH", "known_tags", "load_sample"]
+__all__ = ["SAMPLE_PATH", "known_tags", "load_sample", "load_tagged"]
 
 SAMPLE_PATH = Path(__file__).parent / "data" / "crisis_sample.jsonl.gz"
 
@@ -35,3 +35,22 @@ def known_tags(truth_fields: dict[str, str]) -> dict[str, list[tuple[str, str, s
             if tag is not None:
                 gold[name].append((str(record["id"]), str(record["text"]), str(tag)))
     return gold
+
+
+def load_tagged(path: Path, classifier: str) -> list[tuple[str, str]]:
+    """(text, "yes"/"no") of every message of a JSON-lines file (``.gz`` too) whose
+    tag for ``classifier`` is known: the bundled sample keeps tags in ``meta.truth``,
+    the full dataset 0/1 ``labels``."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    records = []
+    with opener(path, "rb") as handle:
+        for line in handle:
+            record = orjson.loads(line)
+            if "labels" in record:
+                value = record["labels"].get(classifier)
+                tag = None if value is None else ("yes" if int(value) == 1 else "no")
+            else:
+                tag = record.get("meta", {}).get("truth", {}).get(classifier)
+            if tag in ("yes", "no") and record.get("text"):
+                records.append((str(record["text"]), str(tag)))
+    return records
