@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -251,15 +252,35 @@ async def test_a_full_queue_sheds_the_lowest_priority_tasks_and_tells_their_job(
     assert worker.metric("crowdstream_items_shed_total", pe="annotator", reason="queue_full") > 0
 
 
-async def test_jobs_survive_a_worker_restart(
-    broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
-) -> None:
-    topology = write_topology(
-        tmp_path_factory.mktemp("restart"),
-        "jrestart",
+def _jobs_only_topology(directory: Path, name: str) -> Path:
+    """A pipeline whose crowd works for jobs only (no training tasks)."""
+    return write_topology(
+        directory,
+        name,
         annotator={"speed": 200.0, "pool_size": 8, "redundancy": 1},
         taskgen={"label_budget": 0},
     )
+
+
+@contextmanager
+def _workers(
+    broker: EmbeddedBroker, topology: Path, log_dir: Path, *pe_sets: tuple[str, ...]
+) -> Iterator[list[Worker]]:
+    """One worker per PE set, all stopped at the end (also when one fails to start)."""
+    started: list[Worker] = []
+    try:
+        for pes in pe_sets:
+            started.append(start_worker(broker, topology, log_dir, "--pe", *pes))
+        yield started
+    finally:
+        for worker in reversed(started):
+            worker.stop()
+
+
+async def test_jobs_survive_a_worker_restart(
+    broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    topology = _jobs_only_topology(tmp_path_factory.mktemp("restart"), "jrestart")
     spec = {
         "kind": "counting",
         "job_id": "survivor",
@@ -270,20 +291,15 @@ async def test_jobs_survive_a_worker_restart(
         "items": _items(200, 2000),
     }
     # No annotator yet: the job's first tasks wait in crowd.tasks.
-    first = start_worker(broker, topology, tmp_path, "--pe", "collector", "jobs")
-    try:
+    jobs = ("collector", "jobs")
+    with _workers(broker, topology, tmp_path, jobs) as (first,):
         assert first.post("/api/v1/jobs", orjson.dumps(spec))[0] == 202
         assert await wait_until(
             lambda: _job(first, "survivor").get("progress", {}).get("tasks_issued", 0) > 0
         )
         issued = _job(first, "survivor")["progress"]["tasks_issued"]
         assert first.post("/api/v1/jobs", orjson.dumps(spec))[0] == 409
-    finally:
-        first.stop()
-    second = start_worker(broker, topology, tmp_path, "--pe", "collector", "jobs")
-    crowd: Worker | None = None
-    try:
-        crowd = start_worker(broker, topology, tmp_path, "--pe", "annotator")
+    with _workers(broker, topology, tmp_path, jobs, ("annotator",)) as (second, crowd):
         assert await wait_until(lambda: _job(second, "survivor").get("status") == "running")
         # the same job, with the tasks it had issued, not a second copy of them
         assert _job(second, "survivor")["progress"]["tasks_issued"] >= issued
@@ -296,21 +312,12 @@ async def test_jobs_survive_a_worker_restart(
         assert progress["tasks_done"] * 0.02 <= job["cost"] <= 5
         paid = crowd.metric("crowdstream_crowd_cost", kind="work", job="survivor")
         assert job["cost"] == pytest.approx(paid, abs=1e-6)
-    finally:
-        if crowd is not None:
-            crowd.stop()
-        second.stop()
 
 
 async def test_an_open_counting_window_is_rebuilt_after_a_restart(
     broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
 ) -> None:
-    topology = write_topology(
-        tmp_path_factory.mktemp("window"),
-        "jwindow",
-        annotator={"speed": 200.0, "pool_size": 8, "redundancy": 1},
-        taskgen={"label_budget": 0},
-    )
+    topology = _jobs_only_topology(tmp_path_factory.mktemp("window"), "jwindow")
     sample = load_sample(200)
 
     def lines(start: int) -> list[bytes]:
@@ -330,26 +337,16 @@ async def test_an_open_counting_window_is_rebuilt_after_a_restart(
         "min_answers": 5,
         "stream": {"count": 100, "seconds": 300, "filter": {"contains": ["zebra"]}},
     }
-    pes = ("--pe", "collector", "features", "jobs")
-    first = start_worker(broker, topology, tmp_path, *pes)
-    try:
+    jobs = ("collector", "features", "jobs")
+    with _workers(broker, topology, tmp_path, jobs) as (first,):
         assert first.post("/api/v1/jobs", orjson.dumps(spec))[0] == 202
         assert await wait_until(lambda: _job(first, "window").get("status") == "running")
         await push_lines([broker.bootstrap], "jwindow", lines(0))
         assert await wait_until(lambda: _job(first, "window")["window"]["seen"] == 50)
-    finally:
-        first.stop()
-    second = start_worker(broker, topology, tmp_path, *pes)
-    crowd: Worker | None = None
-    try:
-        crowd = start_worker(broker, topology, tmp_path, "--pe", "annotator")
+    with _workers(broker, topology, tmp_path, jobs, ("annotator",)) as (second, _):
         # the 50 items seen before the stop are read again from items.features
         assert await wait_until(lambda: _job(second, "window").get("window", {}).get("seen") == 50)
         await push_lines([broker.bootstrap], "jwindow", lines(100))
         job = await _finished(second, "window", 120)
         assert job["status"] == "done", job
         assert job["window"]["seen"] == 100 and job["estimate"]["population"] == 100
-    finally:
-        if crowd is not None:
-            crowd.stop()
-        second.stop()
