@@ -79,6 +79,8 @@ class JobManager:
         default_factory=lambda: defaultdict(list)
     )
     _reported: dict[str, dict[str, object]] = field(default_factory=dict)
+    #: Ended jobs that had no event since their last step: nothing to redo for them.
+    _settled: set[str] = field(default_factory=set)
 
     def command(self, command: JobCommand) -> None:
         run = self.runs.get(command.job_id)
@@ -97,7 +99,9 @@ class JobManager:
             return
         if run is None:
             self._early[command.job_id].append(command)
-        elif command.action == "cancel":
+            return
+        self._settled.discard(command.job_id)
+        if command.action == "cancel":
             run.finish("cancelled", command.reason or "cancelled by the user", command.ts)
         elif command.action == "items":
             run.take_items(self.featurize(command.items))
@@ -127,8 +131,9 @@ class JobManager:
         if isinstance(event, JobCommand):
             self.command(event)
             return
-        job = event.job_id if isinstance(event, JobStatus | ItemResult) else event.job
-        run = self.runs[str(job)]
+        job = str(event.job_id if isinstance(event, JobStatus | ItemResult) else event.job)
+        self._settled.discard(job)
+        run = self.runs[job]
         if isinstance(event, Task):
             run.take_task(event)
         elif isinstance(event, Label):
@@ -147,6 +152,8 @@ class JobManager:
         every running job when ``heartbeat``)."""
         out = Step()
         for job_id, run in self.runs.items():
+            if job_id in self._settled:
+                continue
             was_terminal = run.terminal
             try:
                 if not was_terminal:
@@ -163,4 +170,6 @@ class JobManager:
                 if changed or not run.terminal:
                     out.statuses.append(record)
                     run.published = True
+            if run.terminal:
+                self._settled.add(job_id)
         return out
