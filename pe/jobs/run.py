@@ -105,10 +105,11 @@ class JobRun(ABC):
     updated: float = 0.0
     #: Sum of the model's predictions over a counting window's items.
     predicted_sum: float = 0.0
-    rng: random.Random = field(default_factory=random.Random)
+    rng: random.Random = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.rng = random.Random(f"{self.job_id}:{len(self.tasks)}")
+        # Seeded by the job: its draws do not depend on what else runs.
+        self.rng = random.Random(f"{self.job_id}:0")
         if self.spec.items is not None:
             self.items = {item.id: item for item in self.spec.items}
         elif self.spec.stream is not None:
