@@ -31,6 +31,7 @@ __all__ = [
     "TagPrediction",
     "Task",
     "TaskForm",
+    "TaskKind",
 ]
 
 MAX_TEXT_CHARS = 10_000
@@ -45,7 +46,7 @@ class _Record(BaseModel):
 class _SparseFeatures(_Record):
     """Hashed features as parallel arrays, checked wherever a record carries them.
 
-    The upper bound of an index depends on the pipeline (``features.n_features``):
+    The upper bound of an index depends on the pipeline (``features.dimensions``):
     consumers check it with ``pe.common.linear.features_in_range``.
     """
 
@@ -137,6 +138,7 @@ class BatchItem(_Record):
 
 
 TaskForm = Literal["label", "count", "enumerate"]
+TaskKind = Literal["active", "passive", "job", "gold"]
 
 
 class Task(_SparseFeatures):
@@ -153,8 +155,9 @@ class Task(_SparseFeatures):
     question: str
     tags: list[str]
     text: str
-    #: How the item was picked: by uncertainty, at random, or by a job.
-    kind: Literal["active", "passive", "job"]
+    #: How the item was picked: by uncertainty, at random, or by a job; ``gold``: a
+    #: question with a known answer, to measure the worker.
+    kind: TaskKind
     created: float
     sig: int = 0  #: the item's near-duplicate signature
     #: Ground truth from ``meta.truth``, for simulated crowds only; never shown to
@@ -193,8 +196,9 @@ class Label(_SparseFeatures):
     classifier: str
     tag: str | None  #: None when the answers did not agree (or there are none)
     agreement: float
-    #: How the item was picked (see Task.kind).
-    kind: Literal["active", "passive", "job"] = "passive"
+    #: How the item was picked (see Task.kind). A gold label's tag is the known
+    #: answer; it has no features and never trains a model.
+    kind: TaskKind = "passive"
     answers: list[Answer]
     ts: float
     task_id: str | None = None
@@ -203,6 +207,9 @@ class Label(_SparseFeatures):
     status: Literal["labeled", "shed", "withdrawn"] = "labeled"
     #: Crowd pay for this task: every record of work, straggler duplicates included.
     cost: float = 0.0
+    #: The quality loop's posterior probability of ``tag`` (None without the loop):
+    #: the learner weights the example by it.
+    posterior: float | None = Field(None, ge=0, le=1)
 
 
 class SparseRow(_Record):

@@ -14,6 +14,7 @@ __all__ = [
     "PeParams",
     "AnnotatorParams",
     "MaintenanceParams",
+    "QualityParams",
     "ClassifierParams",
     "CollectorParams",
     "FeaturesParams",
@@ -108,10 +109,46 @@ class MaintenanceParams(_Params):
     alpha: float = Field(1.0, gt=0)
 
 
+class QualityParams(_Params):
+    """The quality assurance loop (docs/quality.md): worker quality from gold questions
+    and agreement (online Dawid-Skene), adaptive redundancy, quality in pool
+    maintenance, and routing of tasks to the workers best at them."""
+
+    enabled: bool = True
+    #: Label tasks without a fixed redundancy start with ``min_answers`` and get
+    #: more, up to ``max_answers``, while the leading tag's posterior is below
+    #: ``threshold``. Off: ``redundancy`` answers each.
+    adaptive: bool = True
+    threshold: float = Field(0.9, gt=0.5, lt=1)
+    min_answers: int = Field(1, ge=1, le=15)
+    max_answers: int = Field(5, ge=1, le=15)
+    #: Share of assignments that are gold questions (known answers, each shown to
+    #: a worker at most once).
+    gold_rate: float = Field(0.05, ge=0, le=0.5)
+    #: What a new worker is believed to get right, with the weight of
+    #: ``prior_strength`` answers.
+    prior_accuracy: float = Field(0.75, gt=0.5, lt=1)
+    prior_strength: float = Field(4.0, gt=0)
+    #: Pool maintenance releases a worker whose accuracy is significantly below
+    #: ``bar`` (one-sided, at ``significance``), judged after ``min_evidence`` answers.
+    bar: float = Field(0.7, gt=0, lt=1)
+    significance: float = Field(0.05, gt=0, lt=0.5)
+    min_evidence: int = Field(8, ge=1)
+    #: Send each task to the available worker best at its classifier.
+    routing: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> QualityParams:
+        if self.min_answers > self.max_answers:
+            raise ValueError("min_answers must not exceed max_answers")
+        return self
+
+
 class AnnotatorParams(_Params):
     #: Workers the retainer pool keeps (recruiting in the background).
     pool_size: int = Field(10, ge=1, le=10_000)
-    #: Answers per task, aggregated by majority vote.
+    #: Answers per task when the quality loop does not set them adaptively
+    #: (``quality.adaptive``), aggregated by majority vote without the loop.
     redundancy: int = Field(3, ge=1, le=15)
     #: Votes the leading tag needs; default: a strict majority of ``redundancy``.
     min_agreement: int | None = Field(None, ge=1)
@@ -121,6 +158,7 @@ class AnnotatorParams(_Params):
     #: Straggler mitigation: idle workers get duplicates of active tasks.
     mitigation: bool = True
     maintenance: MaintenanceParams = MaintenanceParams()
+    quality: QualityParams = QualityParams()
     #: Gold items a new worker must answer right before joining (0: no test).
     qualification: int = Field(0, ge=0, le=20)
     #: A worker silent for longer has vanished; their task returns to the queue.
@@ -131,6 +169,8 @@ class AnnotatorParams(_Params):
     pay_per_record: float = Field(0.02, ge=0)
     #: Simulated crowd: the worker population (pe.annotator.population.PRESETS).
     population: Literal["demo", "live", "medical"] = "demo"
+    #: Simulated crowd: the share of workers who answer at random.
+    spammers: float = Field(0.0, ge=0, le=1)
     #: Simulated time runs this many times faster than real time.
     speed: float = Field(1.0, gt=0)
     seed: int = 11

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import secrets
@@ -14,8 +15,9 @@ from aiokafka import ConsumerRecord
 
 from channels.codec import DecodeError, decode, encode
 from channels.jobs import TERMINAL, job_status
-from channels.records import Answer, Label, Task
+from channels.records import NA_TAG, Answer, Label, Task
 from pe.annotator.aggregate import majority_vote
+from pe.annotator.assurance import QualityLoop
 from pe.annotator.clock import LoopClock
 from pe.annotator.crowd import CrowdAdapter, GoldItem, SimulatedCrowd
 from pe.annotator.latency import MaintenanceRule
@@ -35,10 +37,11 @@ from pe.annotator.pool import (
     Vote,
 )
 from pe.annotator.population import PRESETS
+from pe.annotator.quality import QualityConfig, Verdict, WorkerQuality
 from pe.annotator.web.api import ApiConfig, CrowdApi
 from pe.annotator.web.crowd import WebCrowd
 from pe.common.context import PipelineContext
-from pe.params import AnnotatorParams
+from pe.params import AnnotatorParams, ClassifierSpec
 from pipelines.sample import known_tags
 
 __all__ = ["Annotator", "pool_config", "register"]
@@ -67,15 +70,56 @@ def pool_config(params: AnnotatorParams) -> PoolConfig:
         pay_per_minute=params.pay_per_minute,
         pay_per_record=params.pay_per_record,
         capacity=params.max_queue,
+        gold_rate=params.quality.gold_rate if params.quality.enabled else 0.0,
+        routing=params.quality.enabled and params.quality.routing,
     )
 
 
-def gold_items(ctx: PipelineContext) -> list[GoldItem]:
-    """Qualification items: the bundled sample's messages with their known tags."""
-    known = known_tags({spec.name: spec.truth_field for spec in ctx.classifiers})
+def quality_loop(params: AnnotatorParams, classifiers: list[ClassifierSpec]) -> QualityLoop:
+    """The quality assurance loop of a topology's annotator parameters."""
+    q = params.quality
+    model = WorkerQuality(
+        QualityConfig(
+            prior_accuracy=q.prior_accuracy,
+            prior_strength=q.prior_strength,
+            threshold=q.threshold,
+            min_answers=q.min_answers,
+            max_answers=q.max_answers,
+            bar=q.bar,
+            significance=q.significance,
+            min_evidence=q.min_evidence,
+        )
+    )
+    for spec in classifiers:
+        model.register(spec.name, spec.tags)
+    gold = gold_items(classifiers) if q.gold_rate > 0 else []
+    return QualityLoop(model, gold, _gold_task, random.Random(params.seed))
+
+
+def _gold_task(item: GoldItem, task_id: str, now: float) -> Task:
+    """A gold question as workers see it: like any label task (the truth is never shown)."""
+    return Task(
+        task_id=task_id,
+        item_id=item.gold_id,
+        classifier=item.topic or "",
+        question=item.question,
+        tags=item.tags,
+        text=item.text,
+        kind="gold",
+        created=time.time(),
+        truth=item.truth,
+        idx=[],
+        val=[],
+    )
+
+
+def gold_items(classifiers: list[ClassifierSpec]) -> list[GoldItem]:
+    """Gold questions (qualification and quality): the bundled sample's messages with
+    their known tags."""
+    known = known_tags({spec.name: spec.truth_field for spec in classifiers})
     return [
-        GoldItem(f"{spec.name}:{item_id}", text, spec.question, list(spec.tags), tag)
-        for spec in ctx.classifiers
+        GoldItem(f"{spec.name}:{item_id}", text, spec.question, list(spec.tags), tag, spec.name)
+        for spec in classifiers
         for item_id, text, tag in known[spec.name]
         if tag in spec.tags
     ]
@@ -92,7 +136,14 @@ class Annotator:
     def __init__(self, ctx: PipelineContext) -> None:
         self._ctx = ctx
         self.params = ctx.params.annotator
-        self.pool = RetainerPool(pool_config(self.params), random.Random(self.params.seed))
+        self.quality = (
+            quality_loop(self.params, list(ctx.classifiers))
+            if self.params.quality.enabled
+            else None
+        )
+        self.pool = RetainerPool(
+            pool_config(self.params), random.Random(self.params.seed), judge=self.quality
+        )
         self.guard: LifeGuard | None = None
         self._clock: LoopClock | None = None
         self._sending: set[asyncio.Future[Any]] = set()
@@ -109,8 +160,9 @@ class Annotator:
             on_finished=self._finished,
             on_shed=self._shed,
             observe=self._observe,
-            gold=gold_items(self._ctx) if self.params.qualification else None,
+            gold=gold_items(list(self._ctx.classifiers)) if self.params.qualification else None,
             rng=random.Random(self.params.seed),
+            quality=self.quality,
         )
         self.guard.start(crowd)
         # Read at scrape time: counting workers and tasks on every event would cost
@@ -136,8 +188,11 @@ class Annotator:
             self._submit(task)
 
     def take_outcome(self, label: Label) -> None:
-        """An outcome from the log (this annotator's own, or one from before a restart)."""
+        """An outcome from the log (this annotator's own, or one from before a restart,
+        whose answers the quality loop learns from again)."""
         key = label.task_id or _legacy_key(label)
+        if key not in self._done and self.quality is not None:
+            self.quality.replay(label)
         self._done.add(key)
         self._waiting.pop(key, None)
 
@@ -152,11 +207,16 @@ class Annotator:
         if self.guard is None or self._clock is None:
             raise RuntimeError("start() the annotator first")
         age = max(time.time() - task.created, 0.0) * self._clock.speed
+        labels = task.form == "label"
+        q = self.params.quality
+        adaptive = self.quality is not None and q.adaptive and labels and task.redundancy is None
         self.guard.submit(
             task.task_id,
             task,
             size=max(len(task.batch), 1),
-            votes=task.redundancy,
+            votes=q.min_answers if adaptive else task.redundancy,
+            topic=task.classifier if labels else None,
+            adaptive=adaptive,
             # Work is paid to a job: a classifier's training, or a submitted job.
             job=task.job or task.classifier,
             priority=task.priority,
@@ -184,8 +244,8 @@ class Annotator:
 
     def _observe(self, effect: Effect) -> None:
         m, p = self._ctx.metrics, self._ctx.pipeline
-        if isinstance(effect, Offer) and effect.duplicate:
-            m.pool_events.labels(p, "duplicate").inc()
+        if isinstance(effect, Offer) and (effect.duplicate or effect.task.gold):
+            m.pool_events.labels(p, "gold" if effect.task.gold else "duplicate").inc()
         elif isinstance(effect, Finished):
             m.crowd_task_seconds.labels(p).observe(effect.seconds)
         elif isinstance(effect, Left):
@@ -193,7 +253,8 @@ class Annotator:
         elif isinstance(effect, Terminate):
             m.pool_events.labels(p, "termination").inc()
         elif isinstance(effect, Release):
-            m.pool_events.labels(p, "release").inc()
+            event = "release_low_quality" if effect.reason == "low_quality" else "release"
+            m.pool_events.labels(p, event).inc()
         elif isinstance(effect, Recruit):
             m.pool_events.labels(p, "recruit").inc(effect.count)
         self._costs()
@@ -201,10 +262,16 @@ class Annotator:
     def _label(self, pooled: PoolTask, status: LabelStatus) -> Label:
         task: Task = pooled.payload
         answers = [_answer(task, vote) for vote in pooled.answers]
-        tag, share = None, 0.0
+        tag, share, posterior = None, 0.0, None
         if task.form == "label" and answers:
             tags = [a.tag for a in answers if a.tag is not None]
-            tag, share = majority_vote(tags, min(self.params.agreement_needed, pooled.votes))
+            verdict = self._settle(pooled) if status == "labeled" else None
+            if verdict is None:
+                tag, share = majority_vote(tags, min(self.params.agreement_needed, pooled.votes))
+            else:
+                tag = verdict.tag if verdict.tag != NA_TAG else None
+                share = tags.count(tag) / len(tags) if tag is not None else 0.0
+                posterior = round(verdict.posterior, 4)
         return Label(
             item_id=task.item_id,
             classifier=task.classifier,
@@ -220,7 +287,18 @@ class Annotator:
             form=task.form,
             status=status,
             cost=round(pooled.paid * self.params.pay_per_record, 6),
+            posterior=posterior,
         )
+
+    def _settle(self, pooled: PoolTask) -> Verdict | None:
+        if self.quality is None:
+            return None
+        verdict = self.quality.settle(pooled)
+        if verdict is not None and pooled.gold and pooled.answers:
+            right = pooled.answers[0].value == verdict.tag
+            m, p = self._ctx.metrics, self._ctx.pipeline
+            m.crowd_gold.labels(p, "correct" if right else "wrong").inc()
+        return verdict
 
     async def _emit(self, label: Label) -> None:
         m, p = self._ctx.metrics, self._ctx.pipeline
@@ -229,8 +307,12 @@ class Annotator:
             m.crowd_answer_seconds.labels(p).observe(answer.latency_s)
         if label.status == "labeled":
             outcome = "agreed" if label.tag is not None else "no_agreement"
-            if label.form != "label":
-                outcome = label.form
+            if label.form != "label" or label.kind == "gold":
+                outcome = "gold" if label.kind == "gold" else label.form
+            else:
+                m.crowd_label_answers.labels(p, label.classifier).observe(len(label.answers))
+                if label.posterior is not None:
+                    m.crowd_label_posterior.labels(p, label.classifier).observe(label.posterior)
             m.crowd_labels.labels(p, label.classifier, outcome).inc()
         await (await self._ctx.send("crowd.labels", label.item_id, encode(label)))
         m.items_out.labels(p, PE).inc()
@@ -337,7 +419,10 @@ def register(ctx: PipelineContext) -> None:
             annotator.start(web_crowd, LoopClock())
         else:
             clock = LoopClock(params.speed)
-            crowd = SimulatedCrowd(PRESETS[params.population], clock, seed=params.seed)
+            population = dataclasses.replace(
+                PRESETS[params.population], spammer_share=params.spammers
+            )
+            crowd = SimulatedCrowd(population, clock, seed=params.seed)
             annotator.start(crowd, clock)
         log.info("annotator: pool started with %d task(s) waiting", annotator.pool.waiting)
 

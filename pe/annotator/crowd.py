@@ -32,6 +32,7 @@ class GoldItem:
     question: str
     tags: list[str]
     truth: str
+    topic: str | None = None  #: the classifier it tests (quality evidence)
 
 
 class WorkerDesk(Protocol):

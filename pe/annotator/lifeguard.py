@@ -14,6 +14,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+from pe.annotator.assurance import QualityLoop
 from pe.annotator.clock import Clock
 from pe.annotator.crowd import CrowdAdapter, GoldItem
 from pe.annotator.pool import (
@@ -46,7 +47,10 @@ class LifeGuard:
         observe: Callable[[Effect], None] | None = None,
         gold: list[GoldItem] | None = None,
         rng: random.Random | None = None,
+        quality: QualityLoop | None = None,
     ) -> None:
+        """``gold``: qualification questions; ``quality``: the loop that is also the
+        pool's judge (quiz answers are evidence of a worker's quality)."""
         k = pool.config.qualification
         if k and len(gold or []) < k:
             raise ValueError(f"qualification needs at least {k} gold items")
@@ -58,7 +62,8 @@ class LifeGuard:
         self._observe = observe
         self._gold = gold or []
         self._rng = rng or random.Random(0)
-        self._quizzes: dict[str, dict[str, str]] = {}  #: worker -> gold id -> truth
+        self._quality = quality
+        self._quizzes: dict[str, dict[str, GoldItem]] = {}  #: worker -> gold id -> item
         self._crowd: CrowdAdapter | None = None
 
     def start(self, crowd: CrowdAdapter) -> None:
@@ -81,7 +86,7 @@ class LifeGuard:
         quiz: list[GoldItem] = []
         if self.pool.config.qualification and worker_id not in self._quizzes:
             quiz = self._rng.sample(self._gold, self.pool.config.qualification)
-            self._quizzes[worker_id] = {g.gold_id: g.truth for g in quiz}
+            self._quizzes[worker_id] = {g.gold_id: g for g in quiz}
         self._flush()
         return quiz
 
@@ -89,7 +94,9 @@ class LifeGuard:
         quiz = self._quizzes.pop(worker_id, None)
         if quiz is None:
             return worker_id in self.pool.workers
-        correct = sum(answers.get(gold_id) == truth for gold_id, truth in quiz.items())
+        correct = sum(answers.get(gold_id) == g.truth for gold_id, g in quiz.items())
+        if self._quality is not None:
+            self._quality.qualified(worker_id, quiz, answers)
         admitted = self.pool.qualify(worker_id, correct, self.clock.now())
         self._flush()
         return admitted
@@ -133,6 +140,8 @@ class LifeGuard:
         job: str = "pool",
         priority: int = 5,
         age: float = 0.0,
+        topic: str | None = None,
+        adaptive: bool = False,
     ) -> bool:
         """Queue a task; ``age``: how long it already waited, in clock seconds."""
         now = self.clock.now()
@@ -146,6 +155,8 @@ class LifeGuard:
             job=job,
             priority=priority,
             submitted=now - age if age > 0 else None,
+            topic=topic,
+            adaptive=adaptive,
         )
         self._flush()
         return queued

@@ -27,9 +27,23 @@ Rules (CLAMShell, sections 3-4):
   one worker beyond those still needed, never more. When a task has its answers, the
   other assignments are terminated, paid, and their workers reassigned.
 - Pool maintenance: after each assignment ends, a worker whose latency per label is
-  significantly above the rule's threshold (:class:`MaintenanceRule`) is marked; a
-  replacement is recruited, and the slowest marked worker is released when a new
-  worker becomes available, so the pool never waits for recruitment.
+  significantly above the rule's threshold (:class:`MaintenanceRule`), or whose
+  accuracy the quality judge finds significantly below its bar, is marked; a
+  replacement is recruited, and a marked worker (the inaccurate first, then the
+  slowest) is released when a new worker becomes available, so the pool never waits
+  for recruitment. Quality thus joins latency in maintenance's objective (CLAMShell,
+  section 7).
+
+With a quality judge (:class:`Judge`, the quality assurance loop):
+
+- Adaptive redundancy: when an ``adaptive`` task has the answers it asked for, the
+  judge decides whether it needs one more (its answers disagree) or is finished.
+- Gold questions: at rate ``gold_rate`` an available worker is handed a gold task
+  (a question with a known answer, from the judge) before queued work. Gold tasks
+  are theirs alone: never duplicated, shed or handed to anyone else.
+- Routing (``routing``): each queued task goes to the available worker the judge
+  rates best at its topic (user-specific task assignment, when several classifiers
+  share the pool); without it, to the worker available longest.
 """
 
 from __future__ import annotations
@@ -37,7 +51,7 @@ from __future__ import annotations
 import random
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pe.annotator.costs import CostLedger
 from pe.annotator.latency import MaintenanceRule, WorkerLatency
@@ -47,6 +61,7 @@ __all__ = [
     "BatchDone",
     "Effect",
     "Finished",
+    "Judge",
     "Left",
     "Offer",
     "PoolConfig",
@@ -61,6 +76,7 @@ __all__ = [
 ]
 
 Mode = Literal["stream", "batch"]
+Mark = Literal["slow", "low_quality"]
 AnswerOutcome = Literal["vote", "terminated", "rejected"]
 #: A label (tag), a count, or a list of distinct things: the pool does not look.
 AnswerValue = str | int | tuple[str, ...]
@@ -82,6 +98,10 @@ class PoolConfig:
     pay_per_record: float = 0.02
     #: Most tasks waiting unstarted (None: no bound).
     capacity: int | None = None
+    #: Share of assignments that are gold questions (needs a judge).
+    gold_rate: float = 0.0
+    #: Send each task to the available worker the judge rates best at its topic.
+    routing: bool = False
 
 
 @dataclass(frozen=True)
@@ -102,6 +122,9 @@ class PoolTask:
     job: str = "pool"
     priority: int = 5
     paid: int = 0  #: records of work paid for this task, terminated ones included
+    topic: str | None = None  #: what skill it needs (a classifier), for the judge
+    adaptive: bool = False  #: the judge may ask for more answers than ``votes``
+    gold: bool = False  #: a gold question, for the one worker it was made for
     answers: list[Vote] = field(default_factory=list)
     active: dict[str, float] = field(default_factory=dict)  #: worker -> assignment start
     seen: set[str] = field(default_factory=set)
@@ -128,7 +151,8 @@ class PoolWorker:
     qualified: bool
     task_id: str | None = None
     available_since: float | None = None
-    marked: bool = False  #: slow: released when a replacement is available
+    #: Why maintenance will release the worker once a replacement is available.
+    marked: Mark | None = None
     latency: WorkerLatency = field(default_factory=WorkerLatency)
     terminated: deque[str] = field(default_factory=lambda: deque(maxlen=_TERMINATED_MEMORY))
 
@@ -154,6 +178,7 @@ class Terminate:
 @dataclass(frozen=True)
 class Release:
     worker_id: str
+    reason: Literal["operator", "slow", "low_quality"] = "operator"
 
 
 @dataclass(frozen=True)
@@ -192,6 +217,23 @@ class BatchDone:
 Effect = Offer | Terminate | Release | Left | Recruit | Finished | BatchDone | Shed
 
 
+class Judge(Protocol):
+    """The quality assurance loop, as the pool sees it."""
+
+    def more_answers(self, task: PoolTask, limit: int) -> bool:
+        """Should ``task`` (adaptive, with all the answers it asked for) get another?
+        ``limit``: the most answers it can have."""
+
+    def skill(self, worker_id: str, topic: str | None) -> float:
+        """How good ``worker_id`` is at ``topic`` (higher is better)."""
+
+    def low_quality(self, worker_id: str) -> bool:
+        """Is the worker significantly below the quality bar?"""
+
+    def gold_task(self, worker_id: str, now: float) -> PoolTask | None:
+        """A gold question ``worker_id`` has not seen, or None."""
+
+
 @dataclass
 class _Batch:
     submitted: float
@@ -200,10 +242,15 @@ class _Batch:
 
 
 class RetainerPool:
-    def __init__(self, config: PoolConfig, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, config: PoolConfig, rng: random.Random | None = None, judge: Judge | None = None
+    ) -> None:
         if config.votes < 1 or config.target_size < 1:
             raise ValueError("votes and target_size must be at least 1")
+        if (config.gold_rate > 0 or config.routing) and judge is None:
+            raise ValueError("gold questions and routing need a quality judge")
         self.config = config
+        self.judge = judge
         self.workers: dict[str, PoolWorker] = {}
         self.tasks: OrderedDict[str, PoolTask] = OrderedDict()  #: by submission
         self.recruiting = 0  #: recruits asked for and not arrived
@@ -214,6 +261,8 @@ class RetainerPool:
             "releases": 0,
             "recruited": 0,
             "shed": 0,
+            "gold": 0,
+            "extra_answers": 0,
         }
         self._batches: OrderedDict[str, _Batch] = OrderedDict()
         self._effects: list[Effect] = []
@@ -314,6 +363,8 @@ class RetainerPool:
         job: str = "pool",
         priority: int = 5,
         submitted: float | None = None,
+        topic: str | None = None,
+        adaptive: bool = False,
     ) -> bool:
         """Queue a task; an id already queued is ignored (returns False).
 
@@ -331,6 +382,8 @@ class RetainerPool:
             batch=batch,
             job=job,
             priority=priority,
+            topic=topic,
+            adaptive=adaptive,
         )
         if not self._make_room(task):
             return False
@@ -366,6 +419,9 @@ class RetainerPool:
         task.paid += task.size
         worker.task_id = None
         self._became_available(worker, now)
+        if len(task.answers) >= task.votes and self._wants_more(task):
+            task.votes += 1
+            self.counts["extra_answers"] += 1
         if len(task.answers) >= task.votes:
             self._finish(task, worker, now)
         self._maintain(worker, now)
@@ -400,6 +456,17 @@ class RetainerPool:
     def _became_available(self, worker: PoolWorker, now: float) -> None:
         worker.available_since = now
 
+    def _wants_more(self, task: PoolTask) -> bool:
+        # No more answers than distinct workers the pool keeps: a task asking for
+        # one nobody can give would never finish.
+        limit = self.config.target_size
+        return (
+            task.adaptive
+            and self.judge is not None
+            and task.votes < limit
+            and self.judge.more_answers(task, limit)
+        )
+
     def _release(self, worker_id: str, now: float) -> None:
         worker = self.workers.get(worker_id)
         if worker is None:
@@ -409,21 +476,22 @@ class RetainerPool:
         self._settle_wait(worker, now)
         del self.workers[worker_id]
         self.counts["releases"] += 1
-        self._effects.append(Release(worker_id))
+        self._effects.append(Release(worker_id, worker.marked or "operator"))
         self._recruit()
 
     def _release_replaced(self, now: float) -> None:
-        """Release marked workers, slowest first, once others fill the target size."""
-        rule = self.config.maintenance
+        """Release marked workers, the inaccurate then the slowest first, once others
+        fill the target size."""
         marked = [w for w in self.workers.values() if w.marked]
-        if rule is None or not marked:  # only maintenance marks workers
+        if not marked:  # only maintenance marks workers
             return
+        rule = self.config.maintenance
 
-        def mean(w: PoolWorker) -> float:
-            estimate = rule.estimate(w.latency)
-            return estimate.mean if estimate else 0.0
+        def order(w: PoolWorker) -> tuple[bool, float]:
+            estimate = rule.estimate(w.latency) if rule is not None else None
+            return (w.marked == "low_quality", estimate.mean if estimate else 0.0)
 
-        marked.sort(key=mean, reverse=True)
+        marked.sort(key=order, reverse=True)
         replacements = sum(w.qualified and not w.marked for w in self.workers.values())
         for worker in marked[: max(replacements - self.config.target_size + len(marked), 0)]:
             self._release(worker.worker_id, now)
@@ -487,16 +555,22 @@ class RetainerPool:
         )
         if not idle or not self.tasks:
             return
-        tasks = self._assignable()
-        for worker in idle:
-            task = next(
-                (t for t in tasks if t.open_slots > 0 and worker.worker_id not in t.seen), None
-            )
-            if task is not None:
+        tasks = [t for t in self._assignable() if not t.gold]
+        if self.config.gold_rate > 0 and any(t.open_slots > 0 for t in tasks):
+            idle = [w for w in idle if not self._give_gold(w, now)]
+        for task in tasks:
+            while idle and task.open_slots > 0:
+                fresh = [w for w in idle if w.worker_id not in task.seen]
+                if not fresh:
+                    break
+                worker = self._best(fresh, task)
+                idle.remove(worker)
                 self._assign(worker, task, now, duplicate=False)
-                continue
-            if not self.config.mitigation:
-                continue
+            if not idle:
+                return
+        if not self.config.mitigation:
+            return
+        for worker in idle:
             # Straggler mitigation: one extra worker per task at a time, random task.
             candidates = [
                 t
@@ -507,6 +581,27 @@ class RetainerPool:
                 top = max(t.priority for t in candidates)
                 candidates = [t for t in candidates if t.priority == top]
                 self._assign(worker, self._rng.choice(candidates), now, duplicate=True)
+
+    def _best(self, workers: list[PoolWorker], task: PoolTask) -> PoolWorker:
+        """The worker for ``task``: the judge's best at its topic when routing, else the
+        one available longest (``workers`` is in that order; ties keep it)."""
+        judge = self.judge
+        if not self.config.routing or judge is None or len(workers) == 1:
+            return workers[0]
+        return max(workers, key=lambda w: judge.skill(w.worker_id, task.topic))
+
+    def _give_gold(self, worker: PoolWorker, now: float) -> bool:
+        """Hand ``worker`` a gold question, at the gold rate; whether it did."""
+        if self.judge is None or self._rng.random() >= self.config.gold_rate:
+            return False
+        task = self.judge.gold_task(worker.worker_id, now)
+        if task is None:
+            return False
+        task.gold, task.votes = True, 1
+        self.tasks[task.task_id] = task
+        self.counts["gold"] += 1
+        self._assign(worker, task, now, duplicate=False)
+        return True
 
     def _finish(self, task: PoolTask, finisher: PoolWorker, now: float) -> None:
         for worker_id in list(task.active):
@@ -525,6 +620,8 @@ class RetainerPool:
     ) -> None:
         """End ``worker``'s assignment of ``task``; the work is paid all the same."""
         task.active.pop(worker.worker_id, None)
+        if task.gold:
+            self.tasks.pop(task.task_id, None)  # made for this worker alone
         worker.task_id = None
         worker.terminated.append(task.task_id)
         self.ledger.work(task.job, task.size, worker.worker_id, terminated=True)
@@ -539,14 +636,17 @@ class RetainerPool:
 
     def _maintain(self, worker: PoolWorker, now: float) -> None:
         rule = self.config.maintenance
-        if rule is None or worker.marked or worker.worker_id not in self.workers:
+        if worker.marked or worker.worker_id not in self.workers:
             return
-        if rule.is_slow(worker.latency):
-            worker.marked = True
+        if self.judge is not None and self.judge.low_quality(worker.worker_id):
+            worker.marked = "low_quality"
+        elif rule is not None and rule.is_slow(worker.latency):
+            worker.marked = "slow"
+        if worker.marked:
             self._recruit()
 
     def _recruit(self) -> None:
-        marked = sum(w.marked for w in self.workers.values())
+        marked = sum(w.marked is not None for w in self.workers.values())
         unmarked = len(self.workers) - marked
         deficit = self.config.target_size - unmarked - self.recruiting
         if deficit > 0:
@@ -557,9 +657,12 @@ class RetainerPool:
         worker = self.workers.pop(worker_id, None)
         if worker is None:
             return
-        if worker.task_id is not None and worker.task_id in self.tasks:
+        task = self.tasks.get(worker.task_id) if worker.task_id is not None else None
+        if task is not None and task.gold:
+            del self.tasks[task.task_id]  # made for this worker alone
+        elif task is not None:
             # Unfinished work returns to the queue, unpaid.
-            self.tasks[worker.task_id].active.pop(worker_id, None)
+            task.active.pop(worker_id, None)
         self._settle_wait(worker, now)
         self._effects.append(Left(worker_id, reason))
         self._recruit()

@@ -33,6 +33,8 @@ LATENCY_BUCKETS = (
 )
 #: Crowd answers take seconds to minutes.
 CROWD_BUCKETS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+POSTERIOR_BUCKETS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+ANSWER_BUCKETS = (1.0, 2.0, 3.0, 4.0, 5.0, 7.0, 10.0, 15.0)
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,9 @@ class Metrics:
     near_duplicates: Counter
     crowd_answers: Counter
     crowd_labels: Counter
+    crowd_label_answers: Histogram
+    crowd_label_posterior: Histogram
+    crowd_gold: Counter
     crowd_answer_seconds: Histogram
     crowd_queue: Gauge
     pool_workers: Gauge
@@ -117,6 +122,20 @@ class Metrics:
             crowd_labels=counter(
                 "crowd_labels", "Aggregated crowd labels.", ["classifier", "outcome"]
             ),
+            crowd_label_answers=histogram(
+                "crowd_label_answers",
+                "Answers per settled label task (adaptive redundancy buys more only "
+                "where answers disagree).",
+                ["classifier"],
+                ANSWER_BUCKETS,
+            ),
+            crowd_label_posterior=histogram(
+                "crowd_label_posterior",
+                "The quality loop's posterior of each aggregated label's tag.",
+                ["classifier"],
+                POSTERIOR_BUCKETS,
+            ),
+            crowd_gold=counter("crowd_gold", "Gold questions answered, by outcome.", ["outcome"]),
             crowd_answer_seconds=histogram(
                 "crowd_answer_seconds",
                 "Time from assignment to answer (simulated or real).",
@@ -137,8 +156,10 @@ class Metrics:
             ),
             pool_events=counter(
                 "pool_events",
-                "Retainer pool events: duplicates (straggler mitigation), terminations, "
-                "releases (pool maintenance), recruits asked for, departures.",
+                "Retainer pool events: duplicates (straggler mitigation), gold questions "
+                "handed out, terminations, releases (pool maintenance: release for the "
+                "slow, release_low_quality for the inaccurate), recruits asked for, "
+                "departures.",
                 ["event"],
             ),
             crowd_cost=gauge(

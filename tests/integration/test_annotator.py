@@ -31,7 +31,14 @@ def worker(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> 
     topology: Path = write_topology(
         tmp_path_factory.mktemp("topology"),
         PIPELINE,
-        annotator={"speed": 200.0, "pool_size": 8, "redundancy": 3, "mitigation": True},
+        # Fixed redundancy (no quality loop): this test is about straggler mitigation.
+        annotator={
+            "speed": 200.0,
+            "pool_size": 8,
+            "redundancy": 3,
+            "mitigation": True,
+            "quality": {"enabled": False},
+        },
         taskgen={"max_tasks_per_minute": 6000, "round_interval_s": 0.1, "label_budget": BUDGET},
         learner={"retrain_every": 20, "min_train": 10},
     )

@@ -1,0 +1,124 @@
+"""The quality assurance loop: worker quality, gold questions and adaptive redundancy,
+joined to the retainer pool as its :class:`~pe.annotator.pool.Judge`.
+
+The loop owns a :class:`~pe.annotator.quality.WorkerQuality` model and the gold
+questions. It settles finished tasks (their posterior, and the workers' matrices
+learn from their answers), scores gold answers, and replays outcomes read back from
+the log after a restart, so workers keep their records. Each gold question is shown
+to a worker at most once, qualification quizzes included.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from channels.records import Label
+from pe.annotator.crowd import GoldItem
+from pe.annotator.pool import PoolTask
+from pe.annotator.quality import Verdict, WorkerQuality
+
+__all__ = ["GOLD_JOB", "QualityLoop"]
+
+#: The ledger's name for gold questions' pay.
+GOLD_JOB = "gold"
+
+
+class QualityLoop:
+    def __init__(
+        self,
+        quality: WorkerQuality,
+        gold: Sequence[GoldItem],
+        payload: Callable[[GoldItem, str, float], Any],
+        rng: random.Random | None = None,
+    ) -> None:
+        """``payload(item, task_id, now)``: what a worker is shown for a gold question."""
+        self.quality = quality
+        self._gold = [g for g in gold if quality.knows(g.topic)]
+        self._payload = payload
+        self._rng = rng or random.Random(0)
+        self._shown: dict[str, set[str]] = {}  #: worker -> gold ids
+        self._pending: dict[str, GoldItem] = {}  #: gold task id -> its question
+        self.gold_answers = {"correct": 0, "wrong": 0}
+
+    # -- the pool's judge ---------------------------------------------------------
+
+    def more_answers(self, task: PoolTask, limit: int) -> bool:
+        if task.topic is None or not self.quality.knows(task.topic):
+            return False
+        return self.quality.needs_more(task.topic, _votes(task), limit)
+
+    def skill(self, worker_id: str, topic: str | None) -> float:
+        return self.quality.skill(worker_id, topic)
+
+    def low_quality(self, worker_id: str) -> bool:
+        return self.quality.low_quality(worker_id)
+
+    def gold_task(self, worker_id: str, now: float) -> PoolTask | None:
+        shown = self._shown.setdefault(worker_id, set())
+        fresh = [g for g in self._gold if g.gold_id not in shown]
+        if not fresh:
+            return None
+        item = self._rng.choice(fresh)
+        shown.add(item.gold_id)
+        task_id = f"gold:{worker_id}:{item.gold_id}"
+        self._pending[task_id] = item
+        return PoolTask(
+            task_id, self._payload(item, task_id, now), now, 1, job=GOLD_JOB, topic=item.topic
+        )
+
+    # -- evidence -----------------------------------------------------------------
+
+    def shown(self, worker_id: str, gold_ids: Iterable[str]) -> None:
+        """Gold questions a worker saw elsewhere (a qualification quiz)."""
+        self._shown.setdefault(worker_id, set()).update(gold_ids)
+
+    def settle(self, task: PoolTask) -> Verdict | None:
+        """A finished label task's verdict (a gold task's: its known truth); None for a
+        task the loop does not judge (no topic, or not a label)."""
+        if task.gold:
+            item = self._pending.pop(task.task_id, None)
+            if item is None or item.topic is None or not task.answers:
+                return None
+            self.score_gold(
+                item.topic, task.answers[0].worker_id, str(task.answers[0].value), item.truth
+            )
+            return Verdict(item.truth, 1.0, {item.truth: 1.0})
+        if task.topic is None or not self.quality.knows(task.topic):
+            return None
+        return self.quality.settle(task.topic, _votes(task))
+
+    def score_gold(self, topic: str, worker_id: str, answer: str, truth: str) -> bool:
+        right = self.quality.gold(topic, worker_id, answer, truth)
+        self.gold_answers["correct" if right else "wrong"] += 1
+        return right
+
+    def replay(self, label: Label) -> None:
+        """An outcome read back from the log (one written before a restart): its
+        answers teach the model again, and a gold question stays shown."""
+        if (
+            label.status != "labeled"
+            or label.form != "label"
+            or not self.quality.knows(label.classifier)
+        ):
+            return
+        answers = [(a.worker_id, a.tag) for a in label.answers if a.tag is not None]
+        if label.kind != "gold":
+            self.quality.settle(label.classifier, answers)
+        elif label.tag is not None and answers:
+            worker_id, answer = answers[0]
+            self.shown(worker_id, [label.item_id])
+            self.score_gold(label.classifier, worker_id, answer, label.tag)
+
+    def qualified(self, worker_id: str, quiz: dict[str, GoldItem], answers: dict[str, str]) -> None:
+        """A qualification quiz's answers are gold evidence too."""
+        self.shown(worker_id, quiz)
+        for gold_id, item in quiz.items():
+            answer = answers.get(gold_id)
+            if answer is not None and item.topic is not None and self.quality.knows(item.topic):
+                self.score_gold(item.topic, worker_id, answer, item.truth)
+
+
+def _votes(task: PoolTask) -> list[tuple[str, str]]:
+    return [(vote.worker_id, str(vote.value)) for vote in task.answers]

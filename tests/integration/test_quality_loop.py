@@ -1,0 +1,105 @@
+"""The quality assurance loop in a running pipeline: a simulated crowd with 30%
+spammers, gold questions, adaptive redundancy, quality-based release, weighted
+learning."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+
+from pipelines.broker import EmbeddedBroker
+from pipelines.client import push_lines
+from pipelines.sample import load_sample
+from tests.integration.conftest import Worker, read_topic, start_worker, values, write_topology
+
+pytestmark = pytest.mark.integration
+
+PIPELINE = "qtest"
+BUDGET = 60  #: tasks per classifier
+
+
+@pytest.fixture(scope="module")
+def worker(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    topology = write_topology(
+        tmp_path_factory.mktemp("topology"),
+        PIPELINE,
+        annotator={
+            "speed": 400.0,
+            "pool_size": 8,
+            "spammers": 0.3,
+            "quality": {"gold_rate": 0.2, "min_evidence": 6},
+        },
+        taskgen={"max_tasks_per_minute": 6000, "round_interval_s": 0.1, "label_budget": BUDGET},
+        learner={"retrain_every": 20, "min_train": 10},
+    )
+    running = start_worker(broker, topology, tmp_path_factory.mktemp("worker"))
+    yield running
+    running.stop()
+
+
+def _task_labels(records: list[Any]) -> list[dict[str, Any]]:
+    return [label for label in values(records) if label["kind"] != "gold"]
+
+
+async def test_the_loop_buys_answers_where_they_disagree_and_finds_the_spammers(
+    broker: EmbeddedBroker, worker: Worker
+) -> None:
+    sample = load_sample(1500)
+    truth = {str(r["id"]): r["meta"]["truth"] for r in sample}
+    await push_lines([broker.bootstrap], PIPELINE, [orjson.dumps(r) for r in sample])
+    records = await read_topic(
+        broker.bootstrap,
+        f"{PIPELINE}.crowd.labels",
+        lambda rs: len(_task_labels(rs)) >= 2 * BUDGET,
+        timeout_s=180,
+    )
+    labels = _task_labels(records)
+    gold = [label for label in values(records) if label["kind"] == "gold"]
+
+    # Adaptive redundancy: answers until the posterior reaches 0.9 (or 5 answers),
+    # so agreeing tasks stop early and disputed ones get more.
+    sizes = Counter(len(label["answers"]) for label in labels)
+    assert len(sizes) >= 2 and sum(n * c for n, c in sizes.items()) / len(labels) < 4
+    for label in labels:
+        assert label["posterior"] is not None
+        if len(label["answers"]) < 5:
+            assert label["posterior"] >= 0.9 - 1e-4
+        votes = {answer["worker_id"] for answer in label["answers"]}
+        assert len(votes) == len(label["answers"])  # distinct workers
+
+    # The weighted labels beat a plain majority of the same answers.
+    def right(label: dict[str, Any], tag: str | None) -> bool:
+        return bool(tag == truth[label["item_id"]].get(label["classifier"]))
+
+    def majority(label: dict[str, Any]) -> str | None:
+        ranked = Counter(a["tag"] for a in label["answers"]).most_common()
+        return ranked[0][0] if len(ranked) == 1 or ranked[0][1] > ranked[1][1] else None
+
+    ours = sum(right(label, label["tag"]) for label in labels)
+    plain = sum(right(label, majority(label)) for label in labels)
+    assert ours >= plain and ours / len(labels) >= 0.85
+
+    # Gold questions: each a sample message with a known tag, never twice to a worker,
+    # and counted.
+    assert gold, "no gold question was answered"
+    pairs = [(label["answers"][0]["worker_id"], label["item_id"]) for label in gold]
+    assert len(set(pairs)) == len(pairs)
+    assert worker.metric("crowdstream_crowd_gold_total") == len(gold)
+    assert worker.metric("crowdstream_pool_events_total", event="gold") >= len(gold)
+    assert worker.metric("crowdstream_crowd_label_answers_count") >= len(labels)
+
+    # Pool maintenance released spammers for their quality, and recruited others.
+    assert worker.metric("crowdstream_pool_events_total", event="release_low_quality") >= 1
+
+    # The learner trained on the weighted labels, never on gold ones.
+    models = await read_topic(
+        broker.bootstrap,
+        f"{PIPELINE}.control.models",
+        lambda rs: {m["classifier"] for m in values(rs)} == {"aid_related", "request"},
+    )
+    for update in values(models):
+        assert 10 <= update["n_train"] + update["n_holdout"] <= BUDGET

@@ -1,0 +1,256 @@
+"""The quality assurance loop: worker confusion, posteriors, adaptive redundancy, gold
+questions, quality in pool maintenance and routing."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from channels.records import Answer, Label
+from pe.annotator.assurance import QualityLoop
+from pe.annotator.crowd import GoldItem
+from pe.annotator.pool import Effect, Finished, Offer, PoolConfig, Release, RetainerPool
+from pe.annotator.quality import QualityConfig, WorkerQuality
+
+TAGS = ["yes", "no"]
+
+
+def _model(**config: float) -> WorkerQuality:
+    model = WorkerQuality(QualityConfig(**config))  # type: ignore[arg-type]
+    model.register("c", TAGS)
+    return model
+
+
+def _simulate(
+    model: WorkerQuality, accuracy: dict[str, float], items: int, seed: int = 0
+) -> list[tuple[str, str | None, str]]:
+    """``items`` tasks of 3 answers from random workers; (truth, settled tag, majority
+    tag) each."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(items):
+        truth = rng.choice(TAGS)
+        answers = []
+        for worker in rng.sample(sorted(accuracy), 3):
+            right = rng.random() < accuracy[worker]
+            answers.append((worker, truth if right else ("no" if truth == "yes" else "yes")))
+        majority = max(TAGS, key=[a for _, a in answers].count)
+        out.append((truth, model.settle("c", answers).tag, majority))
+    return out
+
+
+def test_two_agreeing_unknown_workers_pass_the_threshold_one_does_not() -> None:
+    model = _model(prior_accuracy=0.75, threshold=0.85)
+    one = model.posterior("c", [("a", "yes")])
+    assert one.tag == "yes" and one.posterior == pytest.approx(0.75)
+    two = model.posterior("c", [("a", "yes"), ("b", "yes")])
+    assert two.posterior == pytest.approx(0.9)  # 0.75² / (0.75² + 0.25²)
+    assert model.needs_more("c", [("a", "yes")], limit=5)
+    assert not model.needs_more("c", [("a", "yes"), ("b", "yes")], limit=5)
+    assert model.needs_more("c", [("a", "yes"), ("b", "no")], limit=5)  # a tie
+    # the cap (from the config, or the workers there are) ends the asking
+    assert not model.needs_more("c", [("a", "yes"), ("b", "no")], limit=2)
+
+
+def test_no_label_answers_and_ties_give_no_tag() -> None:
+    model = _model()
+    assert model.posterior("c", [("a", "N/A")]).tag is None
+    assert model.posterior("c", [("a", "yes"), ("b", "no")]).tag is None
+
+
+def test_gold_answers_measure_a_worker_and_flag_one_below_the_bar() -> None:
+    model = _model(bar=0.7, min_evidence=8)
+    for i in range(12):
+        model.gold("c", "good", TAGS[i % 2], TAGS[i % 2])
+        model.gold("c", "poor", TAGS[(i + 1) % 2] if i % 3 else TAGS[i % 2], TAGS[i % 2])
+    assert model.accuracy("good")[0] > 0.9 and model.accuracy("poor")[0] < 0.5
+    assert model.low_quality("poor") and not model.low_quality("good")
+    # not judged on too little evidence, however bad it looks
+    model.gold("c", "new", "no", "yes")
+    assert not model.low_quality("new")
+
+
+def test_agreement_alone_finds_a_spammer_and_beats_majority_vote() -> None:
+    accuracy = {"w1": 0.9, "w2": 0.85, "w3": 0.9, "w4": 0.8, "s1": 0.5, "s2": 0.5}
+    model = _model()
+    settled = _simulate(model, accuracy, 600)
+    assert model.skill("s1", "c") < 0.65 < 0.8 < model.skill("w1", "c")
+    assert model.low_quality("s1") and model.low_quality("s2")
+    assert not any(model.low_quality(w) for w in ("w1", "w2", "w3", "w4"))
+    # once learned, the weights outvote two spammers who agree against a good worker
+    verdict = model.posterior("c", [("s1", "yes"), ("s2", "yes"), ("w1", "no")])
+    assert verdict.tag == "no"
+    ours = sum(truth == tag for truth, tag, _ in settled[300:])
+    majority = sum(truth == tag for truth, _, tag in settled[300:])
+    assert ours > majority + 10
+
+
+def test_an_answer_alone_teaches_nothing_about_its_worker() -> None:
+    model = _model()
+    before = model.skill("lone", "c")
+    for _ in range(20):
+        model.settle("c", [("lone", "yes")])
+    assert model.skill("lone", "c") == pytest.approx(before, abs=0.02)
+    assert model.accuracy("lone")[1] == 0
+
+
+def test_a_known_excellent_worker_settles_a_task_alone() -> None:
+    model = _model(threshold=0.9)
+    for i in range(40):
+        model.gold("c", "ace", TAGS[i % 2], TAGS[i % 2])
+    assert not model.needs_more("c", [("ace", "yes")], limit=5)
+    assert model.needs_more("c", [("stranger", "yes")], limit=5)
+
+
+# -- the loop in the pool ---------------------------------------------------------------
+
+
+def _gold(n: int) -> list[GoldItem]:
+    return [GoldItem(f"c:{i}", f"text {i}", "q?", TAGS, TAGS[i % 2], "c") for i in range(n)]
+
+
+def _loop(model: WorkerQuality, gold: int = 0) -> QualityLoop:
+    return QualityLoop(model, _gold(gold), lambda item, task_id, now: item, random.Random(3))
+
+
+def _pool(loop: QualityLoop, workers: int, **config: object) -> RetainerPool:
+    pool = RetainerPool(
+        PoolConfig(target_size=workers, votes=1, mitigation=False, **config),  # type: ignore[arg-type]
+        random.Random(1),
+        judge=loop,
+    )
+    for i in range(workers):
+        pool.join(f"w{i}", 0.0)
+    pool.drain()
+    return pool
+
+
+def _offers(effects: list[Effect]) -> list[tuple[str, str]]:
+    return [(e.worker_id, e.task.task_id) for e in effects if isinstance(e, Offer)]
+
+
+def test_an_adaptive_task_gets_answers_until_they_agree() -> None:
+    loop = _loop(_model(threshold=0.85, max_answers=5))
+    pool = _pool(loop, 4)
+    pool.submit("t", None, 0.0, topic="c", adaptive=True)
+    assert _offers(pool.drain()) == [("w0", "t")]
+    pool.answer("w0", "t", "yes", 1.0)  # 0.75: not sure enough
+    assert _offers(pool.drain()) == [("w1", "t")]
+    pool.answer("w1", "t", "no", 2.0)  # a tie
+    assert _offers(pool.drain()) == [("w2", "t")]
+    pool.answer("w2", "t", "yes", 3.0)
+    assert _offers(pool.drain()) == [("w3", "t")]
+    pool.answer("w3", "t", "yes", 4.0)  # 3 to 1
+    finished = [e for e in pool.drain() if isinstance(e, Finished)]
+    assert [len(f.task.answers) for f in finished] == [4]
+    verdict = loop.settle(finished[0].task)
+    assert verdict is not None and verdict.tag == "yes" and verdict.posterior > 0.85
+    assert pool.counts["extra_answers"] == 3
+
+
+def test_a_task_with_fixed_redundancy_ignores_the_judge() -> None:
+    pool = _pool(_loop(_model()), 3)
+    pool.submit("t", None, 0.0, topic="c", votes=2)
+    pool.drain()
+    pool.answer("w0", "t", "yes", 1.0)
+    pool.answer("w1", "t", "no", 1.0)
+    assert any(isinstance(e, Finished) for e in pool.drain())
+
+
+def test_gold_questions_come_at_the_rate_and_never_twice_to_a_worker() -> None:
+    loop = _loop(_model(), gold=3)
+    pool = _pool(loop, 1, gold_rate=1.0)
+    for i in range(5):
+        pool.submit(f"t{i}", None, 0.0, topic="c")
+    handed = []
+    offers = _offers(pool.drain())
+    while offers:
+        handed.append(offers[0][1])
+        pool.answer("w0", offers[0][1], "yes", float(len(handed)))
+        effects = pool.drain()
+        for done in (e for e in effects if isinstance(e, Finished)):
+            loop.settle(done.task)  # what the annotator does with every finished task
+        offers = _offers(effects)
+    # at rate 1 the worker got the three gold questions first, each once; then, with
+    # none left for them, the real tasks
+    gold = [t for t in handed if t.startswith("gold:")]
+    assert handed[:3] == gold and len(set(gold)) == 3
+    assert handed[3:] == [f"t{i}" for i in range(5)]
+    assert pool.counts["gold"] == 3 and not pool.tasks
+    assert sum(loop.gold_answers.values()) == 3
+
+
+def test_a_gold_question_is_never_handed_to_another_worker() -> None:
+    loop = _loop(_model(), gold=5)
+    pool = _pool(loop, 2, gold_rate=1.0)
+    pool.submit("t", None, 0.0, topic="c")
+    offers = _offers(pool.drain())
+    gold = [(w, t) for w, t in offers if t.startswith("gold:")]
+    assert gold  # each available worker was offered a gold question first
+    pool.leave(gold[0][0], 1.0)
+    pool.drain()
+    # the leaver's gold question went with them: nothing else can take it
+    assert all(not t.gold or t.active for t in pool.tasks.values())
+
+
+def test_maintenance_releases_an_inaccurate_worker_once_replaced() -> None:
+    model = _model(bar=0.7, min_evidence=8)
+    for _ in range(10):
+        model.gold("c", "w0", "no", "yes")  # w0 always wrong
+    pool = _pool(_loop(model), 2)
+    pool.submit("t", None, 0.0, topic="c")
+    pool.drain()
+    holder = next(w.worker_id for w in pool.workers.values() if w.task_id == "t")
+    pool.answer(holder, "t", "yes", 1.0)
+    pool.drain()
+    assert pool.workers["w0"].marked == "low_quality"
+    pool.join("fresh", 2.0)
+    assert Release("w0", "low_quality") in pool.drain()
+
+
+def test_routing_sends_each_classifier_to_its_best_worker() -> None:
+    model = WorkerQuality()
+    model.register("food", TAGS)
+    model.register("water", TAGS)
+    for i in range(20):
+        truth = TAGS[i % 2]
+        model.gold("food", "w0", truth, truth)
+        model.gold("water", "w1", truth, truth)
+        model.gold("food", "w1", "no" if truth == "yes" else "yes", truth)
+    pool = _pool(_loop(model), 2, routing=True)
+    pool.submit("water-task", None, 0.0, topic="water")
+    pool.submit("food-task", None, 0.0, topic="food")
+    # without routing w0, available longest, would take the older water task
+    assert sorted(_offers(pool.drain())) == [("w0", "food-task"), ("w1", "water-task")]
+
+
+def test_replayed_outcomes_restore_worker_records() -> None:
+    live, replayed = _model(), _model()
+    loop = _loop(replayed)
+    rng = random.Random(5)
+    for i in range(200):
+        truth = rng.choice(TAGS)
+        answers = [
+            ("good", truth),
+            ("bad", rng.choice(TAGS)),
+            ("fair", truth if rng.random() < 0.8 else rng.choice(TAGS)),
+        ]
+        live.settle("c", answers)
+        loop.replay(
+            Label(
+                item_id=str(i),
+                classifier="c",
+                tag=truth,
+                agreement=1.0,
+                answers=[
+                    Answer(task_id=str(i), worker_id=w, tag=a, latency_s=1.0) for w, a in answers
+                ],
+                ts=0.0,
+                idx=[],
+                val=[],
+            )
+        )
+    for worker in ("good", "bad", "fair"):
+        assert replayed.skill(worker, "c") == pytest.approx(live.skill(worker, "c"))
+    assert replayed.low_quality("bad")
