@@ -36,7 +36,7 @@ def register(ctx: PipelineContext) -> None:
             make_trainer(
                 spec.family or params.family_default,
                 spec.tags,
-                ctx.params.features.n_features,
+                ctx.params.features.dimensions,
                 c=params.c,
                 lr=params.river_lr,
             ),

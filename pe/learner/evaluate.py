@@ -9,20 +9,19 @@ from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 
 from channels.records import LinearModel, ModelMetrics, TagMetrics
 from pe.common.linear import compile_model, feature_matrix
+from pe.learner.trainers import Example
 
 __all__ = ["evaluate"]
 
 
-def evaluate(
-    model: LinearModel, holdout: Sequence[tuple[list[int], list[float], str]], tags: list[str]
-) -> ModelMetrics:
+def evaluate(model: LinearModel, holdout: Sequence[Example], tags: list[str]) -> ModelMetrics:
     """Metrics of ``model`` on held-out examples; AUC is None where a tag lacks positives
     or negatives."""
     if not holdout:
         return ModelMetrics(auc=None, accuracy=None, per_tag={})
     compiled = compile_model(model)
-    x = feature_matrix([(idx, val) for idx, val, _ in holdout], model.n_features)
-    truth = np.array([tag for _, _, tag in holdout])
+    x = feature_matrix([(e.idx, e.val) for e in holdout], model.n_features)
+    truth = np.array([e.tag for e in holdout])
     proba = compiled.predict_proba(x)
     predicted = np.array(compiled.classes)[proba.argmax(axis=1)]
     precision, recall, _, support = precision_recall_fscore_support(

@@ -66,10 +66,13 @@ class ClassifierLearner:
         of an item wins)."""
         if label.tag is None or label.tag not in self.spec.tags or label.item_id in self.items:
             return False
+        if label.kind == "gold":  # a measure of workers, with no features
+            return False
         if not features_in_range(label.idx, self.trainer.n_features):
             return False
         self.items.add(label.item_id)
-        example = (label.idx, label.val, label.tag)
+        weight = 1.0 if label.posterior is None else label.posterior
+        example = Example(label.idx, label.val, label.tag, weight)
         if label.kind in self._holdout_kinds and in_holdout(label.item_id, self._holdout_rate):
             self.holdout.append(example)
         else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from concurrent.futures import Executor
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -16,7 +17,15 @@ from pe.common.linear import feature_matrix
 
 __all__ = ["RiverTrainer", "SklearnTrainer", "Trainer", "fit_logistic", "make_trainer"]
 
-Example = tuple[list[int], list[float], str]
+
+class Example(NamedTuple):
+    """A labeled item; ``weight``: how sure the crowd is of ``tag`` (its posterior)."""
+
+    idx: list[int]
+    val: list[float]
+    tag: str
+    weight: float = 1.0
+
 
 #: Weights smaller than this are dropped from a model message: they change no
 #: prediction visibly and keep the message small.
@@ -74,12 +83,12 @@ class SklearnTrainer(Trainer):
 
 def fit_logistic(examples: list[Example], n_features: int, c: float) -> LinearModel | None:
     """Fit logistic regression; a plain function so it can run in another process."""
-    tags = [tag for _, _, tag in examples]
+    tags = [e.tag for e in examples]
     if len(set(tags)) < 2:
         return None
-    x = feature_matrix([(idx, val) for idx, val, _ in examples], n_features)
+    x = feature_matrix([(e.idx, e.val) for e in examples], n_features)
     model = LogisticRegression(C=c, class_weight="balanced", max_iter=1000)
-    model.fit(x, tags)
+    model.fit(x, tags, sample_weight=[e.weight for e in examples])
     seen = [str(cls) for cls in model.classes_]
     if len(seen) == 2:
         return LinearModel(
@@ -115,11 +124,10 @@ class RiverTrainer(Trainer):
         self.seen: set[str] = set()
 
     def add(self, example: Example) -> None:
-        idx, val, tag = example
-        x = dict(zip(idx, val, strict=True))
-        self.seen.add(tag)
+        x = dict(zip(example.idx, example.val, strict=True))
+        self.seen.add(example.tag)
         for target, model in self.models.items():
-            model.learn_one(x, tag == target)
+            model.learn_one(x, example.tag == target, w=example.weight)
 
     def export(self) -> LinearModel | None:
         if len(self.seen) < 2:

@@ -17,7 +17,7 @@ from pe.common.linear import compile_model, feature_matrix
 from pe.features.hashing import FeatureHasher
 from pe.features.text import grams, tokens
 from pe.learner.state import ClassifierLearner, in_holdout, replaces
-from pe.learner.trainers import RiverTrainer, SklearnTrainer, fit_logistic, make_trainer
+from pe.learner.trainers import Example, RiverTrainer, SklearnTrainer, fit_logistic, make_trainer
 from pe.params import ClassifierSpec, LearnerParams
 from pipelines.sample import load_sample
 
@@ -64,7 +64,7 @@ def test_both_families_learn_the_real_data(family: str, data: tuple) -> None:  #
     trainer = make_trainer(family, ["yes", "no"], N_FEATURES, c=1.0, lr=0.5)
     assert trainer.export() is None  # nothing to learn from yet
     for (idx, val), tag in zip(features[:1000], tags[:1000], strict=True):
-        trainer.add((idx, val, tag))
+        trainer.add(Example(idx, val, tag))
     model = trainer.export()
     assert model is not None and model.link == "sigmoid" and model.classes == ["no", "yes"]
     # The reference point for 1,000 random perfect labels is ~0.77 (data README).
@@ -73,7 +73,9 @@ def test_both_families_learn_the_real_data(family: str, data: tuple) -> None:  #
 
 def test_exported_sklearn_model_predicts_like_sklearn(data: tuple) -> None:  # type: ignore[type-arg]
     features, tags = data
-    examples = [(idx, val, tag) for (idx, val), tag in zip(features[:500], tags[:500], strict=True)]
+    examples = [
+        Example(idx, val, tag) for (idx, val), tag in zip(features[:500], tags[:500], strict=True)
+    ]
     model = fit_logistic(examples, N_FEATURES, 1.0)
     assert model is not None
     x = feature_matrix(features[:500], N_FEATURES)
@@ -84,7 +86,7 @@ def test_exported_sklearn_model_predicts_like_sklearn(data: tuple) -> None:  # t
 
 
 def test_multi_class_models_are_softmax_or_one_vs_rest() -> None:
-    examples = [([i % 7, 10 + i % 3], [1.0, 1.0], ["a", "b", "c"][i % 3]) for i in range(90)]
+    examples = [Example([i % 7, 10 + i % 3], [1.0, 1.0], ["a", "b", "c"][i % 3]) for i in range(90)]
     soft = fit_logistic(examples, 64, 1.0)
     assert soft is not None and soft.link == "softmax" and len(soft.rows) == 3
     river = RiverTrainer(["c", "b", "a"], 64, lr=0.5)
@@ -102,7 +104,7 @@ def test_model_message_round_trips_and_stays_small(data: tuple) -> None:  # type
     features, tags = data
     trainer = SklearnTrainer(["yes", "no"], N_FEATURES, c=1.0)
     for (idx, val), tag in zip(features, tags, strict=True):
-        trainer.add((idx, val, tag))
+        trainer.add(Example(idx, val, tag))
     model = trainer.export()
     assert model is not None
     update = ModelUpdate(
@@ -266,3 +268,29 @@ async def test_training_off_the_loop_publishes_the_same_model(family: str, data:
     assert outcome == "published" and inline is not None and off_loop is not None
     assert off_loop.model == inline.model
     assert (off_loop.n_train, off_loop.n_holdout) == (inline.n_train, inline.n_holdout)
+
+
+def test_examples_are_weighted_by_their_posterior_and_gold_labels_never_train() -> None:
+    trainer = SklearnTrainer(SPEC.tags, 8, c=1.0)
+    learner = ClassifierLearner(SPEC, LearnerParams(), trainer, passive_share=0.0)
+    gold = _label(0, [], [], "yes").model_copy(update={"kind": "gold"})
+    assert not learner.add(gold)  # a measure of a worker, with no features
+    sure = _label(1, [1], [1.0], "yes").model_copy(update={"posterior": 0.97})
+    unsure = _label(2, [2], [1.0], "no").model_copy(update={"posterior": 0.6})
+    legacy = _label(3, [3], [1.0], "no")  # written before labels had a posterior
+    for label in (sure, unsure, legacy):
+        assert learner.add(label)
+    weights = {e.idx[0]: e.weight for e in [*trainer.examples, *learner.holdout]}
+    assert weights == {1: 0.97, 2: 0.6, 3: 1.0}
+
+
+def test_a_weighted_example_pulls_the_model_less() -> None:
+    base = [Example([0], [1.0], "yes"), Example([1], [1.0], "no")] * 5
+    doubtful = Example([0], [1.0], "no")
+    full = compile_model(fit_logistic([*base, doubtful], 2, 1.0))  # type: ignore[arg-type]
+    light = compile_model(
+        fit_logistic([*base, doubtful._replace(weight=0.2)], 2, 1.0)  # type: ignore[arg-type]
+    )
+    x = feature_matrix([([0], [1.0])], 2)
+    yes = full.classes.index("yes")
+    assert light.predict_proba(x)[0, yes] > full.predict_proba(x)[0, yes] + 0.02
