@@ -61,9 +61,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from channels.admin import declare_topics
 from channels.codec import encode
 from channels.records import ModelMetrics, ModelUpdate
-from pe.features.hashing import FeatureHasher
-from pe.features.text import grams, tokens
-from pe.learner.trainers import fit_logistic
+from pe.features.hashing import sparse_rows
+from pe.features.space import FeatureSpace
+from pe.learner.trainers import Example, fit_logistic
 from pipelines.broker import EmbeddedBroker, free_port
 from pipelines.client import push_lines
 from pipelines.report import percentiles
@@ -101,17 +101,17 @@ async def _publish_models(bootstrap: str) -> None:
     """Train each classifier on the sample's truth and publish it, as the learner would."""
     topology = load_topology(PIPELINE)
     sample = load_sample()
-    hasher = FeatureHasher(topology.params.features.n_features)
-    rows = hasher.transform([grams(tokens(r["text"])) for r in sample])
+    space = FeatureSpace(topology.params.features)
+    rows = sparse_rows(space.matrix([r["text"] for r in sample]))
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
     try:
         for spec in topology.classifiers:
             examples = [
-                (idx, val, r["meta"]["truth"][spec.name])
+                Example(idx, val, r["meta"]["truth"][spec.name])
                 for (idx, val), r in zip(rows, sample, strict=True)
             ]
-            model = fit_logistic(examples, hasher.n_features, 1.0)
+            model = fit_logistic(examples, space.dimensions, 1.0)
             assert model is not None
             update = ModelUpdate(
                 classifier=spec.name,

@@ -74,7 +74,7 @@ def classify(
 def register(ctx: PipelineContext) -> None:
     book = model_book(ctx)
     names = ctx.classifier_names()
-    n_features = ctx.params.features.n_features
+    n_features = ctx.params.features.dimensions
     metrics = ctx.metrics
     labels = (ctx.pipeline, PE)
     latency = metrics.e2e_latency.labels(ctx.pipeline)

@@ -40,8 +40,27 @@ class _BatchParams(_Params):
     batch_size: int = Field(5000, ge=1, le=100_000)
 
 
+#: Dimensions of each sentence-embedding model (pe.features.embedding).
+EMBEDDING_DIMS = {"none": 0, "wordllama": 256}
+
+
 class FeaturesParams(_BatchParams):
+    #: Size of the hashed space of word (and character) n-grams.
     n_features: int = Field(2**18, ge=2**10, le=2**24)
+    #: Add character 2-5-grams within words to the word unigrams and bigrams (each
+    #: block L2-normalised, then weighted equally): robust to misspellings and
+    #: inflections; docs/quality.md measures what they buy.
+    char_ngrams: bool = False
+    #: A sentence embedding appended to the hashed features: ``wordllama`` (needs the
+    #: ``embeddings`` extra; its small model ships inside the package).
+    embedding: Literal["none", "wordllama"] = "none"
+    #: Weight of the (unit-length) embedding block against the hashed block.
+    embedding_weight: float = Field(0.7, gt=0, le=10)
+
+    @property
+    def dimensions(self) -> int:
+        """Features a model sees: the hashed space, then the embedding's."""
+        return self.n_features + EMBEDDING_DIMS[self.embedding]
 
 
 class ClassifierParams(_BatchParams):

@@ -27,7 +27,7 @@ class ModelBook:
     def __init__(self, ctx: PipelineContext) -> None:
         self._ctx = ctx
         self._names = set(ctx.classifier_names())
-        self._n_features = ctx.params.features.n_features
+        self._n_features = ctx.params.features.dimensions
         self.updates: dict[str, ModelUpdate] = {}
         self.compiled: dict[str, CompiledModel] = {}
         self._follower = ctx.follow("control.models", self.apply)

@@ -12,9 +12,10 @@ from channels.records import Item
 from pe.common.context import PipelineContext
 from pe.common.dataflow import Pending
 from pe.common.featurebatch import FeatureBatch
-from pe.features.hashing import FeatureHasher, sparse_rows
+from pe.features.hashing import sparse_rows
 from pe.features.simhash import simhash_rows
-from pe.features.text import grams, normalize, tokens
+from pe.features.space import FeatureSpace
+from pe.features.text import normalize
 
 __all__ = ["register"]
 
@@ -23,7 +24,7 @@ PE = "features"
 
 def register(ctx: PipelineContext) -> None:
     params = ctx.params.features
-    hasher = FeatureHasher(params.n_features)
+    space = FeatureSpace(params)
     metrics = ctx.metrics
     labels = (ctx.pipeline, PE)
 
@@ -44,9 +45,9 @@ def register(ctx: PipelineContext) -> None:
 
     async def features(items: list[Item]) -> Pending:
         started = time.perf_counter()
-        matrix = hasher.matrix([grams(tokens(item.text)) for item in items])
+        matrix, words = space.matrices([item.text for item in items])
         batch = FeatureBatch(
-            items=items, rows=sparse_rows(matrix), sigs=simhash_rows(matrix), matrix=matrix
+            items=items, rows=sparse_rows(matrix), sigs=simhash_rows(words), matrix=matrix
         )
         pending = await ctx.publish("items.features", batch.encoded())
         pending.extend(await ctx.deliver("items.features", batch))

@@ -22,8 +22,8 @@ from pe.common.dataflow import Pending
 from pe.common.featurebatch import FeatureBatch, decode_feature_batch
 from pe.common.linear import feature_matrix
 from pe.common.modelbook import model_book
-from pe.features.hashing import FeatureHasher, sparse_rows
-from pe.features.text import grams, tokens
+from pe.features.hashing import sparse_rows
+from pe.features.space import FeatureSpace
 from pe.jobs.api import JobsApi
 from pe.jobs.counting import CountingRun
 from pe.jobs.manager import JobManager
@@ -45,7 +45,7 @@ WINDOW_SAMPLE = 5000
 
 def register(ctx: PipelineContext) -> None:
     annotator = ctx.params.annotator
-    hasher = FeatureHasher(ctx.params.features.n_features)
+    space = FeatureSpace(ctx.params.features)
     book = model_book(ctx)
     classifiers = {spec.name: spec for spec in ctx.classifiers}
 
@@ -53,7 +53,7 @@ def register(ctx: PipelineContext) -> None:
         todo = [item for item in items if not item.idx]
         if not todo:
             return items
-        rows = sparse_rows(hasher.matrix([grams(tokens(item.text)) for item in todo]))
+        rows = sparse_rows(space.matrix([item.text for item in todo]))
         done = {
             item.id: item.model_copy(update={"idx": idx, "val": val})
             for item, (idx, val) in zip(todo, rows, strict=True)
@@ -132,7 +132,7 @@ def register(ctx: PipelineContext) -> None:
         sample = sample_of(job_id)
 
         def take(records: Sequence[ConsumerRecord]) -> None:
-            batch, _ = decode_feature_batch(records, ctx.params.features.n_features)
+            batch, _ = decode_feature_batch(records, space.dimensions)
             offer(sample, window.spec.count, window_items(run, batch))
 
         reader = Follower(
@@ -236,7 +236,7 @@ def register(ctx: PipelineContext) -> None:
 
     async def decode_batch(records: Sequence[ConsumerRecord]) -> tuple[FeatureBatch, Pending]:
         # Bad records are the classifier's to reject and count; here they are skipped.
-        batch, _ = decode_feature_batch(records, ctx.params.features.n_features)
+        batch, _ = decode_feature_batch(records, space.dimensions)
         return batch, []
 
     async def take_stream(batch: FeatureBatch) -> Pending:

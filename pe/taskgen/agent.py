@@ -41,7 +41,7 @@ def _scorer(book: ModelBook, classifier: str) -> Scorer | None:
 def register(ctx: PipelineContext) -> None:
     params = ctx.params.taskgen
     pool_size = ctx.params.annotator.pool_size
-    n_features = ctx.params.features.n_features
+    n_features = ctx.params.features.dimensions
     book = model_book(ctx)
     rng = random.Random(params.seed)
     samplers = {

@@ -1,0 +1,62 @@
+"""The feature space: word n-grams, character n-grams, the bundled sentence embedding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pe.features.embedding import load_embedder
+from pe.features.simhash import simhash_rows
+from pe.features.space import FeatureSpace
+from pe.params import FeaturesParams
+
+TEXTS = [
+    "We need water and food in Leogane",
+    "we need watter and fod in leogane!!",  # misspelt
+    "The match ended in a draw",
+]
+
+
+def _cosine(matrix: object, a: int, b: int) -> float:
+    rows = matrix.toarray()  # type: ignore[attr-defined]
+    return float(rows[a] @ rows[b] / np.linalg.norm(rows[a]) / np.linalg.norm(rows[b]))
+
+
+def test_word_features_alone_are_the_hashed_grams() -> None:
+    space = FeatureSpace(FeaturesParams(n_features=2**12))
+    matrix, words = space.matrices(TEXTS)
+    assert matrix.shape == (3, 2**12) == words.shape
+    assert (matrix != words).nnz == 0
+
+
+def test_character_ngrams_match_misspellings_words_miss() -> None:
+    words = FeatureSpace(FeaturesParams(n_features=2**16)).matrix(TEXTS)
+    both = FeatureSpace(FeaturesParams(n_features=2**16, char_ngrams=True)).matrix(TEXTS)
+    assert _cosine(both, 0, 1) > _cosine(words, 0, 1) + 0.1
+    assert _cosine(both, 0, 1) > _cosine(both, 0, 2) + 0.3
+    assert np.allclose(np.linalg.norm(both.toarray(), axis=1), 1.0, atol=0.05)
+
+
+def test_near_duplicate_signatures_come_from_words_only() -> None:
+    _, words = FeatureSpace(FeaturesParams(n_features=2**12, char_ngrams=True)).matrices(TEXTS)
+    plain = FeatureSpace(FeaturesParams(n_features=2**12)).matrix(TEXTS)
+    assert simhash_rows(words) == simhash_rows(plain)
+
+
+def test_the_bundled_embedding_loads_offline_and_places_meaning_after_the_hash_space() -> None:
+    params = FeaturesParams(n_features=2**12, embedding="wordllama", embedding_weight=0.5)
+    space = FeatureSpace(params)
+    assert space.dimensions == 2**12 + 256
+    texts = ["please send drinking water", "we need water", "the match was great"]
+    matrix = space.matrix(texts)
+    dense = matrix[:, 2**12 :].toarray()
+    assert np.allclose(np.linalg.norm(dense, axis=1), 0.5, atol=1e-3)
+    embed = load_embedder("wordllama")
+    vectors = embed(texts)
+    assert vectors @ vectors[1] @ np.array([1, 0, -1]) > 0.2  # water is closer to water
+    assert embed([]).shape == (0, 256)
+
+
+def test_an_unknown_embedding_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown embedding"):
+        load_embedder("nonesuch")
