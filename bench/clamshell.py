@@ -34,7 +34,6 @@ import json
 import random
 import statistics
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,16 +41,14 @@ from typing import Any
 
 from sklearn.metrics import roc_auc_score
 
-from pe.annotator.clock import VirtualClock
-from pe.annotator.crowd import SimulatedCrowd
 from pe.annotator.latency import MaintenanceRule
-from pe.annotator.lifeguard import LifeGuard
-from pe.annotator.pool import BatchDone, Finished, PoolConfig, RetainerPool
+from pe.annotator.pool import BatchDone, PoolConfig
 from pe.annotator.population import PRESETS, PopulationModel
+from pe.annotator.simpool import SimulatedPool
 from pe.common.linear import CompiledModel, compile_model, feature_matrix
 from pe.features.hashing import FeatureHasher
 from pe.features.text import grams, tokens
-from pe.learner.trainers import fit_logistic
+from pe.learner.trainers import Example, fit_logistic
 from pe.taskgen.sampler import Candidate, ClassifierSampler, Strategy
 from pipelines.sample import SAMPLE_PATH, load_tagged
 
@@ -72,55 +69,11 @@ def _config(**kwargs: Any) -> PoolConfig:
     return PoolConfig(target_size=kwargs.pop("target_size", POOL), **kwargs)
 
 
-class _Sim:
-    """One pool on a virtual clock, warmed up to its full size before work starts
-    (CLAMShell measures from the first task: recruitment is amortised)."""
-
-    def __init__(
-        self,
-        config: PoolConfig,
-        model: PopulationModel,
-        seed: int,
-        warm: bool = True,
-        one_task: bool = False,
-    ) -> None:
-        self.clock = VirtualClock()
-        self.pool = RetainerPool(config, random.Random(seed))
-        self.finished: list[Finished] = []
-        self.batches: list[BatchDone] = []
-        self.on_batch: Callable[[BatchDone], None] = lambda _: None
-        self.guard = LifeGuard(
-            self.pool,
-            self.clock,
-            on_finished=self.finished.append,
-            on_batch=self._batch,
-        )
-        self.guard.start(SimulatedCrowd(model, self.clock, seed=seed + 1000, one_task=one_task))
-        if warm:
-            self.clock.run(stop=lambda: len(self.pool.available) >= config.target_size)
-        self.t0 = self.clock.now()
-        self.cost0 = float(self.pool.costs(self.t0)["total"])  # type: ignore[arg-type]
-
-    def _batch(self, done: BatchDone) -> None:
-        self.batches.append(done)
-        self.on_batch(done)
-
-    def run(self, stop: Callable[[], bool], horizon: float = 30 * 24 * 3600.0) -> None:
-        self.clock.run(until=self.t0 + horizon, stop=stop)
-
-    @property
-    def elapsed(self) -> float:
-        return self.clock.now() - self.t0
-
-    def cost(self) -> float:
-        return float(self.pool.costs(self.clock.now())["total"]) - self.cost0  # type: ignore[arg-type]
-
-
 def _batched(
     config: PoolConfig, model: PopulationModel, *, per_batch: int, size: int, tasks: int, seed: int
 ) -> dict[str, Any]:
     """Send ``tasks`` tasks in batches of ``per_batch``, each after the last finished."""
-    sim = _Sim(config, model, seed)
+    sim = SimulatedPool(config, model, seed)
     sent = 0
     mpl: list[float | None] = []
 
@@ -268,7 +221,7 @@ def _load(path: Path, classifier: str, limit: int, seed: int) -> _Data:
 
 def _fit(data: _Data, labels: dict[int, str]) -> tuple[CompiledModel, float] | None:
     """A model of the labels so far, and its AUC on the held-out items."""
-    examples = [(data.rows[i][0], data.rows[i][1], tag) for i, tag in labels.items()]
+    examples = [Example(data.rows[i][0], data.rows[i][1], tag) for i, tag in labels.items()]
     model = fit_logistic(examples, N_FEATURES, 1.0)
     if model is None:
         return None
@@ -295,7 +248,7 @@ def _learn(
     rng = random.Random(seed)
     # Without a retainer pool, each worker takes one task and goes: every task waits
     # for a recruit.
-    sim = _Sim(design.config, model, seed, warm=design.pool, one_task=not design.pool)
+    sim = SimulatedPool(design.config, model, seed, warm=design.pool, one_task=not design.pool)
     sampler = ClassifierSampler(
         buffer_size=len(data.train),
         active_fraction=0.5,
