@@ -278,7 +278,14 @@ def _designs(runs: list[str], best: str) -> list[_Design]:
     return designs
 
 
-def _plot(result: dict[str, Any], out: Path, stamp: str) -> list[str]:
+def _parse(name: str) -> _Design:
+    strategy, dedup, policy, features = name.split("/")
+    if strategy not in ("passive", "active", "hybrid") or features not in FEATURES:
+        raise SystemExit(f"unknown design {name!r}")
+    return _Design(strategy, dedup == "dedup", policy, features)  # type: ignore[arg-type]
+
+
+def _plot(result: dict[str, Any], out: Path) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -314,6 +321,27 @@ def _plot(result: dict[str, Any], out: Path, stamp: str) -> list[str]:
     return paths
 
 
+def _write(result: dict[str, Any], out: Path) -> None:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    out.mkdir(exist_ok=True)
+    result["plots"] = _plot(result, out)
+    path = out / f"bench-learning-{stamp}.json"
+    path.write_text(json.dumps(result, indent=1))
+    print(f"wrote {path}")
+
+
+def _merge(paths: list[Path], out: Path) -> int:
+    """Designs run in several processes (2 cores), joined into one report."""
+    parts = [json.loads(path.read_text()) for path in paths]
+    result = {k: v for k, v in parts[0].items() if k not in ("summaries", "runs", "plots")}
+    result["summaries"] = [s for part in parts for s in part["summaries"]]
+    result["runs"] = [r for part in parts for r in part["runs"]]
+    for summary in result["summaries"]:
+        print(json.dumps(summary))
+    _write(result, out)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=SAMPLE_PATH)
@@ -321,12 +349,24 @@ def main() -> int:
     parser.add_argument("--answers", type=int, default=1000)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--runs", default="grid,features")
+    parser.add_argument(
+        "--designs",
+        default="",
+        help="only these designs, e.g. hybrid/dedup/loop/word (comma-separated)",
+    )
     parser.add_argument("--best", default="word+char+emb", choices=list(FEATURES))
     parser.add_argument("--threshold", type=float, default=0.9, help="the loop's posterior")
     parser.add_argument("--out", type=Path, default=Path("reports"))
+    parser.add_argument(
+        "--merge", type=Path, nargs="*", help="join earlier runs' JSON reports (and plot)"
+    )
     args = parser.parse_args()
+    if args.merge:
+        return _merge(args.merge, args.out)
     runs = args.runs.split(",")
     designs = _designs(runs, args.best)
+    if args.designs:
+        designs = [_parse(name) for name in args.designs.split(",")]
     wanted = {d.features for d in designs}
     data = {name: _load(args.data, args.classifier, name, 1) for name in wanted}
     results = []
@@ -340,8 +380,6 @@ def main() -> int:
         summary = _summary(done)
         summaries.append(summary)
         print(json.dumps(summary), flush=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    args.out.mkdir(exist_ok=True)
     result = {
         "classifier": args.classifier,
         "best": args.best,
@@ -350,10 +388,7 @@ def main() -> int:
         "summaries": summaries,
         "runs": results,
     }
-    result["plots"] = _plot(result, args.out, stamp)
-    path = args.out / f"bench-learning-{stamp}.json"
-    path.write_text(json.dumps(result, indent=1))
-    print(f"wrote {path}")
+    _write(result, args.out)
     return 0
 
 
