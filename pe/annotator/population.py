@@ -31,7 +31,14 @@ from dataclasses import dataclass
 
 from scipy.stats import norm
 
-__all__ = ["COUNT_SKIM", "PRESETS", "PopulationModel", "SimulatedWorker", "lognormal_for"]
+__all__ = [
+    "COUNT_SKIM",
+    "PRESETS",
+    "PopulationModel",
+    "SimulatedWorker",
+    "lognormal_for",
+    "simulate_answers",
+]
 
 #: Share of a worker's labeling skill (accuracy above chance) left when they count a
 #: batch of texts instead of labeling one (Qurk: up to 50% count error on tweets).
@@ -180,3 +187,22 @@ PRESETS: dict[str, PopulationModel] = {
         recruit_std_s=1.0,
     ),
 }
+
+
+def simulate_answers(
+    truth: dict[str, str],
+    tags: list[str],
+    population: PopulationModel,
+    *,
+    workers: int,
+    per_item: int,
+    rng: random.Random,
+) -> list[tuple[str, str, str]]:
+    """``(item, worker, answer)`` rows: ``per_item`` distinct workers, drawn from a
+    crowd of ``workers``, label each item (for offline aggregation studies)."""
+    crowd = [population.draw(f"w{i}", rng) for i in range(workers)]
+    rows = []
+    for item_id, tag in truth.items():
+        for worker in rng.sample(crowd, per_item):
+            rows.append((item_id, worker.worker_id, worker.answer(tag, tags, rng) or "N/A"))
+    return rows

@@ -16,8 +16,7 @@ import pandas as pd
 import pytest
 from crowdkit.aggregation import DawidSkene, MajorityVote
 
-from channels.records import NA_TAG
-from pe.annotator.population import PRESETS
+from pe.annotator.population import PRESETS, simulate_answers
 from pe.annotator.quality import WorkerQuality
 from pipelines.sample import load_sample
 
@@ -29,15 +28,9 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def _answers(seed: int) -> tuple[dict[str, str], list[tuple[str, str, str]]]:
     rows = [r for r in load_sample() if r["meta"]["truth"].get("aid_related") in TAGS]
     truth = {str(r["id"]): r["meta"]["truth"]["aid_related"] for r in rows}
-    rng = random.Random(seed)
     population = dataclasses.replace(PRESETS["live"], spammer_share=0.2)
-    workers = [population.draw(f"w{i}", rng) for i in range(40)]
-    answers = []
-    for item_id, tag in truth.items():
-        for worker in rng.sample(workers, 3):
-            answer = worker.answer(tag, TAGS, rng) or NA_TAG
-            answers.append((item_id, worker.worker_id, answer))
-    return truth, answers
+    rng = random.Random(seed)
+    return truth, simulate_answers(truth, TAGS, population, workers=40, per_item=3, rng=rng)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
