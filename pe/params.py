@@ -203,6 +203,12 @@ class AnnotatorParams(_Params):
         return self
 
     @property
+    def most_answers(self) -> int:
+        """The most answers a label task without a fixed redundancy may get."""
+        q = self.quality
+        return q.max_answers if q.enabled and q.adaptive else self.redundancy
+
+    @property
     def agreement_needed(self) -> int:
         return self.min_agreement or self.redundancy // 2 + 1
 

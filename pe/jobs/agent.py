@@ -159,7 +159,7 @@ def register(ctx: PipelineContext) -> None:
         return Plan(
             now=now,
             pay_per_record=annotator.pay_per_record,
-            redundancy=annotator.redundancy,
+            redundancy=annotator.most_answers,
             mitigation=annotator.mitigation,
             in_flight=annotator.pool_size,
             classifiers=classifiers,

@@ -1,6 +1,7 @@
 """Labeling jobs: crowd labels for a set of items, until the model can take over.
 
-Each item is asked once (``redundancy`` answers, majority vote); an item whose task
+Each item is asked once (``redundancy`` answers, or the quality loop's adaptive
+number when unset, settled by the loop's posterior); an item whose task
 was shed is asked again later. The job is done when every item has a label, when
 the classifier's held-out AUC or accuracy reaches the job's target (the model then
 labels the rest), or when the budget would be passed (the model labels the rest

@@ -43,7 +43,7 @@ class Plan:
 
     now: float
     pay_per_record: float
-    redundancy: int  #: the annotator's default answers per task
+    redundancy: int  #: the most answers the annotator gives a task by default
     mitigation: bool  #: straggler duplicates may add paid answers
     in_flight: int  #: most tasks of one job waiting or being answered at once
     classifiers: Mapping[str, ClassifierSpec]
