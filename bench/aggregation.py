@@ -47,11 +47,7 @@ def _trial(truth: dict[str, str], spammers: float, seed: int) -> dict[str, float
         batch = DawidSkene(n_iter=100).fit_predict(frame)
     model = WorkerQuality()
     model.register("c", TAGS)
-    by_item: dict[str, list[tuple[str, str]]] = {}
-    for item, worker, answer in answers:
-        by_item.setdefault(item, []).append((worker, answer))
-    online = {item: model.settle("c", votes).tag for item, votes in by_item.items()}
-    final = {item: model.posterior("c", votes).tag for item, votes in by_item.items()}
+    online, final = model.aggregate("c", answers)
 
     def accuracy(labels: Any) -> float:
         return round(float(sum(labels[i] == tag for i, tag in truth.items()) / len(truth)), 4)

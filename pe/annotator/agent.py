@@ -78,18 +78,9 @@ def pool_config(params: AnnotatorParams) -> PoolConfig:
 def quality_loop(params: AnnotatorParams, classifiers: list[ClassifierSpec]) -> QualityLoop:
     """The quality assurance loop of a topology's annotator parameters."""
     q = params.quality
-    model = WorkerQuality(
-        QualityConfig(
-            prior_accuracy=q.prior_accuracy,
-            prior_strength=q.prior_strength,
-            threshold=q.threshold,
-            min_answers=q.min_answers,
-            max_answers=q.max_answers,
-            bar=q.bar,
-            significance=q.significance,
-            min_evidence=q.min_evidence,
-        )
-    )
+    # The model's settings are the parameters, less the pool's and the switches.
+    settings = q.model_dump(exclude={"enabled", "adaptive", "gold_rate", "routing"})
+    model = WorkerQuality(QualityConfig(**settings))
     for spec in classifiers:
         model.register(spec.name, spec.tags)
     gold = gold_items(classifiers) if q.gold_rate > 0 else []

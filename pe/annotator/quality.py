@@ -178,6 +178,19 @@ class WorkerQuality:
                 self._add(state, worker, probs, j, 1.0)
         return verdict
 
+    def aggregate(
+        self, topic: str, rows: Iterable[tuple[str, str, str]]
+    ) -> tuple[dict[str, str | None], dict[str, str | None]]:
+        """Offline aggregation of ``(item, worker, answer)`` rows: each item settled
+        once, in order of first appearance (the tags the stream would have had), and
+        each item's tag under the final estimates."""
+        by_item: dict[str, list[tuple[str, str]]] = {}
+        for item, worker, answer in rows:
+            by_item.setdefault(item, []).append((worker, answer))
+        online = {item: self.settle(topic, votes).tag for item, votes in by_item.items()}
+        final = {item: self.posterior(topic, votes).tag for item, votes in by_item.items()}
+        return online, final
+
     def gold(self, topic: str, worker: str, answer: str, truth: str) -> bool:
         """A gold answer: hard evidence about ``worker``. Returns whether it was right."""
         state = self._topics[topic]

@@ -42,12 +42,8 @@ def test_online_dawid_skene_matches_crowdkit(seed: int) -> None:
 
     model = WorkerQuality()
     model.register("aid_related", TAGS)
-    by_item: dict[str, list[tuple[str, str]]] = {}
-    for item_id, worker_id, answer in answers:
-        by_item.setdefault(item_id, []).append((worker_id, answer))
-    online = {item: model.settle("aid_related", votes).tag for item, votes in by_item.items()}
-    # The same model, done learning: each item's posterior under the final estimates.
-    final = {item: model.posterior("aid_related", votes).tag for item, votes in by_item.items()}
+    # Online: as the pipeline settles them; final: the same model, done learning.
+    online, final = model.aggregate("aid_related", answers)
 
     def accuracy(labels: dict[str, str | None] | pd.Series) -> float:
         return float(sum(labels[item] == tag for item, tag in truth.items()) / len(truth))
