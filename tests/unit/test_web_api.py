@@ -413,6 +413,8 @@ async def test_operator_lists_and_releases_workers(env: Env) -> None:
     events = await stream(env, joined["token"])
     status, listed = await env.call("GET", "/api/v1/operator/workers", OPERATOR)
     assert status == 200 and [w["name"] for w in listed["workers"]] == ["ana"]
+    # this pool runs without a quality loop: no accuracy estimate, nobody marked
+    assert listed["workers"][0]["accuracy"] is None and listed["workers"][0]["marked"] is None
     path = f"/api/v1/operator/workers/{joined['worker_id']}/release"
     status, body = await env.call("POST", path, OPERATOR)
     assert status == 200 and body == {"worker_id": joined["worker_id"], "released": True}

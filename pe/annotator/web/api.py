@@ -478,7 +478,13 @@ class CrowdApi:
                     answers=len(latency.completed) if latency else 0,
                     terminated=latency.terminated if latency else 0,
                     mean_latency_s=latency.mean_completed if latency else None,
-                    marked_slow=bool(worker and worker.marked),
+                    marked_slow=worker is not None and worker.marked == "slow",
+                    marked=worker.marked if worker is not None else None,
+                    accuracy=(
+                        round(pool.judge.skill(session.worker_id, None), 4)
+                        if pool.judge is not None
+                        else None
+                    ),
                     earnings=s.Earnings(**self.crowd.earnings(session)),
                 )
             )

@@ -138,6 +138,12 @@ class WorkerInfo(BaseModel):
     terminated: int
     mean_latency_s: float | None
     marked_slow: bool
+    marked: Literal["slow", "low_quality"] | None = Field(
+        description="Why pool maintenance will release the worker once replaced."
+    )
+    accuracy: float | None = Field(
+        description="The quality loop's estimate of the worker's accuracy (null without it)."
+    )
     earnings: Earnings
 
 
