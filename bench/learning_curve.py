@@ -149,7 +149,7 @@ def _run(design: _Design, data: _Data, budget: int, seed: int, threshold: float)
         active_fraction=0.5,
         uncertainty_sample=500,
         strategy=design.strategy,
-        label_budget=budget,
+        label_budget=len(data.stream),  # the answer budget ends the run
         near_dup_bits=6 if design.dedup else 0,
         near_dup_memory=budget + 1,
         rng=rng,
@@ -159,7 +159,13 @@ def _run(design: _Design, data: _Data, budget: int, seed: int, threshold: float)
         sampler.offer(Candidate(str(i), "", idx, val, data.sigs[i], {}))
     test_truth = [data.truth[i] == "yes" for i in data.test]
     labels: dict[int, tuple[str, float]] = {}
-    state: dict[str, Any] = {"model": None, "answers": 0, "trained_at": 0, "correct": 0}
+    state: dict[str, Any] = {
+        "model": None,
+        "answers": 0,
+        "trained_at": 0,
+        "correct": 0,
+        "idle": False,
+    }
     curve: list[tuple[int, int, float]] = []
 
     def train() -> None:
@@ -190,7 +196,9 @@ def _run(design: _Design, data: _Data, budget: int, seed: int, threshold: float)
         if state["answers"] >= budget:
             return
         rounds += 1
-        for candidate, _kind in sampler.select(POOL, scorer if state["model"] else None):
+        picks = sampler.select(POOL, scorer if state["model"] else None)
+        state["idle"] = not picks  # nothing left to ask: the run ends
+        for candidate, _kind in picks:
             sim.guard.submit(
                 candidate.item_id,
                 _Payload(data.truth[int(candidate.item_id)]),
@@ -217,7 +225,7 @@ def _run(design: _Design, data: _Data, budget: int, seed: int, threshold: float)
         seen = len(sim.finished)
         if len(labels) - state["trained_at"] >= RETRAIN:
             train()
-        return state["answers"] >= budget or (not sim.pool.tasks and not sampler.buffer)
+        return state["answers"] >= budget or (state["idle"] and not sim.pool.tasks)
 
     sim.on_batch = next_round
     next_round()
