@@ -319,7 +319,7 @@ def _plot(result: dict[str, Any], out: Path) -> list[str]:
         ax.axhline(0.82, color="grey", linestyle=":", label="target 0.82")
         ax.set_xlabel("crowd answers bought")
         ax.set_ylabel("held-out AUC")
-        ax.set_title(f"{result['classifier']}: by {panel}")
+        ax.set_title(f"{result['classifier']}: by {panel} (seed 0)")
         ax.legend(fontsize=7)
         path = out / f"learning-{panel}.png"
         fig.tight_layout()
