@@ -36,7 +36,15 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_topology(
         tmp_path_factory.mktemp("topology"),
         PIPELINE,
-        annotator={"speed": 200.0, "pool_size": 8, "redundancy": 3, "max_queue": 40},
+        annotator={
+            "speed": 200.0,
+            "pool_size": 8,
+            "redundancy": 3,
+            "max_queue": 40,
+            # Gold questions would take workers away at random moments; the queue
+            # test counts on the crowd's pace (test_quality_loop.py covers gold).
+            "quality": {"gold_rate": 0.0},
+        },
         # No training tasks: the crowd is the jobs'.
         taskgen={"label_budget": 0},
         learner={"retrain_every": 20, "min_train": 10},
