@@ -36,15 +36,7 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_topology(
         tmp_path_factory.mktemp("topology"),
         PIPELINE,
-        annotator={
-            "speed": 200.0,
-            "pool_size": 8,
-            "redundancy": 3,
-            "max_queue": 40,
-            # Gold questions would take workers away at random moments; the queue
-            # test counts on the crowd's pace (test_quality_loop.py covers gold).
-            "quality": {"gold_rate": 0.0},
-        },
+        annotator={"speed": 200.0, "pool_size": 8, "redundancy": 3, "max_queue": 40},
         # No training tasks: the crowd is the jobs'.
         taskgen={"label_budget": 0},
         learner={"retrain_every": 20, "min_train": 10},
@@ -232,9 +224,12 @@ async def test_a_stream_window_takes_the_next_matching_items(
 async def test_a_full_queue_sheds_the_lowest_priority_tasks_and_tells_their_job(
     worker: Worker,
 ) -> None:
-    # 40 may wait; 8 workers take 8 at a time. A low- then a high-priority job put
-    # 60 tasks each in the queue at once: the low one loses waiting tasks to the high.
-    for job_id, priority, offset in (("low", 1, 1000), ("high", 9, 1100)):
+    # 40 may wait; 8 workers take 8 at a time. A low-priority job puts 60 tasks in
+    # the queue at once, more than it holds, then a high-priority job 40 at a time:
+    # the low one loses waiting tasks to the high one and to its own newer tasks. The
+    # high job never has more tasks out than the queue holds, so none of its tasks
+    # can be shed, however fast the crowd drains the queue.
+    for job_id, priority, offset, in_flight in (("low", 1, 1000, 60), ("high", 9, 1100, 40)):
         status, _ = worker.post(
             "/api/v1/jobs",
             orjson.dumps(
@@ -245,7 +240,7 @@ async def test_a_full_queue_sheds_the_lowest_priority_tasks_and_tells_their_job(
                     "budget": 100,
                     "priority": priority,
                     "redundancy": 1,
-                    "max_in_flight": 60,
+                    "max_in_flight": in_flight,
                     "items": _items(60, offset),
                 }
             ),
