@@ -52,6 +52,23 @@ def worker(
     running.stop()
 
 
+@pytest.fixture
+def slow_crowd(
+    broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Worker]:
+    """A jobs pipeline whose crowd answers in about a second: jobs' tasks arrive
+    faster than it drains them, whatever the machine's speed."""
+    topology = write_topology(
+        tmp_path_factory.mktemp("slow"),
+        "jqueue",
+        annotator={"speed": 10.0, "pool_size": 8, "max_queue": 40},
+        taskgen={"label_budget": 0},
+    )
+    running = start_worker(broker, topology, tmp_path_factory.mktemp("slow-worker"))
+    yield running
+    running.stop()
+
+
 def _job(worker: Worker, job_id: str) -> dict[str, Any]:
     status, body = worker.get(f"/api/v1/jobs/{job_id}")
     return orjson.loads(body) if status == 200 else {}
@@ -222,13 +239,14 @@ async def test_a_stream_window_takes_the_next_matching_items(
 
 
 async def test_a_full_queue_sheds_the_lowest_priority_tasks_and_tells_their_job(
-    worker: Worker,
+    slow_crowd: Worker,
 ) -> None:
-    # 40 may wait; 8 workers take 8 at a time. A low-priority job puts 60 tasks in
-    # the queue at once, more than it holds, then a high-priority job 40 at a time:
-    # the low one loses waiting tasks to the high one and to its own newer tasks. The
-    # high job never has more tasks out than the queue holds, so none of its tasks
-    # can be shed, however fast the crowd drains the queue.
+    worker = slow_crowd
+    # 40 may wait; 8 workers take 8 at a time, about a second each. A low-priority
+    # job puts 60 tasks in the queue at once, more than it holds, then a
+    # high-priority job 40 at a time: the low one loses waiting tasks to the high one
+    # and to its own newer tasks. The high job never has more tasks out than the
+    # queue holds, so none of its tasks can be shed.
     for job_id, priority, offset, in_flight in (("low", 1, 1000, 60), ("high", 9, 1100, 40)):
         status, _ = worker.post(
             "/api/v1/jobs",

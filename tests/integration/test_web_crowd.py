@@ -66,8 +66,9 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "mitigation": True,
             "qualification": 2,
             "heartbeat_timeout_s": 30.0,
-            # One answer per task, no gold questions: the test scripts who answers what.
-            "quality": {"adaptive": False, "gold_rate": 0.0},
+            # One answer per task, no gold questions, no routing by skill: the test
+            # scripts who answers what.
+            "quality": {"enabled": False},
         },
         taskgen={"max_tasks_per_minute": 6000, "round_interval_s": 0.2, "label_budget": BUDGET},
         learner={"retrain_every": 4, "min_train": 4},
