@@ -75,15 +75,17 @@ def pool_config(params: AnnotatorParams) -> PoolConfig:
     )
 
 
-def quality_loop(params: AnnotatorParams, classifiers: list[ClassifierSpec]) -> QualityLoop:
-    """The quality assurance loop of a topology's annotator parameters."""
+def quality_loop(
+    params: AnnotatorParams, classifiers: list[ClassifierSpec], gold: list[GoldItem]
+) -> QualityLoop:
+    """The quality assurance loop of a topology's annotator parameters, asking
+    ``gold`` questions at its gold rate."""
     q = params.quality
     # The model's settings are the parameters, less the pool's and the switches.
     settings = q.model_dump(exclude={"enabled", "adaptive", "gold_rate", "routing"})
     model = WorkerQuality(QualityConfig(**settings))
     for spec in classifiers:
         model.register(spec.name, spec.tags)
-    gold = gold_items(classifiers) if q.gold_rate > 0 else []
     return QualityLoop(model, gold, _gold_task, random.Random(params.seed))
 
 
@@ -127,10 +129,12 @@ class Annotator:
     def __init__(self, ctx: PipelineContext) -> None:
         self._ctx = ctx
         self.params = ctx.params.annotator
+        q = self.params.quality
+        # Qualification quizzes and the loop's gold questions share one gold set.
+        wants_gold = self.params.qualification > 0 or (q.enabled and q.gold_rate > 0)
+        self._gold = gold_items(list(ctx.classifiers)) if wants_gold else []
         self.quality = (
-            quality_loop(self.params, list(ctx.classifiers))
-            if self.params.quality.enabled
-            else None
+            quality_loop(self.params, list(ctx.classifiers), self._gold) if q.enabled else None
         )
         self.pool = RetainerPool(
             pool_config(self.params), random.Random(self.params.seed), judge=self.quality
@@ -151,7 +155,7 @@ class Annotator:
             on_finished=self._finished,
             on_shed=self._shed,
             observe=self._observe,
-            gold=gold_items(list(self._ctx.classifiers)) if self.params.qualification else None,
+            gold=self._gold if self.params.qualification else None,
             rng=random.Random(self.params.seed),
             quality=self.quality,
         )
