@@ -58,11 +58,8 @@ def slow_crowd(
 ) -> Iterator[Worker]:
     """A jobs pipeline whose crowd answers in about a second: jobs' tasks arrive
     faster than it drains them, whatever the machine's speed."""
-    topology = write_topology(
-        tmp_path_factory.mktemp("slow"),
-        "jqueue",
-        annotator={"speed": 10.0, "pool_size": 8, "max_queue": 40},
-        taskgen={"label_budget": 0},
+    topology = _jobs_only_topology(
+        tmp_path_factory.mktemp("slow"), "jqueue", speed=10.0, max_queue=40
     )
     running = start_worker(broker, topology, tmp_path_factory.mktemp("slow-worker"))
     yield running
@@ -273,12 +270,13 @@ async def test_a_full_queue_sheds_the_lowest_priority_tasks_and_tells_their_job(
     assert worker.metric("crowdstream_items_shed_total", pe="annotator", reason="queue_full") > 0
 
 
-def _jobs_only_topology(directory: Path, name: str) -> Path:
-    """A pipeline whose crowd works for jobs only (no training tasks)."""
+def _jobs_only_topology(directory: Path, name: str, **annotator: Any) -> Path:
+    """A pipeline whose crowd works for jobs only (no training tasks); ``annotator``
+    overrides its crowd's parameters."""
     return write_topology(
         directory,
         name,
-        annotator={"speed": 200.0, "pool_size": 8, "redundancy": 1},
+        annotator={"speed": 200.0, "pool_size": 8, "redundancy": 1, **annotator},
         taskgen={"label_budget": 0},
     )
 
