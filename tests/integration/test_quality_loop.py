@@ -71,13 +71,18 @@ async def test_the_loop_buys_answers_where_they_disagree_and_finds_the_spammers(
         votes = {answer["worker_id"] for answer in label["answers"]}
         assert len(votes) == len(label["answers"])  # distinct workers
 
-    # With 30% spammers, the loop's labels are still mostly right. (That its weights
-    # beat a plain majority is asserted at scale in the unit tests and the crowd-kit
-    # cross-check: on ~120 live labels the two differ by a label or two either way.)
-    def right(label: dict[str, Any]) -> bool:
-        return bool(label["tag"] == truth[label["item_id"]].get(label["classifier"]))
+    # With 30% spammers, the loop's labels are right more often than one answer each
+    # (the first answer of the same tasks), and mostly right. How many of the 8 pool
+    # workers are spammers varies by run, so the absolute floor is loose; that the
+    # weights beat a plain majority is asserted at scale in the unit tests and the
+    # crowd-kit cross-check (on ~120 live labels the two differ by a label or two).
+    def truth_of(label: dict[str, Any]) -> Any:
+        return truth[label["item_id"]].get(label["classifier"])
 
-    assert sum(right(label) for label in labels) / len(labels) >= 0.85
+    ours = sum(label["tag"] == truth_of(label) for label in labels)
+    single = sum(label["answers"][0]["tag"] == truth_of(label) for label in labels)
+    assert ours > single, (ours, single, len(labels))
+    assert ours / len(labels) >= 0.7
 
     # Gold questions: each a sample message with a known tag, never twice to a worker,
     # and counted.
