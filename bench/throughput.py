@@ -59,8 +59,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
 from channels.admin import declare_topics
-from channels.codec import encode
 from channels.records import ModelMetrics, ModelUpdate
+from channels.signing import DEVELOPMENT_KEY, ModelSigner
 from pe.features.hashing import sparse_rows
 from pe.features.space import FeatureSpace
 from pe.learner.trainers import Example, fit_logistic
@@ -124,7 +124,9 @@ async def _publish_models(bootstrap: str) -> None:
                 model=model,
             )
             await producer.send_and_wait(
-                f"{PIPELINE}.control.models", encode(update), key=spec.name.encode()
+                f"{PIPELINE}.control.models",
+                ModelSigner(DEVELOPMENT_KEY).sign(update),  # the embedded broker's key
+                key=spec.name.encode(),
             )
     finally:
         await producer.stop()

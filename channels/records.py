@@ -13,6 +13,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 
 __all__ = [
     "MAX_TEXT_CHARS",
+    "MODEL_SCHEMA_VERSION",
     "NA_TAG",
     "Answer",
     "BatchItem",
@@ -35,6 +36,8 @@ __all__ = [
 ]
 
 MAX_TEXT_CHARS = 10_000
+#: Version of the ModelUpdate format; 2 added the signature (channels.signing).
+MODEL_SCHEMA_VERSION = 2
 #: The "no label" answer: a worker could not tell. Never used for training.
 NA_TAG = "N/A"
 
@@ -246,9 +249,13 @@ class ModelMetrics(_Record):
 
 
 class ModelUpdate(_Record):
-    """A control-flow message on ``control.models``: a new active model."""
+    """A control-flow message on ``control.models``: a new active model.
 
-    schema_version: Literal[1] = 1
+    On the wire it carries ``signature`` (see channels.signing); classifiers apply
+    only signed updates of a schema version they know.
+    """
+
+    schema_version: int = MODEL_SCHEMA_VERSION
     classifier: str
     version: int
     family: str
@@ -257,6 +264,7 @@ class ModelUpdate(_Record):
     n_holdout: int
     metrics: ModelMetrics
     model: LinearModel
+    signature: str | None = None
 
 
 class Rejected(_Record):

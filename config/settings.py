@@ -79,6 +79,13 @@ class Settings(BaseSettings):
         description="Bearer token of the operator endpoints (`/api/v1/operator/...`). "
         "Unset: those endpoints are disabled.",
     )
+    model_key: SecretStr | None = Field(
+        None,
+        min_length=16,
+        description="Key that signs model updates on `control.models` (HMAC-SHA256); "
+        "every worker of a pipeline needs the same one. Required on Kafka; unset on the "
+        "embedded broker, a public development key is used.",
+    )
     crowd_rate_per_ip: float = Field(
         20.0, gt=0, description="Web crowd: requests a second allowed per client address."
     )

@@ -8,7 +8,8 @@ Output: ``items.classified`` (ClassifiedItem: tag, confidence and model version 
 classifier; tag null before a first model, so items never wait for humans);
 ``items.rejected``.
 State: the active models (rebuilt from the compacted ``control.models`` on start;
-the stage waits until it has read them before classifying).
+the stage waits until it has read them before classifying). Only signed models of
+a known schema version are applied (pe.common.modelbook).
 Guarantee: at least once; a batch is classified by one model per classifier, and a
 new model is swapped in between batches, so no item is dropped by a swap.
 Load shedding: as the features PE, on the age of its input (see channels.shedding),

@@ -12,6 +12,7 @@ from faust.exceptions import ConsumerNotStarted
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from prometheus_client import CollectorRegistry
 
+from channels.signing import DEVELOPMENT_KEY, ModelSigner
 from config import Settings
 from pe import annotator, classifier, collector, features, jobs, learner, taskgen
 from pe.common.context import PipelineContext
@@ -71,6 +72,20 @@ class Worker:
     def services(self) -> list[Any]:
         """What runs beside the Faust app, in start order (they stop after it)."""
         return [self.context.plane, self.web]
+
+
+def model_signer(settings: Settings, *, embedded: bool) -> ModelSigner:
+    """The signer of this worker's model updates: the key from settings, or on the
+    embedded broker (development only) a public development key."""
+    if settings.model_key is not None:
+        return ModelSigner(settings.model_key.get_secret_value().encode())
+    if not embedded:
+        raise ValueError(
+            "model_key is not set: the learner signs models with it and classifiers check "
+            "them, so set CROWDSTREAM_MODEL_KEY (16+ characters, the same on every worker)"
+        )
+    log.warning("model_key unset: models are signed with the public development key")
+    return ModelSigner(DEVELOPMENT_KEY)
 
 
 def build_worker(
@@ -141,6 +156,7 @@ def build_worker(
         settings=settings,
         pes=list(chosen),
         plane=plane,
+        signer=model_signer(settings, embedded=embedded),
     )
     for pe in chosen:
         REGISTER[pe](ctx)

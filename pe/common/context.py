@@ -17,6 +17,7 @@ from faust.types import TopicT
 from channels.codec import encode, rejected
 from channels.follower import Follower, Handler
 from channels.jobs import JobCommand, job_status
+from channels.signing import ModelSigner
 from channels.topics import TopicSpec
 from channels.windows import WindowRegistry
 from config import Settings
@@ -50,6 +51,8 @@ class PipelineContext:
     #: The PEs this worker runs.
     pes: list[str]
     plane: DataPlane
+    #: Signs the models this worker publishes and checks those it reads.
+    signer: ModelSigner
     #: HTTP routes the PEs contribute to the worker's web server.
     routes: list[web.RouteDef] = field(default_factory=list)
     #: Called when the web server stops, before it waits for open requests.

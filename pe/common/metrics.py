@@ -62,6 +62,7 @@ class Metrics:
     model_version: Gauge
     model_auc: Gauge
     models_trained: Counter
+    models_refused: Counter
     jobs: Gauge
     job_tasks: Counter
     crowd_backlog: Gauge
@@ -172,6 +173,12 @@ class Metrics:
             model_auc=gauge("model_auc", "Held-out AUC of the active model.", ["classifier"]),
             models_trained=counter(
                 "models_trained", "Models the learner trained.", ["classifier", "outcome"]
+            ),
+            models_refused=counter(
+                "models_refused",
+                "Model updates a worker ignored: unsigned, tampered, unknown schema version "
+                "or invalid.",
+                ["reason"],
             ),
             jobs=gauge("jobs", "Jobs by kind and status.", ["kind", "status"]),
             job_tasks=counter("job_tasks", "Crowd tasks jobs issued.", ["kind"]),

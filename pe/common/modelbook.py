@@ -3,6 +3,9 @@
 Every process follows the whole compacted topic (see channels.follower), so each
 classifier instance gets every model, and a restarted one starts from the latest.
 A model is swapped in between two batches: a batch is classified by one model.
+An update that is unsigned, signed with another key, of an unknown schema version,
+or that does not fit the pipeline is ignored, logged and counted
+(``crowdstream_models_refused_total{reason}``); the active model stays.
 """
 
 from __future__ import annotations
@@ -13,8 +16,8 @@ from collections.abc import Sequence
 
 from aiokafka import ConsumerRecord
 
-from channels.codec import DecodeError, decode
 from channels.records import ModelUpdate
+from channels.signing import ModelRefused
 from pe.common.context import PipelineContext
 from pe.common.linear import CompiledModel, compile_model
 
@@ -45,31 +48,13 @@ class ModelBook:
         """Take the newest valid model of each classifier from ``records``."""
         for record in records:
             try:
-                update = decode(ModelUpdate, record.value)
-            except DecodeError as exc:
-                log.error("ignoring a bad model message: %s", exc)
-                self._ctx.metrics.items_rejected.labels(
-                    self._ctx.pipeline, "modelbook", exc.kind
-                ).inc()
-                continue
-            if update.classifier not in self._names:
-                log.warning("ignoring a model for unknown classifier %r", update.classifier)
-                continue
-            if update.version <= self.version(update.classifier):
-                continue
-            try:
-                if update.model.n_features != self._n_features:
-                    msg = (
-                        f"it has {update.model.n_features} features; the pipeline "
-                        f"hashes {self._n_features}"
-                    )
-                    raise ValueError(msg)
-                compiled = compile_model(update.model)
-            except ValueError as exc:
-                log.error("ignoring model %s v%d: %s", update.classifier, update.version, exc)
-                self._ctx.metrics.items_rejected.labels(
-                    self._ctx.pipeline, "modelbook", "model"
-                ).inc()
+                update = self._ctx.signer.verify(record.value)
+                if update.version <= self.version(update.classifier):
+                    continue
+                compiled = self._compile(update)
+            except ModelRefused as exc:
+                log.error("ignoring a model message (offset %d): %s", record.offset, exc)
+                self._ctx.metrics.models_refused.labels(self._ctx.pipeline, exc.kind).inc()
                 continue
             self.updates[update.classifier] = update
             self.compiled[update.classifier] = compiled
@@ -84,6 +69,22 @@ class ModelBook:
                 update.metrics.auc,
                 update.n_train,
             )
+
+    def _compile(self, update: ModelUpdate) -> CompiledModel:
+        """The update's model, ready to apply; refused if this pipeline cannot."""
+        if update.classifier not in self._names:
+            raise ModelRefused(f"unknown classifier {update.classifier!r}", "invalid")
+        if update.model.n_features != self._n_features:
+            msg = (
+                f"model {update.classifier} v{update.version} has "
+                f"{update.model.n_features} features; the pipeline hashes {self._n_features}"
+            )
+            raise ModelRefused(msg, "invalid")
+        try:
+            return compile_model(update.model)
+        except ValueError as exc:
+            msg = f"model {update.classifier} v{update.version}: {exc}"
+            raise ModelRefused(msg, "invalid") from None
 
 
 def model_book(ctx: PipelineContext) -> ModelBook:

@@ -9,7 +9,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 from aiokafka import ConsumerRecord
 
-from channels.codec import DecodeError, decode, encode
+from channels.codec import DecodeError, decode
 from channels.records import Label
 from pe.common.context import PipelineContext
 from pe.common.lifecycle import die_with_parent
@@ -82,7 +82,7 @@ def register(ctx: PipelineContext) -> None:
             if update is None:
                 log.info("classifier %s: trained on %d labels, %s", name, learner.n_train, outcome)
                 continue
-            await (await ctx.send("control.models", name, encode(update)))
+            await (await ctx.send("control.models", name, ctx.signer.sign(update)))
             published[name] = version
             ctx.metrics.items_out.labels(ctx.pipeline, PE).inc()
             log.info(

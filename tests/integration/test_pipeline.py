@@ -179,9 +179,58 @@ async def test_forged_records_on_internal_topics_are_rejected(
     stages = {r["stage"]: r["reason"] for r in values(rejected)}
     assert "task_id" in stages["annotator"]
     assert await wait_until(
-        lambda: worker.metric("crowdstream_items_rejected_total", pe="modelbook") >= 1
+        lambda: worker.metric("crowdstream_models_refused_total", reason="schema_version") >= 1
     )
     assert worker.proc.poll() is None and worker.get("/healthz")[0] == 200
+
+
+async def test_unsigned_tampered_and_unknown_version_models_are_refused(
+    broker: EmbeddedBroker, worker: Worker
+) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    from channels.signing import DEVELOPMENT_KEY, ModelSigner
+
+    # A genuine model of the pipeline (signed by its learner), re-sent as a forger would.
+    models = await read_topic(
+        broker.bootstrap, f"{PIPELINE}.control.models", lambda rs: len(rs) >= 1
+    )
+    assert models, "the learner published no model"
+    genuine = orjson.loads(models[0].value)
+    assert ModelSigner(DEVELOPMENT_KEY).verify(models[0].value).version == genuine["version"]
+    hijack = {**genuine, "version": 10_000}
+    unsigned = {key: value for key, value in hijack.items() if key != "signature"}
+    wrong_key = ModelSigner(b"not this pipeline's key").sign(
+        ModelSigner(DEVELOPMENT_KEY)
+        .verify(orjson.dumps(genuine))
+        .model_copy(update={"version": 10_000})
+    )
+    future = {**genuine, "schema_version": 99}
+    before = {
+        reason: worker.metric("crowdstream_models_refused_total", reason=reason)
+        for reason in ("tampered", "unsigned", "schema_version")
+    }
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
+    await producer.start()
+    try:
+        topic = f"{PIPELINE}.control.models"
+        key = genuine["classifier"].encode()
+        for wire in (orjson.dumps(hijack), orjson.dumps(unsigned), wrong_key, orjson.dumps(future)):
+            await producer.send_and_wait(topic, wire, key=key)
+    finally:
+        await producer.stop()
+
+    def refused(reason: str) -> float:
+        return worker.metric("crowdstream_models_refused_total", reason=reason) - before[reason]
+
+    assert await wait_until(
+        lambda: (
+            refused("tampered") >= 2 and refused("unsigned") >= 1 and refused("schema_version") >= 1
+        )
+    )
+    version = worker.metric("crowdstream_model_version", classifier=genuine["classifier"])
+    assert 1 <= version < 10_000
+    assert "signature does not match" in worker.log.read_text()
 
 
 async def test_http_post_items(broker: EmbeddedBroker, worker: Worker) -> None:
