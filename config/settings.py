@@ -93,6 +93,11 @@ class Settings(BaseSettings):
         5.0, gt=0, description="Web crowd: requests a second allowed per worker."
     )
     log_level: Literal["debug", "info", "warn", "error"] = "info"
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="`text` for people, `json` for one object per line with the pipeline, "
+        "PE and ids a record is about (pipelines/logs.py).",
+    )
 
     @field_validator("broker")
     @classmethod

@@ -15,6 +15,7 @@ import yaml
 from pydantic import ValidationError
 
 from config import Settings, load_settings
+from pipelines.logs import configure as configure_logs
 from pipelines.topology import PE_NAMES, Topology, TopologyError, load_topology, render_graph
 
 __all__ = ["main"]
@@ -70,6 +71,9 @@ def _parser() -> argparse.ArgumentParser:
         help="override a topology parameter, e.g. annotator.speed=20",
     )
     up.add_argument("--partitions", type=int, help="partitions of data-flow topics")
+    up.add_argument(
+        "--log-format", choices=["text", "json"], help="log lines [env: CROWDSTREAM_LOG_FORMAT]"
+    )
     _settings_args(up, worker=True)
 
     push = sub.add_parser("push", help="push JSON lines into <pipeline>.items.raw")
@@ -163,6 +167,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
     from channels.admin import TANSU_CLUSTER_ID, cluster_id, declare_topics
     from pipelines.app import build_worker
     from pipelines.broker import EmbeddedBroker
+    from pipelines.logs import logging_config
     from pipelines.web import check_port_free
 
     overrides = {
@@ -172,9 +177,11 @@ def _cmd_up(args: argparse.Namespace) -> int:
         "http_port": args.http_port,
         "partitions": args.partitions,
         "embedded_broker_port": args.broker_port,
+        "log_format": args.log_format,
     }
     settings = load_settings(**overrides)
     topology = _topology(args.pipeline, settings, args.set)
+    configure_logs(settings.log_format, settings.log_level, topology.name)
     check_port_free(settings.http_host, settings.http_port)
     broker: EmbeddedBroker | None = None
     if args.embedded:
@@ -218,6 +225,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
             worker.app,
             *worker.services,
             loglevel=settings.log_level,
+            logging_config=logging_config(settings.log_format, settings.log_level, topology.name),
             quiet=True,
             redirect_stdouts=False,
         ).execute_from_commandline()
@@ -308,9 +316,11 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    try:
+        settings = load_settings()
+        configure_logs(settings.log_format, settings.log_level)
+    except (ValidationError, FileNotFoundError):
+        configure_logs("text", "info")  # the command reports the bad settings
     try:
         return COMMANDS[args.command](args)
     except (TopologyError, ValidationError, ValueError, ConnectionError, FileNotFoundError) as exc:

@@ -311,6 +311,18 @@ class Annotator:
             m.crowd_labels.labels(p, label.classifier, outcome).inc()
         await (await self._ctx.send("crowd.labels", label.item_id, encode(label)))
         m.items_out.labels(p, PE).inc()
+        log.debug(
+            "label %s: %s after %d answer(s)",
+            label.status,
+            label.tag,
+            len(label.answers),
+            extra={
+                "item_id": label.item_id,
+                "task_id": label.task_id,
+                "job_id": label.job,
+                "classifier": label.classifier,
+            },
+        )
 
     def _costs(self) -> None:
         m, p, ledger = self._ctx.metrics, self._ctx.pipeline, self.pool.ledger

@@ -92,6 +92,7 @@ class PipelineContext:
     ) -> Awaitable[Any]:
         """Send a record to ``items.rejected`` with its reason, and count it."""
         self.metrics.items_rejected.labels(self.pipeline, stage, kind).inc()
+        log.debug("rejected (%s): %s", kind, reason, extra={"pe": stage})
         return await self.send("items.rejected", None, encode(rejected(stage, reason, raw)))
 
     async def reject_failed(

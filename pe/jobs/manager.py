@@ -160,7 +160,7 @@ class JobManager:
                     out.tasks.extend(run.step(plan))
                 out.results.extend(run.results(plan))
             except Exception as exc:  # one job's fault must not stop the others
-                log.exception("job %s failed", job_id)
+                log.exception("job %s failed", job_id, extra={"job_id": job_id})
                 run.finish("failed", f"internal error: {type(exc).__name__}: {exc}"[:500], plan.now)
             record = run.status_record(plan.now)
             fingerprint = record.model_dump(exclude={"updated"})

@@ -166,6 +166,15 @@ def register(ctx: PipelineContext) -> None:
                 )
                 pending.append(await ctx.send("crowd.tasks", task.item_id, encode(task)))
                 ctx.metrics.crowd_tasks.labels(ctx.pipeline, spec.name, kind).inc()
+                log.debug(
+                    "task issued (%s)",
+                    kind,
+                    extra={
+                        "item_id": task.item_id,
+                        "task_id": task.task_id,
+                        "classifier": spec.name,
+                    },
+                )
         await ctx.flush(pending)
         ctx.metrics.items_out.labels(ctx.pipeline, PE).inc(len(pending))
 

@@ -46,7 +46,9 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def worker(
     broker: EmbeddedBroker, topology: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Worker]:
-    running = start_worker(broker, topology, tmp_path_factory.mktemp("worker"))
+    running = start_worker(
+        broker, topology, tmp_path_factory.mktemp("worker"), "--log-format", "json"
+    )
     yield running
     running.stop()
 
@@ -390,3 +392,19 @@ def test_up_refuses_a_busy_http_port(broker: EmbeddedBroker, worker: Worker) -> 
     )
     assert done.returncode == 2
     assert f"HTTP port {port} on 127.0.0.1 is in use" in done.stderr.decode()
+
+
+def test_json_logs_name_the_pipeline_and_pe(worker: Worker) -> None:
+    # The start-up banner (broker, HTTP address) is printed for people; every log
+    # record after it is one JSON object.
+    lines = worker.log.read_text().splitlines()
+    records = [orjson.loads(line) for line in lines if line.startswith("{")]
+    banner = [line for line in lines if not line.startswith("{")]
+    assert all(
+        line.startswith(("crowdstream ", "broker: ", "http: ", "crowd: ")) for line in banner
+    ), banner
+    assert len(records) >= 5
+    assert all({"ts", "time", "level", "logger", "msg"} <= set(r) for r in records)
+    assert {r.get("pipeline") for r in records} == {PIPELINE}
+    learner = [r for r in records if r.get("pe") == "learner"]
+    assert any("published model" in r["msg"] for r in learner)
