@@ -64,7 +64,10 @@ class FeaturesParams(_BatchParams):
 
 
 class ClassifierParams(_BatchParams):
-    pass
+    #: The results API's window (GET /api/v1/classified): at most this many recent
+    #: items, none older than ``recent_window_s``; 0 turns the API off.
+    recent_items: int = Field(10_000, ge=0, le=1_000_000)
+    recent_window_s: float = Field(3600.0, gt=0)
 
 
 class TaskgenParams(_Params):

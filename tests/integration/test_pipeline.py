@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -408,3 +409,36 @@ def test_json_logs_name_the_pipeline_and_pe(worker: Worker) -> None:
     assert {r.get("pipeline") for r in records} == {PIPELINE}
     learner = [r for r in records if r.get("pe") == "learner"]
     assert any("published model" in r["msg"] for r in learner)
+
+
+async def test_results_api_lists_and_streams_classified_items(
+    broker: EmbeddedBroker, worker: Worker
+) -> None:
+    import aiohttp
+
+    async with aiohttp.ClientSession(worker.http) as http:
+        stream = await http.get("/api/v1/classified/stream", params={"classifier": "aid_related"})
+        assert stream.status == 200
+        fresh = [{"id": f"api-{n}", "text": f"bridge {n} is down, we need water"} for n in range(5)]
+        await push_lines([broker.bootstrap], PIPELINE, _lines(fresh))
+        seen: set[str] = set()
+        deadline = time.monotonic() + 60
+        while not {row["id"] for row in fresh} <= seen and time.monotonic() < deadline:
+            line = await asyncio.wait_for(stream.content.readline(), 30)
+            if line.startswith(b"data: "):
+                seen.add(orjson.loads(line[6:])["id"])
+        stream.close()
+        assert {row["id"] for row in fresh} <= seen
+
+        answer = await http.get(
+            "/api/v1/classified", params={"classifier": "aid_related", "limit": "500"}
+        )
+        body = await answer.json()
+        assert answer.status == 200 and body["count"] >= 5
+        assert {row["id"] for row in fresh} <= {row["id"] for row in body["items"]}
+        stamps = [row["ts_out"] for row in body["items"]]
+        newest = max(stamps)
+        recent = await http.get("/api/v1/classified", params={"since": str(newest)})
+        assert all(row["ts_out"] >= newest for row in (await recent.json())["items"])
+        bad = await http.get("/api/v1/classified", params={"classifier": "aid_related", "tag": "x"})
+        assert bad.status == 400 and "has no tag" in (await bad.json())["error"]

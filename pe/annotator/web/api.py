@@ -9,7 +9,6 @@ operator token from settings (without one they are disabled).
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
@@ -29,6 +28,7 @@ from pe.annotator.web.openapi import openapi_document
 from pe.annotator.web.ratelimit import RateLimiter
 from pe.annotator.web.tokens import TokenError, TokenSigner
 from pe.common.http import HttpError, bearer, read_body
+from pe.common.sse import Event, event_stream
 
 __all__ = ["ApiConfig", "CrowdApi", "Endpoint"]
 
@@ -408,38 +408,24 @@ class CrowdApi:
     async def _tasks(self, call: Call) -> web.StreamResponse:
         session = self.crowd.session(call.worker_id)
         self.crowd.heartbeat(session)
-        response = web.StreamResponse(
-            headers={
-                **SECURITY_HEADERS,
-                "Content-Type": "text/event-stream",
-                "Cache-Control": "no-cache",
-                "X-Accel-Buffering": "no",  # proxies must not hold events back
-            }
-        )
-        await response.prepare(call.request)
         stream = self.crowd.open_stream(session)
-        # An open stream is presence: a ping (and a heartbeat) well inside the timeout.
-        ping_s = min(15.0, self.heartbeat_s)
+
+        async def next_event() -> Event | None:
+            event = await stream.get()
+            return None if event is None else Event(*event)
+
         try:
-            await response.write(b"retry: 2000\n\n")
-            while True:
-                try:
-                    event = await asyncio.wait_for(stream.get(), timeout=ping_s)
-                except TimeoutError:
-                    await response.write(b": ping\n\n")
-                    self.crowd.heartbeat(session)
-                    continue
-                if event is None:
-                    break
-                name, data = event
-                await response.write(
-                    b"event: %s\ndata: %s\n\n" % (name.encode(), orjson.dumps(data))
-                )
-        except (ConnectionError, WebCrowdError):
-            pass  # the page went away, or the pool dropped the worker: nothing to send
+            # An open stream is presence: a ping (and a heartbeat) well inside the timeout.
+            return await event_stream(
+                call.request,
+                next_event,
+                ping_s=min(15.0, self.heartbeat_s),
+                on_ping=lambda: self.crowd.heartbeat(session),
+                ends=(WebCrowdError,),  # the pool dropped the worker: nothing to send
+                headers=SECURITY_HEADERS,
+            )
         finally:
             self.crowd.close_stream(session, stream)
-        return response
 
     # -- operator endpoints -----------------------------------------------------------
 

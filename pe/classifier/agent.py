@@ -1,22 +1,4 @@
-"""Classifier PE.
-
-Input: ``items.features`` (FeatureItem), in batches: straight from the features PE
-when it runs in this process (fused), else read from Kafka by the data plane;
-``control.models`` (ModelUpdate), followed whole by every instance so each has the
-latest model of every classifier.
-Output: ``items.classified`` (ClassifiedItem: tag, confidence and model version per
-classifier; tag null before a first model, so items never wait for humans);
-``items.rejected``.
-State: the active models (rebuilt from the compacted ``control.models`` on start;
-the stage waits until it has read them before classifying). Only signed models of
-a known schema version are applied (pe.common.modelbook).
-Guarantee: at least once; a batch is classified by one model per classifier, and a
-new model is swapped in between batches, so no item is dropped by a swap.
-Load shedding: as the features PE, on the age of its input (see channels.shedding),
-when it reads ``items.features`` from Kafka; fused, the features PE has decided.
-Metrics: items in/out/rejected/shed (pe="classifier"), batch time, end-to-end
-latency, model version and AUC per classifier.
-"""
+"""The classifier stage: applies the active models to each batch of features."""
 
 from __future__ import annotations
 
@@ -28,6 +10,9 @@ import numpy as np
 import orjson
 from aiokafka import ConsumerRecord
 
+from channels.follower import Follower
+from pe.classifier.api import ResultsApi
+from pe.classifier.recent import RecentResults
 from pe.common.context import PipelineContext
 from pe.common.dataflow import Pending
 from pe.common.featurebatch import FeatureBatch, decode_feature_batch
@@ -102,6 +87,8 @@ def register(ctx: PipelineContext) -> None:
         metrics.batch_seconds.labels(*labels).observe(time.perf_counter() - started)
         return pending
 
+    _serve_recent(ctx)
+
     # Fused (features in this process), its input was just judged by the features
     # stage and is not shed again.
     ctx.consume(
@@ -112,3 +99,30 @@ def register(ctx: PipelineContext) -> None:
         ctx.params.classifier.batch_size,
         shed_key=normalize,
     )
+
+
+def _serve_recent(ctx: PipelineContext) -> None:
+    """Follow ``items.classified`` into the results API's window (every item, whichever
+    process classified it), from the window's start."""
+    params = ctx.params.classifier
+    if params.recent_items == 0:
+        return
+    recent = RecentResults(params.recent_items, params.recent_window_s)
+
+    def take(records: Sequence[ConsumerRecord]) -> None:
+        items = []
+        for record in records:
+            try:
+                item = orjson.loads(record.value or b"")
+            except orjson.JSONDecodeError:
+                continue  # not ours: the classifier writes JSON objects only
+            if isinstance(item, dict) and "id" in item:
+                items.append(item)
+        recent.add(items)
+
+    since_ms = int((time.time() - params.recent_window_s) * 1000)
+    topic = ctx.topics["items.classified"].name
+    follower = Follower(ctx.bootstrap_servers, topic, take, since_ms=since_ms)
+    ctx.app.task(follower.run)
+    ctx.routes.extend(ResultsApi(recent, {c.name: c.tags for c in ctx.classifiers}).routes())
+    ctx.web_closing.append(recent.close)

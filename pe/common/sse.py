@@ -1,0 +1,68 @@
+"""Server-sent event streams for the worker's HTTP endpoints (crowd tasks, results)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+__all__ = ["Event", "event_stream"]
+
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",  # proxies must not hold events back
+}
+
+
+@dataclass(frozen=True)
+class Event:
+    name: str
+    data: Any
+    id: str | None = None  #: sent as the event id, so a client can resume after it
+
+    def encode(self) -> bytes:
+        head = b""
+        # An id with a line break would end the field early: such events go without one.
+        if self.id is not None and not any(c in self.id for c in "\r\n\0"):
+            head = b"id: %s\n" % self.id.encode()
+        return head + b"event: %s\ndata: %s\n\n" % (self.name.encode(), orjson.dumps(self.data))
+
+
+async def event_stream(
+    request: web.Request,
+    next_event: Callable[[], Awaitable[Event | None]],
+    *,
+    ping_s: float,
+    on_ping: Callable[[], None] | None = None,
+    ends: tuple[type[BaseException], ...] = (),
+    headers: dict[str, str] | None = None,
+) -> web.StreamResponse:
+    """Send events from ``next_event`` until it gives ``None`` or the client leaves.
+
+    A comment line every ``ping_s`` idle seconds keeps proxies from closing the
+    connection (and calls ``on_ping``); an exception in ``ends`` ends the stream.
+    """
+    caught: tuple[type[BaseException], ...] = (ConnectionError, *ends)
+    response = web.StreamResponse(headers={**(headers or {}), **SSE_HEADERS})
+    await response.prepare(request)
+    try:
+        await response.write(b"retry: 2000\n\n")
+        while True:
+            try:
+                event = await asyncio.wait_for(next_event(), timeout=ping_s)
+            except TimeoutError:
+                await response.write(b": ping\n\n")
+                if on_ping is not None:
+                    on_ping()
+                continue
+            if event is None:
+                break
+            await response.write(event.encode())
+    except caught:
+        pass  # the client went away, or the source ended the stream
+    return response

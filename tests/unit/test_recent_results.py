@@ -1,0 +1,192 @@
+"""The results API's window and its HTTP endpoints (list and event stream), in-process."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from pe.classifier.api import ResultsApi
+from pe.classifier.recent import Query, RecentResults
+
+TAGS = {"aid_related": ["yes", "no"], "request": ["yes", "no"]}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def item(n: int, ts: float, tag: str = "yes", confidence: float | None = 0.9) -> dict[str, Any]:
+    return {
+        "id": f"i{n}",
+        "text": f"message {n}",
+        "ts_in": ts - 0.1,
+        "ts_out": ts,
+        "labels": {
+            "aid_related": {"tag": tag, "confidence": confidence, "model_version": 1},
+            "request": {"tag": None, "confidence": None, "model_version": 0},
+        },
+    }
+
+
+def test_the_window_is_bounded_by_count_and_age_and_keeps_one_item_per_id() -> None:
+    clock = Clock()
+    recent = RecentResults(max_items=5, max_age_s=60.0, clock=clock)
+    assert recent.add(item(n, 990.0 + n) for n in range(8)) == 8
+    assert [i["id"] for i in recent.query(Query(), 10)] == ["i7", "i6", "i5", "i4", "i3"]
+    assert recent.add([item(7, 999.0, tag="no")]) == 0  # a repeat after a crash
+    assert recent.query(Query(), 1)[0]["labels"]["aid_related"]["tag"] == "yes"
+    clock.now = 1054.5  # i3 (993) and i4 (994) are now older than 60 s
+    assert [i["id"] for i in recent.query(Query(), 10)] == ["i7", "i6", "i5"]
+    assert recent.window()["items"] == 3 and recent.window()["oldest"] == 995.0
+
+
+def test_filters_by_classifier_tag_confidence_and_time() -> None:
+    recent = RecentResults(max_items=100, max_age_s=1e9, clock=Clock())
+    recent.add(
+        [
+            item(1, 10.0),
+            item(2, 20.0, "no"),
+            item(3, 30.0, confidence=0.5),
+            item(4, 40.0, confidence=None),
+        ]
+    )
+
+    def ids(query: Query) -> list[str]:
+        return [i["id"] for i in recent.query(query, 100)]
+
+    assert ids(Query(classifier="aid_related", tag="yes")) == ["i4", "i3", "i1"]
+    assert ids(Query(classifier="aid_related", min_confidence=0.8)) == ["i2", "i1"]
+    assert ids(Query(since=15.0, until=30.0)) == ["i3", "i2"]
+    assert ids(Query(classifier="request", tag="yes")) == []
+    assert ids(Query(classifier="other")) == []
+
+
+async def test_a_slow_subscriber_loses_items_counted_never_the_table() -> None:
+    recent = RecentResults(max_items=100, max_age_s=1e9, subscriber_backlog=2, clock=Clock())
+    subscription = recent.subscribe(Query(classifier="aid_related", tag="yes"))
+    assert subscription is not None
+    recent.add([item(1, 1.0), item(2, 2.0, "no"), item(3, 3.0), item(4, 4.0)])
+    assert subscription.queue.qsize() == 2 and subscription.dropped == 1
+    assert len(recent) == 4
+    recent.close()
+    assert [subscription.queue.get_nowait() for _ in range(2)][-1] is None
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[tuple[TestClient[web.Request, web.Application], RecentResults]]:
+    recent = RecentResults(max_items=1000, max_age_s=1e12, max_subscribers=2)
+    app = web.Application()
+    app.add_routes(ResultsApi(recent, TAGS).routes())
+    test_client = TestClient(TestServer(app))
+    await test_client.start_server()
+    yield test_client, recent
+    recent.close()
+    await test_client.close()
+
+
+async def test_list_filters_and_limits(client: Any) -> None:
+    http, recent = client
+    recent.add([item(n, 1_700_000_000.0 + n, "yes" if n % 2 else "no") for n in range(10)])
+    answer = await http.get(
+        "/api/v1/classified",
+        params={
+            "classifier": "aid_related",
+            "tag": "yes",
+            "limit": "3",
+            "since": "2023-11-14T22:13:21Z",
+        },
+    )
+    assert answer.status == 200
+    body = await answer.json()
+    assert [i["id"] for i in body["items"]] == ["i9", "i7", "i5"]
+    assert body["count"] == 3 and body["window"]["items"] == 10
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"classifier": "nope"}, "unknown classifier"),
+        ({"tag": "yes"}, "need a classifier"),
+        ({"classifier": "aid_related", "tag": "maybe"}, "has no tag"),
+        ({"classifier": "aid_related", "min_confidence": "2"}, "from 0 to 1"),
+        ({"classifier": "aid_related", "min_confidence": "nan"}, "from 0 to 1"),
+        ({"since": "yesterday"}, "ISO 8601"),
+        ({"since": "inf"}, "finite"),
+        ({"since": "20", "until": "10"}, "before since"),
+        ({"limit": "0"}, "limit"),
+        ({"limit": "-5"}, "limit"),
+        ({"limit": "100000"}, "limit"),
+        ({"colour": "red"}, "unknown parameter"),
+    ],
+)
+async def test_bad_queries_get_a_400_that_says_why(
+    client: Any, params: dict[str, str], message: str
+) -> None:
+    http, _ = client
+    answer = await http.get("/api/v1/classified", params=params)
+    assert answer.status == 400
+    assert message in (await answer.json())["error"]
+    stream = await http.get("/api/v1/classified/stream", params=params)
+    assert stream.status == 400 or "limit" in params
+
+
+async def _events(response: Any, count: int) -> list[tuple[str, str | None, Any]]:
+    """The next ``count`` events of an event stream: (name, id, data)."""
+    events: list[tuple[str, str | None, Any]] = []
+    fields: dict[str, str] = {}
+    while len(events) < count:
+        line = (await asyncio.wait_for(response.content.readline(), 5)).decode().rstrip("\n")
+        if not line:
+            if "event" in fields:
+                events.append((fields["event"], fields.get("id"), orjson.loads(fields["data"])))
+            fields = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(": ")
+            fields[name] = value
+    return events
+
+
+async def test_the_stream_sends_the_backlog_then_new_matching_items_once(client: Any) -> None:
+    http, recent = client
+    recent.add([item(1, 100.0), item(2, 200.0, "no"), item(3, 300.0)])
+    response = await http.get(
+        "/api/v1/classified/stream",
+        params={"classifier": "aid_related", "tag": "yes", "since": "150"},
+    )
+    assert response.status == 200
+    assert response.headers["Content-Type"] == "text/event-stream"
+    first = await _events(response, 1)
+    assert first == [("item", "i3", item(3, 300.0))]
+    recent.add([item(4, 400.0, "no"), item(5, 500.0), item(3, 300.0)])  # i3 again: not resent
+    assert [(name, event_id) for name, event_id, _ in await _events(response, 1)] == [
+        ("item", "i5")
+    ]
+    response.close()
+
+
+async def test_the_stream_resumes_after_the_last_event_id(client: Any) -> None:
+    http, recent = client
+    recent.add([item(n, float(n)) for n in range(1, 5)])
+    response = await http.get("/api/v1/classified/stream", headers={"Last-Event-ID": "i2"})
+    assert [event_id for _, event_id, _ in await _events(response, 2)] == ["i3", "i4"]
+    response.close()
+
+
+async def test_streams_are_capped(client: Any) -> None:
+    http, _ = client
+    open_ones = [await http.get("/api/v1/classified/stream") for _ in range(2)]
+    await asyncio.sleep(0.05)
+    refused = await http.get("/api/v1/classified/stream")
+    assert refused.status == 503
+    for response in open_ones:
+        response.close()
