@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError
 
+from channels.cluster import client_options
 from channels.topics import TopicSpec
 
 __all__ = ["TANSU_CLUSTER_ID", "cluster_id", "declare_topics", "wait_for_broker"]
@@ -27,7 +28,7 @@ TANSU_CLUSTER_ID = "tansu_cluster"
 
 async def cluster_id(bootstrap_servers: list[str]) -> str:
     """The id the broker reports for its cluster."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, **client_options())
     await admin.start()
     try:
         return str((await admin.describe_cluster())["cluster_id"])
@@ -40,7 +41,9 @@ async def wait_for_broker(bootstrap_servers: list[str], timeout_s: float = 30.0)
     deadline = asyncio.get_running_loop().time() + timeout_s
     delay = 0.1
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=5000)
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=bootstrap_servers, **client_options(), request_timeout_ms=5000
+        )
         try:
             await admin.start()
             await admin.list_topics()
@@ -57,11 +60,14 @@ async def wait_for_broker(bootstrap_servers: list[str], timeout_s: float = 30.0)
 
 
 async def declare_topics(
-    bootstrap_servers: list[str], specs: Iterable[TopicSpec], replication_factor: int = 1
+    bootstrap_servers: list[str],
+    specs: Iterable[TopicSpec],
+    replication_factor: int = 1,
+    retention_ms: int | None = None,
 ) -> list[str]:
     """Create the topics that do not exist yet; return the names created."""
     await wait_for_broker(bootstrap_servers)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, **client_options())
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -71,7 +77,10 @@ async def declare_topics(
         response = await admin.create_topics(
             [
                 NewTopic(
-                    spec.name, spec.partitions, replication_factor, topic_configs=spec.configs()
+                    spec.name,
+                    spec.partitions,
+                    replication_factor,
+                    topic_configs=spec.configs(retention_ms),
                 )
                 for spec in wanted
             ]

@@ -26,6 +26,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, ConsumerStoppedError, KafkaError
 from aiokafka.partitioner import murmur2
 
+from channels.cluster import client_options
 from channels.stallwatch import StallWatch
 
 __all__ = ["BatchReader", "Publisher"]
@@ -52,6 +53,7 @@ class Publisher:
             if self._producer is None:
                 producer = AIOKafkaProducer(
                     bootstrap_servers=self._bootstrap,
+                    **client_options(),
                     linger_ms=self._linger_ms,
                     max_batch_size=1024 * 1024,
                     max_request_size=8 * 1024 * 1024,
@@ -149,6 +151,7 @@ class BatchReader:
         self.topic = topic
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap_servers,
+            **client_options(),
             group_id=group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

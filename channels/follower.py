@@ -19,6 +19,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
+from channels.cluster import client_options
+
 __all__ = ["Follower", "Handler"]
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,7 @@ class Follower:
     async def _read(self) -> None:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap,
+            **client_options(),
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

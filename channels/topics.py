@@ -18,13 +18,16 @@ class TopicSpec:
     #: Keep forever: crowd labels and tasks are paid for and rebuild PE state.
     keep_forever: bool = False
 
-    def configs(self) -> dict[str, str]:
-        """Topic configuration for CreateTopics."""
+    def configs(self, retention_ms: int | None = None) -> dict[str, str]:
+        """Topic configuration for CreateTopics; ``retention_ms`` applies to topics
+        that are neither compacted nor kept forever."""
         configs: dict[str, str] = {}
         if self.compacted:
             configs["cleanup.policy"] = "compact"
         if self.keep_forever:
             configs["retention.ms"] = "-1"
+        elif retention_ms is not None and not self.compacted:
+            configs["retention.ms"] = str(retention_ms)
         return configs
 
 

@@ -19,6 +19,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from channels.cluster import Security
+
 __all__ = ["DEFAULTS_FILE", "Settings", "load_settings"]
 
 DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
@@ -41,7 +43,27 @@ class Settings(BaseSettings):
     embedded_broker_port: int = Field(9092, ge=1, le=65535)
     data_dir: Path = Field(Path(".crowdstream"), description="Faust's local data directory.")
     partitions: int = Field(4, ge=1, le=1024, description="Partitions of every data-flow topic.")
-    replication_factor: int = Field(1, ge=1, le=16)
+    replication_factor: int = Field(
+        1, ge=1, le=16, description="Replication factor of the topics crowdstream creates."
+    )
+    retention_ms: int | None = Field(
+        None,
+        ge=60_000,
+        description="Retention of the data-flow topics crowdstream creates (items.*); unset: "
+        "the broker's default. Crowd tasks and labels, jobs and their results are kept "
+        "forever (they rebuild state and were paid for); control.models is compacted.",
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="How clients connect to the brokers."
+    )
+    ssl_cafile: Path | None = Field(
+        None, description="CA bundle that signs the brokers' certificates."
+    )
+    ssl_certfile: Path | None = Field(None, description="Client certificate (mutual TLS).")
+    ssl_keyfile: Path | None = Field(None, description="Key of the client certificate.")
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
     rebalance_timeout_s: float | None = Field(
         None,
         gt=0,
@@ -109,6 +131,19 @@ class Settings(BaseSettings):
                 msg = f"broker URL {url!r} is not of the form kafka://host:port"
                 raise ValueError(msg)
         return value
+
+    def security(self) -> Security:
+        """The TLS/SASL options of this process's Kafka clients (checked here)."""
+        password = self.sasl_password.get_secret_value() if self.sasl_password else None
+        return Security(
+            protocol=self.security_protocol,
+            cafile=self.ssl_cafile,
+            certfile=self.ssl_certfile,
+            keyfile=self.ssl_keyfile,
+            sasl_mechanism=self.sasl_mechanism,
+            username=self.sasl_username,
+            password=password,
+        )
 
     @property
     def bootstrap_servers(self) -> list[str]:

@@ -12,6 +12,7 @@ from faust.exceptions import ConsumerNotStarted
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from prometheus_client import CollectorRegistry
 
+from channels.cluster import faust_credentials
 from channels.signing import DEVELOPMENT_KEY, ModelSigner
 from config import Settings
 from pe import annotator, classifier, collector, features, jobs, learner, taskgen
@@ -41,6 +42,8 @@ EMBEDDED_REBALANCE_S = 3.0
 KAFKA_REBALANCE_S = 60.0
 EMBEDDED_FETCH_WAIT_MS = 20
 KAFKA_FETCH_WAIT_MS = 500
+#: How often the consumer-lag gauge is refreshed.
+LAG_EVERY_S = 2.0
 
 
 def _set_fetch_wait(wait_ms: int) -> None:
@@ -123,6 +126,7 @@ def build_worker(
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         topic_disable_leader=True,
+        broker_credentials=faust_credentials(),
         broker_rebalance_timeout=rebalance,
         broker_session_timeout=max(rebalance, 10.0),
         consumer_auto_offset_reset="earliest",
@@ -160,6 +164,14 @@ def build_worker(
     )
     for pe in chosen:
         REGISTER[pe](ctx)
+
+    async def report_lag() -> None:
+        for reader in plane.readers():
+            lag = reader.lag()
+            if lag is not None:
+                metrics.consumer_lag.labels(topology.name, reader.topic).set(lag)
+
+    app.timer(LAG_EVERY_S, name="crowdstream.consumer_lag")(report_lag)
     if not app.agents:
         # Only the data plane reads here; Faust's consumer would fail with no topic.
         app.boot_strategy.enable_kafka_consumer = False

@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from channels import cluster
 from config import Settings, load_settings
 from pipelines.logs import configure as configure_logs
 from pipelines.topology import PE_NAMES, Topology, TopologyError, load_topology, render_graph
@@ -195,6 +196,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
                 settings.bootstrap_servers,
                 topology.topics(settings.partitions).values(),
                 settings.replication_factor,
+                settings.retention_ms,
             )
             return created, await cluster_id(settings.bootstrap_servers)
 
@@ -322,6 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValidationError, FileNotFoundError):
         configure_logs("text", "info")  # the command reports the bad settings
     try:
+        cluster.configure(load_settings().security())
         return COMMANDS[args.command](args)
     except (TopologyError, ValidationError, ValueError, ConnectionError, FileNotFoundError) as exc:
         print(f"crowdstream {args.command}: {exc}", file=sys.stderr)

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from channels.cluster import client_options
 from channels.codec import DecodeError, decode
 from channels.records import ClassifiedItem
 
@@ -42,7 +43,11 @@ async def push_lines(
     A longer ``linger_ms`` makes fewer, larger record batches at the cost of latency."""
     # Large batches: fewer record batches for the broker to hold and scan.
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=linger_ms, acks=1, max_batch_size=1024 * 1024
+        bootstrap_servers=bootstrap,
+        **client_options(),
+        linger_ms=linger_ms,
+        acks=1,
+        max_batch_size=1024 * 1024,
     )
     await producer.start()
     topic = f"{pipeline}.items.raw"
@@ -95,6 +100,7 @@ async def tail_classified(
     consumer = AIOKafkaConsumer(
         f"{pipeline}.items.classified",
         bootstrap_servers=bootstrap,
+        **client_options(),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest",

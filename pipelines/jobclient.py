@@ -10,6 +10,7 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from channels.cluster import client_options
 from channels.codec import DecodeError, encode
 from channels.jobs import TERMINAL, JobCommand, JobStatus, decode_result
 from config import Settings
@@ -21,7 +22,9 @@ __all__ = ["cancel_job", "latest_statuses", "show_status", "submit_job"]
 
 
 async def _send(settings: Settings, topic: str, command: JobCommand) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers, **client_options(), acks="all"
+    )
     await producer.start()
     try:
         await producer.send_and_wait(topic, encode(command), key=command.job_id.encode())
@@ -67,6 +70,7 @@ async def latest_statuses(
     consumer = AIOKafkaConsumer(
         f"{pipeline}.jobs.results",
         bootstrap_servers=settings.bootstrap_servers,
+        **client_options(),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",

@@ -55,6 +55,7 @@ class Metrics:
     crowd_gold: Counter
     crowd_answer_seconds: Histogram
     crowd_queue: Gauge
+    consumer_lag: Gauge
     pool_workers: Gauge
     crowd_task_seconds: Histogram
     pool_events: Counter
@@ -144,6 +145,12 @@ class Metrics:
                 CROWD_BUCKETS,
             ),
             crowd_queue=gauge("crowd_queue", "Crowd tasks waiting for a worker.", []),
+            consumer_lag=gauge(
+                "consumer_lag",
+                "Records a data-plane reader of this worker is behind the end of its "
+                "partitions (reads low on the embedded broker).",
+                ["topic"],
+            ),
             pool_workers=gauge(
                 "pool_workers",
                 "Workers in the retainer pool (qualifying, available, working).",

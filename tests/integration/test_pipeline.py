@@ -419,7 +419,9 @@ async def test_results_api_lists_and_streams_classified_items(
     async with aiohttp.ClientSession(worker.http) as http:
         stream = await http.get("/api/v1/classified/stream", params={"classifier": "aid_related"})
         assert stream.status == 200
-        fresh = [{"id": f"api-{n}", "text": f"bridge {n} is down, we need water"} for n in range(5)]
+        fresh: list[dict[str, object]] = [
+            {"id": f"api-{n}", "text": f"bridge {n} is down, we need water"} for n in range(5)
+        ]
         await push_lines([broker.bootstrap], PIPELINE, _lines(fresh))
         seen: set[str] = set()
         deadline = time.monotonic() + 60

@@ -1,0 +1,75 @@
+"""Cluster connection settings: TLS and SASL options reach every Kafka client."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+
+import certifi
+import faust
+import pytest
+
+from channels import cluster
+from channels.topics import pipeline_topics
+from config import load_settings
+
+
+@pytest.fixture(autouse=True)
+def _plaintext_after() -> Iterator[None]:
+    yield
+    cluster.configure(cluster.Security())
+
+
+def test_plaintext_by_default() -> None:
+    cluster.configure(load_settings().security())
+    assert cluster.client_options() == {"security_protocol": "PLAINTEXT"}
+    assert cluster.faust_credentials() is None
+
+
+def test_sasl_over_tls_reaches_aiokafka_and_faust(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CROWDSTREAM_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("CROWDSTREAM_SSL_CAFILE", certifi.where())
+    monkeypatch.setenv("CROWDSTREAM_SASL_MECHANISM", "SCRAM-SHA-512")
+    monkeypatch.setenv("CROWDSTREAM_SASL_USERNAME", "crowdstream")
+    monkeypatch.setenv("CROWDSTREAM_SASL_PASSWORD", "s3cret")
+    settings = load_settings()
+    assert "s3cret" not in repr(settings)
+    cluster.configure(settings.security())
+    options = cluster.client_options()
+    assert options["security_protocol"] == "SASL_SSL"
+    assert options["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert options["sasl_plain_username"] == "crowdstream"
+    assert options["sasl_plain_password"] == "s3cret"  # noqa: S105 (a test value)
+    assert isinstance(options["ssl_context"], ssl.SSLContext)
+    credentials = cluster.faust_credentials()
+    assert isinstance(credentials, faust.SASLCredentials)
+    assert credentials.ssl_context is options["ssl_context"]
+
+
+def test_tls_only_gives_faust_ssl_credentials() -> None:
+    cluster.configure(cluster.Security(protocol="SSL", cafile=Path(certifi.where())))
+    assert cluster.client_options()["security_protocol"] == "SSL"
+    assert isinstance(cluster.faust_credentials(), faust.SSLCredentials)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"protocol": "SASL_PLAINTEXT", "username": "u"}, "sasl_password"),
+        ({"protocol": "SSL", "cafile": Path("/nonexistent/ca.pem")}, "is not a file"),
+        ({"protocol": "SSL", "certfile": Path(certifi.where())}, "go together"),
+    ],
+)
+def test_incomplete_security_settings_are_refused(options: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        cluster.Security(**options)  # type: ignore[arg-type]
+
+
+def test_retention_applies_to_data_flow_topics_only() -> None:
+    topics = pipeline_topics("crisis", 4)
+    day = 86_400_000
+    assert topics["items.raw"].configs(day) == {"retention.ms": str(day)}
+    assert topics["crowd.labels"].configs(day) == {"retention.ms": "-1"}
+    assert topics["control.models"].configs(day) == {"cleanup.policy": "compact"}
+    assert topics["items.raw"].configs() == {}
