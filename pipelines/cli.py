@@ -110,6 +110,17 @@ def _parser() -> argparse.ArgumentParser:
         action.add_argument("--timeout", type=float, help="--wait at most this many seconds")
         _settings_args(action)
 
+    status = sub.add_parser("status", help="a live view of running workers, from their metrics")
+    status.add_argument(
+        "--url",
+        action="append",
+        help="a worker's HTTP address; repeat for each worker [default: this host's "
+        "http_host:http_port]",
+    )
+    status.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+    status.add_argument("--once", action="store_true", help="show one view and exit")
+    status.add_argument("--json", action="store_true", help="print each view as a JSON line")
+
     topo = sub.add_parser("topology", help="print a pipeline's PEs and topics as a graph")
     topo.add_argument(
         "pipeline", nargs="?", help="pipeline name or topology YAML [default: crisis]"
@@ -293,6 +304,20 @@ def _cmd_job(args: argparse.Namespace) -> int:
     return asyncio.run(show_status(settings, topology, args.job_id, args.wait, args.timeout))
 
 
+def _cmd_status(args: argparse.Namespace) -> int:
+    from pipelines.status import run_status
+
+    if args.interval <= 0:
+        raise ValueError("--interval must be positive")
+    settings = load_settings()
+    urls = args.url or [f"http://{settings.http_host}:{settings.http_port}"]
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(
+            run_status(urls, interval_s=args.interval, once=args.once, as_json=args.json)
+        )
+    return 0
+
+
 def _cmd_topology(args: argparse.Namespace) -> int:
     settings = load_settings(partitions=args.partitions)
     print(render_graph(_topology(args.pipeline, settings), settings.partitions))
@@ -311,6 +336,7 @@ COMMANDS = {
     "push": _cmd_push,
     "tail": _cmd_tail,
     "job": _cmd_job,
+    "status": _cmd_status,
     "topology": _cmd_topology,
     "demo": _cmd_demo,
 }

@@ -444,3 +444,26 @@ async def test_results_api_lists_and_streams_classified_items(
         assert all(row["ts_out"] >= newest for row in (await recent.json())["items"])
         bad = await http.get("/api/v1/classified", params={"classifier": "aid_related", "tag": "x"})
         assert bad.status == 400 and "has no tag" in (await bad.json())["error"]
+
+
+def test_status_shows_a_running_worker(worker: Worker) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "status", "--url", worker.http]
+        + ["--url", "http://127.0.0.1:1", "--once", "--json", "--interval", "0.5"],
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    summary = orjson.loads(done.stdout.splitlines()[-1])
+    assert summary["workers_down"] == ["http://127.0.0.1:1"]
+    assert set(summary["models"]) == {"aid_related", "request"}
+    assert all(model["version"] >= 1 for model in summary["models"].values())
+    assert "classifier" in summary["out_per_s"]
+    text = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "status", "--url", worker.http, "--once"]
+        + ["--interval", "0.2"],
+        capture_output=True,
+        timeout=60,
+        check=True,
+    ).stdout.decode()
+    assert "latency" in text and "aid_related v" in text
