@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from channels.cluster import client_options
 from channels.codec import DecodeError, decode
+from channels.dedup import FirstById
 from channels.records import ClassifiedItem
 
 __all__ = ["format_item", "item_key", "push_lines", "tail_classified"]
@@ -107,6 +108,7 @@ async def tail_classified(
     )
     await consumer.start()
     shown = 0
+    once = FirstById()  # at least once upstream: show each id once
     idle_since = time.monotonic()
     try:
         while count is None or shown < count:
@@ -121,6 +123,8 @@ async def tail_classified(
                 try:
                     item = decode(ClassifiedItem, record.value)
                 except DecodeError:
+                    continue
+                if not once.first(item.id):
                     continue
                 if classifier is not None:
                     prediction = item.labels.get(classifier)
