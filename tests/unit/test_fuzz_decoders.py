@@ -1,0 +1,101 @@
+"""Fuzzing the decoders every topic and HTTP ingress uses: random bytes, wrong types,
+huge strings, deep JSON, invalid UTF-8 and emoji give a decode error with a reason
+(the record then goes to items.rejected), never another exception."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from channels.codec import DecodeError, decode, iter_json_lines, parse_input, rejected
+from channels.jobs import JobCommand
+from channels.records import MAX_TEXT_CHARS, Answer, Label, Task
+from channels.signing import DEVELOPMENT_KEY, ModelRefused, ModelSigner
+
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(alphabet=st.characters(codec="utf-8")),
+    lambda inner: (
+        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5)
+    ),
+    max_leaves=30,
+)
+FIELDS = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": JSON,
+        "text": JSON | st.text(min_size=1, max_size=MAX_TEXT_CHARS + 50),
+        "ts": JSON,
+        "meta": JSON,
+        "source": JSON,
+    },
+)
+
+
+def _payloads() -> st.SearchStrategy[bytes]:
+    deep = st.integers(min_value=1, max_value=5000).map(lambda n: b"[" * n + b"]" * n)
+    return st.one_of(
+        st.binary(max_size=2000),
+        JSON.map(orjson.dumps),
+        FIELDS.map(orjson.dumps),
+        deep,
+        st.text(alphabet=st.characters(codec="utf-8"), max_size=300).map(
+            lambda t: orjson.dumps({"text": t + "\U0001f30a\u200d"})
+        ),
+        st.binary(min_size=1, max_size=50).map(lambda b: b'{"text": "' + b"\xff" + b + b'"}'),
+    )
+
+
+def _rejected_reason(exc: Exception, raw: bytes) -> None:
+    assert str(exc)
+    record = rejected("fuzz", str(exc), raw)
+    assert len(record.raw.encode()) <= 4 * 4096 and record.raw_size == len(raw)
+    orjson.dumps(record.model_dump(mode="json"))  # the dead letter itself encodes
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_payloads())
+def test_input_items_decode_or_are_rejected_with_a_reason(raw: bytes) -> None:
+    for line in iter_json_lines(raw):
+        try:
+            item = parse_input(line)
+        except DecodeError as exc:
+            _rejected_reason(exc, line)
+        else:
+            assert 1 <= len(item.text) <= MAX_TEXT_CHARS
+
+
+@settings(max_examples=200, deadline=None)
+@given(_payloads())
+def test_internal_records_decode_or_are_rejected_with_a_reason(raw: bytes) -> None:
+    for model in (Task, Answer, Label, JobCommand):
+        try:
+            decode(model, raw)
+        except DecodeError as exc:
+            _rejected_reason(exc, raw)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_payloads())
+def test_model_messages_are_refused_with_a_reason(raw: bytes) -> None:
+    try:
+        ModelSigner(DEVELOPMENT_KEY).verify(raw)
+    except ModelRefused as exc:
+        assert exc.kind in {"invalid", "schema_version", "unsigned", "tampered"}
+
+
+@settings(max_examples=100, deadline=None)
+@given(JSON)
+def test_any_json_value_in_any_field_is_a_clean_rejection(value: Any) -> None:
+    for field in ("id", "text", "ts", "meta", "source"):
+        raw = orjson.dumps({"text": "water needed", field: value})
+        try:
+            parse_input(raw)
+        except DecodeError as exc:
+            assert exc.kind in {"schema", "json", "empty"}
