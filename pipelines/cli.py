@@ -347,10 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings()
         configure_logs(settings.log_format, settings.log_level)
-    except (ValidationError, FileNotFoundError):
-        configure_logs("text", "info")  # the command reports the bad settings
-    try:
-        cluster.configure(load_settings().security())
+        cluster.configure(settings.security())
         return COMMANDS[args.command](args)
     except (TopologyError, ValidationError, ValueError, ConnectionError, FileNotFoundError) as exc:
         print(f"crowdstream {args.command}: {exc}", file=sys.stderr)
