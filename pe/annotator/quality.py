@@ -145,9 +145,7 @@ class WorkerQuality:
             state = self._topics[topic]
             prior = state.classes / state.classes.sum()
             return float(prior @ np.diag(self._pi(state, worker)))
-        correct, total = self._totals.get(worker, (0.0, 0.0))
-        a, b = self._beta(correct, total)
-        return a / (a + b)
+        return self.accuracy(worker)[0]
 
     def accuracy(self, worker: str) -> tuple[float, float]:
         """(posterior mean accuracy over all topics, answers weighed)."""
@@ -202,12 +200,6 @@ class WorkerQuality:
             truth_row[k] = 1.0
             self._add(state, worker, truth_row, j, self.config.gold_weight)
         return answer == truth
-
-    def forget(self, worker: str) -> None:
-        """Drop a worker's record (a released worker never comes back)."""
-        self._totals.pop(worker, None)
-        for state in self._topics.values():
-            state.workers.pop(worker, None)
 
     # -- internals ----------------------------------------------------------------
 
