@@ -109,9 +109,6 @@ def summarize(before: Scrape | None, now: Scrape) -> dict[str, Any]:
         old = before.by("crowdstream_end_to_end_latency_seconds_bucket", "le")
         buckets = {le: count - old.get(le, 0.0) for le, count in buckets.items()}
     auc = now.latest("crowdstream_model_auc", "classifier")
-    jobs: dict[str, float] = defaultdict(float)
-    for labels, value in now.samples.get("crowdstream_jobs", {}).items():
-        jobs[dict(labels).get("status", "")] += value
     return {
         "workers_down": now.down,
         "out_per_s": rate("crowdstream_items_out_total", "pe"),
@@ -130,7 +127,7 @@ def summarize(before: Scrape | None, now: Scrape) -> dict[str, Any]:
             )
         },
         "models_refused": now.by("crowdstream_models_refused_total", "reason"),
-        "jobs": dict(jobs),
+        "jobs": now.by("crowdstream_jobs", "status"),
     }
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
 
 from aiohttp import web
 
@@ -124,6 +123,8 @@ class ResultsApi:
 
     def _backlog(self, query: Query, last_id: str | None) -> list[Item]:
         """Items of the window to send before new ones, oldest first."""
+        if last_id is None and query.since is None:
+            return []
         matching = list(self._recent.newest_first(query))
         if last_id is not None:
             for at, item in enumerate(matching):
@@ -156,5 +157,4 @@ class _Events:
                 return self._item(item)
 
     def _item(self, item: Item) -> Event:
-        data: Any = item
-        return Event("item", data, str(item.get("id")))
+        return Event("item", item, str(item.get("id")))
