@@ -169,11 +169,16 @@ class BatchReader:
         self._generation = 0
         self._read_generation = 0
         self._stall = StallWatch()
+        self._closing = False
 
     async def start(self) -> None:
         await self._consumer.start()
         self._consumer.subscribe([self.topic], listener=_Drain(self))
         self._committer = asyncio.create_task(self._commit_loop())
+
+    def stop_reading(self) -> None:
+        """:meth:`batches` ends before its next read (the batch in hand is finished)."""
+        self._closing = True
 
     async def stop(self) -> None:
         """Commit what is in flight, then leave the group."""
@@ -205,7 +210,7 @@ class BatchReader:
     async def batches(self, poll_ms: int = 200) -> AsyncIterator[list[ConsumerRecord]]:
         """Batches of records, forever; retries with backoff while the broker is away."""
         delay = 0.5
-        while True:
+        while not self._closing:
             try:
                 found = await self._consumer.getmany(
                     timeout_ms=poll_ms, max_records=self._max_records

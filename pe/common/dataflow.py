@@ -10,11 +10,13 @@ so the topology users see does not change).
 Every sink returns the futures of what it sent; a batch's input offsets are
 committed only when all of them, including those of fused stages further down,
 have resolved. If a sink raises, the batch's records go to ``items.rejected`` with
-the error (they are never silently dropped, and the stage keeps running).
+the error (they are never silently dropped, and the stage keeps running). A stopping
+worker (SIGTERM) reads nothing new, finishes the batches in hand and commits them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +30,9 @@ from channels.batches import BatchReader, Publisher
 __all__ = ["DataPlane", "Decoder", "Pending", "Sink"]
 
 log = logging.getLogger(__name__)
+
+#: How long a stopping worker waits for the batches in hand to finish.
+STOP_TIMEOUT_S = 20.0
 
 Pending = list[Awaitable[Any]]
 #: Handles one decoded batch; returns the futures of the records it sent.
@@ -69,6 +74,7 @@ class DataPlane(Service):
         self._on_error = on_error
         self._routes: dict[str, _Route] = {}
         self._local: dict[str, list[Sink]] = {}
+        self._runs: list[asyncio.Future[None]] = []
 
     def read(
         self,
@@ -117,9 +123,15 @@ class DataPlane(Service):
                 rebalance_timeout_s=s.rebalance_timeout_s,
             )
             await route.reader.start()
-            self.add_future(self._run(route, route.reader))
+            self._runs.append(self.add_future(self._run(route, route.reader)))
 
     async def on_stop(self) -> None:
+        # Graceful stop: no new reads; each route finishes the batch in hand, then its
+        # offsets are committed once its output is acknowledged.
+        for reader in self.readers():
+            reader.stop_reading()
+        if self._runs:
+            await asyncio.wait(self._runs, timeout=STOP_TIMEOUT_S)
         for reader in self.readers():
             await reader.stop()
         await self.publisher.stop()

@@ -40,34 +40,58 @@ def workers(tmp_path: Path) -> Iterator[list[Worker]]:
             worker.stop()
 
 
-async def test_kill_9_mid_stream_then_restart_loses_nothing(
-    broker: EmbeddedBroker, topology: Path, tmp_path: Path, workers: list[Worker]
-) -> None:
-    args = ("--pe", "collector", "features", "classifier", "--crowd", "none")
-    first = start_worker(broker, topology, tmp_path, *args)
+STREAM = ("--pe", "collector", "features", "classifier", "--crowd", "none")
+CLASSIFIED = f"{PIPELINE}.items.classified"
+
+
+async def _stop_mid_stream(
+    broker: EmbeddedBroker, topology: Path, tmp_path: Path, workers: list[Worker], sig: int
+) -> tuple[set[str], list[str]]:
+    """Stream ITEMS items through a worker, send it ``sig`` once some are out, start
+    another; the ids sent and the ids ``items.classified`` holds once all are there."""
+    first = start_worker(broker, topology, tmp_path, *STREAM)
     workers.append(first)
     rows = [
-        {"id": f"c{n}", "text": f"flood in district {n % 97}, family {n} needs water"}
+        {"id": f"{sig}-{n}", "text": f"flood in district {n % 97}, family {n} needs water"}
         for n in range(ITEMS)
     ]
     await push_lines([broker.bootstrap], PIPELINE, [orjson.dumps(r) for r in rows])
-    topic = f"{PIPELINE}.items.classified"
-    # Kill the worker mid-stream: some items are out, most are not.
-    partial = await read_topic(broker.bootstrap, topic, lambda rs: len(rs) >= 2_000)
-    assert 2_000 <= len(partial) < ITEMS, "the stream ended before the kill"
-    first.proc.send_signal(signal.SIGKILL)
-    first.proc.wait(timeout=10)
-
-    second = start_worker(broker, topology, tmp_path, *args)
-    workers.append(second)
     wanted = {row["id"] for row in rows}
-    records = await read_topic(
-        broker.bootstrap, topic, lambda rs: wanted <= set(_ids(rs)), timeout_s=240
-    )
-    ids = _ids(records)
-    assert wanted <= set(ids), f"{len(wanted - set(ids))} items never classified"
 
+    def mine(records: list[object]) -> list[str]:
+        return [i for i in _ids(records) if i in wanted]
+
+    # Stop the worker mid-stream: some items are out, most are not.
+    partial = await read_topic(broker.bootstrap, CLASSIFIED, lambda rs: len(mine(rs)) >= 2_000)
+    assert 2_000 <= len(mine(partial)) < ITEMS, "the stream ended before the signal"
+    first.proc.send_signal(sig)
+    first.proc.wait(timeout=60)
+
+    second = start_worker(broker, topology, tmp_path, *STREAM)
+    workers.append(second)
+    records = await read_topic(
+        broker.bootstrap, CLASSIFIED, lambda rs: wanted <= set(mine(rs)), timeout_s=240
+    )
+    ids = mine(records)
+    assert wanted <= set(ids), f"{len(wanted - set(ids))} items never classified"
+    return wanted, ids
+
+
+async def test_kill_9_mid_stream_then_restart_loses_nothing(
+    broker: EmbeddedBroker, topology: Path, tmp_path: Path, workers: list[Worker]
+) -> None:
+    wanted, ids = await _stop_mid_stream(broker, topology, tmp_path, workers, signal.SIGKILL)
     once = FirstById()
     kept = [item_id for item_id in ids if once.first(item_id)]
     assert sorted(kept) == sorted(wanted)  # each exactly once after dedup
     assert once.repeats == len(ids) - len(wanted)
+
+
+async def test_sigterm_finishes_and_commits_in_flight_batches(
+    broker: EmbeddedBroker, topology: Path, tmp_path: Path, workers: list[Worker]
+) -> None:
+    wanted, ids = await _stop_mid_stream(broker, topology, tmp_path, workers, signal.SIGTERM)
+    assert workers[0].proc.returncode == 0, workers[0].log.read_text()[-3000:]
+    # What the first worker read it finished and committed: the second one repeats
+    # none of it, so there is nothing for the dedup rule to drop.
+    assert len(ids) == len(wanted), f"{len(ids) - len(wanted)} items classified twice"
