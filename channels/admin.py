@@ -11,7 +11,7 @@ import logging
 from collections.abc import Iterable
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import KafkaError
 
 from channels.cluster import client_options
 from channels.topics import TopicSpec
@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 _TOPIC_EXISTS = 36
 #: The cluster id the embedded (Tansu) broker reports; it selects embedded defaults.
 TANSU_CLUSTER_ID = "tansu_cluster"
+#: Longest pause between attempts to reach a broker that does not answer.
+MAX_WAIT_DELAY_S = 5.0
 
 
 async def cluster_id(bootstrap_servers: list[str]) -> str:
@@ -37,9 +39,13 @@ async def cluster_id(bootstrap_servers: list[str]) -> str:
 
 
 async def wait_for_broker(bootstrap_servers: list[str], timeout_s: float = 30.0) -> None:
-    """Wait until the broker answers metadata requests."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
+    """Wait until the broker answers metadata requests, retrying with backoff; raise
+    ConnectionError after ``timeout_s``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
     delay = 0.1
+    where = ",".join(bootstrap_servers)
+    failures = 0
     while True:
         admin = AIOKafkaAdminClient(
             bootstrap_servers=bootstrap_servers, **client_options(), request_timeout_ms=5000
@@ -47,16 +53,29 @@ async def wait_for_broker(bootstrap_servers: list[str], timeout_s: float = 30.0)
         try:
             await admin.start()
             await admin.list_topics()
+            if failures:
+                log.warning("broker %s answers (after %d failed attempts)", where, failures)
             return
-        except (KafkaConnectionError, OSError) as exc:
-            if asyncio.get_running_loop().time() > deadline:
-                msg = f"broker {','.join(bootstrap_servers)} not reachable after {timeout_s:.0f} s"
+        except (KafkaError, OSError) as exc:
+            failures += 1
+            left = deadline - loop.time()
+            if left <= 0:
+                msg = f"broker {where} not reachable after {timeout_s:.0f} s: {exc}"
                 raise ConnectionError(msg) from exc
-            log.info("waiting for broker %s: %s", bootstrap_servers, exc)
+            # The first failures are common while a cluster starts; say so once, loudly.
+            level = logging.WARNING if failures == 1 or delay >= MAX_WAIT_DELAY_S else logging.INFO
+            log.log(
+                level,
+                "broker %s not reachable (%s); retrying in %.1f s, for %.0f s more",
+                where,
+                exc,
+                delay,
+                left,
+            )
         finally:
             await admin.close()
         await asyncio.sleep(delay)
-        delay = min(delay * 2, 2.0)
+        delay = min(delay * 2, MAX_WAIT_DELAY_S)
 
 
 async def declare_topics(
@@ -64,9 +83,11 @@ async def declare_topics(
     specs: Iterable[TopicSpec],
     replication_factor: int = 1,
     retention_ms: int | None = None,
+    wait_s: float = 30.0,
 ) -> list[str]:
-    """Create the topics that do not exist yet; return the names created."""
-    await wait_for_broker(bootstrap_servers)
+    """Create the topics that do not exist yet (waiting up to ``wait_s`` for the broker);
+    return the names created."""
+    await wait_for_broker(bootstrap_servers, wait_s)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, **client_options())
     await admin.start()
     try:

@@ -67,6 +67,15 @@ class Publisher:
             producer, self._producer = self._producer, None
             await producer.stop()
 
+    async def answers(self, timeout_s: float) -> bool:
+        """Whether the broker answers a metadata request within ``timeout_s``."""
+        try:
+            producer = await asyncio.wait_for(self.start(), timeout_s)
+            await asyncio.wait_for(producer.client.fetch_all_metadata(), timeout_s)
+        except (KafkaError, OSError, TimeoutError):
+            return False
+        return True
+
     async def _partition_count(self, producer: AIOKafkaProducer, topic: str) -> int:
         count = self._partitions.get(topic)
         if count is None:

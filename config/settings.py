@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    broker_wait_s: float = Field(
+        300.0,
+        ge=0,
+        description="How long a starting command waits for the broker to answer before it "
+        "fails (it retries with backoff and logs each attempt).",
+    )
     rebalance_timeout_s: float | None = Field(
         None,
         gt=0,

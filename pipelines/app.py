@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -10,8 +11,9 @@ from typing import Any
 import faust
 from faust.exceptions import ConsumerNotStarted
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Gauge
 
+from channels.brokerwatch import BrokerWatch
 from channels.cluster import faust_credentials
 from channels.signing import DEVELOPMENT_KEY, ModelSigner
 from config import Settings
@@ -44,6 +46,9 @@ EMBEDDED_FETCH_WAIT_MS = 20
 KAFKA_FETCH_WAIT_MS = 500
 #: How often the consumer-lag gauge is refreshed.
 LAG_EVERY_S = 2.0
+#: How often the broker is probed, and how long a probe waits for its answer.
+PROBE_EVERY_S = 5.0
+PROBE_TIMEOUT_S = 3.0
 
 
 def _set_fetch_wait(wait_ms: int) -> None:
@@ -62,6 +67,31 @@ def _set_fetch_wait(wait_ms: int) -> None:
 
     setattr(cls, "_crowdstream_original", original)  # noqa: B010
     setattr(cls, "_create_worker_consumer", create)  # noqa: B010
+
+
+def _watch_broker(app: faust.App, plane: DataPlane, up: Gauge, broker: str) -> BrokerWatch:
+    """Probe the broker every few seconds: log when an outage starts and ends (clients
+    wait it out quietly otherwise) and keep the ``broker_up`` gauge."""
+    watch = BrokerWatch()
+    up.set(1)
+
+    async def probe() -> None:
+        now = time.monotonic()
+        lasted = watch.outage_s(now)
+        change = watch.probed(now, await plane.publisher.answers(PROBE_TIMEOUT_S))
+        up.set(1 if watch.up else 0)
+        if change == "down":
+            log.warning(
+                "broker %s does not answer (no reply in %.0f s): reads and writes wait "
+                "and are retried, nothing is lost",
+                broker,
+                PROBE_TIMEOUT_S,
+            )
+        elif change == "up":
+            log.warning("broker %s answers again after about %.0f s", broker, lasted)
+
+    app.timer(PROBE_EVERY_S, name="crowdstream.broker_watch")(probe)
+    return watch
 
 
 @dataclass
@@ -172,6 +202,7 @@ def build_worker(
                 metrics.consumer_lag.labels(topology.name, reader.topic).set(lag)
 
     app.timer(LAG_EVERY_S, name="crowdstream.consumer_lag")(report_lag)
+    broker = _watch_broker(app, plane, metrics.broker_up.labels(topology.name), settings.broker)
     if not app.agents:
         # Only the data plane reads here; Faust's consumer would fail with no topic.
         app.boot_strategy.enable_kafka_consumer = False
@@ -190,7 +221,8 @@ def build_worker(
         # A worker whose PEs only follow logs (annotator, learner) has no partitions.
         consumes = bool(app.agents or readers)
         return {
-            "ready": bool(faust_ready and plane_ready and (assigned or not consumes)),
+            "ready": bool(faust_ready and plane_ready and (assigned or not consumes) and broker.up),
+            "broker": "up" if broker.up else "down",
             "pipeline": topology.name,
             "pes": chosen,
             "assigned": sorted(assigned),

@@ -54,6 +54,11 @@ class EmbeddedBroker:
         return f"kafka://{self.host}:{self.port}"
 
     @property
+    def pid(self) -> int | None:
+        """The broker's process id while it runs."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
 

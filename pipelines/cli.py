@@ -208,6 +208,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
                 topology.topics(settings.partitions).values(),
                 settings.replication_factor,
                 settings.retention_ms,
+                settings.broker_wait_s,
             )
             return created, await cluster_id(settings.bootstrap_servers)
 

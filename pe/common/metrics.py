@@ -56,6 +56,7 @@ class Metrics:
     crowd_answer_seconds: Histogram
     crowd_queue: Gauge
     consumer_lag: Gauge
+    broker_up: Gauge
     pool_workers: Gauge
     crowd_task_seconds: Histogram
     pool_events: Counter
@@ -150,6 +151,11 @@ class Metrics:
                 "Records a data-plane reader of this worker is behind the end of its "
                 "partitions (reads low on the embedded broker).",
                 ["topic"],
+            ),
+            broker_up=gauge(
+                "broker_up",
+                "1 while the broker answers this worker's probes, 0 during an outage.",
+                [],
             ),
             pool_workers=gauge(
                 "pool_workers",

@@ -109,6 +109,14 @@ def write_topology(directory: Path, name: str, **params: dict[str, Any]) -> Path
 
 
 def start_worker(broker: EmbeddedBroker, topology: Path, log_dir: Path, *args: str) -> Worker:
+    """A worker on ``broker``, once it reports ready."""
+    worker = spawn_worker(broker.url, topology, log_dir, *args)
+    wait_ready(worker)
+    return worker
+
+
+def spawn_worker(broker_url: str, topology: Path, log_dir: Path, *args: str) -> Worker:
+    """Start a worker process on ``broker_url`` without waiting for it."""
     port = free_port()
     log = log_dir / f"worker-{port}.log"
     cmd = [
@@ -118,7 +126,7 @@ def start_worker(broker: EmbeddedBroker, topology: Path, log_dir: Path, *args: s
         "up",
         str(topology),
         "--broker",
-        broker.url,
+        broker_url,
         "--http-port",
         str(port),
         *args,
@@ -132,7 +140,12 @@ def start_worker(broker: EmbeddedBroker, topology: Path, log_dir: Path, *args: s
             stdin=subprocess.DEVNULL,
             env=env,
         )
-    worker = Worker(proc, f"http://127.0.0.1:{port}", log)
+    return Worker(proc, f"http://127.0.0.1:{port}", log)
+
+
+def wait_ready(worker: Worker) -> None:
+    """Wait until ``worker`` answers /healthz with 200; fail with its log if it does not."""
+    proc, log = worker.proc, worker.log
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -141,7 +154,7 @@ def start_worker(broker: EmbeddedBroker, topology: Path, log_dir: Path, *args: s
             )
         try:
             if worker.get("/healthz")[0] == 200:
-                return worker
+                return
         except OSError:
             pass
         time.sleep(0.3)

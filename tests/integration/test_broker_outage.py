@@ -1,0 +1,114 @@
+"""A broker that is away: at a worker's start, and for 30 s in the middle of a stream.
+
+The broker here is a second embedded one of the test's own: it starts after the
+worker, and is then frozen (SIGSTOP: connections stay open, nothing answers, as in a
+network partition or a stalled broker) and thawed. Stopping it instead would lose
+its records: it keeps them in memory only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from channels.dedup import FirstById
+from pipelines.broker import EmbeddedBroker, free_port
+from pipelines.client import push_lines
+from tests.integration.conftest import (
+    Worker,
+    read_topic,
+    spawn_worker,
+    wait_ready,
+    wait_until,
+    write_topology,
+)
+
+pytestmark = pytest.mark.integration
+
+PIPELINE = "outagetest"
+ITEMS = 20_000
+OUTAGE_S = 30.0
+
+
+@pytest.fixture
+def late_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
+    """A broker on a port of its own, not started yet."""
+    broker = EmbeddedBroker(free_port(), log_file=tmp_path / "broker.log")
+    yield broker
+    if broker.pid is not None:
+        os.kill(broker.pid, signal.SIGCONT)  # a frozen process would not stop
+    broker.stop()
+
+
+@pytest.fixture
+def worker(late_broker: EmbeddedBroker, tmp_path: Path) -> Iterator[Worker]:
+    topology = write_topology(tmp_path, PIPELINE)
+    args = ("--pe", "collector", "features", "classifier", "--crowd", "none")
+    started = spawn_worker(late_broker.url, topology, tmp_path, *args)
+    yield started
+    if started.proc.poll() is None:
+        started.stop()
+
+
+def _log(worker: Worker) -> str:
+    return worker.log.read_text(errors="replace")
+
+
+async def test_a_late_broker_and_a_30_s_outage_lose_nothing(
+    late_broker: EmbeddedBroker, worker: Worker
+) -> None:
+    # At start: the worker retries with backoff and says so, rather than exiting.
+    assert await wait_until(lambda: "not reachable" in _log(worker), timeout_s=30), _log(worker)
+    await asyncio.sleep(3)
+    assert worker.proc.poll() is None, _log(worker)
+    late_broker.start()
+    wait_ready(worker)
+    assert "answers (after" in _log(worker)
+
+    rows = [
+        {"id": f"o{n}", "text": f"bridge {n % 89} down, {n} people cut off"} for n in range(ITEMS)
+    ]
+    await push_lines([late_broker.bootstrap], PIPELINE, [orjson.dumps(r) for r in rows])
+    topic = f"{PIPELINE}.items.classified"
+
+    def classified() -> float:
+        return worker.metric("crowdstream_items_out_total", pe="classifier")
+
+    # Mid-run: the broker answers nothing for 30 s, with batches in flight.
+    assert await wait_until(lambda: classified() > 0, timeout_s=60)
+    assert late_broker.pid is not None
+    before = len(_log(worker))
+    os.kill(late_broker.pid, signal.SIGSTOP)
+    started = time.monotonic()
+    assert await wait_until(lambda: "does not answer" in _log(worker)[before:], 20)
+    status, body = worker.get("/healthz")
+    assert status == 503 and orjson.loads(body)["broker"] == "down"
+    assert worker.metric("crowdstream_broker_up") == 0
+    waited = classified()  # what was in hand when the broker froze is out by now
+    await asyncio.sleep(OUTAGE_S - (time.monotonic() - started))
+    assert classified() == waited < ITEMS  # the worker waited: nothing went out
+    os.kill(late_broker.pid, signal.SIGCONT)
+
+    wanted = {row["id"] for row in rows}
+
+    def ids(records: list[object]) -> list[str]:
+        return [orjson.loads(r.value)["id"] for r in records]  # type: ignore[attr-defined]
+
+    records = await read_topic(
+        late_broker.bootstrap, topic, lambda rs: wanted <= set(ids(rs)), timeout_s=240
+    )
+    got = ids(records)
+    assert wanted <= set(got), f"{len(wanted - set(got))} items lost in the outage"
+    once = FirstById()
+    assert sorted(i for i in got if once.first(i)) == sorted(wanted)
+    assert worker.proc.poll() is None, _log(worker)
+    assert await wait_until(lambda: "answers again after" in _log(worker)[before:], 30)
+    assert worker.get("/healthz")[0] == 200
+    assert worker.metric("crowdstream_broker_up") == 1
