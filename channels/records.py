@@ -16,6 +16,7 @@ __all__ = [
     "MODEL_SCHEMA_VERSION",
     "NA_TAG",
     "Answer",
+    "PoolMember",
     "BatchItem",
     "ClassifiedItem",
     "FeatureItem",
@@ -186,6 +187,20 @@ class Answer(_Record):
     count: int | None = None  #: count tasks
     values: list[str] | None = None  #: enumerate tasks
     latency_s: float
+
+
+class PoolMember(_Record):
+    """What the retainer pool knows of one worker, on ``crowd.pool`` (the last record
+    of a worker is its state; ``present`` false once it left the pool)."""
+
+    worker_id: str
+    present: bool = True
+    qualified: bool = True
+    marked: Literal["slow", "low_quality"] | None = None
+    completed: list[float] = Field(default_factory=list)  #: per-label latencies (s)
+    terminated: int = 0
+    finishers: list[float] = Field(default_factory=list)  #: at each termination
+    ts: float = 0.0
 
 
 class Label(_SparseFeatures):

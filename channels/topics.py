@@ -41,6 +41,8 @@ _CHANNELS: dict[str, tuple[bool, bool, bool]] = {
     "crowd.tasks": (True, False, True),
     "crowd.labels": (True, False, True),
     "control.models": (False, True, False),
+    # The retainer pool's workers (qualification, marks, latency), by worker id.
+    "crowd.pool": (False, True, False),
     # Jobs: the event log of every job (rebuilds their state), and their results.
     "jobs": (True, False, True),
     "jobs.results": (True, False, True),

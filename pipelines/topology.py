@@ -57,8 +57,8 @@ PE_IO: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("jobs", "crowd.tasks", "jobs.results"),
     ),
     "annotator": (
-        ("crowd.tasks", "crowd.labels", "jobs.results"),
-        ("crowd.labels", "items.rejected"),
+        ("crowd.tasks", "crowd.labels", "jobs.results", "crowd.pool"),
+        ("crowd.labels", "crowd.pool", "items.rejected"),
     ),
     "learner": (("crowd.labels", "control.models"), ("control.models",)),
 }

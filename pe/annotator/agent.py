@@ -15,11 +15,12 @@ from aiokafka import ConsumerRecord
 
 from channels.codec import DecodeError, decode, encode
 from channels.jobs import TERMINAL, job_status
-from channels.records import NA_TAG, Answer, Label, Task
+from channels.records import NA_TAG, Answer, Label, PoolMember, Task
 from pe.annotator.aggregate import majority_vote
 from pe.annotator.assurance import QualityLoop
 from pe.annotator.clock import LoopClock
 from pe.annotator.crowd import CrowdAdapter, GoldItem, SimulatedCrowd
+from pe.annotator.journal import PoolJournal
 from pe.annotator.latency import MaintenanceRule
 from pe.annotator.lifeguard import LifeGuard
 from pe.annotator.pool import (
@@ -49,6 +50,8 @@ __all__ = ["Annotator", "pool_config", "register"]
 log = logging.getLogger(__name__)
 
 PE = "annotator"
+#: How often changed pool workers are written to ``crowd.pool`` (what a crash loses).
+JOURNAL_EVERY_S = 1.0
 
 
 def pool_config(params: AnnotatorParams) -> PoolConfig:
@@ -123,7 +126,8 @@ class Annotator:
 
     Every task in ``crowd.tasks`` without an outcome in ``crowd.labels`` waits in the
     pool's queue: both logs are read from their start (followers), so a restart
-    queues again the tasks that were waiting or being answered.
+    queues again the tasks that were waiting or being answered. The pool's workers
+    come back from ``crowd.pool`` (:mod:`pe.annotator.journal`).
     """
 
     def __init__(self, ctx: PipelineContext) -> None:
@@ -145,10 +149,12 @@ class Annotator:
         self._waiting: dict[str, Task] = {}  #: read before the pool started
         self._done: set[str] = set()  #: tasks with an outcome
         self._ended: set[str] = set()  #: jobs that ended
+        self.journal = PoolJournal()
 
     def start(self, crowd: CrowdAdapter, clock: LoopClock) -> None:
         """Start the pool and queue the tasks read so far, oldest first."""
         self._clock = clock
+        returning = self.pool.restore(self.journal.restorable(), clock.now())
         self.guard = LifeGuard(
             self.pool,
             clock,
@@ -159,7 +165,9 @@ class Annotator:
             rng=random.Random(self.params.seed),
             quality=self.quality,
         )
-        self.guard.start(crowd)
+        self.guard.start(crowd, returning)
+        if returning:
+            log.info("annotator: %d worker(s) of the pool before the restart", len(returning))
         # Read at scrape time: counting workers and tasks on every event would cost
         # O(pool + queue) per event for numbers nobody reads between scrapes.
         m, p, pool = self._ctx.metrics, self._ctx.pipeline, self.pool
@@ -167,11 +175,16 @@ class Annotator:
         m.pool_workers.labels(p, "qualifying").set_function(lambda: pool.qualifying)
         m.pool_workers.labels(p, "working").set_function(lambda: pool.working)
         m.pool_workers.labels(p, "available").set_function(lambda: len(pool.available))
+        m.pool_workers.labels(p, "away").set_function(lambda: pool.away)
         waiting, self._waiting = self._waiting, {}
         for task in sorted(waiting.values(), key=lambda t: t.created):
             self._submit(task)
         for job in self._ended:
             self.guard.withdraw(job)
+
+    @property
+    def started(self) -> bool:
+        return self._clock is not None
 
     def take_task(self, task: Task) -> None:
         """A task from the log: queue it unless it already has an outcome."""
@@ -197,6 +210,17 @@ class Annotator:
         self._ended.add(job)
         if self.guard is not None:
             self.guard.withdraw(job)
+
+    async def write_journal(self) -> None:
+        """Write the pool workers that changed to ``crowd.pool``."""
+        if not self.started:
+            return
+        changed = self.journal.changes(self.pool.workers, time.time())
+        if changed:
+            pending = await self._ctx.publish(
+                "crowd.pool", [(m.worker_id.encode(), encode(m)) for m in changed]
+            )
+            await self._ctx.flush(pending)
 
     def _submit(self, task: Task) -> None:
         if self.guard is None or self._clock is None:
@@ -407,6 +431,17 @@ def register(ctx: PipelineContext) -> None:
             except DecodeError:
                 continue  # the learner rejects and counts bad labels
 
+    def on_pool(records: Sequence[ConsumerRecord]) -> None:
+        if annotator.started:
+            return  # the log was read for the restore; later records are this pool's own
+        for record in records:
+            try:
+                annotator.journal.read(decode(PoolMember, record.value))
+            except DecodeError as exc:
+                log.warning(
+                    "crowd.pool: a record at offset %d is not a pool worker: %s", record.offset, exc
+                )
+
     def on_results(records: Sequence[ConsumerRecord]) -> None:
         for record in records:
             status = job_status(record.value)
@@ -417,9 +452,10 @@ def register(ctx: PipelineContext) -> None:
     labels_log = ctx.follow("crowd.labels", on_labels)
     results_log = ctx.follow("jobs.results", on_results)
     tasks_log = ctx.follow("crowd.tasks", on_tasks)
+    pool_log = ctx.follow("crowd.pool", on_pool)
 
     async def start_pool() -> None:
-        for log_ in (labels_log, results_log, tasks_log):
+        for log_ in (labels_log, results_log, tasks_log, pool_log):
             await log_.caught_up.wait()
         if web_crowd is not None:
             # People work in real time: the clock runs at speed 1 whatever is set.
@@ -434,3 +470,6 @@ def register(ctx: PipelineContext) -> None:
         log.info("annotator: pool started with %d task(s) waiting", annotator.pool.waiting)
 
     ctx.app.task(start_pool)
+    ctx.app.timer(JOURNAL_EVERY_S, name=f"{ctx.pipeline}.annotator.journal")(
+        annotator.write_journal
+    )

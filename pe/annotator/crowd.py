@@ -9,8 +9,10 @@ through the same API as people do.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
+import secrets
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -83,6 +85,14 @@ class CrowdAdapter(ABC):
     def stop(self) -> None:
         """Disconnect; nothing more reaches the desk."""
 
+    def resume(self, worker_ids: list[str]) -> None:  # noqa: B027 (optional hook)
+        """These workers were in the pool before the pool service restarted: their
+        sessions continue (they come back through ``desk.join`` or
+        ``desk.heartbeat``, and are not asked to qualify again).
+
+        Platforms that keep sessions restore them here.
+        """
+
     def left(self, worker_id: str, reason: str) -> None:  # noqa: B027 (optional hook)
         """The pool dropped ``worker_id`` on its own (vanished, failed qualification).
 
@@ -120,6 +130,7 @@ class SimulatedCrowd(CrowdAdapter):
         self.clock = clock
         self.heartbeat_s = heartbeat_s
         self._rng = random.Random(seed)
+        self._seed = seed
         self._prefix = prefix
         self._next = 0
         self._desk: WorkerDesk | None = None
@@ -132,12 +143,25 @@ class SimulatedCrowd(CrowdAdapter):
         for _ in range(count):
             self.clock.call_later(self.model.recruit_latency(self._rng), self._arrive)
 
-    def _arrive(self) -> None:
+    def resume(self, worker_ids: list[str]) -> None:
+        """Workers of the pool before a restart come back within a heartbeat period
+        (their tabs reconnect), as the same people."""
+        # New recruits must not take the id of anyone before the restart, including
+        # workers who left: they are numbered in a space of their own.
+        self._prefix = f"{self._prefix}-{secrets.token_hex(3)}"
+        for worker_id in worker_ids:
+            back = functools.partial(self._arrive, worker_id)
+            self.clock.call_later(self._rng.uniform(0, self.heartbeat_s), back)
+
+    def _arrive(self, returning: str | None = None) -> None:
         if self._desk is None:
             return
-        worker_id = f"{self._prefix}-{self._next}"
-        self._next += 1
-        member = _Member(self.model.draw(worker_id, self._rng))
+        worker_id = returning or f"{self._prefix}-{self._next}"
+        if returning is None:
+            self._next += 1
+        # A worker's traits follow from the seed and their id: a returning worker is
+        # the same person.
+        member = _Member(self.model.draw(worker_id, random.Random(f"{self._seed}:{worker_id}")))
         member.vanish_at = self.clock.now() + self.model.vanish_after(self._rng)
         self.members[worker_id] = member
         gold = self._desk.join(worker_id)

@@ -66,10 +66,16 @@ class LifeGuard:
         self._quizzes: dict[str, dict[str, GoldItem]] = {}  #: worker -> gold id -> item
         self._crowd: CrowdAdapter | None = None
 
-    def start(self, crowd: CrowdAdapter) -> None:
-        """Connect ``crowd``, recruit the pool, and start checking heartbeats."""
+    def start(self, crowd: CrowdAdapter, returning: list[str] | None = None) -> None:
+        """Connect ``crowd``, recruit the pool, and start checking heartbeats.
+
+        ``returning``: workers restored into the pool (:meth:`RetainerPool.restore`),
+        whom the platform is told to expect back.
+        """
         self._crowd = crowd
         crowd.start(self)
+        if returning:
+            crowd.resume(returning)
         self.pool.fill()
         self._flush()
         self._check_heartbeats()
@@ -84,7 +90,9 @@ class LifeGuard:
     def join(self, worker_id: str) -> list[GoldItem]:
         self.pool.join(worker_id, self.clock.now())
         quiz: list[GoldItem] = []
-        if self.pool.config.qualification and worker_id not in self._quizzes:
+        known = self.pool.workers.get(worker_id)
+        qualified = known is not None and known.qualified
+        if self.pool.config.qualification and not qualified and worker_id not in self._quizzes:
             quiz = self._rng.sample(self._gold, self.pool.config.qualification)
             self._quizzes[worker_id] = {g.gold_id: g for g in quiz}
         self._flush()
@@ -102,7 +110,9 @@ class LifeGuard:
         return admitted
 
     def heartbeat(self, worker_id: str) -> bool:
-        return self.pool.heartbeat(worker_id, self.clock.now())
+        known = self.pool.heartbeat(worker_id, self.clock.now())
+        self._flush()  # a worker back after a restart may get work
+        return known
 
     def answer(self, worker_id: str, task_id: str, value: AnswerValue) -> AnswerOutcome:
         outcome = self.pool.answer(worker_id, task_id, value, self.clock.now())

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import random
 from collections import OrderedDict, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -155,11 +156,13 @@ class PoolWorker:
     marked: Mark | None = None
     latency: WorkerLatency = field(default_factory=WorkerLatency)
     terminated: deque[str] = field(default_factory=lambda: deque(maxlen=_TERMINATED_MEMORY))
+    #: Restored after a restart and not heard from since (see RetainerPool.restore).
+    away: bool = False
 
     @property
     def idle(self) -> bool:
-        """Qualified and holding no assignment."""
-        return self.qualified and self.task_id is None
+        """Qualified, here, and holding no assignment."""
+        return self.qualified and not self.away and self.task_id is None
 
 
 @dataclass(frozen=True)
@@ -283,6 +286,11 @@ class RetainerPool:
         return sum(not w.qualified for w in self.workers.values())
 
     @property
+    def away(self) -> int:
+        """Restored workers that have not come back yet."""
+        return sum(w.away for w in self.workers.values())
+
+    @property
     def waiting(self) -> int:
         """Tasks that still need a worker assigned."""
         return sum(1 for t in self.tasks.values() if t.open_slots > 0)
@@ -326,9 +334,32 @@ class RetainerPool:
 
     def heartbeat(self, worker_id: str, now: float) -> bool:
         worker = self.workers.get(worker_id)
-        if worker is not None:
-            worker.last_seen = max(worker.last_seen, now)
-        return worker is not None
+        if worker is None:
+            return False
+        worker.last_seen = max(worker.last_seen, now)
+        if worker.away:  # back after a restart: work again
+            worker.away = False
+            self._became_available(worker, now)
+            self._schedule(now)
+        return True
+
+    def restore(self, workers: Iterable[PoolWorker], now: float) -> list[str]:
+        """Take back qualified workers the pool had before a restart; their ids.
+
+        They keep their latency records and marks but are *away* (offered nothing)
+        until they join or send a heartbeat; one silent for the heartbeat timeout
+        vanishes like any other. Meanwhile they count toward the target size, so the
+        pool does not recruit replacements for workers about to return.
+        """
+        restored = []
+        for worker in workers:
+            if not worker.qualified or worker.worker_id in self.workers:
+                continue
+            worker.away, worker.task_id, worker.available_since = True, None, None
+            worker.last_seen = now
+            self.workers[worker.worker_id] = worker
+            restored.append(worker.worker_id)
+        return restored
 
     def leave(self, worker_id: str, now: float) -> None:
         self._remove(worker_id, now, "left")

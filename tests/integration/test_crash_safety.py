@@ -1,20 +1,30 @@
-"""Crash safety on the embedded broker: ``kill -9`` of a worker in the middle of a
-20,000-item stream, a restart, and every item classified, each exactly once after
-the documented dedup rule (channels.dedup: the first record of an id wins)."""
+"""Crash safety on the embedded broker.
+
+- ``kill -9`` of a stream worker in the middle of a 20,000-item stream, a restart,
+  and every item classified, each exactly once after the documented dedup rule
+  (channels.dedup: the first record of an id wins); SIGTERM instead, and no repeats.
+- ``kill -9`` of the annotator and learner mid-run: no crowd label lost, the pool
+  and the learner's labels come back.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
+from aiokafka import ConsumerRecord
 
 from channels.dedup import FirstById
 from pipelines.broker import EmbeddedBroker
 from pipelines.client import push_lines
-from tests.integration.conftest import Worker, read_topic, start_worker, write_topology
+from pipelines.sample import load_sample
+from tests.integration.conftest import Worker, read_topic, start_worker, values, write_topology
 
 pytestmark = pytest.mark.integration
 
@@ -95,3 +105,91 @@ async def test_sigterm_finishes_and_commits_in_flight_batches(
     # What the first worker read it finished and committed: the second one repeats
     # none of it, so there is nothing for the dedup rule to drop.
     assert len(ids) == len(wanted), f"{len(ids) - len(wanted)} items classified twice"
+
+
+CROWD_PIPELINE = "crowdcrash"
+BUDGET = 120  #: label tasks per classifier
+
+
+async def test_kill_9_of_the_annotator_and_learner_loses_no_crowd_label(
+    broker: EmbeddedBroker, tmp_path: Path, workers: list[Worker]
+) -> None:
+    """No task goes without a crowd label; the pool's workers come back (no quiz, the
+    same people); the learner's label count comes back (its next model learned from
+    at least as many labels as the last one before the kill)."""
+    topology = write_topology(
+        tmp_path,
+        CROWD_PIPELINE,
+        annotator={"speed": 60.0, "pool_size": 6, "qualification": 2},
+        taskgen={"max_tasks_per_minute": 3000, "round_interval_s": 0.1, "label_budget": BUDGET},
+        learner={"retrain_every": 10, "min_train": 10},
+    )
+    workers.append(
+        start_worker(broker, topology, tmp_path, "--pe", "collector", "features", "classifier")
+    )
+    crowd_args = ("--pe", "taskgen", "annotator", "learner")
+    first = start_worker(broker, topology, tmp_path, *crowd_args)
+    workers.append(first)
+    sample = load_sample(2000)
+    await push_lines([broker.bootstrap], CROWD_PIPELINE, [orjson.dumps(r) for r in sample])
+
+    def topic(key: str) -> str:
+        return f"{CROWD_PIPELINE}.{key}"
+
+    def task_labels(records: list[ConsumerRecord]) -> list[dict[str, Any]]:
+        return [label for label in values(records) if label["kind"] != "gold"]
+
+    # Kill mid-run: some labels and a model are out, most tasks are not answered.
+    await read_topic(broker.bootstrap, topic("crowd.labels"), lambda rs: len(task_labels(rs)) >= 40)
+    models = await read_topic(broker.bootstrap, topic("control.models"), lambda rs: len(rs) >= 1)
+    assert models, "no model before the kill"
+    await asyncio.sleep(1.5)  # the pool journal is written every second
+    first.proc.send_signal(signal.SIGKILL)
+    killed_at = time.time()
+    first.proc.wait(timeout=10)
+    journal = await read_topic(broker.bootstrap, topic("crowd.pool"), lambda rs: False, 3)
+    last = {m["worker_id"]: m for m in values(journal)}  # a worker's last record is its state
+    pool_before = {worker_id for worker_id, m in last.items() if m["present"]}
+    assert pool_before, "the pool journal is empty"
+    last_model = {m["classifier"]: m for m in values(models)}
+    at_kill = await read_topic(broker.bootstrap, topic("crowd.labels"), lambda rs: False, 3)
+    assert len(task_labels(at_kill)) < 2 * BUDGET, "every task was answered before the kill"
+
+    second = start_worker(broker, topology, tmp_path, *crowd_args)
+    workers.append(second)
+
+    async def unanswered() -> set[str]:
+        tasks = await read_topic(broker.bootstrap, topic("crowd.tasks"), lambda rs: False, 3)
+        labels = await read_topic(broker.bootstrap, topic("crowd.labels"), lambda rs: False, 3)
+        answered = {label["task_id"] for label in values(labels)}
+        return {t["task_id"] for t in values(tasks)} - answered
+
+    deadline = time.monotonic() + 240
+    while (missing := await unanswered()) and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(2)
+    assert not missing, f"{len(missing)} crowd tasks never got a label"
+    labels = values(await read_topic(broker.bootstrap, topic("crowd.labels"), lambda rs: False, 3))
+    tasks = values(await read_topic(broker.bootstrap, topic("crowd.tasks"), lambda rs: False, 3))
+    assert len({t["task_id"] for t in tasks}) == 2 * BUDGET
+
+    # The pool came back: the restarted annotator took its workers back, and they
+    # answered again without a new quiz or new recruits in their place.
+    log = second.log.read_text(errors="replace")
+    assert f"annotator: {len(pool_before)} worker(s) of the pool before the restart" in log
+    after = {
+        a["worker_id"] for label in labels if label["ts"] > killed_at for a in label["answers"]
+    }
+    assert after & pool_before, "no worker of the pool before the kill answered after it"
+    seen = set(last) | {a["worker_id"] for label in values(at_kill) for a in label["answers"]}
+    assert not (after - pool_before) & seen, "a new recruit got the id of an earlier worker"
+
+    # The learner's label count came back from crowd.labels.
+    models_after = values(
+        await read_topic(broker.bootstrap, topic("control.models"), lambda rs: False, 3)
+    )
+    for name, old in last_model.items():
+        newer = [
+            m for m in models_after if m["classifier"] == name and m["version"] > old["version"]
+        ]
+        assert newer, f"{name}: no model after the restart"
+        assert newer[0]["n_train"] + newer[0]["n_holdout"] >= old["n_train"] + old["n_holdout"]

@@ -172,6 +172,14 @@ class WebCrowd(CrowdAdapter):
     def release(self, worker_id: str) -> None:
         self._end(worker_id, "released", "Thank you! You have been released from the pool.")
 
+    def resume(self, worker_ids: list[str]) -> None:
+        # Their tokens stay valid if crowd_token_key is set: their next call finds a
+        # session again. Names and addresses were not kept.
+        for worker_id in worker_ids:
+            self.sessions.setdefault(
+                worker_id, Session(worker_id, "returning worker", "", self._clock())
+            )
+
     def left(self, worker_id: str, reason: str) -> None:
         messages = {
             "vanished": "We lost contact with you for too long, so your task went to "
