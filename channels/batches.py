@@ -23,7 +23,12 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import CommitFailedError, ConsumerStoppedError, KafkaError
+from aiokafka.errors import (
+    CommitFailedError,
+    ConsumerStoppedError,
+    KafkaError,
+    KafkaTimeoutError,
+)
 from aiokafka.partitioner import murmur2
 
 from channels.cluster import client_options
@@ -32,6 +37,9 @@ from channels.stallwatch import StallWatch
 __all__ = ["BatchReader", "Publisher"]
 
 log = logging.getLogger(__name__)
+
+#: How long a batch may wait for room in the producer's queue (its request timeout).
+ENQUEUE_TIMEOUT_S = 40.0
 
 
 class Publisher:
@@ -42,6 +50,7 @@ class Publisher:
         self._linger_ms = linger_ms
         self._producer: AIOKafkaProducer | None = None
         self._partitions: dict[str, int] = {}
+        self._spread = 0  #: the next partition of keyless records (round robin)
         self._lock: asyncio.Lock | None = None
 
     async def start(self) -> AIOKafkaProducer:
@@ -95,12 +104,12 @@ class Publisher:
         producer = await self.start()
         count = await self._partition_count(producer, topic)
         by_partition: dict[int, list[tuple[bytes | None, bytes]]] = {}
-        spread = 0
         for key, value in records:
             if key is None:
-                # Keyless records are spread evenly, like the Java client's sticky default.
-                part = spread % count
-                spread += 1
+                # Keyless records are spread evenly over calls too (one-record calls,
+                # such as rejections, would otherwise all land on partition 0).
+                part = self._spread % count
+                self._spread += 1
             else:
                 part = (murmur2(key) & 0x7FFFFFFF) % count
             by_partition.setdefault(part, []).append((key, value))
@@ -109,13 +118,31 @@ class Publisher:
             batch = producer.create_batch()
             for key, value in rows:
                 if batch.append(key=key, value=value, timestamp=None) is None:
-                    futures.append(await producer.send_batch(batch, topic, partition=part))
+                    futures.append(await self._enqueue(producer, batch, topic, part))
                     batch = producer.create_batch()
                     if batch.append(key=key, value=value, timestamp=None) is None:
                         msg = f"a record of {len(value)} bytes does not fit in a batch"
                         raise ValueError(msg)
-            futures.append(await producer.send_batch(batch, topic, partition=part))
+            futures.append(await self._enqueue(producer, batch, topic, part))
         return futures
+
+    async def _enqueue(
+        self, producer: AIOKafkaProducer, batch: Any, topic: str, part: int
+    ) -> Awaitable[Any]:
+        """Queue ``batch``, waiting for room up to the request timeout."""
+        deadline = time.monotonic() + ENQUEUE_TIMEOUT_S
+        while True:
+            try:
+                future: Awaitable[Any] = await producer.send_batch(batch, topic, partition=part)
+            except KafkaTimeoutError:
+                # aiokafka subtracts the total time waited from what is left at every
+                # turn of its wait for room, so a partition many callers write to
+                # times out in well under its timeout. The batch was not queued.
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.01)
+            else:
+                return future
 
 
 class _Drain(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped

@@ -51,6 +51,8 @@ class Follower:
         self._bootstrap = bootstrap_servers
         self.caught_up = asyncio.Event()
         self.records_read = 0
+        #: Per partition, the offset after the last record every handler took.
+        self._handled: dict[TopicPartition, int] = {}
 
     def add_handler(self, handler: Handler) -> None:
         """Also call ``handler``; it sees records from where the follower is now.
@@ -60,9 +62,9 @@ class Follower:
         self._handlers.append(handler)
 
     async def run(self) -> None:
-        """Read until cancelled, starting over from offset 0 after a broker error.
-
-        Handlers must be idempotent: a restart delivers records again.
+        """Read until cancelled. After a broker error (or one a handler raised), go on
+        from the first record not yet handled: a batch whose handling failed comes
+        again, so handlers must take a record twice without harm.
         """
         delay = 0.5
         while True:
@@ -103,6 +105,8 @@ class Follower:
                         result = handler(records)
                         if result is not None:
                             await result
+                    for tp, batch in batches.items():
+                        self._handled[tp] = batch[-1].offset + 1
                 elif not self.caught_up.is_set() and await self._at_end(consumer, partitions):
                     log.debug(
                         "follower of %s caught up at %d records", self.topic, self.records_read
@@ -112,6 +116,14 @@ class Follower:
             await consumer.stop()
 
     async def _seek(self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> None:
+        await self._seek_start(consumer, partitions)
+        for tp in partitions:  # a restart of the read: on from what the handlers took
+            if tp in self._handled:
+                consumer.seek(tp, self._handled[tp])
+
+    async def _seek_start(
+        self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition]
+    ) -> None:
         if self._since_ms is None:
             await consumer.seek_to_beginning(*partitions)
             return

@@ -54,7 +54,7 @@ PE_IO: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "jobs.results",
             "control.models",
         ),
-        ("jobs", "crowd.tasks", "jobs.results"),
+        ("jobs", "crowd.tasks", "jobs.results", "items.rejected"),
     ),
     "annotator": (
         ("crowd.tasks", "crowd.labels", "jobs.results", "crowd.pool"),

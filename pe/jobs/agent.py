@@ -7,7 +7,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -72,14 +72,24 @@ def register(ctx: PipelineContext) -> None:
     replay: dict[str, list[Any]] = {"commands": [], "tasks": [], "labels": [], "results": []}
 
     def handler(
-        kind: str, parse: Callable[[bytes | None], Any], apply: Callable[[Any], None]
-    ) -> Callable[[Sequence[ConsumerRecord]], None]:
-        def handle(records: Sequence[ConsumerRecord]) -> None:
+        kind: str,
+        parse: Callable[[bytes | None], Any],
+        apply: Callable[[Any], None],
+        *,
+        owned: bool = False,
+    ) -> Callable[[Sequence[ConsumerRecord]], Awaitable[None]]:
+        """``owned``: the topic is this PE's to police (bad records are rejected here;
+        on the others, by the PE that owns them)."""
+
+        async def handle(records: Sequence[ConsumerRecord]) -> None:
             for record in records:
                 try:
                     event = parse(record.value)
-                except DecodeError:
-                    continue  # bad records are rejected by the PE that owns the topic
+                except DecodeError as exc:
+                    # A restart reads the log again: reject each bad record once, live.
+                    if owned and ready.is_set():
+                        await (await ctx.reject(PE, exc.kind, str(exc), record.value))
+                    continue
                 if event is None:
                     continue
                 if ready.is_set():
@@ -98,7 +108,10 @@ def register(ctx: PipelineContext) -> None:
         return label if label.job is not None else None
 
     logs = [
-        ctx.follow("jobs", handler("commands", lambda r: decode(JobCommand, r), manager.command)),
+        ctx.follow(
+            "jobs",
+            handler("commands", lambda r: decode(JobCommand, r), manager.command, owned=True),
+        ),
         ctx.follow("crowd.tasks", handler("tasks", job_task, manager.task)),
         ctx.follow("crowd.labels", handler("labels", job_label, manager.outcome)),
         ctx.follow("jobs.results", handler("results", decode_result, manager.result)),

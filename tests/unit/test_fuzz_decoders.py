@@ -8,48 +8,12 @@ from typing import Any
 
 import orjson
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from channels.codec import DecodeError, decode, iter_json_lines, parse_input, rejected
 from channels.jobs import JobCommand
 from channels.records import MAX_TEXT_CHARS, Answer, Label, Task
 from channels.signing import DEVELOPMENT_KEY, ModelRefused, ModelSigner
-
-JSON = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
-    | st.floats(allow_nan=False)
-    | st.text(alphabet=st.characters(codec="utf-8")),
-    lambda inner: (
-        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5)
-    ),
-    max_leaves=30,
-)
-FIELDS = st.fixed_dictionaries(
-    {},
-    optional={
-        "id": JSON,
-        "text": JSON | st.text(min_size=1, max_size=MAX_TEXT_CHARS + 50),
-        "ts": JSON,
-        "meta": JSON,
-        "source": JSON,
-    },
-)
-
-
-def _payloads() -> st.SearchStrategy[bytes]:
-    deep = st.integers(min_value=1, max_value=5000).map(lambda n: b"[" * n + b"]" * n)
-    return st.one_of(
-        st.binary(max_size=2000),
-        JSON.map(orjson.dumps),
-        FIELDS.map(orjson.dumps),
-        deep,
-        st.text(alphabet=st.characters(codec="utf-8"), max_size=300).map(
-            lambda t: orjson.dumps({"text": t + "\U0001f30a\u200d"})
-        ),
-        st.binary(min_size=1, max_size=50).map(lambda b: b'{"text": "' + b"\xff" + b + b'"}'),
-    )
+from tests.fuzzing import JSON, payloads
 
 
 def _rejected_reason(exc: Exception, raw: bytes) -> None:
@@ -60,7 +24,7 @@ def _rejected_reason(exc: Exception, raw: bytes) -> None:
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(_payloads())
+@given(payloads())
 def test_input_items_decode_or_are_rejected_with_a_reason(raw: bytes) -> None:
     for line in iter_json_lines(raw):
         try:
@@ -72,7 +36,7 @@ def test_input_items_decode_or_are_rejected_with_a_reason(raw: bytes) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(_payloads())
+@given(payloads())
 def test_internal_records_decode_or_are_rejected_with_a_reason(raw: bytes) -> None:
     for model in (Task, Answer, Label, JobCommand):
         try:
@@ -82,7 +46,7 @@ def test_internal_records_decode_or_are_rejected_with_a_reason(raw: bytes) -> No
 
 
 @settings(max_examples=200, deadline=None)
-@given(_payloads())
+@given(payloads())
 def test_model_messages_are_refused_with_a_reason(raw: bytes) -> None:
     try:
         ModelSigner(DEVELOPMENT_KEY).verify(raw)
