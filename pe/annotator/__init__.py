@@ -3,17 +3,21 @@
 Input: ``crowd.tasks`` (Task: training tasks and jobs' tasks), ``crowd.labels``
 (outcomes already written) and ``jobs.results`` (jobs that ended), each read from
 its start by a follower: every task without an outcome waits in the pool's queue,
-after a restart too.
+after a restart too; ``crowd.pool`` (PoolMember), read at start only: the pool's
+workers before a restart.
 Output: ``crowd.labels`` (Label: the answers of a task and, for label tasks, the
 quality loop's tag and its posterior, null when they disagree; gold questions'
 answers with ``kind`` gold and the known tag; or ``status`` shed / withdrawn, with
-no answers, for a task the full queue shed or whose job ended); ``items.rejected``
-(malformed tasks).
+no answers, for a task the full queue shed or whose job ended); ``crowd.pool``
+(PoolMember: each qualified worker's marks and latency records when they change,
+and ``present`` false when they leave; every second, by ``journal``);
+``items.rejected`` (malformed tasks).
 State: the retainer pool (workers, their latency records, the priority queue of
 tasks, the cost ledger with each worker's earnings), the quality loop (each
 worker's confusion matrices, the gold questions each has seen) and, with the web
 crowd, the workers' sessions and invite codes, in memory; the queue and the quality
-model are rebuilt from the logs. Run one annotator per pipeline.
+model are rebuilt from the logs, the pool's qualified workers (away until they come
+back) from ``crowd.pool``. Run one annotator per pipeline.
 Pool logic (pure, in ``pool``, ``latency``, ``costs``): qualification, heartbeats,
 background recruitment, straggler mitigation, pool maintenance with TermEst and
 worker quality. Quality logic (pure, in ``quality``; joined to the pool by
@@ -24,7 +28,7 @@ pool service (``lifeguard``) drives it on a clock (``clock``) for a crowd platfo
 and the worker page ``/work`` on the worker's HTTP port).
 Metrics: items in/out/rejected (pe="annotator"), answers, labels by outcome, answers
 per label and label posteriors, gold answers by outcome, answer and task latency,
-queue length, workers by state, pool events (duplicates, gold questions,
+queue length, workers by state (away: restored, not back yet), pool events (duplicates, gold questions,
 terminations, releases for slowness or low quality, recruits, departures), crowd
 cost.
 """

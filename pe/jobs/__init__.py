@@ -7,7 +7,8 @@ features stage when it runs here); ``crowd.tasks`` and ``crowd.labels`` (the
 job's tasks and their outcomes); ``jobs.results`` (what was already reported);
 ``control.models`` (models label the rest of a labeling job and assist counts).
 Output: ``crowd.tasks`` (Task with ``job`` and ``priority``), ``jobs`` (window
-items and samples), ``jobs.results`` (JobStatus and ItemResult).
+items and samples), ``jobs.results`` (JobStatus and ItemResult), ``items.rejected``
+(malformed records on ``jobs``, rejected as they arrive).
 State: one run per job, rebuilt after a restart by reading those logs from their
 start (event sourcing: every decision is in a log); a counting or enumeration
 window's sample is in memory until the window closes, and is rebuilt from
