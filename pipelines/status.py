@@ -32,12 +32,17 @@ class Scrape:
     at: float
     samples: dict[str, dict[Labels, float]] = field(default_factory=lambda: defaultdict(dict))
     down: list[str] = field(default_factory=list)
+    #: Workers that answer but whose broker does not (``crowdstream_broker_up`` 0).
+    broker_down: list[str] = field(default_factory=list)
 
-    def add(self, text: str) -> None:
+    def add(self, text: str, source: str = "") -> None:
+        """One worker's exposition (``source``: its URL)."""
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
                 if not sample.name.startswith("crowdstream_"):
                     continue
+                if sample.name == "crowdstream_broker_up" and sample.value == 0:
+                    self.broker_down.append(source)
                 key = tuple(sorted(sample.labels.items()))
                 series = self.samples[sample.name]
                 series[key] = series.get(key, 0.0) + sample.value
@@ -68,7 +73,7 @@ async def scrape(urls: Sequence[str], timeout_s: float = 5.0) -> Scrape:
             try:
                 async with http.get(url.rstrip("/") + "/metrics") as answer:
                     answer.raise_for_status()
-                    result.add(await answer.text())
+                    result.add(await answer.text(), url)
             except (aiohttp.ClientError, TimeoutError, ValueError):
                 result.down.append(url)
 
@@ -111,6 +116,7 @@ def summarize(before: Scrape | None, now: Scrape) -> dict[str, Any]:
     auc = now.latest("crowdstream_model_auc", "classifier")
     return {
         "workers_down": now.down,
+        "broker_down": now.broker_down,
         "out_per_s": rate("crowdstream_items_out_total", "pe"),
         "in_per_s": rate("crowdstream_items_in_total", "pe"),
         "latency_s": {f"p{int(q * 100)}": _quantile(buckets, q) for q in (0.5, 0.95, 0.99)},
@@ -149,7 +155,12 @@ def render(summary: dict[str, Any], urls: Sequence[str]) -> str:
     )
     lines = [
         f"crowdstream status  {time.strftime('%H:%M:%S')}  workers {len(urls)}"
-        + (f"  DOWN: {', '.join(summary['workers_down'])}" if summary["workers_down"] else ""),
+        + (f"  DOWN: {', '.join(summary['workers_down'])}" if summary["workers_down"] else "")
+        + (
+            f"  BROKER UNREACHABLE from: {', '.join(summary['broker_down'])}"
+            if summary["broker_down"]
+            else ""
+        ),
         "",
         f"out/s      {_pairs(summary['out_per_s'], '{:.1f}')}",
         f"in/s       {_pairs(summary['in_per_s'], '{:.1f}')}",

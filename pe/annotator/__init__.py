@@ -28,9 +28,9 @@ pool service (``lifeguard``) drives it on a clock (``clock``) for a crowd platfo
 and the worker page ``/work`` on the worker's HTTP port).
 Metrics: items in/out/rejected (pe="annotator"), answers, labels by outcome, answers
 per label and label posteriors, gold answers by outcome, answer and task latency,
-queue length, workers by state (away: restored, not back yet), pool events (duplicates, gold questions,
-terminations, releases for slowness or low quality, recruits, departures), crowd
-cost.
+queue length, workers by state (away: restored, not back yet), pool events
+(duplicates, gold questions, terminations, releases for slowness or low quality,
+recruits, departures), crowd cost.
 """
 
 from pe.annotator.agent import register

@@ -60,3 +60,18 @@ def test_a_worker_that_does_not_answer_is_shown() -> None:
     now.down.append("http://c")
     summary = summarize(None, now)
     assert summary["out_per_s"] == {} and "DOWN: http://c" in render(summary, ["http://c"])
+
+
+def test_a_worker_that_cannot_reach_the_broker_is_shown() -> None:
+    now = Scrape(at=1.0)
+    now.add(
+        '# TYPE crowdstream_broker_up gauge\ncrowdstream_broker_up{pipeline="crisis"} 1\n',
+        "http://a",
+    )
+    now.add(
+        '# TYPE crowdstream_broker_up gauge\ncrowdstream_broker_up{pipeline="crisis"} 0\n',
+        "http://b",
+    )
+    summary = summarize(None, now)
+    assert summary["broker_down"] == ["http://b"]
+    assert "BROKER UNREACHABLE from: http://b" in render(summary, ["http://a", "http://b"])
