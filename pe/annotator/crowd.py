@@ -145,7 +145,7 @@ class SimulatedCrowd(CrowdAdapter):
 
     def resume(self, worker_ids: list[str]) -> None:
         """Workers of the pool before a restart come back within a heartbeat period
-        (their tabs reconnect), as the same people."""
+        (their tabs reconnect)."""
         # New recruits must not take the id of anyone before the restart, including
         # workers who left: they are numbered in a space of their own.
         self._prefix = f"{self._prefix}-{secrets.token_hex(3)}"
@@ -159,9 +159,11 @@ class SimulatedCrowd(CrowdAdapter):
         worker_id = returning or f"{self._prefix}-{self._next}"
         if returning is None:
             self._next += 1
-        # A worker's traits follow from the seed and their id: a returning worker is
-        # the same person.
-        member = _Member(self.model.draw(worker_id, random.Random(f"{self._seed}:{worker_id}")))
+        # The simulator keeps no traits across processes: a returning worker's are
+        # drawn again, from the seed and their id (new recruits draw from the
+        # crowd's generator, as benchmarks always have).
+        rng = random.Random(f"{self._seed}:{worker_id}") if returning else self._rng
+        member = _Member(self.model.draw(worker_id, rng))
         member.vanish_at = self.clock.now() + self.model.vanish_after(self._rng)
         self.members[worker_id] = member
         gold = self._desk.join(worker_id)
