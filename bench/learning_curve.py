@@ -22,7 +22,7 @@ scored on 5,000 held-out messages; a run ends at ``--answers`` answers.
 Prints a table; writes JSON and plots to reports/.
 Usage: python bench/learning_curve.py --data disaster_messages.jsonl.gz
        [--classifier aid_related] [--answers 1000] [--seeds 2]
-       [--runs grid,features,perfect] [--best word+char+emb] [--threshold 0.9]
+       [--runs grid,features,perfect] [--best word+char+emb] [--threshold 0.9] [--c 1.0]
 """
 
 from __future__ import annotations
@@ -132,7 +132,9 @@ def _quality(data: _Data, rng: random.Random, threshold: float) -> QualityLoop:
     return QualityLoop(model, gold, lambda item, _id, _now: _Payload(item.truth), rng)
 
 
-def _run(design: _Design, data: _Data, budget: int, seed: int, threshold: float) -> dict[str, Any]:
+def _run(
+    design: _Design, data: _Data, budget: int, seed: int, threshold: float, c: float
+) -> dict[str, Any]:
     rng = random.Random(seed)
     population = dataclasses.replace(PRESETS["live"], spammer_share=0.1)
     loop = _quality(data, rng, threshold) if design.policy == "loop" else None
@@ -173,7 +175,7 @@ def _run(design: _Design, data: _Data, budget: int, seed: int, threshold: float)
             Example(rows_by_id[i][0], rows_by_id[i][1], tag, weight)
             for i, (tag, weight) in labels.items()
         ]
-        model = fit_logistic(examples, data.dims, 1.0)
+        model = fit_logistic(examples, data.dims, c)
         if model is None:
             return
         compiled = compile_model(model)
@@ -364,6 +366,9 @@ def main() -> int:
     )
     parser.add_argument("--best", default="word+char+emb", choices=list(FEATURES))
     parser.add_argument("--threshold", type=float, default=0.9, help="the loop's posterior")
+    parser.add_argument(
+        "--c", type=float, default=1.0, help="the learner's inverse regularization (learner.c)"
+    )
     parser.add_argument("--out", type=Path, default=Path("reports"))
     parser.add_argument(
         "--merge", type=Path, nargs="*", help="join earlier runs' JSON reports (and plot)"
@@ -381,7 +386,7 @@ def main() -> int:
     summaries = []
     for design in designs:
         done = [
-            _run(design, data[design.features], args.answers, s, args.threshold)
+            _run(design, data[design.features], args.answers, s, args.threshold, args.c)
             for s in range(args.seeds)
         ]
         results += done
@@ -393,6 +398,7 @@ def main() -> int:
         "best": args.best,
         "answers": args.answers,
         "threshold": args.threshold,
+        "c": args.c,
         "summaries": summaries,
         "runs": results,
     }
