@@ -76,10 +76,13 @@ class Publisher:
             producer, self._producer = self._producer, None
             await producer.stop()
 
-    async def answers(self, timeout_s: float) -> bool:
-        """Whether the broker answers a metadata request within ``timeout_s``."""
+    async def answers(self, timeout_s: float) -> bool | None:
+        """Whether the broker answers a metadata request within ``timeout_s``; None
+        while the producer is not running (before start, after stop)."""
+        producer = self._producer
+        if producer is None:
+            return None
         try:
-            producer = await asyncio.wait_for(self.start(), timeout_s)
             await asyncio.wait_for(producer.client.fetch_all_metadata(), timeout_s)
         except (KafkaError, OSError, TimeoutError):
             return False

@@ -77,8 +77,11 @@ def _watch_broker(app: faust.App, plane: DataPlane, up: Gauge, broker: str) -> B
 
     async def probe() -> None:
         now = time.monotonic()
+        answered = await plane.publisher.answers(PROBE_TIMEOUT_S)
+        if answered is None:
+            return  # the data plane is starting or stopping
         lasted = watch.outage_s(now)
-        change = watch.probed(now, await plane.publisher.answers(PROBE_TIMEOUT_S))
+        change = watch.probed(now, answered)
         up.set(1 if watch.up else 0)
         if change == "down":
             log.warning(
