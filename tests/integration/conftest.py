@@ -189,6 +189,11 @@ async def read_topic(
     return records
 
 
+async def read_all(bootstrap: str, topic: str, timeout_s: float = 3.0) -> list[ConsumerRecord]:
+    """What ``topic`` holds: every record read within ``timeout_s``."""
+    return await read_topic(bootstrap, topic, lambda _: False, timeout_s)
+
+
 def values(records: list[ConsumerRecord]) -> list[dict[str, Any]]:
     return [orjson.loads(r.value) for r in records]
 

@@ -24,7 +24,14 @@ from channels.dedup import FirstById
 from pipelines.broker import EmbeddedBroker
 from pipelines.client import push_lines
 from pipelines.sample import load_sample
-from tests.integration.conftest import Worker, read_topic, start_worker, values, write_topology
+from tests.integration.conftest import (
+    Worker,
+    read_all,
+    read_topic,
+    start_worker,
+    values,
+    write_topology,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -147,20 +154,20 @@ async def test_kill_9_of_the_annotator_and_learner_loses_no_crowd_label(
     first.proc.send_signal(signal.SIGKILL)
     killed_at = time.time()
     first.proc.wait(timeout=10)
-    journal = await read_topic(broker.bootstrap, topic("crowd.pool"), lambda rs: False, 3)
+    journal = await read_all(broker.bootstrap, topic("crowd.pool"))
     last = {m["worker_id"]: m for m in values(journal)}  # a worker's last record is its state
     pool_before = {worker_id for worker_id, m in last.items() if m["present"]}
     assert pool_before, "the pool journal is empty"
     last_model = {m["classifier"]: m for m in values(models)}
-    at_kill = await read_topic(broker.bootstrap, topic("crowd.labels"), lambda rs: False, 3)
+    at_kill = await read_all(broker.bootstrap, topic("crowd.labels"))
     assert len(task_labels(at_kill)) < 2 * BUDGET, "every task was answered before the kill"
 
     second = start_worker(broker, topology, tmp_path, *crowd_args)
     workers.append(second)
 
     async def unanswered() -> set[str]:
-        tasks = await read_topic(broker.bootstrap, topic("crowd.tasks"), lambda rs: False, 3)
-        labels = await read_topic(broker.bootstrap, topic("crowd.labels"), lambda rs: False, 3)
+        tasks = await read_all(broker.bootstrap, topic("crowd.tasks"))
+        labels = await read_all(broker.bootstrap, topic("crowd.labels"))
         answered = {label["task_id"] for label in values(labels)}
         return {t["task_id"] for t in values(tasks)} - answered
 
@@ -168,8 +175,8 @@ async def test_kill_9_of_the_annotator_and_learner_loses_no_crowd_label(
     while (missing := await unanswered()) and time.monotonic() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(2)
     assert not missing, f"{len(missing)} crowd tasks never got a label"
-    labels = values(await read_topic(broker.bootstrap, topic("crowd.labels"), lambda rs: False, 3))
-    tasks = values(await read_topic(broker.bootstrap, topic("crowd.tasks"), lambda rs: False, 3))
+    labels = values(await read_all(broker.bootstrap, topic("crowd.labels")))
+    tasks = values(await read_all(broker.bootstrap, topic("crowd.tasks")))
     assert len({t["task_id"] for t in tasks}) == 2 * BUDGET
 
     # The pool came back: the restarted annotator took its workers back, and they
@@ -184,9 +191,7 @@ async def test_kill_9_of_the_annotator_and_learner_loses_no_crowd_label(
     assert not (after - pool_before) & seen, "a new recruit got the id of an earlier worker"
 
     # The learner's label count came back from crowd.labels.
-    models_after = values(
-        await read_topic(broker.bootstrap, topic("control.models"), lambda rs: False, 3)
-    )
+    models_after = values(await read_all(broker.bootstrap, topic("control.models")))
     for name, old in last_model.items():
         newer = [
             m for m in models_after if m["classifier"] == name and m["version"] > old["version"]

@@ -25,7 +25,7 @@ from channels.jobs import JobCommand
 from channels.records import Label, Task
 from pipelines.broker import EmbeddedBroker
 from tests.fuzzing import JSON, payloads
-from tests.integration.conftest import Worker, read_topic, start_worker, wait_until, write_topology
+from tests.integration.conftest import Worker, read_all, start_worker, wait_until, write_topology
 
 pytestmark = pytest.mark.integration
 
@@ -158,7 +158,7 @@ async def test_every_ingress_takes_fuzz_without_crashing_and_accounts_every_inpu
         ("learner", "crowd.labels", Label, labels),
         ("jobs", "jobs", JobCommand, commands),
     ):
-        on_topic = await read_topic(broker.bootstrap, f"{PIPELINE}.{key}", lambda rs: False, 3)
+        on_topic = await read_all(broker.bootstrap, f"{PIPELINE}.{key}")
         bad = _bad(model, [record.value for record in on_topic])
         assert bad == _bad(model, sent) > 0
 

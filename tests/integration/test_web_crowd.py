@@ -25,7 +25,13 @@ from pipelines.broker import EmbeddedBroker
 from pipelines.client import push_lines
 from pipelines.sample import load_sample
 from pipelines.topology import load_topology
-from tests.integration.conftest import Worker, read_topic, start_worker, values, write_topology
+from tests.integration.conftest import (
+    Worker,
+    read_all,
+    start_worker,
+    values,
+    write_topology,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -164,9 +170,7 @@ def answer(page: Page, key: str | None = None) -> str:
 
 
 def label_count(broker: EmbeddedBroker) -> list[dict[str, Any]]:
-    records = run(
-        read_topic(broker.bootstrap, f"{PIPELINE}.crowd.labels", lambda rs: False, timeout_s=1.0)
-    )
+    records = run(read_all(broker.bootstrap, f"{PIPELINE}.crowd.labels", timeout_s=1.0))
     return values(records)
 
 
