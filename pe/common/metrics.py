@@ -64,6 +64,7 @@ class Metrics:
     model_version: Gauge
     model_auc: Gauge
     models_trained: Counter
+    learner_labels: Gauge
     models_refused: Counter
     jobs: Gauge
     job_tasks: Counter
@@ -184,6 +185,11 @@ class Metrics:
             ),
             model_version=gauge("model_version", "Active model version.", ["classifier"]),
             model_auc=gauge("model_auc", "Held-out AUC of the active model.", ["classifier"]),
+            learner_labels=gauge(
+                "learner_labels",
+                "Crowd labels the learner holds for a classifier (training and held out).",
+                ["classifier"],
+            ),
             models_trained=counter(
                 "models_trained", "Models the learner trained.", ["classifier", "outcome"]
             ),

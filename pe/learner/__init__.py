@@ -11,7 +11,8 @@ State: per classifier the labels (rebuilt from ``crowd.labels``), split by item 
 Schedule: retrain every ``retrain_every`` new labels; sklearn refits off the event
 loop, river learns each label online. A new model is published only if it passes
 AIDR's activation rule (pe.learner.state.replaces).
-Metrics: labels in, models out (pe="learner"), models trained by outcome.
+Metrics: labels in, models out (pe="learner"), models trained by outcome, labels held
+per classifier.
 """
 
 from pe.learner.agent import register

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 
 from aiokafka import ConsumerRecord
@@ -26,6 +26,10 @@ PE = "learner"
 TRAIN_CHECK_S = 0.5
 
 
+def _held(learner: ClassifierLearner) -> Callable[[], float]:
+    return lambda: learner.n_labels
+
+
 def register(ctx: PipelineContext) -> None:
     params = ctx.params.learner
     book = model_book(ctx)
@@ -44,6 +48,9 @@ def register(ctx: PipelineContext) -> None:
         )
         for spec in ctx.classifiers
     }
+    for name, learner in learners.items():
+        # Read at scrape time; after a restart it shows the count coming back.
+        ctx.metrics.learner_labels.labels(ctx.pipeline, name).set_function(_held(learner))
     published: dict[str, int] = {}
     # scikit-learn refits run in a process of their own (see SklearnTrainer).
     fitter = ProcessPoolExecutor(
