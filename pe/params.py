@@ -41,7 +41,7 @@ class _BatchParams(_Params):
 
 
 #: Dimensions of each sentence-embedding model (pe.features.embedding).
-EMBEDDING_DIMS = {"none": 0, "wordllama": 256}
+EMBEDDING_DIMS = {"none": 0, "wordllama": 256, "minilm": 384}
 
 
 class FeaturesParams(_BatchParams):
@@ -51,9 +51,10 @@ class FeaturesParams(_BatchParams):
     #: block L2-normalised, then weighted equally): robust to misspellings and
     #: inflections; docs/quality.md measures what they buy.
     char_ngrams: bool = False
-    #: A sentence embedding appended to the hashed features: ``wordllama`` (needs the
-    #: ``embeddings`` extra; its small model ships inside the package).
-    embedding: Literal["none", "wordllama"] = "none"
+    #: A sentence embedding appended to the hashed features: ``wordllama`` (fast; the
+    #: ``embeddings`` extra) or ``minilm`` (a sentence transformer, the most accurate
+    #: with few labels; the ``minilm`` extra). Each model ships inside its package.
+    embedding: Literal["none", "wordllama", "minilm"] = "none"
     #: Weight of the (unit-length) embedding block against the hashed block.
     embedding_weight: float = Field(0.7, gt=0, le=10)
 

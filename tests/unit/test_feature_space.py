@@ -1,4 +1,4 @@
-"""The feature space: word n-grams, character n-grams, the bundled sentence embedding."""
+"""The feature space: word n-grams, character n-grams, the bundled sentence embeddings."""
 
 from __future__ import annotations
 
@@ -55,6 +55,19 @@ def test_the_bundled_embedding_loads_offline_and_places_meaning_after_the_hash_s
     vectors = embed(texts)
     assert vectors @ vectors[1] @ np.array([1, 0, -1]) > 0.2  # water is closer to water
     assert embed([]).shape == (0, 256)
+
+
+def test_the_bundled_sentence_transformer_loads_offline_and_ranks_meaning() -> None:
+    params = FeaturesParams(n_features=2**12, embedding="minilm", embedding_weight=0.7)
+    space = FeatureSpace(params)
+    assert space.dimensions == 2**12 + 384
+    texts = ["please send drinking water", "we need water", "the match was great"]
+    dense = space.matrix(texts)[:, 2**12 :].toarray()
+    assert np.allclose(np.linalg.norm(dense, axis=1), 0.7, atol=1e-3)
+    # No word in common: the model, not the spelling, finds that thirst is about water.
+    vectors = load_embedder("minilm")(["please send drinking water", "we are thirsty", texts[2]])
+    assert vectors[0] @ vectors[1] > max(vectors[0] @ vectors[2], vectors[1] @ vectors[2]) + 0.3
+    assert load_embedder("minilm")([]).shape == (0, 384)
 
 
 def test_an_unknown_embedding_is_refused() -> None:
