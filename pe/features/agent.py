@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 
@@ -45,7 +46,9 @@ def register(ctx: PipelineContext) -> None:
 
     async def features(items: list[Item]) -> Pending:
         started = time.perf_counter()
-        matrix, words = space.matrices([item.text for item in items])
+        # Off the event loop: a sentence transformer takes seconds over a batch, and
+        # the consumer's heartbeats must go on meanwhile.
+        matrix, words = await asyncio.to_thread(space.matrices, [item.text for item in items])
         batch = FeatureBatch(
             items=items, rows=sparse_rows(matrix), sigs=simhash_rows(words), matrix=matrix
         )
