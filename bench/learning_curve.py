@@ -22,7 +22,7 @@ scored on 5,000 held-out messages; a run ends at ``--answers`` answers.
 Prints a table; writes JSON and plots to reports/.
 Usage: python bench/learning_curve.py --data disaster_messages.jsonl.gz
        [--classifier aid_related] [--answers 1000] [--seeds 2]
-       [--runs grid,features,perfect] [--best word+char+emb] [--threshold 0.9] [--c 1.0]
+       [--runs grid,features,perfect] [--best word+char+minilm] [--threshold 0.9] [--c 0.3]
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ from pe.features.hashing import sparse_rows
 from pe.features.simhash import simhash_rows
 from pe.features.space import FeatureSpace
 from pe.learner.trainers import Example, fit_logistic
-from pe.params import FeaturesParams
+from pe.params import FeaturesParams, LearnerParams
 from pe.taskgen.sampler import Candidate, ClassifierSampler, Strategy
 from pipelines.sample import SAMPLE_PATH, load_tagged
 
@@ -69,6 +69,7 @@ FEATURES = {
     "word": FeaturesParams(),
     "word+char": FeaturesParams(char_ngrams=True),
     "word+char+emb": FeaturesParams(char_ngrams=True, embedding="wordllama"),
+    "word+char+minilm": FeaturesParams(char_ngrams=True, embedding="minilm"),
 }
 
 
@@ -284,7 +285,9 @@ def _designs(runs: list[str], best: str) -> list[_Design]:
     if "perfect" in runs:
         designs += [_Design(strategy, False, "perfect", best) for strategy in ("passive", "hybrid")]
     if "features" in runs:
-        designs += [_Design("hybrid", True, "loop", name) for name in FEATURES if name != best]
+        others = [name for name in FEATURES if name != best]
+        designs += [_Design("hybrid", True, "loop", name) for name in others]
+        designs += [_Design("passive", False, "perfect", name) for name in others]
     return designs
 
 
@@ -364,10 +367,10 @@ def main() -> int:
         default="",
         help="only these designs, e.g. hybrid/dedup/loop/word (comma-separated)",
     )
-    parser.add_argument("--best", default="word+char+emb", choices=list(FEATURES))
+    parser.add_argument("--best", default="word+char+minilm", choices=list(FEATURES))
     parser.add_argument("--threshold", type=float, default=0.9, help="the loop's posterior")
     parser.add_argument(
-        "--c", type=float, default=1.0, help="the learner's inverse regularization (learner.c)"
+        "--c", type=float, default=LearnerParams().c, help="the learner's inverse regularization"
     )
     parser.add_argument("--out", type=Path, default=Path("reports"))
     parser.add_argument(
