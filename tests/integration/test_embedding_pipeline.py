@@ -7,6 +7,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from pe.params import EMBEDDING_DIMS, FeaturesParams
 from pipelines.broker import EmbeddedBroker
 from pipelines.client import push_lines
 from pipelines.sample import load_sample
@@ -15,8 +16,10 @@ from tests.integration.conftest import read_topic, start_worker, values, write_t
 pytestmark = pytest.mark.integration
 
 PIPELINE = "embtest"
-HASHED = 2**18
-DIMS = HASHED + 384
+FEATURES = {"char_ngrams": True, "embedding": "minilm"}
+PARAMS = FeaturesParams.model_validate(FEATURES)
+HASHED, DIMS = PARAMS.n_features, PARAMS.dimensions
+WIDTH = EMBEDDING_DIMS["minilm"]
 
 
 async def test_items_carry_the_embedding_and_models_learn_and_classify_with_it(
@@ -25,7 +28,7 @@ async def test_items_carry_the_embedding_and_models_learn_and_classify_with_it(
     topology = write_topology(
         tmp_path,
         PIPELINE,
-        features={"char_ngrams": True, "embedding": "minilm"},
+        features=FEATURES,
         annotator={"speed": 400.0, "pool_size": 12},
         taskgen={"max_tasks_per_minute": 6000, "round_interval_s": 0.1, "label_budget": 200},
         learner={"retrain_every": 20, "min_train": 10, "c": 0.3},
@@ -44,7 +47,7 @@ async def test_items_carry_the_embedding_and_models_learn_and_classify_with_it(
         assert len(features) == 500
         for row in features:
             dense = [i for i in row["idx"] if i >= HASHED]
-            assert len(dense) == 384 and max(dense) < DIMS  # the whole embedding block
+            assert len(dense) == WIDTH and max(dense) < DIMS  # the whole embedding block
 
         def models(records: list) -> bool:  # type: ignore[type-arg]
             return any(m["classifier"] == "aid_related" for m in values(records))
