@@ -6,9 +6,13 @@ STAMP := $(VENV)/.installed
 
 # Browser tests drive Debian's chromium (never a browser a test tool downloads).
 CHROMIUM := /usr/bin/chromium
+# The embedded broker is Apache Kafka: a Java 17+ runtime runs it, Maven fetches it.
+JAVA := /usr/bin/java
+MVN := /usr/bin/mvn
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q
 
-.PHONY: demo test lint typecheck check bench bench-clamshell browser clean
+.PHONY: demo test lint typecheck check bench bench-clamshell browser kafka clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +22,21 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+## Java and Maven from Debian when missing, then the pinned Apache Kafka release
+## (pipelines/kafka/pom.xml) into the cache, once.
+kafka: $(STAMP) $(JAVA) $(MVN)
+	$(BIN)/crowdstream broker --fetch
+
+$(JAVA):
+	$(SUDO) apt-get update -q
+	$(APT_INSTALL) openjdk-17-jre-headless
+
+$(MVN):
+	$(SUDO) apt-get update -q
+	$(APT_INSTALL) maven
+
 ## Run the crisis pipeline end to end on the embedded broker (report in reports/).
-demo: $(STAMP)
+demo: kafka
 	$(BIN)/crowdstream demo
 
 ## Debian's chromium and chromium-driver for the browser tests (installed once).
@@ -27,11 +44,11 @@ browser: $(CHROMIUM)
 
 $(CHROMIUM):
 	$(SUDO) apt-get update -q
-	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium chromium-driver
+	$(APT_INSTALL) chromium chromium-driver
 
-## The test suite (unit + integration against the embedded broker, browser tests in
-## headless chromium); runs in CI.
-test: $(STAMP) $(CHROMIUM)
+## The test suite (unit + integration against the embedded Apache Kafka broker,
+## browser tests in headless chromium); runs in CI.
+test: kafka $(CHROMIUM)
 	$(BIN)/pytest -q
 
 ## Lint and type checks; run in CI.
@@ -45,7 +62,7 @@ typecheck: $(STAMP)
 check: lint typecheck test
 
 ## Throughput and latency benchmark (not a test; JSON on stdout and in reports/).
-bench: $(STAMP)
+bench: kafka
 	$(BIN)/python bench/throughput.py
 
 ## CLAMShell's experiments in simulation (not a test; JSON and a table; docs/clamshell.md).

@@ -29,10 +29,8 @@ Usage: python bench/throughput.py [--runs saturation,sustained,...] [--items 200
        [--sustain-rate 11000] [--sustain-seconds 60] [--overload-rate R]
        [--memory-rate 10000] [--memory-seconds 600] ...
 The memory run (not in the default set) pushes six million records over ten
-minutes: run it on its own (``--runs memory``). It pushes in batches of 0.2 s of
-input, because the embedded broker's fetches slow down with the number of record
-batches it holds and stopped altogether after some tens of thousands per topic in
-runs with 5 ms batches (docs/performance.md).
+minutes: run it on its own (``--runs memory``). It pushes with a 5 ms linger like
+every other run.
 """
 
 from __future__ import annotations
@@ -60,17 +58,21 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from channels.admin import declare_topics
 from channels.records import ModelMetrics, ModelUpdate
-from channels.signing import DEVELOPMENT_KEY, ModelSigner
+from channels.signing import ModelSigner
+from channels.topics import TopicPolicy
 from pe.features.hashing import sparse_rows
 from pe.features.space import FeatureSpace
 from pe.learner.trainers import Example, fit_logistic
 from pipelines.broker import EmbeddedBroker, free_port
+from pipelines.kafka.dist import kafka_version
 from pipelines.client import push_lines
 from pipelines.report import percentiles
 from pipelines.sample import load_sample
 from pipelines.topology import load_topology
 
 PIPELINE = "crisis"
+#: The model key of the bench workers (they do not own the broker, so they need one).
+BENCH_MODEL_KEY = b"crowdstream throughput-bench model key"
 
 
 @dataclass(frozen=True)
@@ -125,16 +127,14 @@ async def _publish_models(bootstrap: str) -> None:
             )
             await producer.send_and_wait(
                 f"{PIPELINE}.control.models",
-                ModelSigner(DEVELOPMENT_KEY).sign(update),  # the embedded broker's key
+                ModelSigner(BENCH_MODEL_KEY).sign(update),  # the key the workers check
                 key=spec.name.encode(),
             )
     finally:
         await producer.stop()
 
 
-async def _measure(
-    bootstrap: str, load: _Load, rate: float | None, linger_ms: int = 5
-) -> dict[str, Any]:
+async def _measure(bootstrap: str, load: _Load, rate: float | None) -> dict[str, Any]:
     """Push ``load`` and read its classified records; throughput and latency."""
     consumer = AIOKafkaConsumer(
         f"{PIPELINE}.items.classified",
@@ -152,7 +152,7 @@ async def _measure(
     pushed_at: list[float] = []
 
     async def push() -> None:
-        await push_lines([bootstrap], PIPELINE, load.lines(), rate, linger_ms)
+        await push_lines([bootstrap], PIPELINE, load.lines(), rate)
         pushed_at.append(time.time())
 
     pusher = asyncio.create_task(push())
@@ -316,7 +316,11 @@ class _Workers:
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ},
+                env={
+                    **os.environ,
+                    "CROWDSTREAM_MODEL_KEY": BENCH_MODEL_KEY.decode(),
+                    "CROWDSTREAM_DATA_DIR": str(self._out_dir / f"bench-data-{http}"),
+                },
             )
         self.procs.append((proc, http))
         _wait_ready(f"http://127.0.0.1:{http}/healthz", proc)
@@ -384,9 +388,7 @@ async def _memory(
 
     sampler = asyncio.create_task(sample())
     try:
-        # Batches of ~0.2 s of input: the embedded broker's fetches slow down with the
-        # number of record batches it holds, and stall after some tens of thousands.
-        run = await _measure(bootstrap, _Load(int(rate * seconds), prefix="m"), rate, linger_ms=200)
+        run = await _measure(bootstrap, _Load(int(rate * seconds), prefix="m"), rate)
     finally:
         sampler.cancel()
     # After warm-up (the first minute, or the first tenth of a short run).
@@ -402,11 +404,8 @@ async def _memory(
 
 
 class _Bench:
-    """Each measurement on a fresh embedded broker and fresh workers.
-
-    The embedded broker's fetches slow down as it holds more record batches (see
-    docs/performance.md), so runs sharing one broker would measure each other.
-    """
+    """Each measurement on a fresh embedded broker and fresh workers, so no run reads
+    another's records or pays for its retained log."""
 
     def __init__(self, out_dir: Path, stamp: str) -> None:
         self._out_dir = out_dir
@@ -416,14 +415,14 @@ class _Bench:
     def broker(self) -> Iterator[tuple[str, _Workers]]:
         """A started broker with the pipeline's topics and models, and its workers."""
         port = free_port()
-        broker = EmbeddedBroker(
-            port, log_file=self._out_dir / f"bench-broker-{self._stamp}-{port}.log"
-        )
+        broker = EmbeddedBroker(port, self._out_dir / f"bench-kafka-{self._stamp}-{port}")
         broker.start()
         workers = _Workers(broker, self._out_dir, self._stamp)
         try:
             topology = load_topology(PIPELINE)
-            asyncio.run(declare_topics([broker.bootstrap], topology.topics(4).values()))
+            asyncio.run(
+                declare_topics([broker.bootstrap], topology.topics(4).values(), TopicPolicy())
+            )
             asyncio.run(_publish_models(broker.bootstrap))
             yield broker.bootstrap, workers
         finally:
@@ -501,7 +500,7 @@ def main() -> int:
             "python": platform.python_version(),
             "platform": platform.platform(),
         },
-        "broker": "embedded (Tansu), a fresh one for each measurement",
+        "broker": f"embedded Apache Kafka {kafka_version()}, a fresh one for each measurement",
     }
     if "steady" in runs:
         result["steady"] = bench.run(_Load(int(args.rate * args.seconds), "t"), args.rate)

@@ -14,28 +14,33 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
 from channels.cluster import client_options
-from channels.topics import TopicSpec
+from channels.topics import TopicPolicy, TopicSpec
 
-__all__ = ["TANSU_CLUSTER_ID", "cluster_id", "declare_topics", "wait_for_broker"]
+__all__ = ["declare_topics", "partitions_of", "wait_for_broker"]
 
 log = logging.getLogger(__name__)
 
 #: Kafka's TOPIC_ALREADY_EXISTS error code: declaring is idempotent.
 _TOPIC_EXISTS = 36
-#: The cluster id the embedded (Tansu) broker reports; it selects embedded defaults.
-TANSU_CLUSTER_ID = "tansu_cluster"
 #: Longest pause between attempts to reach a broker that does not answer.
 MAX_WAIT_DELAY_S = 5.0
 
 
-async def cluster_id(bootstrap_servers: list[str]) -> str:
-    """The id the broker reports for its cluster."""
+async def partitions_of(bootstrap_servers: list[str], topic: str) -> list[int]:
+    """The partition ids of ``topic`` (empty if it does not exist).
+
+    A consumer's own metadata covers only the topics it reads already, so a reader
+    that assigns itself every partition must ask first.
+    """
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, **client_options())
     await admin.start()
     try:
-        return str((await admin.describe_cluster())["cluster_id"])
+        (described,) = await admin.describe_topics([topic])
     finally:
         await admin.close()
+    if described["error_code"] != 0:
+        return []
+    return sorted(p["partition"] for p in described["partitions"])
 
 
 async def wait_for_broker(bootstrap_servers: list[str], timeout_s: float = 30.0) -> None:
@@ -81,8 +86,7 @@ async def wait_for_broker(bootstrap_servers: list[str], timeout_s: float = 30.0)
 async def declare_topics(
     bootstrap_servers: list[str],
     specs: Iterable[TopicSpec],
-    replication_factor: int = 1,
-    retention_ms: int | None = None,
+    policy: TopicPolicy,
     wait_s: float = 30.0,
 ) -> list[str]:
     """Create the topics that do not exist yet (waiting up to ``wait_s`` for the broker);
@@ -100,8 +104,8 @@ async def declare_topics(
                 NewTopic(
                     spec.name,
                     spec.partitions,
-                    replication_factor,
-                    topic_configs=spec.configs(retention_ms),
+                    policy.replication_factor,
+                    topic_configs=spec.configs(policy),
                 )
                 for spec in wanted
             ]

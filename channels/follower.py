@@ -5,9 +5,8 @@ rebuilt from the log it came from (the learner's labels, the task generator's
 issued tasks). A consumer group would split those topics between processes and
 resume from committed offsets, so a follower reads without a group, from offset 0.
 
-"Caught up" is judged by an empty fetch at or past the reported end offsets, not by
-the end offsets alone: the embedded broker reports the base offset of the last
-record batch + 1 as the end, which can be short of the real high watermark.
+"Caught up" is an empty fetch at or past the partitions' end offsets (the high
+watermarks) as they were when the fetch came back empty.
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
+from channels.admin import partitions_of
 from channels.cluster import client_options
 
 __all__ = ["Follower", "Handler"]
@@ -91,7 +91,7 @@ class Follower:
         )
         await consumer.start()
         try:
-            partitions = await self._partitions(consumer)
+            partitions = await self._partitions()
             consumer.assign(partitions)
             await self._seek(consumer, partitions)
             while True:
@@ -140,12 +140,11 @@ class Follower:
             else:
                 consumer.seek(tp, at.offset)
 
-    async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
+    async def _partitions(self) -> list[TopicPartition]:
         for _ in range(100):
-            found = consumer.partitions_for_topic(self.topic)
+            found = await partitions_of(self._bootstrap, self.topic)
             if found:
-                return [TopicPartition(self.topic, p) for p in sorted(found)]
-            await consumer.topics()  # refreshes metadata
+                return [TopicPartition(self.topic, p) for p in found]
             await asyncio.sleep(0.1)
         msg = f"topic {self.topic!r} does not exist; declare the pipeline's topics first"
         raise RuntimeError(msg)

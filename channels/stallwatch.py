@@ -1,10 +1,10 @@
 """Noticing a broker that holds unread records but answers no fetch.
 
-The embedded broker (Tansu, memory storage) stops answering fetches once a partition
-holds some tens of thousands of record batches (docs/operations.md); a consumer then
-looks exactly like one with nothing to read. A reader that has received nothing for
-``after_s`` asks the broker for the partitions' ends: if they are past its positions,
-records are waiting that fetches do not return, and that is worth a warning.
+A broker that stops serving fetches (an overloaded or failing node, a partition
+without a leader) makes a consumer look exactly like one with nothing to read. A
+reader that has received nothing for ``after_s`` asks the broker for the partitions'
+ends: if they are past its positions, records are waiting that fetches do not
+return, and that is worth a warning.
 
 Pure logic: the reader passes the time and the offsets in.
 """

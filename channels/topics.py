@@ -4,7 +4,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["TopicSpec", "pipeline_topics"]
+__all__ = ["TopicPolicy", "TopicSpec", "pipeline_topics"]
+
+#: Kafka deletes whole segments, never the one being written: a partition holds up to
+#: its size bound plus one segment, so segments are a fraction of that bound.
+_SEGMENTS_PER_BOUND = 4
+_MAX_SEGMENT_BYTES = 1024**3
+
+
+@dataclass(frozen=True)
+class TopicPolicy:
+    """How the topics crowdstream creates are kept and replicated."""
+
+    replication_factor: int = 1
+    #: Time and per-partition size bounds of the data-flow topics (None: unbounded).
+    retention_ms: int | None = None
+    retention_bytes: int | None = None
+
+    @property
+    def min_insync_replicas(self) -> int:
+        """Replicas that must have a write before it is acknowledged: 2 of 3, so one
+        broker may die without losing or refusing a write."""
+        return max(1, min(2, self.replication_factor - 1))
 
 
 @dataclass(frozen=True)
@@ -18,16 +39,22 @@ class TopicSpec:
     #: Keep forever: crowd labels and tasks are paid for and rebuild PE state.
     keep_forever: bool = False
 
-    def configs(self, retention_ms: int | None = None) -> dict[str, str]:
-        """Topic configuration for CreateTopics; ``retention_ms`` applies to topics
-        that are neither compacted nor kept forever."""
-        configs: dict[str, str] = {}
+    def configs(self, policy: TopicPolicy) -> dict[str, str]:
+        """Topic configuration for CreateTopics; the policy's retention bounds apply to
+        topics that are neither compacted nor kept forever."""
+        configs = {"min.insync.replicas": str(policy.min_insync_replicas)}
         if self.compacted:
             configs["cleanup.policy"] = "compact"
         if self.keep_forever:
             configs["retention.ms"] = "-1"
-        elif retention_ms is not None and not self.compacted:
-            configs["retention.ms"] = str(retention_ms)
+            configs["retention.bytes"] = "-1"
+        elif not self.compacted:
+            if policy.retention_ms is not None:
+                configs["retention.ms"] = str(policy.retention_ms)
+            if policy.retention_bytes is not None:
+                configs["retention.bytes"] = str(policy.retention_bytes)
+                segment = policy.retention_bytes // _SEGMENTS_PER_BOUND
+                configs["segment.bytes"] = str(min(max(segment, 1024 * 1024), _MAX_SEGMENT_BYTES))
         return configs
 
 

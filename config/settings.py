@@ -20,6 +20,7 @@ from pydantic_settings import (
 )
 
 from channels.cluster import Security
+from channels.topics import TopicPolicy
 
 __all__ = ["DEFAULTS_FILE", "Settings", "load_settings"]
 
@@ -41,17 +42,35 @@ class Settings(BaseSettings):
     http_host: str = Field("127.0.0.1", description="Address of the worker's HTTP server.")
     http_port: int = Field(8000, ge=0, le=65535, description="Port of the worker's HTTP server.")
     embedded_broker_port: int = Field(9092, ge=1, le=65535)
-    data_dir: Path = Field(Path(".crowdstream"), description="Faust's local data directory.")
+    embedded_broker_heap_mb: int = Field(
+        512, ge=128, le=65536, description="Java heap of the embedded Kafka broker."
+    )
+    kafka_cache_dir: Path | None = Field(
+        None,
+        description="Where the Apache Kafka release of the embedded broker is fetched to "
+        "(once per version); unset: $XDG_CACHE_HOME/crowdstream (~/.cache/crowdstream).",
+    )
+    data_dir: Path = Field(
+        Path(".crowdstream"),
+        description="Local data: the embedded broker's log (`kafka/`) and Faust's files.",
+    )
     partitions: int = Field(4, ge=1, le=1024, description="Partitions of every data-flow topic.")
     replication_factor: int = Field(
         1, ge=1, le=16, description="Replication factor of the topics crowdstream creates."
     )
     retention_ms: int | None = Field(
-        None,
+        24 * 3600 * 1000,
         ge=60_000,
-        description="Retention of the data-flow topics crowdstream creates (items.*); unset: "
-        "the broker's default. Crowd tasks and labels, jobs and their results are kept "
-        "forever (they rebuild state and were paid for); control.models is compacted.",
+        description="Time retention of the data-flow topics crowdstream creates (items.*); "
+        "null: the broker's default. Crowd tasks and labels, jobs and their results are "
+        "kept forever (they rebuild state and were paid for); control.models and "
+        "crowd.pool are compacted.",
+    )
+    retention_bytes: int | None = Field(
+        256 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Size retention of each partition of the data-flow topics (items.*); "
+        "null: no size bound. With time retention it bounds the disk a long run uses.",
     )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT", description="How clients connect to the brokers."
@@ -70,19 +89,17 @@ class Settings(BaseSettings):
         description="How long a starting command waits for the broker to answer before it "
         "fails (it retries with backoff and logs each attempt).",
     )
-    rebalance_timeout_s: float | None = Field(
-        None,
+    rebalance_timeout_s: float = Field(
+        60.0,
         gt=0,
-        description="Consumer-group rebalance timeout; default 3 s on the embedded broker "
-        "(Tansu makes a join wait for it) and 60 s otherwise.",
+        description="How long a consumer-group rebalance waits for members to rejoin.",
     )
-    fetch_wait_ms: int | None = Field(
-        None,
+    fetch_wait_ms: int = Field(
+        500,
         ge=1,
         le=10_000,
-        description="Longest a consumer fetch waits for data; default 20 ms on the embedded "
-        "broker (Tansu answers a fetch only when this wait ends, so it adds to latency "
-        "at every hop) and 500 ms otherwise (Kafka answers as soon as data arrives).",
+        description="Longest a consumer fetch waits when no data is there (Kafka answers "
+        "as soon as data arrives, so this adds no latency).",
     )
     crowd: CrowdMode = Field("simulated", description="Which crowd the annotator uses.")
     crowd_join: Literal["open", "invite"] = Field(
@@ -111,8 +128,9 @@ class Settings(BaseSettings):
         None,
         min_length=16,
         description="Key that signs model updates on `control.models` (HMAC-SHA256); "
-        "every worker of a pipeline needs the same one. Required on Kafka; unset on the "
-        "embedded broker, a public development key is used.",
+        "every worker of a pipeline needs the same one. Required, except for a worker "
+        "that runs its own embedded broker (`up --embedded`): there a public development "
+        "key is used.",
     )
     crowd_rate_per_ip: float = Field(
         20.0, gt=0, description="Web crowd: requests a second allowed per client address."
@@ -150,6 +168,10 @@ class Settings(BaseSettings):
             username=self.sasl_username,
             password=password,
         )
+
+    def topic_policy(self) -> TopicPolicy:
+        """How the topics crowdstream creates are replicated and kept."""
+        return TopicPolicy(self.replication_factor, self.retention_ms, self.retention_bytes)
 
     @property
     def bootstrap_servers(self) -> list[str]:

@@ -10,7 +10,6 @@ from typing import Any
 
 import faust
 from faust.exceptions import ConsumerNotStarted
-from faust.transport.drivers import aiokafka as faust_aiokafka
 from prometheus_client import CollectorRegistry, Gauge
 
 from channels.brokerwatch import BrokerWatch
@@ -38,35 +37,14 @@ REGISTER: dict[str, Callable[[PipelineContext], None]] = {
     "learner": learner.register,
 }
 
-#: Consumer-group rebalance timeout on the embedded broker: Tansu makes every join
-#: wait this long, so a long one delays start-up; Kafka gets the safer default.
-EMBEDDED_REBALANCE_S = 3.0
-KAFKA_REBALANCE_S = 60.0
-EMBEDDED_FETCH_WAIT_MS = 20
-KAFKA_FETCH_WAIT_MS = 500
+#: A group member that stops heartbeating (a killed worker) is dropped after this
+#: long, so its partitions move on quickly; rebalances themselves may take longer.
+SESSION_TIMEOUT_S = 10.0
 #: How often the consumer-lag gauge is refreshed.
 LAG_EVERY_S = 2.0
 #: How often the broker is probed, and how long a probe waits for its answer.
 PROBE_EVERY_S = 5.0
 PROBE_TIMEOUT_S = 3.0
-
-
-def _set_fetch_wait(wait_ms: int) -> None:
-    """Make Faust's consumers wait at most ``wait_ms`` per fetch.
-
-    Faust hard-codes 1,500 ms. The embedded broker answers a fetch only when that
-    wait ends, so it would add up to 1.5 s of latency at each hop.
-    """
-    cls = faust_aiokafka.AIOKafkaConsumerThread
-    original = getattr(cls, "_crowdstream_original", cls._create_worker_consumer)
-
-    def create(self: Any, transport: Any) -> Any:
-        consumer = original(self, transport)
-        consumer._fetch_max_wait_ms = wait_ms  # noqa: SLF001 (read when the consumer starts)
-        return consumer
-
-    setattr(cls, "_crowdstream_original", original)  # noqa: B010
-    setattr(cls, "_create_worker_consumer", create)  # noqa: B010
 
 
 def _watch_broker(app: faust.App, plane: DataPlane, up: Gauge, broker: str) -> BrokerWatch:
@@ -141,9 +119,7 @@ def build_worker(
     if settings.crowd == "none" and "annotator" in chosen:
         log.info("crowd 'none': the annotator does not run; tasks wait in crowd.tasks")
         chosen.remove("annotator")
-    rebalance = settings.rebalance_timeout_s or (
-        EMBEDDED_REBALANCE_S if embedded else KAFKA_REBALANCE_S
-    )
+    rebalance = settings.rebalance_timeout_s
     # Processes running the same PEs share partitions; other PE sets get their own group.
     app_id = f"crowdstream-{topology.name}"
     if set(chosen) != set(topology.pes):
@@ -161,15 +137,13 @@ def build_worker(
         topic_disable_leader=True,
         broker_credentials=faust_credentials(),
         broker_rebalance_timeout=rebalance,
-        broker_session_timeout=max(rebalance, 10.0),
+        broker_session_timeout=SESSION_TIMEOUT_S,
+        # Every record is acknowledged by all in-sync replicas, written once per send.
+        producer_acks=-1,
         consumer_auto_offset_reset="earliest",
         producer_linger_ms=5,
         stream_wait_empty=False,
     )
-    fetch_wait_ms = settings.fetch_wait_ms or (
-        EMBEDDED_FETCH_WAIT_MS if embedded else KAFKA_FETCH_WAIT_MS
-    )
-    _set_fetch_wait(fetch_wait_ms)
     registry = CollectorRegistry()
     metrics = Metrics.create(registry)
     ctx: PipelineContext
@@ -177,8 +151,9 @@ def build_worker(
         ReaderSettings(
             bootstrap_servers=settings.bootstrap_servers,
             group_id=app_id,
-            fetch_wait_ms=fetch_wait_ms,
+            fetch_wait_ms=settings.fetch_wait_ms,
             rebalance_timeout_s=rebalance,
+            session_timeout_s=SESSION_TIMEOUT_S,
         ),
         on_error=lambda pe, records, exc: ctx.reject_failed(pe, records, exc),
     )

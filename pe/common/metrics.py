@@ -149,8 +149,7 @@ class Metrics:
             crowd_queue=gauge("crowd_queue", "Crowd tasks waiting for a worker.", []),
             consumer_lag=gauge(
                 "consumer_lag",
-                "Records a data-plane reader of this worker is behind the end of its "
-                "partitions (reads low on the embedded broker).",
+                "Records a data-plane reader of this worker is behind the end of its partitions.",
                 ["topic"],
             ),
             broker_up=gauge(

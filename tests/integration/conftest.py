@@ -1,4 +1,5 @@
-"""Fixtures that run pipelines against the real embedded broker (never a mock)."""
+"""Fixtures that run pipelines against the real embedded broker, Apache Kafka (never a
+mock)."""
 
 from __future__ import annotations
 
@@ -21,17 +22,18 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 from pipelines.broker import EmbeddedBroker, free_port
 
-#: A worker joins its consumer group in ~3-6 s on the embedded broker; this bound is
-#: for a loaded CI machine.
+#: A worker joins its consumer groups in a few seconds; this bound is for a loaded CI
+#: machine.
 READY_TIMEOUT_S = 90.0
+#: The model key of every test worker: they do not own the broker, so they need one.
+TEST_MODEL_KEY = b"crowdstream integration-test model key"
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
-    log = tmp_path_factory.mktemp("broker") / "broker.log"
-    embedded = EmbeddedBroker(free_port(), log_file=log)
+    embedded = EmbeddedBroker(free_port(), tmp_path_factory.mktemp("broker"))
     embedded.start()
     yield embedded
     embedded.stop()
@@ -131,7 +133,11 @@ def spawn_worker(broker_url: str, topology: Path, log_dir: Path, *args: str) -> 
         str(port),
         *args,
     ]
-    env = {**os.environ, "CROWDSTREAM_DATA_DIR": str(log_dir / f"data-{port}")}
+    env = {
+        **os.environ,
+        "CROWDSTREAM_DATA_DIR": str(log_dir / f"data-{port}"),
+        "CROWDSTREAM_MODEL_KEY": TEST_MODEL_KEY.decode(),
+    }
     with log.open("wb") as out:
         proc = subprocess.Popen(
             cmd,

@@ -40,7 +40,7 @@ OUTAGE_S = 30.0
 @pytest.fixture
 def late_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
     """A broker on a port of its own, not started yet."""
-    broker = EmbeddedBroker(free_port(), log_file=tmp_path / "broker.log")
+    broker = EmbeddedBroker(free_port(), tmp_path / "kafka")
     yield broker
     if broker.pid is not None:
         os.kill(broker.pid, signal.SIGCONT)  # a frozen process would not stop

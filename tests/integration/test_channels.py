@@ -14,7 +14,7 @@ from aiokafka.errors import KafkaError
 from channels.admin import declare_topics
 from channels.batches import Publisher
 from channels.follower import Follower
-from channels.topics import TopicSpec
+from channels.topics import TopicPolicy, TopicSpec
 from pipelines.broker import EmbeddedBroker
 from tests.integration.conftest import wait_until
 
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 
 async def _topic(broker: EmbeddedBroker, partitions: int) -> str:
     name = f"channels-{uuid.uuid4().hex[:8]}"
-    await declare_topics([broker.bootstrap], [TopicSpec(name, name, partitions)])
+    await declare_topics([broker.bootstrap], [TopicSpec(name, name, partitions)], TopicPolicy())
     return name
 
 
@@ -77,9 +77,8 @@ async def test_keyless_records_spread_over_partitions_across_calls(
 async def test_a_follower_is_caught_up_only_with_the_last_batch_read(
     broker: EmbeddedBroker,
 ) -> None:
-    """The embedded broker reports the end of a partition as the base offset of its
-    last record batch + 1. A reader that trusted it (as Faust's table recovery does)
-    would stop short; a follower is caught up only once it has every record."""
+    """A follower says it is caught up only once it holds every record up to the
+    partition's high watermark, over batches of any size."""
     topic = await _topic(broker, 1)
     publisher = Publisher([broker.bootstrap])
     try:
@@ -106,6 +105,4 @@ async def test_a_follower_is_caught_up_only_with_the_last_batch_read(
     finally:
         task.cancel()
     assert len(seen) == 60  # every record, when it says it is caught up
-    # The quirk itself, so this test notices if a broker upgrade ends it (then the
-    # follower's extra care is merely harmless): 11 here, 60 on Kafka.
-    assert end in (11, 60)
+    assert end == 60  # the end offset is the high watermark

@@ -18,6 +18,7 @@ from pipelines.broker import EmbeddedBroker
 from pipelines.client import push_lines
 from pipelines.sample import load_sample
 from tests.integration.conftest import (
+    TEST_MODEL_KEY,
     Worker,
     read_topic,
     start_worker,
@@ -171,7 +172,10 @@ async def test_forged_records_on_internal_topics_are_rejected(
     await producer.start()
     try:
         await producer.send_and_wait(f"{PIPELINE}.crowd.tasks", b'{"task_id": 1}')
-        await producer.send_and_wait(f"{PIPELINE}.control.models", b'{"classifier": "request"}')
+        # A compacted topic takes only keyed records (Kafka refuses others).
+        await producer.send_and_wait(
+            f"{PIPELINE}.control.models", b'{"classifier": "request"}', key=b"request"
+        )
     finally:
         await producer.stop()
     rejected = await read_topic(
@@ -192,7 +196,7 @@ async def test_unsigned_tampered_and_unknown_version_models_are_refused(
 ) -> None:
     from aiokafka import AIOKafkaProducer
 
-    from channels.signing import DEVELOPMENT_KEY, ModelSigner
+    from channels.signing import ModelSigner
 
     # A genuine model of the pipeline (signed by its learner), re-sent as a forger would.
     models = await read_topic(
@@ -200,11 +204,11 @@ async def test_unsigned_tampered_and_unknown_version_models_are_refused(
     )
     assert models, "the learner published no model"
     genuine = orjson.loads(models[0].value)
-    assert ModelSigner(DEVELOPMENT_KEY).verify(models[0].value).version == genuine["version"]
+    assert ModelSigner(TEST_MODEL_KEY).verify(models[0].value).version == genuine["version"]
     hijack = {**genuine, "version": 10_000}
     unsigned = {key: value for key, value in hijack.items() if key != "signature"}
     wrong_key = ModelSigner(b"not this pipeline's key").sign(
-        ModelSigner(DEVELOPMENT_KEY)
+        ModelSigner(TEST_MODEL_KEY)
         .verify(orjson.dumps(genuine))
         .model_copy(update={"version": 10_000})
     )

@@ -11,7 +11,7 @@ import faust
 import pytest
 
 from channels import cluster
-from channels.topics import pipeline_topics
+from channels.topics import TopicPolicy, pipeline_topics
 from config import load_settings
 
 
@@ -68,8 +68,27 @@ def test_incomplete_security_settings_are_refused(options: dict[str, object], me
 
 def test_retention_applies_to_data_flow_topics_only() -> None:
     topics = pipeline_topics("crisis", 4)
-    day = 86_400_000
-    assert topics["items.raw"].configs(day) == {"retention.ms": str(day)}
-    assert topics["crowd.labels"].configs(day) == {"retention.ms": "-1"}
-    assert topics["control.models"].configs(day) == {"cleanup.policy": "compact"}
-    assert topics["items.raw"].configs() == {}
+    day, size = 86_400_000, 256 * 1024 * 1024
+    policy = TopicPolicy(1, day, size)
+    assert topics["items.raw"].configs(policy) == {
+        "min.insync.replicas": "1",
+        "retention.ms": str(day),
+        "retention.bytes": str(size),
+        "segment.bytes": str(size // 4),  # the bound holds to within one segment
+    }
+    assert topics["crowd.labels"].configs(policy) == {
+        "min.insync.replicas": "1",
+        "retention.ms": "-1",
+        "retention.bytes": "-1",
+    }
+    assert topics["control.models"].configs(policy) == {
+        "min.insync.replicas": "1",
+        "cleanup.policy": "compact",
+    }
+    assert topics["items.raw"].configs(TopicPolicy()) == {"min.insync.replicas": "1"}
+
+
+@pytest.mark.parametrize(("replicas", "in_sync"), [(1, 1), (2, 1), (3, 2), (5, 2)])
+def test_writes_wait_for_two_replicas_once_there_are_three(replicas: int, in_sync: int) -> None:
+    configs = pipeline_topics("crisis", 4)["crowd.labels"].configs(TopicPolicy(replicas))
+    assert configs["min.insync.replicas"] == str(in_sync)
