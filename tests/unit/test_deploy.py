@@ -15,6 +15,8 @@ from prometheus_client import CollectorRegistry
 from config import Settings
 from pe.common.metrics import Metrics
 from pipelines.cli import _parser
+from pipelines.kafka.dist import kafka_version
+from pipelines.kafka.node import BROKER_DEFAULTS
 from pipelines.topology import load_topology
 
 ROOT = Path(__file__).parents[2]
@@ -55,7 +57,24 @@ def test_kafka_runs_in_kraft_mode_from_a_pinned_official_image() -> None:
     env = kafka["environment"]
     assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
     assert "zookeeper" not in yaml.safe_dump(kafka).lower()
-    assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"  # crowdstream declares topics
+
+
+def test_compose_runs_the_kafka_release_and_broker_settings_of_the_tests() -> None:
+    """The embedded broker, every integration test and compose run one Kafka."""
+    kafka = SERVICES["kafka"]
+    assert kafka["image"] == f"apache/kafka:{kafka_version()}"
+    env = kafka["environment"]
+    for key, value in BROKER_DEFAULTS.items():
+        # The image maps KAFKA_A_B_C to a.b.c.
+        assert str(env["KAFKA_" + key.upper().replace(".", "_")]) == value, key
+
+
+def test_compose_workers_create_topics_with_the_default_retention() -> None:
+    """Compose sets no topic setting of its own: its workers declare the topics with
+    the same defaults as the tests' workers."""
+    for service in WORKERS.values():
+        names = set(service["environment"])
+        assert not names & {"CROWDSTREAM_RETENTION_MS", "CROWDSTREAM_RETENTION_BYTES"}
     for name, service in SERVICES.items():
         if "image" in service and name not in WORKERS:
             assert not service["image"].endswith(":latest") and ":" in service["image"], name
