@@ -117,6 +117,25 @@ async def declare_topics(
             elif code != _TOPIC_EXISTS:
                 msg = f"cannot create topic {name}: error {code} {message}"
                 raise RuntimeError(msg)
+        await _wait_for_leaders(admin, created, wait_s)
         return created
     finally:
         await admin.close()
+
+
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, topics: list[str], wait_s: float) -> None:
+    """Return once every partition of ``topics`` has a leader: a new topic's leaders
+    are elected just after it is created, and clients that come first only log
+    NotLeaderForPartition errors and retry."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    while topics and loop.time() < deadline:
+        described = await admin.describe_topics(topics)
+        if all(
+            d["error_code"] == 0
+            and d["partitions"]
+            and all(p["leader"] >= 0 for p in d["partitions"])
+            for d in described
+        ):
+            return
+        await asyncio.sleep(0.1)

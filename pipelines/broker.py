@@ -97,6 +97,7 @@ class EmbeddedBroker:
             heap_mb=self._heap_mb,
             configs={**_SINGLE_NODE, **self._configs},
         )
+        node.check_ports()  # before formatting anything
         node.format(self._cluster_id(node), java)
         started = time.monotonic()
         node.start(java)

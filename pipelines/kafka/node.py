@@ -69,8 +69,15 @@ _FAILURES: tuple[tuple[str, str], ...] = (
 
 
 def new_cluster_id() -> str:
-    """A fresh Kafka cluster id: 16 random bytes, URL-safe base64 without padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A fresh Kafka cluster id: 16 random bytes, URL-safe base64 without padding.
+
+    Never one that starts with "-", which Kafka's tools would read as an option (its
+    own generator skips those too).
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def port_open(host: str, port: int) -> bool:
@@ -193,14 +200,18 @@ class KafkaNode:
                 f"{(result.stdout + result.stderr).strip()[-800:]}"
             )
 
-    def start(self, java: str) -> None:
-        """Start the node (its folder formatted); return at once, see :meth:`wait_started`."""
+    def check_ports(self) -> None:
+        """Refuse to start on a port something else listens on."""
         for port in (self.ports.broker, self.ports.controller):
             if port_open(self.host, port):
                 raise BrokerError(
                     f"port {port} on {self.host} is in use: stop what listens there or "
                     "choose another port (--broker-port)"
                 )
+
+    def start(self, java: str) -> None:
+        """Start the node (its folder formatted); return at once, see :meth:`wait_started`."""
+        self.check_ports()
         config = self._write_config()
         self._log_from = self._log_size()
         out = (self.log_dir.parent / f"{self.log_dir.name}.out").open("ab")

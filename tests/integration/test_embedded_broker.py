@@ -124,6 +124,9 @@ def test_the_stack_restarts_with_every_topic_and_survives_its_broker_dying(
     while len(ids := classified_ids()) < 3000 and time.monotonic() < deadline:
         time.sleep(1)
     assert ids == {r["id"] for r in sample}, f"{3000 - len(ids)} items lost"
+    deadline = time.monotonic() + 120  # the crowd and the learner take longer
+    while len(read("control.models")) < 2 and time.monotonic() < deadline:
+        time.sleep(1)
     labels_before = read("crowd.labels")
     models_before = read("control.models")
     pool_before = read("crowd.pool")
