@@ -73,13 +73,14 @@ def worker(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> 
     running.stop()
 
 
-async def _send(bootstrap: str, topic: str, raws: list[bytes]) -> None:
+async def _send(bootstrap: str, topic: str, raws: list[bytes], key: bytes | None) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=8 * 1024 * 1024)
     await producer.start()
     try:
-        for raw in raws:
-            await producer.send(f"{PIPELINE}.{topic}", raw)
-        await producer.flush()
+        # Every record must be written: a refused one would not test its reader.
+        await asyncio.gather(
+            *[await producer.send(f"{PIPELINE}.{topic}", raw, key=key) for raw in raws]
+        )
     finally:
         await producer.stop()
 
@@ -114,14 +115,15 @@ async def test_every_ingress_takes_fuzz_without_crashing_and_accounts_every_inpu
     labels = draw(payloads(), PER_INGRESS)
     commands = draw(payloads(), PER_INGRESS)
     models = draw(payloads(), PER_INGRESS)
-    for topic, sent in (
-        ("items.raw", raw),
-        ("crowd.tasks", tasks),
-        ("crowd.labels", labels),
-        ("jobs", commands),
-        ("control.models", models),
+    for topic, sent, record_key in (
+        ("items.raw", raw, None),
+        ("crowd.tasks", tasks, None),
+        ("crowd.labels", labels, None),
+        ("jobs", commands, None),
+        # A compacted topic takes keyed records only (Kafka refuses others).
+        ("control.models", models, b"request"),
     ):
-        await _send(broker.bootstrap, topic, sent)
+        await _send(broker.bootstrap, topic, sent, record_key)
 
     # HTTP: the jobs API and the results API, with fuzz bodies and queries.
     for body in draw(payloads(), PER_INGRESS // 2):

@@ -14,6 +14,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from channels.admin import declare_topics
+from channels.topics import TopicPolicy, TopicSpec
 from pipelines.broker import EmbeddedBroker, free_port
 from tests.integration.conftest import read_topic, start_worker, values, write_topology
 
@@ -24,6 +26,8 @@ async def test_collector_ingests_an_existing_kafka_topic(
     broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
     source = "external.tweets"
+    # The user's own topic, there before crowdstream (which never creates it).
+    await declare_topics([broker.bootstrap], [TopicSpec(source, source, 2)], TopicPolicy())
     topology = write_topology(tmp_path, "srctest", collector={"source_topic": source})
     worker = start_worker(
         broker, topology, tmp_path, "--crowd", "none", "--pe", "collector", "features", "classifier"
@@ -49,12 +53,13 @@ async def test_collector_ingests_an_existing_kafka_topic(
         worker.stop()
 
 
-def test_broker_command_serves_until_interrupted() -> None:
+def test_broker_command_serves_until_interrupted(tmp_path: Path) -> None:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipelines.cli", "broker", "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
+        env={**os.environ, "CROWDSTREAM_DATA_DIR": str(tmp_path)},
     )
     try:
         assert proc.stdout is not None
@@ -69,6 +74,7 @@ def test_broker_command_serves_until_interrupted() -> None:
     time.sleep(0.2)
     with socket.socket() as sock:  # the broker process is gone with it
         assert sock.connect_ex(("127.0.0.1", port)) != 0
+    assert (tmp_path / "kafka" / "node-1" / "meta.properties").is_file()  # its data stays
 
 
 def test_broker_command_refuses_a_busy_port(broker: EmbeddedBroker) -> None:
