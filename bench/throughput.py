@@ -64,8 +64,8 @@ from pe.features.hashing import sparse_rows
 from pe.features.space import FeatureSpace
 from pe.learner.trainers import Example, fit_logistic
 from pipelines.broker import EmbeddedBroker, free_port
-from pipelines.kafka.dist import kafka_version
 from pipelines.client import push_lines
+from pipelines.kafka.dist import kafka_version
 from pipelines.report import percentiles
 from pipelines.sample import load_sample
 from pipelines.topology import load_topology

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
 import sys
 
-__all__ = ["die_with_parent"]
+__all__ = ["background_helper", "die_with_parent"]
 
 _PR_SET_PDEATHSIG = 1
 
@@ -19,3 +20,10 @@ def die_with_parent() -> None:
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def background_helper() -> None:
+    """Initializer of a helper process (a pool's worker): it dies with its parent and
+    yields the CPU to it, whose event loop carries the stream's latency."""
+    die_with_parent()
+    os.nice(10)

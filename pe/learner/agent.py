@@ -12,7 +12,7 @@ from aiokafka import ConsumerRecord
 from channels.codec import DecodeError, decode
 from channels.records import Label
 from pe.common.context import PipelineContext
-from pe.common.lifecycle import die_with_parent
+from pe.common.lifecycle import background_helper
 from pe.common.modelbook import model_book
 from pe.learner.state import ClassifierLearner
 from pe.learner.trainers import make_trainer
@@ -56,8 +56,11 @@ def register(ctx: PipelineContext) -> None:
     fitter = ProcessPoolExecutor(
         max_workers=1,
         mp_context=multiprocessing.get_context("spawn"),
-        initializer=die_with_parent,
+        initializer=background_helper,
     )
+    # Start its process now: a fresh interpreter importing scikit-learn at the first
+    # retrain took seconds of CPU from the event loop while items flowed.
+    fitter.submit(int)
     labels_in = ctx.metrics.items_in.labels(ctx.pipeline, PE)
 
     async def on_labels(records: Sequence[ConsumerRecord]) -> None:
