@@ -127,6 +127,8 @@ class KafkaNode:
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     #: Where this start's part of the log file begins.
     _log_from: int = field(default=0, init=False, repr=False)
+    #: Whether this start's part of the log has the start line yet.
+    _logged_start: bool = field(default=False, init=False, repr=False)
 
     @property
     def bootstrap(self) -> str:
@@ -220,6 +222,7 @@ class KafkaNode:
         self.check_ports()
         config = self._write_config()
         self._log_from = self._log_size()
+        self._logged_start = False
         out = (self.log_dir.parent / f"{self.log_dir.name}.out").open("ab")
         try:
             self._proc = subprocess.Popen(  # noqa: S603 (java and Kafka's main class)
@@ -320,4 +323,10 @@ class KafkaNode:
         return "\n".join(parts)
 
     def _started(self) -> bool:
-        return _STARTED in self._log_tail() and port_open(self.host, self.ports.broker)
+        # All of this start's log, not its tail: a node of a cluster with many
+        # partitions logs more than the tail holds within moments of its start line.
+        if not self._logged_start:
+            with contextlib.suppress(FileNotFoundError), self.log_file.open("rb") as fh:
+                fh.seek(self._log_from if self._log_from <= self._log_size() else 0)
+                self._logged_start = _STARTED.encode() in fh.read()
+        return self._logged_start and port_open(self.host, self.ports.broker)
