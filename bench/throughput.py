@@ -59,7 +59,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from channels.admin import declare_topics
 from channels.records import ModelMetrics, ModelUpdate
 from channels.signing import ModelSigner
-from channels.topics import TopicPolicy
+from channels.topics import TopicPolicy, TopicSpec
 from pe.features.hashing import sparse_rows
 from pe.features.space import FeatureSpace
 from pe.learner.trainers import Example, fit_logistic
@@ -189,6 +189,8 @@ async def _measure(bootstrap: str, load: _Load, rate: float | None) -> dict[str,
 async def _ceiling(bootstrap: str, load: _Load) -> dict[str, Any]:
     """Plain aiokafka: produce the records to a fresh topic and consume them back."""
     topic = f"bench-ceiling-{int(time.time())}"
+    # Declared like the pipeline's topics (the broker creates none by itself).
+    await declare_topics([bootstrap], [TopicSpec(topic, topic, 4)], TopicPolicy())
     lines = list(load.lines())
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     await producer.start()
