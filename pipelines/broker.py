@@ -9,7 +9,6 @@ pool, jobs and results are still there when the stack comes back.
 from __future__ import annotations
 
 import logging
-import signal
 import socket
 import threading
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 
 from pipelines.kafka.dist import BrokerError, KafkaDist, default_cache_dir, find_java
-from pipelines.kafka.node import KafkaNode, NodePorts, new_cluster_id
+from pipelines.kafka.node import KafkaNode, NodePorts, recorded_cluster_id
 
 __all__ = ["BrokerError", "EmbeddedBroker", "free_port"]
 
@@ -98,7 +97,7 @@ class EmbeddedBroker:
             configs={**_SINGLE_NODE, **self._configs},
         )
         node.check_ports()  # before formatting anything
-        node.format(self._cluster_id(node), java)
+        node.format(recorded_cluster_id(self.data_dir, [node]), java)
         started = time.monotonic()
         node.start(java)
         self._node = node
@@ -110,18 +109,6 @@ class EmbeddedBroker:
             self.data_dir,
             time.monotonic() - started,
         )
-
-    def _cluster_id(self, node: KafkaNode) -> str:
-        """This broker's cluster id, kept beside its log folder: a log folder that
-        another cluster formatted is refused, not silently served."""
-        record = self.data_dir / "cluster.id"
-        if record.is_file():
-            return record.read_text().strip()
-        cluster_id = node.cluster_id() if node.log_dir.exists() else None
-        cluster_id = cluster_id or new_cluster_id()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        record.write_text(cluster_id + "\n")
-        return cluster_id
 
     def supervise(self, every_s: float = 1.0) -> None:
         """Restart the broker if it dies while the worker runs (its records are on
@@ -163,11 +150,6 @@ class EmbeddedBroker:
         node, self._node = self._node, None
         if node is not None:
             node.stop()
-
-    def kill(self) -> None:
-        """SIGKILL the node (tests of a broker dying)."""
-        if self._node is not None:
-            self._node.signal(signal.SIGKILL)
 
     def wait(self) -> int:
         """Block until the broker exits; its exit code."""

@@ -25,7 +25,7 @@ from aiokafka.errors import KafkaError
 
 from pipelines.broker import START_TIMEOUT_S, free_port
 from pipelines.kafka.dist import BrokerError, KafkaDist, default_cache_dir, find_java
-from pipelines.kafka.node import KafkaNode, NodePorts, new_cluster_id
+from pipelines.kafka.node import KafkaNode, NodePorts, recorded_cluster_id
 
 __all__ = ["CLUSTER_DEFAULTS", "NODE_IDS", "LocalCluster", "PartitionState"]
 
@@ -125,7 +125,7 @@ class LocalCluster:
         wait until each serves clients."""
         java = self._java = find_java()
         self._dist.fetch()
-        cluster_id = self._cluster_id()
+        cluster_id = recorded_cluster_id(self.base_dir, self.nodes.values())
         nodes = list(self.nodes.values())
         # Each format is a JVM start of its own: run them side by side.
         with ThreadPoolExecutor(len(nodes)) as pool:
@@ -264,23 +264,6 @@ class LocalCluster:
             if waited > timeout_s:
                 raise BrokerError(f"partitions not in sync after {timeout_s:.0f} s: {problem}")
             await asyncio.sleep(0.5)
-
-    def _cluster_id(self) -> str:
-        """The cluster's id, kept beside the nodes' folders: a folder that another
-        cluster formatted is refused, not silently served."""
-        record = self.base_dir / "cluster.id"
-        if record.is_file():
-            return record.read_text().strip()
-        found = {
-            cluster_id
-            for node in self.nodes.values()
-            if node.log_dir.exists() and (cluster_id := node.cluster_id()) is not None
-        }
-        # Folders formatted before this record existed keep their id.
-        cluster_id = found.pop() if len(found) == 1 else new_cluster_id()
-        self.base_dir.mkdir(parents=True, exist_ok=True)
-        record.write_text(cluster_id + "\n")
-        return cluster_id
 
     def __enter__(self) -> LocalCluster:
         self.start()

@@ -15,14 +15,21 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pe.common.lifecycle import die_with_parent
 from pipelines.kafka.dist import LOG4J_CONFIG, BrokerError, KafkaDist
 
-__all__ = ["BROKER_DEFAULTS", "KafkaNode", "NodePorts", "new_cluster_id", "port_open"]
+__all__ = [
+    "BROKER_DEFAULTS",
+    "KafkaNode",
+    "NodePorts",
+    "new_cluster_id",
+    "port_open",
+    "recorded_cluster_id",
+]
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +91,23 @@ def new_cluster_id() -> str:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         if not cluster_id.startswith("-"):
             return cluster_id
+
+
+def recorded_cluster_id(folder: Path, nodes: Iterable[KafkaNode]) -> str:
+    """The cluster id kept in ``folder/cluster.id`` beside the nodes' log folders, so a
+    log folder that another cluster formatted is refused, not silently served.
+
+    Without the record, folders formatted before it existed keep their one id; else a
+    new id is made. Either is recorded.
+    """
+    record = folder / "cluster.id"
+    if record.is_file():
+        return record.read_text().strip()
+    found = {cluster_id for node in nodes if (cluster_id := node.cluster_id()) is not None}
+    cluster_id = found.pop() if len(found) == 1 else new_cluster_id()
+    folder.mkdir(parents=True, exist_ok=True)
+    record.write_text(cluster_id + "\n")
+    return cluster_id
 
 
 def port_open(host: str, port: int) -> bool:
