@@ -241,7 +241,8 @@ async def test_qualification_admits_right_answers_and_ends_wrong_ones() -> None:
         )
         assert status == 200 and body["admitted"] is False
         status, body = await env.call("POST", "/api/v1/workers/me/heartbeat", bad["token"])
-        assert status == 410 and "ended" in body["error"]
+        assert status == 410 and body["reason"] == "failed_qualification"
+        assert "did not match" in body["error"]  # the farewell, again
         # the failed worker's place opens again
         assert env.crowd.openings == 1
     finally:
@@ -380,7 +381,8 @@ async def test_a_worker_who_does_not_return_loses_the_assignment_to_the_queue() 
         task = env.pool.tasks[task_id]
         assert list(task.active) == [stays["worker_id"]] and task.open_slots == 0
         status, body = await env.call("POST", "/api/v1/workers/me/heartbeat", gone["token"])
-        assert status == 410 and "join again" in body["error"]
+        assert status == 410 and body["reason"] == "vanished"
+        assert "Join again" in body["error"]
         status, body = await env.answer(stays["token"], task_event["assignment_id"], "no")
         assert status == 200 and body["outcome"] == "vote" and len(env.finished) == 1
     finally:

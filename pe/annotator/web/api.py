@@ -321,7 +321,10 @@ class CrowdApi:
             except HttpError as exc:
                 return _json(exc.status, {"error": exc.message}, exc.headers)
             except WebCrowdError as exc:
-                return _json(exc.status, {"error": exc.message})
+                body = {"error": exc.message}
+                if exc.reason is not None:
+                    body["reason"] = exc.reason
+                return _json(exc.status, body)
             except ValidationError as exc:
                 status = 400 if any(e["type"] == "json_invalid" for e in exc.errors()) else 422
                 return _json(status, {"error": _validation_message(exc)})

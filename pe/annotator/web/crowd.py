@@ -56,10 +56,11 @@ _TERMINATED = "Another worker finished this task first. Your work is paid."
 class WebCrowdError(Exception):
     """A request the pool cannot honour, with the HTTP status that says why."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, reason: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.reason = reason  #: why the session ended, on a 410
 
 
 @dataclass
@@ -107,6 +108,7 @@ class Session:
     assignments: OrderedDict[str, Assignment] = field(default_factory=OrderedDict)
     streams: list[asyncio.Queue[Event | None]] = field(default_factory=list)
     ended: str | None = None  #: why the session ended
+    farewell: str = ""  #: what the worker was told when it ended
 
     @property
     def state(self) -> SessionState:
@@ -221,7 +223,9 @@ class WebCrowd(CrowdAdapter):
         if session is None:
             raise WebCrowdError(401, "unknown worker: join again")
         if session.ended is not None and not ended:
-            raise WebCrowdError(410, f"your session has ended ({session.ended}): join again")
+            # The farewell, not a generic error: a page may learn of the end from this
+            # answer before the stream's "ended" event reaches it.
+            raise WebCrowdError(410, session.farewell, session.ended)
         return session
 
     def qualify(self, session: Session, answers: dict[str, str]) -> bool:
@@ -342,6 +346,7 @@ class WebCrowd(CrowdAdapter):
         session.current = None
         session.quiz = []
         session.ended = reason
+        session.farewell = message
         self._publish(
             session,
             "ended",

@@ -44,6 +44,12 @@ class _Body(BaseModel):
 
 class ErrorBody(BaseModel):
     error: str = Field(description="What was wrong, for a person to read.")
+    reason: str | None = Field(
+        None,
+        description="On a 410 for an ended session, why it ended (released, left, "
+        "vanished, failed_qualification, stopped); `error` is then the farewell the "
+        "worker was shown.",
+    )
 
 
 class JoinRequest(_Body):

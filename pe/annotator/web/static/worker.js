@@ -55,6 +55,7 @@ async function api(method, path, body) {
   if (!res.ok) {
     const err = new Error((data && data.error) || res.statusText);
     err.status = res.status;
+    err.reason = data && data.reason;
     throw err;
   }
   return data;
@@ -187,14 +188,16 @@ function ended(data) {
   show("ended");
 }
 
-function sessionOver(message) {
+// A 410 names why the session ended: a call may learn of the end before the
+// stream's "ended" event arrives, and the worker must see the same farewell.
+function sessionOver(message, reason) {
   sessionStorage.removeItem("crowdstream.token");
   state.token = null;
-  ended({ reason: "over", message: message || "Your session has ended." });
+  ended({ reason: reason || "over", message: message || "Your session has ended." });
 }
 
 function handleError(err) {
-  if (err.status === 401 || err.status === 410) sessionOver(err.message);
+  if (err.status === 401 || err.status === 410) sessionOver(err.message, err.reason);
   else error(err.message);
 }
 
@@ -233,7 +236,7 @@ async function listen() {
       });
       if (res.status === 401 || res.status === 410) {
         const body = await res.json().catch(() => ({}));
-        sessionOver(body.error);
+        sessionOver(body.error, body.reason);
         return;
       }
       if (!res.ok) throw new Error(res.statusText);
@@ -266,7 +269,7 @@ async function beat() {
     setToken(status);
     showEarnings(status.earnings);
   } catch (err) {
-    if (err.status === 401 || err.status === 410) sessionOver(err.message);
+    if (err.status === 401 || err.status === 410) sessionOver(err.message, err.reason);
   }
 }
 
