@@ -5,8 +5,9 @@ A benchmark, not a test: the full version of tests/integration/test_cluster_faul
 nodes, each a broker and a KRaft controller, every topic replicated three times, two
 replicas in sync for a write) runs one worker of the default crisis topology (every
 PE, the simulated crowd, load shedding on). An independent confluent-kafka client
-(acks=all, idempotent) pushes the items at a steady rate, half of them marked
-``meta.mandatory`` (never shed); mid-stream, the broker leading the most partitions
+(acks=all, idempotent) pushes the items at a steady rate (``--mandatory-every n``
+marks every n-th ``meta.mandatory``, never shed); mid-stream, the broker leading the
+most partitions
 is SIGKILLed and started again a few seconds later, then the active controller, then
 the worker (started again at once).
 
@@ -19,7 +20,7 @@ the output stream paused (the longest gap between consecutive classified records
 writes it to reports/bench-cluster-faults-<timestamp>.json.
 
 Usage: python bench/cluster_faults.py [--items 50000] [--rate 400] [--down-s 5]
-       [--mandatory-every 2] [--acks all|1] [--keep]
+       [--mandatory-every 0] [--acks all|1] [--keep]
 ``--acks 1`` (without idempotence) shows what a weaker producer loses.
 """
 
@@ -43,8 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipelines.kafka.cluster import CLUSTER_DEFAULTS, LocalCluster
 from pipelines.kafka.dist import kafka_version
-from tests.integration.conftest import write_topology
-from tests.integration.test_cluster_faults import crisis_shedding, run_faults
+from tests.integration.conftest import crisis_shedding, write_topology
+from tests.integration.test_cluster_faults import run_faults
 
 PIPELINE = "faultbench"
 
@@ -80,7 +81,7 @@ def main() -> int:
     parser.add_argument(
         "--mandatory-every",
         type=int,
-        default=2,
+        default=0,
         help="every n-th item has meta.mandatory (never shed); 0: none",
     )
     parser.add_argument("--acks", choices=["all", "1"], default="all", help="the pusher's acks")
@@ -89,7 +90,7 @@ def main() -> int:
     # Clients log every failed connection to a dead node: thousands of lines.
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    logging.getLogger("tests.cluster_faults").setLevel(logging.CRITICAL)
+    logging.getLogger("tests.feeds").setLevel(logging.CRITICAL)
     out_dir = Path("reports")
     out_dir.mkdir(exist_ok=True)
     stamp = datetime.now(tz=UTC).strftime("%Y%m%dT%H%M%SZ")

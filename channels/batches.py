@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 
 #: How long a batch may wait for room in the producer's queue (its request timeout).
 ENQUEUE_TIMEOUT_S = 40.0
+#: Reads that return nothing for longer than this are a pause (an outage, a failover,
+#: or quiet input); a stage under load gets records every fetch wait (0.5 s) or sooner.
+PAUSE_S = 2.0
 
 
 class Publisher:
@@ -162,6 +165,7 @@ class _Drain(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is un
         await self._reader.drain()
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
+        self._reader.resumed += 1
         log.info(
             "%s: assigned %s",
             self._reader.topic,
@@ -212,6 +216,12 @@ class BatchReader:
         #: Bumped by a rewind: batches read before it are not committed.
         self._generation = 0
         self._read_generation = 0
+        #: How many times reading resumed after a pause (no record for PAUSE_S: an
+        #: outage, a failover, or only quiet input) or from an earlier point
+        #: (partitions assigned, a rewind): what waits then is the pipeline's own
+        #: backlog, not overload (see channels.shedding).
+        self.resumed = 0
+        self._quiet_since: float | None = None
         self._stall = StallWatch()
         self._closing = False
 
@@ -261,6 +271,7 @@ class BatchReader:
             except ConsumerStoppedError:
                 return
             except KafkaError as exc:
+                self._quiet()
                 log.warning("%s: read failed (%s); retrying in %.1f s", self.topic, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
@@ -268,14 +279,23 @@ class BatchReader:
             delay = 0.5
             records = [record for batch in found.values() for record in batch]
             if not records:
+                self._quiet()
                 await self._check_stall()
             if records:
+                if self._quiet_since is not None:
+                    if time.monotonic() - self._quiet_since > PAUSE_S:
+                        self.resumed += 1
+                    self._quiet_since = None
                 if self._stall.received(time.monotonic()):
                     log.warning("%s: the broker answers fetches again", self.topic)
                 for tp, batch in found.items():
                     self._positions[tp] = batch[-1].offset + 1
                 self._read_generation = self._generation
                 yield records
+
+    def _quiet(self) -> None:
+        if self._quiet_since is None:
+            self._quiet_since = time.monotonic()
 
     async def _check_stall(self) -> None:
         """Warn when the broker holds records past our positions but returns none."""
@@ -329,6 +349,7 @@ class BatchReader:
         except KafkaError as exc:
             log.error("%s: sending a batch's output failed (%s); reading it again", self.topic, exc)
             self._generation += 1
+            self.resumed += 1
             for tp, offset in pending.first.items():
                 if tp in self._consumer.assignment():
                     self._consumer.seek(tp, offset)

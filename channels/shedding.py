@@ -2,16 +2,18 @@
 
 A stage is *behind* when the oldest item of its batch is older than ``max_age_s``
 while at least ``min_backlog`` records wait (the late ones in hand plus its lag), or
-when its lag exceeds ``max_lag`` records. A short backlog (a restart, a few
-stragglers) is caught up in moments, so dropping it would lose items for no gain.
-While behind and getting worse (that age or lag is not smaller than at the last
-step), the fraction of items it keeps falls (multiplicatively, at most every
-``adapt_every_s``); while behind but catching up it holds, so a backlog that is
-draining does not drive it to the floor; once caught up it climbs back
-(additively). The items to drop are chosen by policy: near-duplicates of items just
-seen first, then a uniform sample. Protected items (a listed source, or a truthy
-``meta[protect_meta_key]``: the "human processing mandatory" pattern) are never
-shed.
+when its lag exceeds ``max_lag`` records. Being behind is not overload: a backlog the
+pipeline caused itself (a restart, a broker outage, a rebalance, a rewind) drains
+once reading resumes, and dropping it would lose items for nothing. A stage is
+*overloaded* only when, behind, it fell further behind over a whole ``trend_s``
+window: its input arrives faster than it reads. Only then does the fraction of items
+it keeps fall (multiplicatively, at most every ``adapt_every_s``, while it keeps
+getting worse); while it drains it holds, and once caught up it climbs back
+(additively). Reading that resumes (``resume``: after a pause, a rebalance or a
+rewind) starts the judgement afresh, keeping everything. The items to drop are chosen by policy:
+near-duplicates of items just seen first, then a uniform sample. Protected items (a
+listed source, or a truthy ``meta[protect_meta_key]``: the "human processing
+mandatory" pattern) are never shed.
 
 Decisions are made on raw records before they are decoded, so a shed record costs
 little: its age comes from its Kafka timestamp (when it was written to the stage's
@@ -24,7 +26,7 @@ Pure logic: time, randomness, the peek and the near-duplicate key are passed in.
 from __future__ import annotations
 
 import random
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -60,6 +62,9 @@ class SheddingPolicy(BaseModel):
     min_keep: float = Field(0.02, gt=0, le=1)
     #: How often the kept fraction may change.
     adapt_every_s: float = Field(0.1, gt=0)
+    #: How long a stage must fall further behind before that counts as overload (a
+    #: backlog that drains over such a window is caught up whole).
+    trend_s: float = Field(2.0, gt=0)
     #: Items from these sources are never shed.
     protect_sources: list[str] = Field(default_factory=list)
     #: Items whose ``meta`` has this key set to a true value are never shed.
@@ -87,11 +92,23 @@ class Shedder:
         self._protect = protect
         self._witness = witness
         self.keep_fraction = 1.0
+        #: Input arrives faster than the stage reads (see the module's docstring).
+        self.overloaded = False
         self._dup_key = dup_key
         self._rng = rng
         self._adapted = now
         self._last_pressure: tuple[float, int] | None = None
+        #: (time, age, backlog) at each step while behind and not yet overloaded.
+        self._trend: deque[tuple[float, float, int]] = deque()
         self._recent: OrderedDict[str, None] = OrderedDict()
+
+    def resume(self) -> None:
+        """Reading resumed after a pause, or from an earlier point (partitions
+        assigned, a rewind): what waits is the pipeline's own backlog, not overload."""
+        self.keep_fraction = 1.0
+        self.overloaded = False
+        self._last_pressure = None
+        self._trend.clear()
 
     def protected(self, record: Mapping[str, Any]) -> bool:
         policy = self.policy
@@ -158,13 +175,31 @@ class Shedder:
         backlog = lag if lag is not None else 0
         late = age > policy.max_age_s and late_in_hand + backlog >= policy.min_backlog
         lagging = policy.max_lag is not None and backlog > policy.max_lag
-        last, self._last_pressure = self._last_pressure, (age, backlog)
         if not (late or lagging):
+            self.overloaded = False
+            self._last_pressure = None
+            self._trend.clear()
             self.keep_fraction = min(1.0, self.keep_fraction + INCREASE)
             return
+        if not self.overloaded and not self._falling_behind(now, age, backlog, late):
+            return
+        self.overloaded = True
+        last, self._last_pressure = self._last_pressure, (age, backlog)
         worse = last is None or (age >= last[0] if late else backlog >= last[1])
         if worse:
             self.keep_fraction = max(self.policy.min_keep, self.keep_fraction * DECREASE)
+
+    def _falling_behind(self, now: float, age: float, backlog: int, late: bool) -> bool:
+        """Did the stage fall further behind over the last whole ``trend_s``?"""
+        trend = self._trend
+        trend.append((now, age, backlog))
+        horizon = now - self.policy.trend_s
+        while len(trend) > 1 and trend[1][0] <= horizon:
+            trend.popleft()
+        start, start_age, start_backlog = trend[0]
+        if start > horizon:
+            return False  # not judged on less than a whole window
+        return age > start_age if late else backlog > start_backlog
 
     def _remember(self, key: str) -> None:
         self._recent[key] = None

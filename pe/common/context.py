@@ -133,7 +133,7 @@ class PipelineContext:
                 self.pipeline,
                 pe,
                 dup_key=shed_key,
-                lag=lambda: self.plane.lag(topic),
+                reader=lambda: self.plane.reader(topic),
                 protect=windows.protects,
                 witness=windows.witness,
             )

@@ -107,9 +107,10 @@ class DataPlane(Service):
     def readers(self) -> list[BatchReader]:
         return [route.reader for route in self._routes.values() if route.reader is not None]
 
-    def lag(self, topic: str) -> int | None:
+    def reader(self, topic: str) -> BatchReader | None:
+        """The reader of ``topic`` (None before the plane starts, or if it is fused)."""
         route = self._routes.get(topic)
-        return route.reader.lag() if route and route.reader else None
+        return route.reader if route else None
 
     async def on_start(self) -> None:
         await self.publisher.start()

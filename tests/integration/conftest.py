@@ -93,14 +93,23 @@ class Worker:
             self.proc.wait(timeout=10)
 
 
+CRISIS_YAML = Path(__file__).parents[2] / "pipelines" / "crisis.yaml"
+
+
+def crisis_shedding() -> dict[str, Any]:
+    """The shedding parameters of the default crisis topology (for tests that prove
+    nothing is lost in the configuration users run)."""
+    params: dict[str, Any] = yaml.safe_load(CRISIS_YAML.read_text())["params"]["shedding"]
+    return params
+
+
 def write_topology(directory: Path, name: str, **params: dict[str, Any]) -> Path:
     """A copy of the crisis topology under another name (its own topics), with params.
 
     Load shedding is off unless ``shedding`` is given: tests that count every item
     must not depend on how fast the machine running them is.
     """
-    source = Path(__file__).parents[2] / "pipelines" / "crisis.yaml"
-    data = yaml.safe_load(source.read_text())
+    data = yaml.safe_load(CRISIS_YAML.read_text())
     data["name"] = name
     data.setdefault("params", {})["shedding"] = {"enabled": False}
     for pe, values in params.items():

@@ -2,8 +2,10 @@
 
 The broker here is a second embedded one of the test's own: it starts after the
 worker, and is then frozen (SIGSTOP: connections stay open, nothing answers, as in a
-network partition or a stalled broker) and thawed. Stopping it instead would lose
-its records: it keeps them in memory only.
+network partition or a stalled broker) and thawed. The worker runs the default
+topology (load shedding on), fed at 500 items/s by an independent client that keeps
+producing through the outage, as a live feed does: the backlog the outage leaves is
+caught up, not shed.
 """
 
 from __future__ import annotations
@@ -20,20 +22,22 @@ import pytest
 
 from channels.dedup import FirstById
 from pipelines.broker import EmbeddedBroker, free_port
-from pipelines.client import push_lines
 from tests.integration.conftest import (
     Worker,
+    crisis_shedding,
     read_topic,
     spawn_worker,
     wait_ready,
     wait_until,
     write_topology,
 )
+from tests.integration.feeds import SteadyProducer
 
 pytestmark = pytest.mark.integration
 
 PIPELINE = "outagetest"
 ITEMS = 20_000
+RATE = 500.0  #: items/s of the live feed
 OUTAGE_S = 30.0
 
 
@@ -49,7 +53,7 @@ def late_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
 
 @pytest.fixture
 def worker(late_broker: EmbeddedBroker, tmp_path: Path) -> Iterator[Worker]:
-    topology = write_topology(tmp_path, PIPELINE)
+    topology = write_topology(tmp_path, PIPELINE, shedding=crisis_shedding())
     args = ("--pe", "collector", "features", "classifier", "--crowd", "none")
     started = spawn_worker(late_broker.url, topology, tmp_path, *args)
     yield started
@@ -88,7 +92,10 @@ async def test_a_late_broker_and_a_30_s_outage_lose_nothing(
     rows = [
         {"id": f"o{n}", "text": f"bridge {n % 89} down, {n} people cut off"} for n in range(ITEMS)
     ]
-    await push_lines([late_broker.bootstrap], PIPELINE, [orjson.dumps(r) for r in rows])
+    feed = SteadyProducer(
+        late_broker.bootstrap, PIPELINE, [(r["id"], orjson.dumps(r)) for r in rows], RATE
+    )
+    feed.start()
     topic = f"{PIPELINE}.items.classified"
 
     def classified() -> float:
@@ -105,11 +112,14 @@ async def test_a_late_broker_and_a_30_s_outage_lose_nothing(
     assert status == 503 and orjson.loads(body)["broker"] == "down"
     assert worker.metric("crowdstream_broker_up") == 0
     # What the worker held (batches in hand, prefetched records) is handed to the
-    # producer, then nothing moves until the broker is back.
+    # producer, then nothing moves until the broker is back; the feed goes on.
     waited = await _steady(classified)
     await asyncio.sleep(max(OUTAGE_S - (time.monotonic() - started), 2.0))
     assert classified() == waited
+    assert feed.sent - feed.acked > 5_000, "the outage came after the feed's end"
     os.kill(late_broker.pid, signal.SIGCONT)
+    await asyncio.to_thread(feed.join, ITEMS / RATE + 120)
+    assert feed.acked == ITEMS and not feed.errors, feed.errors[:3]
 
     wanted = {row["id"] for row in rows}
 
@@ -120,7 +130,8 @@ async def test_a_late_broker_and_a_30_s_outage_lose_nothing(
         late_broker.bootstrap, topic, lambda rs: wanted <= set(ids(rs)), timeout_s=240
     )
     got = ids(records)
-    assert wanted <= set(got), f"{len(wanted - set(got))} items lost in the outage"
+    shed = worker.metric("crowdstream_items_shed_total")
+    assert wanted <= set(got), f"{len(wanted - set(got))} items lost in the outage ({shed} shed)"
     once = FirstById()
     assert sorted(i for i in got if once.first(i)) == sorted(wanted)
     assert worker.proc.poll() is None, _log(worker)

@@ -27,11 +27,17 @@ def books(worker: Worker, pe: str) -> tuple[float, float, float, float]:
 async def test_a_burst_is_shed_by_policy_and_every_item_is_accounted(
     broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
-    # A bound far below what a burst of 20,000 items takes to process.
+    # A bound far below what a burst of 20,000 items takes to process, and a trend
+    # window shorter than the burst: it is judged overload while it comes in.
     topology = write_topology(
         tmp_path,
         PIPELINE,
-        shedding={"enabled": True, "max_age_s": 0.05, "protect_sources": ["911"]},
+        shedding={
+            "enabled": True,
+            "max_age_s": 0.05,
+            "trend_s": 0.2,
+            "protect_sources": ["911"],
+        },
     )
     worker = start_worker(broker, topology, tmp_path, "--crowd", "none")
     try:

@@ -63,35 +63,84 @@ def test_fresh_input_is_never_shed() -> None:
     assert shedder.keep_fraction == 1.0
 
 
-def test_late_input_lowers_the_kept_fraction_and_counts_every_drop() -> None:
+def overload(shedder: Shedder, now: float = 10.0, lag: int | None = None) -> float:
+    """Feed records that wait longer and longer until the shedder judges it overloaded
+    (one cut); the time of that step."""
+    for step in range(100):
+        at = now + step * 0.2
+        run(shedder, [Rec(f"warm{step}", 0.0)], at, lag)
+        if shedder.overloaded:
+            return at
+    raise AssertionError("never overloaded")
+
+
+def test_input_that_falls_further_behind_is_shed_and_every_drop_counted() -> None:
     shedder = make(ON)
     kept_total = shed_total = 0
-    for step in range(1, 11):
-        now = step * 0.2
-        items = batch(1000, ts_in=now - 5.0, prefix=f"b{step}-")
+    for step in range(20):
+        now = 5.0 + step * 0.2
+        items = batch(1000, ts_in=0.0, prefix=f"b{step}-")  # older at every step
         keep, shed = run(shedder, items, now)
         kept_total += sum(keep)
         shed_total += sum(shed.values())
         assert sum(keep) + sum(shed.values()) == len(items)
-    assert shedder.keep_fraction == pytest.approx(0.7**10)
-    assert kept_total + shed_total == 10_000
-    assert shed_total > 5_000
+        if now - 5.0 < ON.trend_s:  # not judged on less than a whole window
+            assert not shed and not shedder.overloaded
+    assert shedder.overloaded
+    assert shedder.keep_fraction == pytest.approx(0.7**10)  # a cut a step once judged
+    assert kept_total + shed_total == 20_000
+    assert shed_total > 7_000
+
+
+def test_a_backlog_that_drains_is_caught_up_whole() -> None:
+    # A restart, an outage or a rebalance left 30 s of input waiting; the stage reads
+    # it faster than new input arrives, so every batch is less late than the last.
+    shedder = make(ON)
+    for step in range(120):
+        now = 100.0 + step * 0.2
+        age = 30.0 - step * 0.25
+        keep, shed = run(shedder, batch(500, ts_in=now - age), now, lag=50_000 - 400 * step)
+        assert all(keep) and not shed
+    assert not shedder.overloaded and shedder.keep_fraction == 1.0
+
+
+def test_a_backlog_with_jitter_is_judged_over_the_window_not_a_step() -> None:
+    # Batches from partitions at different depths: the age goes up and down from one
+    # batch to the next, but drains over any two seconds.
+    shedder = make(ON)
+    for step in range(100):
+        now = 100.0 + step * 0.2
+        age = 30.0 - step * 0.25 + (1.5 if step % 2 else 0.0)
+        _, shed = run(shedder, batch(100, ts_in=now - age), now, lag=20_000)
+        assert not shed
+    assert shedder.keep_fraction == 1.0
+
+
+def test_resumed_reading_starts_afresh() -> None:
+    shedder = make(ON)
+    now = overload(shedder)
+    assert shedder.keep_fraction == pytest.approx(0.7)
+    shedder.resume()  # partitions assigned, or a rewind: the backlog is our own
+    assert not shedder.overloaded and shedder.keep_fraction == 1.0
+    _, shed = run(shedder, batch(100, ts_in=0.0), now + 0.2)
+    assert not shed
 
 
 def test_the_fraction_recovers_once_caught_up() -> None:
     shedder = make(ON)
-    for step in range(1, 6):
-        run(shedder, batch(10, ts_in=0.0), now=step * 0.2 + 5)
+    now = overload(shedder)
+    for step in range(1, 10):
+        run(shedder, batch(10, ts_in=0.0), now=now + step * 0.2)
     low = shedder.keep_fraction
-    for step in range(6, 60):
-        now = step * 0.2 + 5
-        run(shedder, batch(10, ts_in=now), now=now)
-    assert low < 0.2 and shedder.keep_fraction == 1.0
+    for step in range(10, 80):
+        at = now + step * 0.2
+        run(shedder, batch(10, ts_in=at), now=at)
+    assert low < 0.05 and shedder.keep_fraction == 1.0 and not shedder.overloaded
 
 
 def test_near_duplicates_go_before_a_uniform_sample() -> None:
     shedder = make(ON)
-    now = 10.0
+    now = overload(shedder) + 0.01  # within the adapt interval: the fraction holds
     # 50 distinct texts and 50 copies of them (different case: same key here).
     items = batch(50, ts_in=0.0) + [Rec(r.text.upper(), 0.0) for r in batch(50, ts_in=0.0)]
     keep, shed = run(shedder, items, now)
@@ -112,7 +161,7 @@ def test_protected_items_are_never_shed() -> None:
         protect_meta_key="mandatory",
     )
     shedder = make(policy)
-    for step in range(1, 30):
+    for step in range(1, 40):
         items = [
             Rec(f"s{step}-{i}", 0.0, source="911" if i % 10 == 0 else "twitter") for i in range(100)
         ] + [Rec(f"m{step}", 0.0, meta={"mandatory": True}), Rec(f"n{step}", 0.0, meta={})]
@@ -127,35 +176,41 @@ def test_a_short_late_backlog_is_kept_whole() -> None:
     for step in range(1, 20):  # a few late records, nothing more waiting: caught up soon
         keep, shed = run(shedder, batch(5, ts_in=0.0), now=100.0 + step, lag=0)
         assert all(keep) and not shed
-    # The same lateness with a long queue behind it is load to shed.
-    _, shed = run(shedder, batch(500, ts_in=0.0), now=200.0, lag=600)
-    assert sum(shed.values()) == 150
+    # The same lateness, growing, with a long queue behind it is load to shed.
+    overload(shedder, now=200.0, lag=1000)
+    _, shed = run(shedder, batch(500, ts_in=0.0), now=203.0, lag=1000)
+    assert sum(shed.values()) > 0
 
 
 def test_a_lag_bound_also_counts_as_behind() -> None:
     shedder = make(SheddingPolicy(enabled=True, max_age_s=60.0, max_lag=1000))
-    _, shed = run(shedder, batch(100, ts_in=9.9), now=10.0, lag=500)
-    assert not shed
-    _, shed = run(shedder, batch(100, ts_in=10.0), now=10.2, lag=5000)
-    assert sum(shed.values()) == 30
+    for step in range(20):  # under the bound: never behind
+        _, shed = run(shedder, batch(100, ts_in=9.9), now=10.0 + step * 0.2, lag=500)
+        assert not shed
+    for step in range(20):  # past it and growing: overload
+        now = 20.0 + step * 0.2
+        _, shed = run(shedder, batch(100, ts_in=now), now=now, lag=5000 + 100 * step)
+    assert shedder.overloaded and sum(shed.values()) > 0
 
 
 def test_the_fraction_changes_at_most_every_adapt_interval() -> None:
     shedder = make(ON)
-    for i in range(20):
-        run(shedder, batch(10, ts_in=0.0), now=10.0 + i * 0.001)
+    now = overload(shedder)
+    for i in range(1, 20):
+        run(shedder, batch(10, ts_in=0.0), now=now + i * 0.001)
     assert shedder.keep_fraction == pytest.approx(0.7)
 
 
 def test_a_draining_backlog_holds_the_fraction() -> None:
     shedder = make(ON)
-    run(shedder, batch(10, ts_in=0.0), now=5.0)  # 5 s late: cut
+    now = overload(shedder)  # late and getting later: cut
     assert shedder.keep_fraction == pytest.approx(0.7)
+    age = now
     for step in range(1, 10):  # still late, but less and less
-        now = 5.0 + step * 0.2
-        run(shedder, batch(10, ts_in=now - 5.0 + step * 0.4), now=now)
+        age -= 0.2
+        run(shedder, batch(10, ts_in=now + step * 0.2 - age), now=now + step * 0.2)
     assert shedder.keep_fraction == pytest.approx(0.7)
-    run(shedder, batch(10, ts_in=0.0), now=8.0)  # worse again: cut
+    run(shedder, batch(10, ts_in=0.0), now=now + 2.2)  # worse again: cut
     assert shedder.keep_fraction == pytest.approx(0.49)
 
 
