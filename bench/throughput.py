@@ -2,9 +2,8 @@
 
 A benchmark, not a test. Runs workers with every PE but the annotator
 (``--crowd none``) and a trained model for each classifier. Each measurement gets a
-fresh embedded broker and fresh workers, warmed up with 5,000 items (the broker's
-fetches slow down as it holds more record batches, so runs would otherwise measure
-each other). It measures:
+fresh embedded broker and fresh workers, warmed up with 5,000 items (so runs do not
+measure each other's backlog, retention or caches). It measures:
 
 1. saturation: N items pushed as fast as possible; items/s from the first push to
    the last classified item, and end-to-end latency percentiles;
