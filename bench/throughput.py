@@ -40,9 +40,11 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -287,10 +289,12 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
 class _Workers:
     """Worker processes of one bench run, stopped (SIGTERM) together."""
 
-    def __init__(self, broker: EmbeddedBroker, out_dir: Path, stamp: str) -> None:
+    def __init__(self, broker: EmbeddedBroker, out_dir: Path, stamp: str, scratch: Path) -> None:
+        """Logs go to ``out_dir``; the workers' state to ``scratch``, removed after."""
         self._broker = broker
         self._out_dir = out_dir
         self._stamp = stamp
+        self._scratch = scratch
         self.procs: list[tuple[subprocess.Popen[bytes], int]] = []
 
     def start(self, *extra: str) -> tuple[subprocess.Popen[bytes], int]:
@@ -320,7 +324,7 @@ class _Workers:
                 env={
                     **os.environ,
                     "CROWDSTREAM_MODEL_KEY": BENCH_MODEL_KEY.decode(),
-                    "CROWDSTREAM_DATA_DIR": str(self._out_dir / f"bench-data-{http}"),
+                    "CROWDSTREAM_DATA_DIR": str(self._scratch / f"worker-{http}"),
                 },
             )
         self.procs.append((proc, http))
@@ -416,9 +420,11 @@ class _Bench:
     def broker(self) -> Iterator[tuple[str, _Workers]]:
         """A started broker with the pipeline's topics and models, and its workers."""
         port = free_port()
-        broker = EmbeddedBroker(port, self._out_dir / f"bench-kafka-{self._stamp}-{port}")
+        # The broker's log and the workers' state are gigabytes after a run: removed.
+        scratch = Path(tempfile.mkdtemp(prefix="crowdstream-bench-"))
+        broker = EmbeddedBroker(port, scratch / "kafka")
         broker.start()
-        workers = _Workers(broker, self._out_dir, self._stamp)
+        workers = _Workers(broker, self._out_dir, self._stamp, scratch)
         try:
             topology = load_topology(PIPELINE)
             asyncio.run(
@@ -429,6 +435,7 @@ class _Bench:
         finally:
             workers.stop()
             broker.stop()
+            shutil.rmtree(scratch, ignore_errors=True)
 
     def run(
         self, load: _Load, rate: float | None, layout: list[tuple[str, ...]] | None = None
