@@ -195,7 +195,10 @@ class BatchReader:
         rebalance_timeout_s: float,
         session_timeout_s: float,
         max_in_flight: int = 4,
+        stall_after_s: float = 30.0,
     ) -> None:
+        """``stall_after_s``: with unread records waiting, reads that return nothing
+        for this long are a stall (see :attr:`stalled`)."""
         self.topic = topic
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap_servers,
@@ -222,7 +225,7 @@ class BatchReader:
         #: backlog, not overload (see channels.shedding).
         self.resumed = 0
         self._quiet_since: float | None = None
-        self._stall = StallWatch()
+        self._stall = StallWatch(stall_after_s)
         self._closing = False
 
     async def start(self) -> None:
@@ -245,6 +248,12 @@ class BatchReader:
 
     def assignment(self) -> set[TopicPartition]:
         return set(self._consumer.assignment())
+
+    @property
+    def stalled(self) -> bool:
+        """The broker holds unread records for us but has returned none for a while
+        (see channels.stallwatch); False again once records come."""
+        return self._stall.stalled
 
     def lag(self) -> int | None:
         """Records behind the end of the assigned partitions, as the last fetches saw it.

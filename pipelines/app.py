@@ -178,6 +178,7 @@ def build_worker(
             lag = reader.lag()
             if lag is not None:
                 metrics.consumer_lag.labels(topology.name, reader.topic).set(lag)
+            metrics.stream_stalled.labels(topology.name, reader.topic).set(int(reader.stalled))
 
     app.timer(LAG_EVERY_S, name="crowdstream.consumer_lag")(report_lag)
     broker = _watch_broker(app, plane, metrics.broker_up.labels(topology.name), settings.broker)
@@ -196,11 +197,15 @@ def build_worker(
         for reader in readers:
             assigned |= {f"{tp.topic}:{tp.partition}" for tp in reader.assignment()}
         plane_ready = plane.started and all(reader.assignment() for reader in readers)
+        # Input waits but never comes: as good as down, though the broker answers probes.
+        stalled = sorted(reader.topic for reader in readers if reader.stalled)
         # A worker whose PEs only follow logs (annotator, learner) has no partitions.
         consumes = bool(app.agents or readers)
+        ready = faust_ready and plane_ready and (assigned or not consumes) and broker.up
         return {
-            "ready": bool(faust_ready and plane_ready and (assigned or not consumes) and broker.up),
+            "ready": bool(ready and not stalled),
             "broker": "up" if broker.up else "down",
+            "stalled": stalled,
             "pipeline": topology.name,
             "pes": chosen,
             "assigned": sorted(assigned),

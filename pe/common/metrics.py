@@ -56,6 +56,7 @@ class Metrics:
     crowd_answer_seconds: Histogram
     crowd_queue: Gauge
     consumer_lag: Gauge
+    stream_stalled: Gauge
     broker_up: Gauge
     pool_workers: Gauge
     crowd_task_seconds: Histogram
@@ -147,6 +148,12 @@ class Metrics:
                 CROWD_BUCKETS,
             ),
             crowd_queue=gauge("crowd_queue", "Crowd tasks waiting for a worker.", []),
+            stream_stalled=gauge(
+                "stream_stalled",
+                "1 while a data-plane reader gets no records though the broker holds unread "
+                "ones for it (the worker is then not ready), else 0.",
+                ["topic"],
+            ),
             consumer_lag=gauge(
                 "consumer_lag",
                 "Records a data-plane reader of this worker is behind the end of its partitions.",
@@ -194,8 +201,8 @@ class Metrics:
             ),
             models_refused=counter(
                 "models_refused",
-                "Model updates a worker ignored: unsigned, tampered, unknown schema version "
-                "or invalid.",
+                "Model updates a worker ignored: unsigned, tampered, unknown schema version, "
+                "invalid, or stale (not newer than the active model).",
                 ["reason"],
             ),
             jobs=gauge("jobs", "Jobs by kind and status.", ["kind", "status"]),
