@@ -44,7 +44,9 @@ NA_TAG = "N/A"
 
 
 class _Record(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    # NaN and infinity are not numbers JSON can carry: 1e400 would parse as infinity
+    # and be written back as null, which another process then rejects.
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
 
 
 class _SparseFeatures(_Record):
@@ -80,7 +82,7 @@ ItemId = Annotated[str, BeforeValidator(_id_as_string), Field(min_length=1, max_
 class InputItem(BaseModel):
     """What a producer sends to ``items.raw`` or ``POST /items``."""
 
-    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True, allow_inf_nan=False)
 
     id: ItemId | None = None
     text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)

@@ -27,6 +27,9 @@ from channels.records import MAX_TEXT_CHARS, FeatureItem, InputItem, Item, Label
         (b'{"text": "   "}', "schema", "text"),
         (b'{"text": 5}', "schema", "text"),
         (b'{"text": "x", "ts": -1}', "schema", "ts"),
+        # Infinity: written back as null, which another process would refuse.
+        (b'{"text": "x", "ts": 1e400}', "schema", "ts: Input should be a finite number"),
+        (b'{"text": "x", "ts": NaN}', "schema", "ts: Input should be a finite number"),
         (b'{"text": "\xff\xfe"}', "json", "invalid JSON"),
     ],
 )
