@@ -39,7 +39,8 @@ ALGORITHM = "hmac-sha256"
 
 class ModelRefused(ValueError):
     """A model message a classifier must not apply; ``kind`` is a fixed category:
-    ``invalid`` (not a model), ``schema_version``, ``unsigned`` or ``tampered``."""
+    ``invalid`` (not a model), ``schema_version``, ``unsigned``, ``tampered`` or
+    ``stale`` (not newer than the active model)."""
 
     def __init__(self, reason: str, kind: str) -> None:
         super().__init__(reason)

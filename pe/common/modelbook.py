@@ -4,7 +4,8 @@ Every process follows the whole compacted topic (see channels.follower), so each
 classifier instance gets every model, and a restarted one starts from the latest.
 A model is swapped in between two batches: a batch is classified by one model.
 An update that is unsigned, signed with another key, of an unknown schema version,
-or that does not fit the pipeline is ignored, logged and counted
+that does not fit the pipeline, or that is not newer than the active model (a stale
+learner or a replay) is ignored, logged and counted
 (``crowdstream_models_refused_total{reason}``); the active model stays.
 """
 
@@ -49,8 +50,13 @@ class ModelBook:
         for record in records:
             try:
                 update = self._ctx.signer.verify(record.value)
-                if update.version <= self.version(update.classifier):
-                    continue
+                active = self.version(update.classifier)
+                if update.version <= active:
+                    msg = (
+                        f"model {update.classifier} v{update.version} is not newer than "
+                        f"the active v{active}: a stale learner or a replay is publishing"
+                    )
+                    raise ModelRefused(msg, "stale")
                 compiled = self._compile(update)
             except ModelRefused as exc:
                 log.error("ignoring a model message (offset %d): %s", record.offset, exc)

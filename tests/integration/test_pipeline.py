@@ -191,7 +191,7 @@ async def test_forged_records_on_internal_topics_are_rejected(
     assert worker.proc.poll() is None and worker.get("/healthz")[0] == 200
 
 
-async def test_unsigned_tampered_and_unknown_version_models_are_refused(
+async def test_unsigned_tampered_unknown_version_and_stale_models_are_refused(
     broker: EmbeddedBroker, worker: Worker
 ) -> None:
     from aiokafka import AIOKafkaProducer
@@ -215,15 +215,18 @@ async def test_unsigned_tampered_and_unknown_version_models_are_refused(
     future = {**genuine, "schema_version": 99}
     before = {
         reason: worker.metric("crowdstream_models_refused_total", reason=reason)
-        for reason in ("tampered", "unsigned", "schema_version")
+        for reason in ("tampered", "unsigned", "schema_version", "stale")
     }
     producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
     await producer.start()
     try:
         topic = f"{PIPELINE}.control.models"
         key = genuine["classifier"].encode()
+        # ... and the genuine model replayed: validly signed, but not newer.
+        replay = models[0].value
         for wire in (orjson.dumps(hijack), orjson.dumps(unsigned), wrong_key, orjson.dumps(future)):
             await producer.send_and_wait(topic, wire, key=key)
+        await producer.send_and_wait(topic, replay, key=key)
     finally:
         await producer.stop()
 
@@ -232,12 +235,16 @@ async def test_unsigned_tampered_and_unknown_version_models_are_refused(
 
     assert await wait_until(
         lambda: (
-            refused("tampered") >= 2 and refused("unsigned") >= 1 and refused("schema_version") >= 1
+            refused("tampered") >= 2
+            and refused("unsigned") >= 1
+            and refused("schema_version") >= 1
+            and refused("stale") >= 1
         )
     )
     version = worker.metric("crowdstream_model_version", classifier=genuine["classifier"])
     assert 1 <= version < 10_000
     assert "signature does not match" in worker.log.read_text()
+    assert "a stale learner or a replay is publishing" in worker.log.read_text()
 
 
 async def test_http_post_items(broker: EmbeddedBroker, worker: Worker) -> None:
