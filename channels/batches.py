@@ -51,6 +51,8 @@ class Publisher:
     def __init__(self, bootstrap_servers: list[str], *, linger_ms: int = 5) -> None:
         self._bootstrap = bootstrap_servers
         self._linger_ms = linger_ms
+        #: The topics the broker named at the last probe (see :meth:`answers`).
+        self.broker_topics: frozenset[str] = frozenset()
         self._producer: AIOKafkaProducer | None = None
         self._partitions: dict[str, int] = {}
         self._spread = 0  #: the next partition of keyless records (round robin)
@@ -85,14 +87,16 @@ class Publisher:
 
     async def answers(self, timeout_s: float) -> bool | None:
         """Whether the broker answers a metadata request within ``timeout_s``; None
-        while the producer is not running (before start, after stop)."""
+        while the producer is not running (before start, after stop). The topics it
+        named are then in :attr:`broker_topics`."""
         producer = self._producer
         if producer is None:
             return None
         try:
-            await asyncio.wait_for(producer.client.fetch_all_metadata(), timeout_s)
+            metadata = await asyncio.wait_for(producer.client.fetch_all_metadata(), timeout_s)
         except (KafkaError, OSError, TimeoutError):
             return False
+        self.broker_topics = frozenset(metadata.topics())
         return True
 
     async def _partition_count(self, producer: AIOKafkaProducer, topic: str) -> int:
@@ -211,6 +215,9 @@ class BatchReader:
             rebalance_timeout_ms=int(rebalance_timeout_s * 1000),
             session_timeout_ms=int(session_timeout_s * 1000),
             heartbeat_interval_ms=1000,
+            # A subscription learns of a topic created again (a wiped or new cluster)
+            # only from fresh metadata: 10 s, not the default 5 minutes.
+            metadata_max_age_ms=10_000,
         )
         self._max_records = max_records
         self._in_flight: asyncio.Queue[_Pending] = asyncio.Queue(max_in_flight)

@@ -11,7 +11,7 @@ Pure logic: the caller passes the time and whether the probe was answered.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 __all__ = ["BrokerWatch", "Change"]
@@ -22,6 +22,8 @@ Change = Literal["down", "up"] | None
 @dataclass
 class BrokerWatch:
     down_since: float | None = None  #: when the first unanswered probe was sent
+    #: Topics of the pipeline the broker did not name at the last answered probe.
+    missing_topics: list[str] = field(default_factory=list)
 
     @property
     def up(self) -> bool:

@@ -9,12 +9,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
+from aiokafka.errors import KafkaError
 from faust.exceptions import ConsumerNotStarted
 from prometheus_client import CollectorRegistry, Gauge
 
+from channels.admin import declare_topics
 from channels.brokerwatch import BrokerWatch
 from channels.cluster import faust_credentials
 from channels.signing import DEVELOPMENT_KEY, ModelSigner
+from channels.topics import TopicSpec
 from config import Settings
 from pe import annotator, classifier, collector, features, jobs, learner, taskgen
 from pe.common.context import PipelineContext
@@ -47,11 +50,20 @@ PROBE_EVERY_S = 5.0
 PROBE_TIMEOUT_S = 3.0
 
 
-def _watch_broker(app: faust.App, plane: DataPlane, up: Gauge, broker: str) -> BrokerWatch:
+def _watch_broker(
+    app: faust.App,
+    plane: DataPlane,
+    up: Gauge,
+    settings: Settings,
+    topics: Sequence[TopicSpec],
+) -> BrokerWatch:
     """Probe the broker every few seconds: log when an outage starts and ends (clients
-    wait it out quietly otherwise) and keep the ``broker_up`` gauge."""
+    wait it out quietly otherwise), keep the ``broker_up`` gauge, and notice a broker
+    that lacks the pipeline's topics (a new or wiped cluster on the same address:
+    writes would go nowhere) and declare them again."""
     watch = BrokerWatch()
     up.set(1)
+    broker = settings.broker
 
     async def probe() -> None:
         now = time.monotonic()
@@ -70,6 +82,33 @@ def _watch_broker(app: faust.App, plane: DataPlane, up: Gauge, broker: str) -> B
             )
         elif change == "up":
             log.warning("broker %s answers again after about %.0f s", broker, lasted)
+        if answered:
+            await check_topics()
+
+    async def check_topics() -> None:
+        missing = sorted(s.name for s in topics if s.name not in plane.publisher.broker_topics)
+        if missing and not watch.missing_topics:
+            log.error(
+                "broker %s lacks %d topic(s) of this pipeline (%s): a new or wiped "
+                "cluster, or deleted topics. Records on the old ones are not on it. "
+                "Declaring them again; the worker is not ready until they exist",
+                broker,
+                len(missing),
+                ", ".join(missing),
+            )
+        elif watch.missing_topics and not missing:
+            log.warning("broker %s: the pipeline's topics exist again", broker)
+        watch.missing_topics = missing
+        if missing:
+            try:
+                await declare_topics(
+                    settings.bootstrap_servers,
+                    [s for s in topics if s.name in missing],
+                    settings.topic_policy(),
+                    wait_s=PROBE_TIMEOUT_S,
+                )
+            except (KafkaError, OSError, RuntimeError) as exc:  # RuntimeError: refused
+                log.warning("declaring the topics again failed (%s); retrying", exc)
 
     app.timer(PROBE_EVERY_S, name="crowdstream.broker_watch")(probe)
     return watch
@@ -181,7 +220,13 @@ def build_worker(
             metrics.stream_stalled.labels(topology.name, reader.topic).set(int(reader.stalled))
 
     app.timer(LAG_EVERY_S, name="crowdstream.consumer_lag")(report_lag)
-    broker = _watch_broker(app, plane, metrics.broker_up.labels(topology.name), settings.broker)
+    broker = _watch_broker(
+        app,
+        plane,
+        metrics.broker_up.labels(topology.name),
+        settings,
+        list(topology.topics(settings.partitions).values()),
+    )
     if not app.agents:
         # Only the data plane reads here; Faust's consumer would fail with no topic.
         app.boot_strategy.enable_kafka_consumer = False
@@ -203,9 +248,10 @@ def build_worker(
         consumes = bool(app.agents or readers)
         ready = faust_ready and plane_ready and (assigned or not consumes) and broker.up
         return {
-            "ready": bool(ready and not stalled),
+            "ready": bool(ready and not stalled and not broker.missing_topics),
             "broker": "up" if broker.up else "down",
             "stalled": stalled,
+            "missing_topics": broker.missing_topics,
             "pipeline": topology.name,
             "pes": chosen,
             "assigned": sorted(assigned),

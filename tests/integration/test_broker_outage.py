@@ -22,6 +22,7 @@ import pytest
 
 from channels.dedup import FirstById
 from pipelines.broker import EmbeddedBroker, free_port
+from pipelines.client import push_lines
 from tests.integration.conftest import (
     Worker,
     crisis_shedding,
@@ -138,3 +139,43 @@ async def test_a_late_broker_and_a_30_s_outage_lose_nothing(
     assert await wait_until(lambda: "answers again after" in _log(worker)[before:], 30)
     assert worker.get("/healthz")[0] == 200
     assert worker.metric("crowdstream_broker_up") == 1
+
+
+async def test_a_broker_replaced_by_an_empty_one_is_named_and_its_topics_declared_again(
+    late_broker: EmbeddedBroker, worker: Worker, tmp_path: Path
+) -> None:
+    """A new, empty broker on the same address (a wiped or replaced cluster): the
+    worker says so loudly, is not ready while the pipeline's topics are missing,
+    declares them again, and classifies what comes after onto the new broker."""
+    late_broker.start()
+    wait_ready(worker)
+    topic = f"{PIPELINE}.items.classified"
+
+    def ids(records: list[object]) -> set[str]:
+        return {orjson.loads(r.value)["id"] for r in records}  # type: ignore[attr-defined]
+
+    async def push(prefix: str, bootstrap: str) -> set[str]:
+        rows = [{"id": f"{prefix}{n}", "text": f"road {n} flooded"} for n in range(500)]
+        await push_lines([bootstrap], PIPELINE, [orjson.dumps(r) for r in rows])
+        return {row["id"] for row in rows}
+
+    before = await push("old", late_broker.bootstrap)
+    got = await read_topic(late_broker.bootstrap, topic, lambda rs: before <= ids(rs))
+    assert before <= ids(got)
+
+    late_broker.stop()
+    replacement = EmbeddedBroker(late_broker.port, tmp_path / "another-kafka")
+    try:
+        replacement.start()
+        log_from = len(_log(worker))
+        assert await wait_until(lambda: "lacks" in _log(worker)[log_from:], timeout_s=60)
+        assert "Declaring them again" in _log(worker)[log_from:]
+        assert await wait_until(lambda: worker.get("/healthz")[0] == 200, timeout_s=90)
+        after = await push("new", replacement.bootstrap)
+        got = await read_topic(
+            replacement.bootstrap, topic, lambda rs: after <= ids(rs), timeout_s=120
+        )
+        assert after <= ids(got), f"{len(after - ids(got))} items never reached the new broker"
+        assert "topics exist again" in _log(worker)[log_from:]
+    finally:
+        replacement.stop()
