@@ -6,6 +6,7 @@ import logging
 import multiprocessing
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from aiokafka import ConsumerRecord
 
@@ -30,6 +31,30 @@ def _held(learner: ClassifierLearner) -> Callable[[], float]:
     return lambda: learner.n_labels
 
 
+class Fitter:
+    """The process scikit-learn refits run in (see SklearnTrainer), started at once:
+    a fresh interpreter importing scikit-learn at the first retrain took seconds of
+    CPU from the event loop while items flowed. If that process dies (killed, out of
+    memory), :meth:`renew` starts another: a dead pool would fail every retrain."""
+
+    def __init__(self) -> None:
+        self.executor = self._start()
+
+    @staticmethod
+    def _start() -> ProcessPoolExecutor:
+        executor = ProcessPoolExecutor(
+            max_workers=1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=background_helper,
+        )
+        executor.submit(int)
+        return executor
+
+    def renew(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.executor = self._start()
+
+
 def register(ctx: PipelineContext) -> None:
     params = ctx.params.learner
     book = model_book(ctx)
@@ -52,15 +77,7 @@ def register(ctx: PipelineContext) -> None:
         # Read at scrape time; after a restart it shows the count coming back.
         ctx.metrics.learner_labels.labels(ctx.pipeline, name).set_function(_held(learner))
     published: dict[str, int] = {}
-    # scikit-learn refits run in a process of their own (see SklearnTrainer).
-    fitter = ProcessPoolExecutor(
-        max_workers=1,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=background_helper,
-    )
-    # Start its process now: a fresh interpreter importing scikit-learn at the first
-    # retrain took seconds of CPU from the event loop while items flowed.
-    fitter.submit(int)
+    fitter = Fitter()
     labels_in = ctx.metrics.items_in.labels(ctx.pipeline, PE)
 
     async def on_labels(records: Sequence[ConsumerRecord]) -> None:
@@ -87,7 +104,17 @@ def register(ctx: PipelineContext) -> None:
             if not learner.due():
                 continue
             version = max(book.version(name), published.get(name, 0)) + 1
-            update, outcome = await learner.train_off_loop(active, version, fitter)
+            try:
+                update, outcome = await learner.train_off_loop(active, version, fitter.executor)
+            except BrokenProcessPool as exc:
+                log.error(
+                    "classifier %s: the model-fitting process died (%s); starting another, "
+                    "the retrain is tried again",
+                    name,
+                    exc,
+                )
+                fitter.renew()
+                return
             ctx.metrics.models_trained.labels(ctx.pipeline, name, outcome).inc()
             if update is None:
                 log.info("classifier %s: trained on %d labels, %s", name, learner.n_train, outcome)

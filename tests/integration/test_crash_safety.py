@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -216,3 +217,51 @@ async def test_kill_9_of_the_annotator_and_learner_loses_no_crowd_label(
             labels_held(),
             held,
         )
+
+
+def _children(pid: int) -> list[tuple[int, str]]:
+    """The child processes of ``pid`` with their command lines (Linux /proc)."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(
+                line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line
+            )
+            if int(fields["PPid"]) == pid:
+                cmdline = (status.parent / "cmdline").read_bytes().replace(b"\0", b" ")
+                found.append((int(status.parent.name), cmdline.decode(errors="replace")))
+        except (OSError, KeyError, ValueError):
+            continue  # it ended meanwhile
+    return found
+
+
+async def test_a_learner_whose_fitting_process_dies_goes_on_publishing(
+    broker: EmbeddedBroker, tmp_path: Path, workers: list[Worker]
+) -> None:
+    """kill -9 of the process scikit-learn refits run in: the worker says so, starts
+    another, and trains again; it does not crash."""
+    pipeline = "fitterkill"
+    topology = write_topology(
+        tmp_path,
+        pipeline,
+        annotator={"speed": 200.0, "pool_size": 6},
+        taskgen={"max_tasks_per_minute": 3000, "round_interval_s": 0.1, "label_budget": 300},
+        learner={"retrain_every": 10, "min_train": 10},
+    )
+    worker = start_worker(broker, topology, tmp_path)
+    workers.append(worker)
+    await push_lines(
+        [broker.bootstrap], pipeline, [orjson.dumps(r) for r in load_sample(3000)], rate=500
+    )
+
+    def trained() -> float:  # every outcome: published or kept back by the rule
+        return worker.metric("crowdstream_models_trained_total", classifier="aid_related")
+
+    assert await wait_until(lambda: trained() >= 1, timeout_s=120)
+    fitters = [pid for pid, cmd in _children(worker.proc.pid) if "spawn_main" in cmd]
+    assert len(fitters) == 1, _children(worker.proc.pid)
+    os.kill(fitters[0], signal.SIGKILL)
+    before = trained()
+    assert await wait_until(lambda: trained() >= before + 2, timeout_s=120)
+    assert worker.proc.poll() is None
+    assert "the model-fitting process died" in worker.log.read_text()
