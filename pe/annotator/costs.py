@@ -21,6 +21,8 @@ class Earnings:
     waiting_s: float = 0.0
     records: int = 0
     terminated_records: int = 0  #: of ``records``, work another worker finished first
+    answers: int = 0  #: assignments answered (each counts as a vote)
+    terminated: int = 0  #: assignments another worker finished first (paid, no vote)
 
 
 @dataclass
@@ -45,6 +47,9 @@ class CostLedger:
         if terminated:
             self.terminated_records[job] += records
             earned.terminated_records += records
+            earned.terminated += 1
+        else:
+            earned.answers += 1
 
     def earnings(self, worker_id: str, waiting_s: float = 0.0) -> dict[str, float | int]:
         """What ``worker_id`` has earned, plus ``waiting_s`` of waiting not yet settled."""

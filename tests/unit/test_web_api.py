@@ -414,8 +414,12 @@ async def test_operator_endpoints_are_disabled_without_a_configured_token() -> N
 async def test_operator_lists_and_releases_workers(env: Env) -> None:
     joined = await env.join("ana")
     events = await stream(env, joined["token"])
+    env.submit()
+    task = await events.until("task")
+    assert (await env.answer(joined["token"], task["assignment_id"], "no"))[0] == 200
     status, listed = await env.call("GET", "/api/v1/operator/workers", OPERATOR)
     assert status == 200 and [w["name"] for w in listed["workers"]] == ["ana"]
+    assert listed["workers"][0]["answers"] == 1
     # this pool runs without a quality loop: no accuracy estimate, nobody marked
     assert listed["workers"][0]["accuracy"] is None and listed["workers"][0]["marked"] is None
     path = f"/api/v1/operator/workers/{joined['worker_id']}/release"
@@ -425,6 +429,11 @@ async def test_operator_lists_and_releases_workers(env: Env) -> None:
     assert ended["reason"] == "released" and "Thank you" in ended["message"]
     status, _ = await env.call("POST", path, OPERATOR)
     assert status == 404
+    # the list keeps what a released worker did, as their earnings do
+    status, listed = await env.call("GET", "/api/v1/operator/workers", OPERATOR)
+    gone = listed["workers"][0]
+    assert gone["state"] == "ended" and gone["answers"] == 1 and gone["terminated"] == 0
+    assert gone["earnings"]["records"] == 1
     # the released worker can still read their final earnings
     status, _ = await env.call("GET", "/api/v1/workers/me/earnings", joined["token"])
     assert status == 200

@@ -20,6 +20,7 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from pe.annotator.costs import Earnings
 from pe.annotator.lifeguard import LifeGuard
 from pe.annotator.pool import RetainerPool
 from pe.annotator.web import schemas as s
@@ -457,6 +458,8 @@ class CrowdApi:
         for session in self.crowd.sessions.values():
             worker = pool.workers.get(session.worker_id)
             latency = worker.latency if worker is not None else None
+            # From the pay ledger, which keeps workers who left or were released.
+            work = pool.ledger.workers.get(session.worker_id, Earnings())
             listed.append(
                 s.WorkerInfo(
                     worker_id=session.worker_id,
@@ -464,8 +467,8 @@ class CrowdApi:
                     address=session.address,
                     state=session.state,
                     joined_at=round(session.joined, 3),
-                    answers=len(latency.completed) if latency else 0,
-                    terminated=latency.terminated if latency else 0,
+                    answers=work.answers,
+                    terminated=work.terminated,
                     mean_latency_s=latency.mean_completed if latency else None,
                     marked_slow=worker is not None and worker.marked == "slow",
                     marked=worker.marked if worker is not None else None,
