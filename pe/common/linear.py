@@ -21,7 +21,9 @@ def features_in_range(idx: Sequence[int], n_features: int) -> bool:
     return not idx or (min(idx) >= 0 and max(idx) < n_features)
 
 
-def feature_matrix(rows: Sequence[tuple[list[int], list[float]]], n_features: int) -> sp.csr_matrix:
+def feature_matrix(
+    rows: Sequence[tuple[Sequence[int], Sequence[float]]], n_features: int
+) -> sp.csr_matrix:
     """Stack sparse rows ``(indices, values)`` into a CSR matrix.
 
     Raises ValueError for an index out of range: scipy does not check them here, and

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from concurrent.futures import Executor
 from typing import NamedTuple
 
@@ -21,8 +22,8 @@ __all__ = ["RiverTrainer", "SklearnTrainer", "Trainer", "fit_logistic", "make_tr
 class Example(NamedTuple):
     """A labeled item; ``weight``: how sure the crowd is of ``tag`` (its posterior)."""
 
-    idx: list[int]
-    val: list[float]
+    idx: Sequence[int]
+    val: Sequence[float]
     tag: str
     weight: float = 1.0
 
