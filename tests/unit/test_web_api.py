@@ -203,6 +203,12 @@ async def test_join_gives_a_token_and_the_state(env: Env) -> None:
         (b'{"name": "' + b"x" * 41 + b'"}', 422, "at most 40"),
         (b"{}", 422, "display name"),
         (b'{"name": "' + b"x" * 20_000 + b'"}', 413, "larger than"),
+        # A CR/LF would forge a log line; NUL, zero-width or direction-override names
+        # show nothing, or show something else, to the operator.
+        (b'{"name": "ana\\r\\n2026 INFO forged"}', 422, "control characters"),
+        (b'{"name": "\\u0000\\u0000"}', 422, "control characters"),
+        (b'{"name": "\\u200b\\u200d"}', 422, "visible character"),
+        (b'{"name": "ana\\u202egnp.exe"}', 422, "text-direction"),
     ],
 )
 async def test_bad_join_requests_get_a_4xx_with_a_message(

@@ -6,9 +6,10 @@ the server checks.
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 __all__ = [
     "AnswerRequest",
@@ -31,7 +32,29 @@ __all__ = [
     "WorkerStatus",
 ]
 
-Name = Annotated[str, Field(min_length=1, max_length=40, pattern=r"\S")]
+#: Characters that reorder the text around them (embeddings, overrides, isolates):
+#: in a name they can make an operator's list or a log line read differently.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+#: Unicode categories with nothing to see: controls, formats, spaces, combining marks.
+_INVISIBLE = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp", "Mn", "Me"})
+
+
+def _readable_name(name: str) -> str:
+    """A display name is shown to operators and written to logs: no control
+    characters (a CR/LF would forge log lines), no bidi controls, and something
+    visible."""
+    if any(unicodedata.category(c) == "Cc" for c in name):
+        raise ValueError("a display name must not contain control characters")
+    if any(c in _BIDI_CONTROLS for c in name):
+        raise ValueError("a display name must not contain text-direction controls")
+    if all(unicodedata.category(c) in _INVISIBLE for c in name):
+        raise ValueError("a display name needs at least one visible character")
+    return name
+
+
+Name = Annotated[
+    str, Field(min_length=1, max_length=40, pattern=r"\S"), AfterValidator(_readable_name)
+]
 Code = Annotated[str, Field(min_length=1, max_length=64)]
 Tag = Annotated[str, Field(min_length=1, max_length=100)]
 
