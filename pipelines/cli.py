@@ -317,12 +317,29 @@ def _cmd_job(args: argparse.Namespace) -> int:
     from pipelines.jobclient import cancel_job, show_status, submit_job
 
     settings = load_settings(broker=args.broker)
-    topology = _topology(args.pipeline, settings)
+    name = args.pipeline or settings.pipeline
+    classifiers = None
+    try:
+        topology = _topology(name, settings)
+        pipeline, classifiers = topology.name, {c.name: c for c in topology.classifiers}
+    except TopologyError:
+        if Path(name).suffix in {".yaml", ".yml"} or "/" in name:
+            raise
+        # A pipeline deployed from a topology file kept elsewhere: its name is enough
+        # (as for `push`); its jobs PE checks the spec and fails the job with a reason.
+        pipeline = name
+        print(
+            f"no topology file for pipeline {name!r} here: the pipeline checks the job",
+            file=sys.stderr,
+        )
     if args.job_command == "submit":
-        return asyncio.run(submit_job(settings, topology, Path(args.file), args.wait, args.timeout))
+        path = Path(args.file)
+        return asyncio.run(
+            submit_job(settings, pipeline, classifiers, path, args.wait, args.timeout)
+        )
     if args.job_command == "cancel":
-        return asyncio.run(cancel_job(settings, topology, args.job_id))
-    return asyncio.run(show_status(settings, topology, args.job_id, args.wait, args.timeout))
+        return asyncio.run(cancel_job(settings, pipeline, args.job_id))
+    return asyncio.run(show_status(settings, pipeline, args.job_id, args.wait, args.timeout))
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 import orjson
@@ -15,8 +16,8 @@ from channels.codec import DecodeError, encode
 from channels.jobs import TERMINAL, JobCommand, JobStatus, decode_result
 from config import Settings
 from pe.jobs.manager import check_spec
+from pe.params import ClassifierSpec
 from pipelines.jobfile import load_job_file
-from pipelines.topology import Topology
 
 __all__ = ["cancel_job", "latest_statuses", "show_status", "submit_job"]
 
@@ -33,26 +34,34 @@ async def _send(settings: Settings, topic: str, command: JobCommand) -> None:
 
 
 async def submit_job(
-    settings: Settings, topology: Topology, path: Path, wait: bool, wait_s: float | None
+    settings: Settings,
+    pipeline: str,
+    classifiers: Mapping[str, ClassifierSpec] | None,
+    path: Path,
+    wait: bool,
+    wait_s: float | None,
 ) -> int:
+    """Submit the job file at ``path`` to ``pipeline``. With ``classifiers`` (the
+    pipeline's topology is known here) the spec is checked first; without, the
+    pipeline's jobs PE checks it and fails the job with the reason."""
     spec = load_job_file(path)
-    problem = check_spec(spec, {c.name: c for c in topology.classifiers})
+    problem = check_spec(spec, classifiers) if classifiers is not None else None
     if problem is not None:
         raise ValueError(problem)
     job_id = spec.job_id or uuid.uuid4().hex
     command = JobCommand(action="submit", job_id=job_id, spec=spec, ts=time.time())
-    await _send(settings, f"{topology.name}.jobs", command)
-    print(f"submitted job {job_id} to {topology.name}.jobs", flush=True)
+    await _send(settings, f"{pipeline}.jobs", command)
+    print(f"submitted job {job_id} to {pipeline}.jobs", flush=True)
     if wait:
-        return await show_status(settings, topology, job_id, True, wait_s)
+        return await show_status(settings, pipeline, job_id, True, wait_s)
     return 0
 
 
-async def cancel_job(settings: Settings, topology: Topology, job_id: str) -> int:
+async def cancel_job(settings: Settings, pipeline: str, job_id: str) -> int:
     command = JobCommand(
         action="cancel", job_id=job_id, reason="cancelled by the user", ts=time.time()
     )
-    await _send(settings, f"{topology.name}.jobs", command)
+    await _send(settings, f"{pipeline}.jobs", command)
     print(f"asked to cancel job {job_id}", flush=True)
     return 0
 
@@ -109,7 +118,7 @@ def _line(status: JobStatus) -> str:
 
 
 async def show_status(
-    settings: Settings, topology: Topology, job_id: str | None, wait: bool, wait_s: float | None
+    settings: Settings, pipeline: str, job_id: str | None, wait: bool, wait_s: float | None
 ) -> int:
     until = time.time() + (wait_s if wait_s is not None else (86400.0 if wait else 10.0))
     seen: list[str] = []
@@ -122,7 +131,7 @@ async def show_status(
 
     latest = await latest_statuses(
         settings,
-        topology.name,
+        pipeline,
         until=until,
         stop=job_id if wait else None,
         on_status=show if wait else None,

@@ -186,8 +186,9 @@ def test_an_enumeration_job_from_the_cli_finds_the_distinct_answers(
             "job",
             "submit",
             str(tmp_path / "job.yaml"),
+            # The pipeline's name, as `push` takes it: its topology file is elsewhere.
             "--pipeline",
-            str(topology),
+            PIPELINE,
             "--broker",
             broker.url,
             "--wait",
@@ -201,6 +202,7 @@ def test_an_enumeration_job_from_the_cli_finds_the_distinct_answers(
     )
     assert done.returncode == 0, done.stderr
     assert "submitted job enum1" in done.stdout and "done" in done.stdout
+    assert "no topology file for pipeline" in done.stderr
     estimate = _job(worker, "enum1")["estimate"]
     assert set(estimate["values"]) == set(PLACES)
     assert estimate["distinct"] == 6 and estimate["coverage"] >= 0.95
