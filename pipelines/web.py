@@ -15,6 +15,8 @@ from aiohttp import web
 from mode import Service
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from pe.common.http import SECURITY_HEADERS
+
 __all__ = ["WebServer", "check_port_free"]
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,14 @@ def check_port_free(host: str, port: int) -> None:
             why = "is in use" if exc.errno == errno.EADDRINUSE else f"cannot be bound ({exc})"
             msg = f"HTTP port {port} on {host} {why}: choose another with --http-port"
             raise ValueError(msg) from None
+
+
+async def _harden(request: web.Request, response: web.StreamResponse) -> None:
+    """Every response: the security headers (unless it set its own), and a Server
+    header that names no versions."""
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    response.headers["Server"] = "crowdstream"
 
 
 class WebServer(Service):
@@ -54,6 +64,7 @@ class WebServer(Service):
         self._registry = registry
         self._health = health
         self._app = web.Application(client_max_size=64 * 1024 * 1024)
+        self._app.on_response_prepare.append(_harden)
         self._app.add_routes(
             [*routes, web.get("/metrics", self._metrics), web.get("/healthz", self._healthz)]
         )

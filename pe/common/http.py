@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from aiohttp import web
 
-__all__ = ["HttpError", "bearer", "read_body"]
+__all__ = ["SECURITY_HEADERS", "HttpError", "bearer", "read_body"]
+
+#: Sent with every response of a worker's HTTP server (pipelines.web adds them to
+#: those that do not set their own).
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
 
 
 class HttpError(Exception):

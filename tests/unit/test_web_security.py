@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+
+import orjson
 import pytest
 
 from pe.annotator.web.ratelimit import RateLimiter
@@ -39,6 +44,18 @@ def test_tokens_of_another_key_or_altered_are_refused() -> None:
         with pytest.raises(TokenError) as caught:
             signer.verify(bad)
         assert not caught.value.expired
+
+
+@pytest.mark.parametrize("exp", ["nan", "inf", "Infinity", "-inf"])
+def test_a_signed_token_whose_expiry_is_not_a_number_is_refused(exp: str) -> None:
+    # Only the key's holder can sign one, but it would never expire.
+    key = b"s" * 32
+    payload = base64.urlsafe_b64encode(orjson.dumps({"sub": "w-1", "exp": exp}))
+    body = payload.rstrip(b"=").decode()
+    mac = hmac.new(key, f"v1.{body}".encode(), hashlib.sha256).digest()
+    token = f"v1.{body}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
+    with pytest.raises(TokenError, match="malformed"):
+        TokenSigner(key, 60.0).verify(token)
 
 
 def test_a_short_key_is_refused() -> None:

@@ -28,7 +28,7 @@ from pe.annotator.web.crowd import Invite, Session, WebCrowd, WebCrowdError
 from pe.annotator.web.openapi import openapi_document
 from pe.annotator.web.ratelimit import RateLimiter
 from pe.annotator.web.tokens import TokenError, TokenSigner
-from pe.common.http import HttpError, bearer, read_body
+from pe.common.http import SECURITY_HEADERS, HttpError, bearer, read_body
 from pe.common.sse import Event, event_stream
 
 __all__ = ["ApiConfig", "CrowdApi", "Endpoint"]
@@ -40,13 +40,6 @@ PREFIX = "/api/v1"
 MAX_BODY = 16 * 1024
 #: Security headers on everything the crowd app serves: no framing, no sniffing, and
 #: scripts, styles and connections from this server only (no CDN, no inline code).
-SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
-    "frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-}
 STATIC = {
     "worker.js": "text/javascript",
     "worker.css": "text/css",

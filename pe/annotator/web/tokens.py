@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import math
 import time
 from collections.abc import Callable
 
@@ -68,6 +69,8 @@ class TokenSigner:
             subject, expires = str(claims["sub"]), float(claims["exp"])
         except (ValueError, KeyError, TypeError) as exc:
             raise TokenError("malformed token") from exc
+        if not math.isfinite(expires):  # "nan" or "inf" would never expire
+            raise TokenError("malformed token")
         if self._clock() >= expires:
             raise TokenError("token expired: join again", expired=True)
         return subject
