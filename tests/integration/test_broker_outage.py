@@ -163,11 +163,12 @@ async def test_a_broker_replaced_by_an_empty_one_is_named_and_its_topics_declare
     got = await read_topic(late_broker.bootstrap, topic, lambda rs: before <= ids(rs))
     assert before <= ids(got)
 
+    # From here: the worker may notice the new broker while it is still starting.
+    log_from = len(_log(worker))
     late_broker.stop()
     replacement = EmbeddedBroker(late_broker.port, tmp_path / "another-kafka")
     try:
         replacement.start()
-        log_from = len(_log(worker))
         assert await wait_until(lambda: "lacks" in _log(worker)[log_from:], timeout_s=60)
         assert "Declaring them again" in _log(worker)[log_from:]
         assert await wait_until(lambda: worker.get("/healthz")[0] == 200, timeout_s=90)
