@@ -17,10 +17,13 @@ measure each other's backlog, retention or caches). It measures:
 6. overload: a worker with load shedding on, fed at 3x the maximum sustainable rate
    (or ``--overload-rate``); latency, output rate, and its books
    (in = out + rejected + shed);
-7. scale-out: saturation with two worker processes, first two instances of every
+7. burst: ``--burst-items`` (default 60,000) pushed at once, as fast as the pusher
+   goes, into the default shedding policy (the ``crisis`` default): how many come
+   out, how fast, how late, and how many were shed;
+8. scale-out: saturation with two worker processes, first two instances of every
    PE sharing the partitions, then features (with the fused task generator) in one
    process and the classifier in another;
-8. memory: a worker's resident memory sampled over a long run at a fixed rate
+9. memory: a worker's resident memory sampled over a long run at a fixed rate
    (plotted to reports/bench-memory-<timestamp>.png).
 
 Prints JSON and writes it to reports/bench-throughput-<timestamp>.json.
@@ -461,7 +464,17 @@ def _max_sustainable(sweep: list[dict[str, Any]]) -> float | None:
     return max(kept, default=None)
 
 
-RUNS = ("saturation", "sustained", "steady", "sweep", "ceiling", "overload", "scaleout", "memory")
+RUNS = (
+    "saturation",
+    "sustained",
+    "steady",
+    "sweep",
+    "ceiling",
+    "overload",
+    "burst",
+    "scaleout",
+    "memory",
+)
 
 
 def main() -> int:
@@ -489,6 +502,7 @@ def main() -> int:
     )
     parser.add_argument("--overload-seconds", type=float, default=60.0)
     parser.add_argument("--max-age", type=float, default=1.0, help="shedding bound (s)")
+    parser.add_argument("--burst-items", type=int, default=60_000)
     parser.add_argument("--memory-rate", type=float, default=10_000.0)
     parser.add_argument("--memory-seconds", type=float, default=600.0)
     args = parser.parse_args()
@@ -541,6 +555,10 @@ def main() -> int:
         shedding = ("--set", "shedding.enabled=true", "--set", f"shedding.max_age_s={args.max_age}")
         result["overload"] = bench.run(
             _Load(int(rate * args.overload_seconds), "o"), rate, layout=[shedding]
+        )
+    if "burst" in runs:
+        result["burst"] = bench.run(
+            _Load(args.burst_items, "b"), None, layout=[("--set", "shedding.enabled=true")]
         )
     if "scaleout" in runs:
         layouts: dict[str, list[tuple[str, ...]]] = {

@@ -6,8 +6,11 @@ when its lag exceeds ``max_lag`` records. Being behind is not overload: a backlo
 pipeline caused itself (a restart, a broker outage, a rebalance, a rewind) drains
 once reading resumes, and dropping it would lose items for nothing. A stage is
 *overloaded* only when, behind, it fell further behind over a whole ``trend_s``
-window: its input arrives faster than it reads. Only then does the fraction of items
-it keeps fall (multiplicatively, at most every ``adapt_every_s``, while it keeps
+window (its input arrives faster than it reads) and what waits would take longer
+than ``max_drain_s`` to read at the rate it read over that window: a burst that the
+stage clears within that bound is kept whole, late but complete, since shedding part
+of it would lose items and barely shorten the wait of the rest. Only then does the
+fraction of items it keeps fall (multiplicatively, at most every ``adapt_every_s``, while it keeps
 getting worse); while it drains it holds, and once caught up it climbs back
 (additively). Reading that resumes (``resume``: after a pause, a rebalance or a
 rewind) starts the judgement afresh, keeping everything. The items to drop are chosen by policy:
@@ -65,6 +68,9 @@ class SheddingPolicy(BaseModel):
     #: How long a stage must fall further behind before that counts as overload (a
     #: backlog that drains over such a window is caught up whole).
     trend_s: float = Field(2.0, gt=0)
+    #: A stage falling behind sheds only once what waits would take longer than this
+    #: to read at its measured rate (the latency a burst may cost; see above).
+    max_drain_s: float = Field(10.0, gt=0)
     #: Items from these sources are never shed.
     protect_sources: list[str] = Field(default_factory=list)
     #: Items whose ``meta`` has this key set to a true value are never shed.
@@ -98,8 +104,11 @@ class Shedder:
         self._rng = rng
         self._adapted = now
         self._last_pressure: tuple[float, int] | None = None
-        #: (time, age, backlog) at each step while behind and not yet overloaded.
-        self._trend: deque[tuple[float, float, int]] = deque()
+        #: Records read so far (the read rate over the trend window comes from it).
+        self._read = 0
+        #: (time, age, backlog, records read) at each step while behind and not yet
+        #: overloaded.
+        self._trend: deque[tuple[float, float, int, int]] = deque()
         self._recent: OrderedDict[str, None] = OrderedDict()
 
     def resume(self) -> None:
@@ -132,6 +141,7 @@ class Shedder:
         shed: Counter[str] = Counter()
         if not self.policy.enabled or not stamps:
             return [True] * len(stamps), shed
+        self._read += len(stamps)
         late = sum(1 for stamp in stamps if now - stamp > self.policy.max_age_s)
         self._adapt(min(stamps), now, late, lag)
         if self.keep_fraction >= 1.0:
@@ -181,7 +191,9 @@ class Shedder:
             self._trend.clear()
             self.keep_fraction = min(1.0, self.keep_fraction + INCREASE)
             return
-        if not self.overloaded and not self._falling_behind(now, age, backlog, late):
+        # What waits: the late records in hand and the lag (unknown without a lag).
+        waiting = None if lag is None else late_in_hand + lag
+        if not self.overloaded and not self._falling_behind(now, age, backlog, late, waiting):
             return
         self.overloaded = True
         last, self._last_pressure = self._last_pressure, (age, backlog)
@@ -189,17 +201,25 @@ class Shedder:
         if worse:
             self.keep_fraction = max(self.policy.min_keep, self.keep_fraction * DECREASE)
 
-    def _falling_behind(self, now: float, age: float, backlog: int, late: bool) -> bool:
-        """Did the stage fall further behind over the last whole ``trend_s``?"""
+    def _falling_behind(
+        self, now: float, age: float, backlog: int, late: bool, waiting: int | None
+    ) -> bool:
+        """Did the stage fall further behind over the last whole ``trend_s``, with more
+        waiting than it reads in ``max_drain_s`` at that window's rate?"""
         trend = self._trend
-        trend.append((now, age, backlog))
+        trend.append((now, age, backlog, self._read))
         horizon = now - self.policy.trend_s
         while len(trend) > 1 and trend[1][0] <= horizon:
             trend.popleft()
-        start, start_age, start_backlog = trend[0]
+        start, start_age, start_backlog, start_read = trend[0]
         if start > horizon:
             return False  # not judged on less than a whole window
-        return age > start_age if late else backlog > start_backlog
+        if not (age > start_age if late else backlog > start_backlog):
+            return False
+        # Without a lag, the oldest waiting record's age is the wait there is to judge.
+        rate = (self._read - start_read) / (now - start)
+        wait = age if waiting is None or rate == 0 else waiting / rate
+        return wait > self.policy.max_drain_s
 
     def _remember(self, key: str) -> None:
         self._recent[key] = None

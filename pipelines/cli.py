@@ -9,7 +9,7 @@ import gzip
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +23,7 @@ from pipelines.topology import PE_NAMES, Topology, TopologyError, load_topology,
 
 if TYPE_CHECKING:
     from pipelines.broker import EmbeddedBroker
+    from pipelines.pushwatch import PushReport
 
 __all__ = ["main"]
 
@@ -89,7 +90,23 @@ def _parser() -> argparse.ArgumentParser:
 
     push = sub.add_parser("push", help="push JSON lines into <pipeline>.items.raw")
     push.add_argument("file", help="a JSON-lines file (.gz too), or - for standard input")
-    push.add_argument("--rate", type=float, help="items per second (default: as fast as possible)")
+    push.add_argument(
+        "--rate", type=float, help="items per second at most (default: as the pipeline takes them)"
+    )
+    push.add_argument(
+        "--max-lag",
+        type=int,
+        default=5000,
+        help="hold back while the pipeline's readers are more records behind than this "
+        "[default: 5000]; 0 pushes regardless (a burst, which load shedding may cut)",
+    )
+    push.add_argument(
+        "--wait",
+        type=float,
+        default=120.0,
+        help="then wait up to this many seconds to report what became of the items "
+        "(classified, rejected, shed) [default: 120]; 0 does not wait",
+    )
     push.add_argument("--pipeline", help="pipeline name [default: crisis]")
     _settings_args(push)
 
@@ -270,13 +287,28 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
 
 def _cmd_push(args: argparse.Namespace) -> int:
-    from pipelines.client import push_lines
+    from pipelines.client import push_and_follow
 
     settings = load_settings(broker=args.broker)
     pipeline = args.pipeline or settings.pipeline
+    if args.max_lag < 0 or args.wait < 0:
+        print("crowdstream push: --max-lag and --wait must not be negative", file=sys.stderr)
+        return 2
+
+    def push(lines: Iterable[bytes]) -> PushReport:
+        return asyncio.run(
+            push_and_follow(
+                settings.bootstrap_servers,
+                pipeline,
+                lines,
+                args.rate,
+                max_lag=args.max_lag or None,
+                wait_s=args.wait,
+            )
+        )
+
     if args.file == "-":
-        lines = (line.encode() for line in sys.stdin)
-        sent = asyncio.run(push_lines(settings.bootstrap_servers, pipeline, lines, args.rate))
+        report = push(line.encode() for line in sys.stdin)
     else:
         path = Path(args.file)
         if not path.is_file():
@@ -284,8 +316,8 @@ def _cmd_push(args: argparse.Namespace) -> int:
             return 2
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as handle:
-            sent = asyncio.run(push_lines(settings.bootstrap_servers, pipeline, handle, args.rate))
-    print(f"pushed {sent} records to {pipeline}.items.raw", flush=True)
+            report = push(handle)
+    print(report.describe(f"{pipeline}.items.raw"), flush=True)
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -14,11 +14,16 @@ from channels.cluster import client_options
 from channels.codec import DecodeError, decode
 from channels.dedup import FirstById
 from channels.records import ClassifiedItem
+from pipelines.pushwatch import PushReport, ReaderLag, Tally
 
-__all__ = ["format_item", "item_key", "push_lines", "tail_classified"]
+__all__ = ["format_item", "item_key", "push_and_follow", "push_lines", "tail_classified"]
 
 #: Sends in flight before the pusher waits for acknowledgements.
 _WINDOW = 5000
+#: How often a paced push looks at how far behind the pipeline is.
+_PACE_S = 0.05
+#: Output this long quiet, the pipeline caught up: what is missing was shed.
+_QUIET_S = 2.0
 
 
 def item_key(line: bytes) -> bytes | None:
@@ -37,9 +42,14 @@ async def push_lines(
     pipeline: str,
     lines: Iterable[bytes],
     rate: float | None = None,
+    *,
+    admit: Callable[[], Awaitable[int]] | None = None,
+    expect: Callable[[str], None] | None = None,
 ) -> int:
     """Send non-blank lines to ``<pipeline>.items.raw`` as they are (the features PE
-    validates them); at most ``rate`` per second. Returns the number sent."""
+    validates them); at most ``rate`` per second. ``admit()``, awaited once what was
+    sent is acknowledged, says how many more lines may go (it may wait first);
+    ``expect(id)`` hears the id of each line that has one. Returns the number sent."""
     # Acknowledged by every in-sync replica and written once, even across a retry.
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
@@ -52,6 +62,7 @@ async def push_lines(
     await producer.start()
     topic = f"{pipeline}.items.raw"
     sent = 0
+    admitted = 0
     pending: list[asyncio.Future[object]] = []
     started = time.monotonic()
     try:
@@ -59,7 +70,15 @@ async def push_lines(
             line = line.strip()
             if not line:
                 continue
-            pending.append(await producer.send(topic, line, key=item_key(line)))
+            if admit is not None and admitted <= 0:
+                await asyncio.gather(*pending)  # on the broker, where readers see it
+                pending.clear()
+                admitted = await admit()
+            admitted -= 1
+            key = item_key(line)
+            if expect is not None and key is not None:
+                expect(key.decode())
+            pending.append(await producer.send(topic, line, key=key))
             sent += 1
             if len(pending) >= _WINDOW:
                 await asyncio.gather(*pending)
@@ -72,6 +91,74 @@ async def push_lines(
     finally:
         await producer.stop()
     return sent
+
+
+async def push_and_follow(
+    bootstrap: list[str],
+    pipeline: str,
+    lines: Iterable[bytes],
+    rate: float | None = None,
+    *,
+    max_lag: int | None = 5000,
+    wait_s: float = 120.0,
+) -> PushReport:
+    """Push ``lines`` as :func:`push_lines` does, holding back while the pipeline's
+    readers of ``items.raw`` are more than ``max_lag`` records behind (None: never),
+    so a file goes in as fast as the pipeline takes it and never looks like overload
+    to load shedding; then wait up to ``wait_s`` for the pipeline to catch up and say
+    what became of the items (classified, rejected, shed)."""
+    raw = f"{pipeline}.items.raw"
+    lag = ReaderLag(bootstrap, [raw, f"{pipeline}.items.features"])
+    tally = Tally(bootstrap, pipeline) if wait_s > 0 else None
+    await lag.start()
+    tracked = 0
+
+    async def admit() -> int:
+        if max_lag is None:
+            return _WINDOW
+        # Polled: the broker tells nobody when a group's committed offsets move.
+        while (behind := await lag.behind(raw)) is not None and behind >= max_lag:  # noqa: ASYNC110
+            await asyncio.sleep(_PACE_S)
+        return max_lag - (behind or 0)
+
+    def expect(item_id: str) -> None:
+        nonlocal tracked
+        tracked += 1
+        if tally is not None:
+            tally.expect(item_id)
+
+    try:
+        if tally is not None:
+            await tally.start()
+        sent = await push_lines(bootstrap, pipeline, lines, rate, admit=admit, expect=expect)
+        report = PushReport(sent=sent, untracked=sent - tracked)
+        if tally is None:
+            return report
+        await _settle(lag, tally, wait_s)
+        caught_up = await lag.caught_up()
+        report.classified, report.rejected = tally.classified, tally.rejected
+        if caught_up or not tally.waiting:
+            report.shed = tally.waiting
+        else:
+            report.waiting = tally.waiting
+        return report
+    finally:
+        if tally is not None:
+            await tally.stop()
+        await lag.stop()
+
+
+async def _settle(lag: ReaderLag, tally: Tally, wait_s: float) -> None:
+    """Until every pushed item is out, or the pipeline caught up and its output stayed
+    quiet for ``_QUIET_S`` (what is still missing then was shed), or ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    last, quiet_since = tally.waiting, time.monotonic()
+    while tally.waiting and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        if tally.waiting != last:
+            last, quiet_since = tally.waiting, time.monotonic()
+        elif time.monotonic() - quiet_since > _QUIET_S and await lag.caught_up():
+            return
 
 
 def format_item(item: ClassifiedItem) -> str:

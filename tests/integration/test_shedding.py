@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -9,7 +13,14 @@ import pytest
 
 from pipelines.broker import EmbeddedBroker
 from pipelines.client import push_lines
-from tests.integration.conftest import Worker, read_topic, start_worker, wait_until, write_topology
+from tests.integration.conftest import (
+    Worker,
+    crisis_shedding,
+    read_topic,
+    start_worker,
+    wait_until,
+    write_topology,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -36,6 +47,7 @@ async def test_a_burst_is_shed_by_policy_and_every_item_is_accounted(
             "enabled": True,
             "max_age_s": 0.05,
             "trend_s": 0.2,
+            "max_drain_s": 0.2,
             "protect_sources": ["911"],
         },
     )
@@ -79,5 +91,103 @@ async def test_a_burst_is_shed_by_policy_and_every_item_is_accounted(
         ids = {r.key.decode() for r in classified}
         assert len(classified) == cout and len(ids) == cout  # each kept item once
         assert protected <= ids  # never shed
+    finally:
+        worker.stop()
+
+
+def settled(worker: Worker, pushed: int) -> bool:
+    """Every pushed record read by both data-flow stages and accounted for."""
+    fin, fout, frej, fshed = books(worker, "features")
+    cin, cout, crej, cshed = books(worker, "classifier")
+    return fin == pushed and fin == fout + frej + fshed and cin == fout and cin == cout + cshed
+
+
+async def test_a_burst_the_default_pipeline_clears_in_seconds_is_classified_whole(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    # 30,000 items at once from an independent client into the default shedding policy:
+    # the stage clears them in seconds, well within max_drain_s, so none is shed.
+    topology = write_topology(tmp_path, "burstwhole", shedding=crisis_shedding())
+    worker = start_worker(broker, topology, tmp_path, "--crowd", "none")
+    try:
+        n = 30_000
+        lines = [
+            orjson.dumps({"id": f"b{i}", "text": f"road {i} blocked, need water"}) for i in range(n)
+        ]
+        await push_lines([broker.bootstrap], "burstwhole", lines)
+        assert await wait_until(lambda: settled(worker, n), timeout_s=180)
+        fin, fout, _, fshed = books(worker, "features")
+        assert fshed == 0 and fout == n
+    finally:
+        worker.stop()
+
+
+def cli_push(broker: EmbeddedBroker, pipeline: str, path: Path, *args: str) -> str:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.cli",
+            "push",
+            str(path),
+            "--pipeline",
+            pipeline,
+            "--broker",
+            broker.url,
+            *args,
+        ],
+        capture_output=True,
+        timeout=300,
+        env=os.environ.copy(),
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    return done.stdout.decode()
+
+
+# A pipeline that sheds what a push piles up (a thousand records waiting, a fifth of a
+# second to read them), and nothing a paced push sends.
+TOUCHY = {"enabled": True, "max_age_s": 0.05, "trend_s": 0.2, "max_drain_s": 0.2}
+
+
+async def test_push_paces_itself_so_a_file_is_not_shed_and_reports_what_became_of_it(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    topology = write_topology(tmp_path, "pushpace", shedding=TOUCHY)
+    worker = start_worker(broker, topology, tmp_path, "--crowd", "none")
+    try:
+        n = 20_000
+        path = tmp_path / "backfill.jsonl"
+        rows = [orjson.dumps({"id": f"p{i}", "text": f"bridge {i} down"}) for i in range(n)]
+        path.write_bytes(b"\n".join([*rows, b'{"id": "bad", "text": ""}']) + b"\n")
+        out = await asyncio.to_thread(cli_push, broker, "pushpace", path, "--max-lag", "200")
+        assert (
+            f"pushed {n + 1} records to pushpace.items.raw: {n} classified, 1 rejected, 0 shed"
+            in out
+        )
+        assert books(worker, "features")[3] == 0
+    finally:
+        worker.stop()
+
+
+async def test_an_unpaced_push_reports_how_many_of_its_items_were_shed(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    topology = write_topology(tmp_path, "pushburst", shedding=TOUCHY)
+    worker = start_worker(broker, topology, tmp_path, "--crowd", "none")
+    try:
+        n = 20_000
+        path = tmp_path / "burst.jsonl"
+        path.write_bytes(
+            b"".join(
+                orjson.dumps({"id": f"u{i}", "text": f"school {i} flooded"}) + b"\n"
+                for i in range(n)
+            )
+        )
+        out = await asyncio.to_thread(cli_push, broker, "pushburst", path, "--max-lag", "0")
+        assert await wait_until(lambda: settled(worker, n), timeout_s=60)
+        _, fout, _, fshed = books(worker, "features")
+        cshed = books(worker, "classifier")[3]
+        assert fshed + cshed > 0
+        assert f"{n - int(fshed + cshed)} classified, 0 rejected, {int(fshed + cshed)} shed" in out
     finally:
         worker.stop()

@@ -40,8 +40,8 @@ def run(
     return keep, shed
 
 
-# Small batches here: any backlog counts.
-ON = SheddingPolicy(enabled=True, max_age_s=1.0, adapt_every_s=0.1, min_backlog=1)
+# Small batches here: any backlog counts, and any wait past the age bound may be shed.
+ON = SheddingPolicy(enabled=True, max_age_s=1.0, adapt_every_s=0.1, min_backlog=1, max_drain_s=1.0)
 
 
 def batch(n: int, ts_in: float, prefix: str = "t") -> list[Rec]:
@@ -172,7 +172,7 @@ def test_protected_items_are_never_shed() -> None:
 
 
 def test_a_short_late_backlog_is_kept_whole() -> None:
-    shedder = make(SheddingPolicy(enabled=True, max_age_s=1.0, min_backlog=1000))
+    shedder = make(SheddingPolicy(enabled=True, max_age_s=1.0, min_backlog=1000, max_drain_s=1.0))
     for step in range(1, 20):  # a few late records, nothing more waiting: caught up soon
         keep, shed = run(shedder, batch(5, ts_in=0.0), now=100.0 + step, lag=0)
         assert all(keep) and not shed
@@ -183,7 +183,7 @@ def test_a_short_late_backlog_is_kept_whole() -> None:
 
 
 def test_a_lag_bound_also_counts_as_behind() -> None:
-    shedder = make(SheddingPolicy(enabled=True, max_age_s=60.0, max_lag=1000))
+    shedder = make(SheddingPolicy(enabled=True, max_age_s=60.0, max_lag=1000, max_drain_s=1.0))
     for step in range(20):  # under the bound: never behind
         _, shed = run(shedder, batch(100, ts_in=9.9), now=10.0 + step * 0.2, lag=500)
         assert not shed
@@ -219,3 +219,34 @@ def test_records_that_are_not_json_objects_are_kept_for_the_stage_to_reject() ->
     for step in range(1, 20):
         keep, _ = shedder.select([0.0] * 100, 100.0 + step, lambda i: None)
         assert all(keep)
+
+
+def test_a_burst_the_stage_clears_within_the_drain_bound_is_kept_whole() -> None:
+    # 60,000 items arrive within 2 s; the stage reads 5,000 a second: the last waits
+    # 12 s, within a 15 s bound, so nothing is shed however late it gets.
+    shedder = make(SheddingPolicy(enabled=True, max_age_s=1.0, max_drain_s=15.0))
+    for step in range(1, 61):
+        now = 100.0 + step * 0.2
+        arrived, read = min(60_000, 30_000 * step * 0.2), 1000 * (step - 1)
+        keep, shed = run(
+            shedder, batch(1000, ts_in=100.0 + read / 30_000), now, lag=int(arrived - read - 1000)
+        )
+        assert all(keep) and not shed
+    assert not shedder.overloaded
+
+
+def test_a_feed_faster_than_the_stage_is_shed_once_its_wait_passes_the_drain_bound() -> None:
+    # 15,000 items a second arrive; the stage reads 5,000: the wait grows 2 s a second.
+    shedder = make(SheddingPolicy(enabled=True, max_age_s=1.0, max_drain_s=10.0))
+    first_shed = None
+    for step in range(1, 100):
+        now = 100.0 + step * 0.2
+        arrived, read = 15_000 * step * 0.2, 5_000 * (step - 1) * 0.2
+        _, shed = run(
+            shedder, batch(1000, ts_in=100.0 + read / 15_000), now, lag=int(arrived - read - 1000)
+        )
+        if shed and first_shed is None:
+            first_shed = now - 100.0
+    assert first_shed is not None
+    # Shed once the wait (what waits / 5,000 a second) reached 10 s, not before.
+    assert 5.0 <= first_shed <= 6.0
