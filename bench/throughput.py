@@ -502,6 +502,9 @@ def main() -> int:
     )
     parser.add_argument("--overload-seconds", type=float, default=60.0)
     parser.add_argument("--max-age", type=float, default=1.0, help="shedding bound (s)")
+    parser.add_argument(
+        "--max-drain", type=float, help="the overload run's max_drain_s [default: the policy's]"
+    )
     parser.add_argument("--burst-items", type=int, default=60_000)
     parser.add_argument("--memory-rate", type=float, default=10_000.0)
     parser.add_argument("--memory-seconds", type=float, default=600.0)
@@ -553,6 +556,8 @@ def main() -> int:
     if "overload" in runs:
         rate = args.overload_rate or 3 * (result.get("max_sustainable_per_s") or 10_000)
         shedding = ("--set", "shedding.enabled=true", "--set", f"shedding.max_age_s={args.max_age}")
+        if args.max_drain is not None:
+            shedding += ("--set", f"shedding.max_drain_s={args.max_drain}")
         result["overload"] = bench.run(
             _Load(int(rate * args.overload_seconds), "o"), rate, layout=[shedding]
         )
