@@ -193,6 +193,30 @@ def test_activation_rule_follows_aidr() -> None:
     assert replaces(_update(100, None), _update(101, None), params)
 
 
+def _measured(n_train: int, auc: float, positives: int, negatives: int) -> ModelUpdate:
+    """A model whose held-out AUC was measured on ``positives`` and ``negatives``."""
+    low, high = auc_interval(auc, positives, negatives)
+    metrics = ModelMetrics(auc=auc, accuracy=None, per_tag={}, auc_ci=Interval(low=low, high=high))
+    return _update(n_train, auc).model_copy(update={"metrics": metrics})
+
+
+def test_activation_rule_compares_intervals() -> None:
+    params = LearnerParams(auc_tolerance=0.05, more_labels=100)
+    # The issue's request v7: 0.875 from 38 held-out labels with 4 positives. A
+    # successor measured at 0.80 is no evidence of a worse model (as points, it was
+    # refused until 100 more labels came).
+    lucky = _measured(150, 0.875, 4, 34)
+    assert replaces(lucky, _measured(200, 0.80, 8, 52), params)
+    assert not replaces(_update(150, 0.875), _update(200, 0.80), params)
+    # Measured on 400 labels each, a drop of 0.15 is evidence; one of 0.03 is not.
+    sure = _measured(1000, 0.85, 100, 300)
+    assert not replaces(sure, _measured(1050, 0.70, 100, 300), params)
+    assert replaces(sure, _measured(1050, 0.82, 100, 300), params)
+    assert replaces(sure, _measured(1100, 0.70, 100, 300), params)  # 100 more labels
+    # An active model published before intervals existed: compared as points.
+    assert not replaces(_update(150, 0.875), _measured(200, 0.80, 8, 52), params)
+
+
 def test_a_model_published_before_intervals_still_reads() -> None:
     wire = encode(_update(100, 0.8))
     for field in (b',"auc_ci":null', b',"accuracy_ci":null'):
