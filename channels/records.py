@@ -35,6 +35,7 @@ __all__ = [
     "Task",
     "TaskForm",
     "TaskKind",
+    "format_auc",
 ]
 
 MAX_TEXT_CHARS = 10_000
@@ -284,6 +285,20 @@ class ModelMetrics(_Record):
     per_tag: dict[str, TagMetrics]
     auc_ci: Interval | None = None
     accuracy_ci: Interval | None = None
+
+    def describe_auc(self) -> str:
+        """The AUC with its interval, for people (see :func:`format_auc`)."""
+        ci = self.auc_ci
+        return format_auc(self.auc, ci.low if ci else None, ci.high if ci else None)
+
+
+def format_auc(auc: float | None, low: float | None = None, high: float | None = None) -> str:
+    """An AUC for people: ``0.875 (95% CI 0.576-0.969)``; ``-`` when there is none."""
+    if auc is None:
+        return "-"
+    if low is None or high is None:
+        return f"{auc:.3f}"
+    return f"{auc:.3f} (95% CI {low:.3f}-{high:.3f})"
 
 
 class ModelUpdate(_Record):

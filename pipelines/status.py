@@ -24,6 +24,8 @@ import aiohttp
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
+from channels.records import format_auc
+
 __all__ = ["Scrape", "increase", "render", "run_status", "scrape", "summarize"]
 
 Labels = tuple[tuple[str, str], ...]
@@ -173,10 +175,14 @@ def summarize(before: Scrape | None, now: Scrape) -> dict[str, Any]:
 
 
 def _models(now: Scrape) -> dict[str, dict[str, Any]]:
-    """Each classifier's newest model over workers: its version and held-out AUC, and the
-    workers still on an older version (``behind``: URL -> version)."""
+    """Each classifier's newest model over workers: its version, held-out AUC and the
+    AUC's 95% interval, and the workers still on an older version (``behind``: URL ->
+    version)."""
     versions = now.each("crowdstream_model_version", "classifier")
-    auc = now.each("crowdstream_model_auc", "classifier")
+    figures = {
+        key: now.each(f"crowdstream_model_{key}", "classifier")
+        for key in ("auc", "auc_low", "auc_high")  # with its 95% interval
+    }
     models: dict[str, dict[str, Any]] = {}
     for name in sorted({name for active in versions.values() for name in active}):
         at = {source: int(active[name]) for source, active in versions.items() if name in active}
@@ -184,7 +190,7 @@ def _models(now: Scrape) -> dict[str, dict[str, Any]]:
         source = next(source for source, version in at.items() if version == newest)
         models[name] = {
             "version": newest,
-            "auc": auc.get(source, {}).get(name),
+            **{key: values.get(source, {}).get(name) for key, values in figures.items()},
             "behind": {source: version for source, version in at.items() if version < newest},
         }
     return models
@@ -197,7 +203,7 @@ def _pairs(values: dict[str, float], fmt: str = "{:.0f}") -> str:
 def _model(name: str, model: dict[str, Any]) -> str:
     text = f"{name} v{model['version']}"
     if model["auc"] is not None:
-        text += f" AUC {model['auc']:.3f}"
+        text += f" AUC {format_auc(model['auc'], model['auc_low'], model['auc_high'])}"
     behind = ", ".join(f"{source} v{version}" for source, version in model["behind"].items())
     return text + (f" (behind: {behind})" if behind else "")
 

@@ -92,12 +92,3 @@ def auc_interval(
     low = brentq(outside, 0.0, inside) if outside(0.0) > 0 else 0.0
     high = brentq(outside, inside, 1.0) if outside(1.0) > 0 else 1.0
     return float(low), float(high)
-
-
-def format_auc(auc: float | None, low: float | None = None, high: float | None = None) -> str:
-    """An AUC for people: ``0.875 (95% CI 0.576-0.969)``; ``-`` when there is none."""
-    if auc is None:
-        return "-"
-    if low is None or high is None:
-        return f"{auc:.3f}"
-    return f"{auc:.3f} (95% CI {low:.3f}-{high:.3f})"

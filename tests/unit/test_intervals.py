@@ -9,7 +9,8 @@ import pytest
 from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 
-from pe.common.intervals import auc_interval, format_auc
+from channels.records import format_auc
+from pe.common.intervals import auc_interval
 
 
 @pytest.mark.parametrize("true_auc", [0.75, 0.95])

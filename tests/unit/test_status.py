@@ -56,7 +56,15 @@ def test_rates_and_latency_come_from_the_difference_between_scrapes() -> None:
     assert 0.05 < summary["latency_s"]["p50"] < 0.1
     assert summary["lag"] == {"crisis.items.raw": 42.0}  # summed over workers
     assert summary["pool"] == {"working": 3.0}
-    assert summary["models"] == {"aid_related": {"version": 3, "auc": 0.81, "behind": {}}}
+    assert summary["models"] == {
+        "aid_related": {
+            "version": 3,
+            "auc": 0.81,
+            "auc_low": None,  # a model published before intervals
+            "auc_high": None,
+            "behind": {},
+        }
+    }
     assert summary["jobs"] == {"running": 2.0}
     text = render(summary, ["http://a", "http://b"])
     assert "classifier 250.0" in text and "aid_related v3 AUC 0.810" in text
@@ -96,6 +104,10 @@ crowdstream_consumer_lag{{pipeline="crisis",topic="crisis.items.raw"}} 5
 crowdstream_model_version{{pipeline="crisis",classifier="aid_related"}} {version}
 # TYPE crowdstream_model_auc gauge
 crowdstream_model_auc{{pipeline="crisis",classifier="aid_related"}} {auc}
+# TYPE crowdstream_model_auc_low gauge
+crowdstream_model_auc_low{{pipeline="crisis",classifier="aid_related"}} {auc - 0.118}
+# TYPE crowdstream_model_auc_high gauge
+crowdstream_model_auc_high{{pipeline="crisis",classifier="aid_related"}} {auc + 0.102}
 # TYPE crowdstream_models_refused_total counter
 crowdstream_models_refused_total{{pipeline="crisis",reason="tampered"}} 1
 """
@@ -122,12 +134,20 @@ async def test_a_model_every_worker_has_is_shown_once_in_text_and_json(
     _, urls = workers
     assert await run_status(urls, interval_s=0, once=True, as_json=True) == 0
     summary = orjson.loads(capsys.readouterr().out)
-    assert summary["models"] == {"aid_related": {"version": 10, "auc": 0.728, "behind": {}}}
+    assert summary["models"] == {
+        "aid_related": {
+            "version": 10,
+            "auc": 0.728,
+            "auc_low": pytest.approx(0.61),
+            "auc_high": pytest.approx(0.83),
+            "behind": {},
+        }
+    }
     assert summary["models_refused"] == {"tampered": 1.0}  # one message, refused by all
     assert summary["lag"] == {"crisis.items.raw": 15.0}  # each worker's own partitions
     assert await run_status(urls, interval_s=0, once=True, as_json=False) == 0
     text = capsys.readouterr().out
-    assert "models     aid_related v10 AUC 0.728\n" in text
+    assert "models     aid_related v10 AUC 0.728 (95% CI 0.610-0.830)\n" in text
     assert "refused    tampered 1\n" in text
 
 
@@ -137,10 +157,10 @@ async def test_workers_on_an_older_model_are_named(
     pages, urls = workers
     pages["b"] = _stream_worker(out=100, version=9, auc=0.70)
     summary = summarize(None, await scrape(urls))
-    assert summary["models"] == {
-        "aid_related": {"version": 10, "auc": 0.728, "behind": {urls[1]: 9}}
-    }
-    assert f"aid_related v10 AUC 0.728 (behind: {urls[1]} v9)" in render(summary, urls)
+    assert summary["models"]["aid_related"]["version"] == 10
+    assert summary["models"]["aid_related"]["auc"] == 0.728
+    assert summary["models"]["aid_related"]["behind"] == {urls[1]: 9}
+    assert f"v10 AUC 0.728 (95% CI 0.610-0.830) (behind: {urls[1]} v9)" in render(summary, urls)
 
 
 async def test_rates_compare_each_worker_with_itself(
