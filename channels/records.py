@@ -23,6 +23,7 @@ __all__ = [
     "InputItem",
     "Item",
     "ItemId",
+    "Interval",
     "Label",
     "LinearModel",
     "ModelMetrics",
@@ -34,6 +35,7 @@ __all__ = [
     "Task",
     "TaskForm",
     "TaskKind",
+    "format_auc",
 ]
 
 MAX_TEXT_CHARS = 10_000
@@ -252,17 +254,51 @@ class LinearModel(_Record):
     rows: list[SparseRow]
 
 
+class Interval(_Record):
+    """A 95% confidence interval of a held-out metric (see pe.common.intervals)."""
+
+    low: float = Field(ge=0, le=1)
+    high: float = Field(ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Interval:
+        if self.low > self.high:
+            raise ValueError("an interval's low must not exceed its high")
+        return self
+
+
+# The intervals are optional: models published before they existed stay on the
+# compacted control.models topic, and are read with none.
 class TagMetrics(_Record):
     precision: float
     recall: float
     auc: float | None
     support: int
+    precision_ci: Interval | None = None
+    recall_ci: Interval | None = None
+    auc_ci: Interval | None = None
 
 
 class ModelMetrics(_Record):
     auc: float | None  #: macro average over tags of the held-out one-vs-rest AUC
     accuracy: float | None
     per_tag: dict[str, TagMetrics]
+    auc_ci: Interval | None = None
+    accuracy_ci: Interval | None = None
+
+    def describe_auc(self) -> str:
+        """The AUC with its interval, for people (see :func:`format_auc`)."""
+        ci = self.auc_ci
+        return format_auc(self.auc, ci.low if ci else None, ci.high if ci else None)
+
+
+def format_auc(auc: float | None, low: float | None = None, high: float | None = None) -> str:
+    """An AUC for people: ``0.875 (95% CI 0.576-0.969)``; ``-`` when there is none."""
+    if auc is None:
+        return "-"
+    if low is None or high is None:
+        return f"{auc:.3f}"
+    return f"{auc:.3f} (95% CI {low:.3f}-{high:.3f})"
 
 
 class ModelUpdate(_Record):

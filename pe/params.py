@@ -224,8 +224,9 @@ class LearnerParams(_Params):
     holdout_fraction: float = Field(0.2, gt=0, lt=1)
     #: Labels needed (training part, at least one per tag) before a first model.
     min_train: int = Field(20, ge=2)
-    #: AIDR's rule: a new model replaces the active one if its held-out AUC is no
-    #: worse than the active one's minus this tolerance ...
+    #: AIDR's rule: a new model replaces the active one unless the held-out labels
+    #: show its AUC worse by more than this tolerance (the 95% interval of the
+    #: difference, pe.learner.state.replaces) ...
     auc_tolerance: float = Field(0.05, ge=0, le=1)
     #: ... or it was trained on this many more labels.
     more_labels: int = Field(100, ge=0)

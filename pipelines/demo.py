@@ -26,7 +26,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from channels.codec import DecodeError, decode
-from channels.records import ClassifiedItem, Label, ModelUpdate
+from channels.records import ClassifiedItem, Label, ModelUpdate, format_auc
 from pipelines.broker import EmbeddedBroker, free_port
 from pipelines.client import push_lines
 from pipelines.report import STREAM_TAIL, RunLog, crowd_summary, percentiles, write_report
@@ -215,8 +215,7 @@ def _progress(
     for name in ("aid_related", "request"):
         latest = [m for m in run.models if m.classifier == name]
         if latest:
-            auc = latest[-1].metrics.auc
-            models.append(f"{name} v{latest[-1].version} AUC {auc if auc is not None else '-'}")
+            models.append(f"{name} v{latest[-1].version} AUC {latest[-1].metrics.describe_auc()}")
         else:
             models.append(f"{name} (no model)")
     labels = sum(run.labels.values())
@@ -237,10 +236,13 @@ def _print_summary(report: dict[str, Any], out_dir: Path) -> None:
     classifiers: dict[str, Any] = report["classifiers"]
     for name, result in classifiers.items():
         held = result["held_out"] or {}
+        ci = held.get("auc_ci") or {}
+        auc = format_auc(held.get("auc"), ci.get("low"), ci.get("high"))
         tail = result[f"stream_vs_truth_last_{STREAM_TAIL}"]
         print(
             f"{name}: model v{result['model_version']} from {result['crowd_labels']} crowd "
-            f"labels; held-out AUC {held.get('auc')}; last {STREAM_TAIL} items vs truth: "
+            f"labels; held-out AUC {auc} on {result['labels_held_out']} labels; "
+            f"last {STREAM_TAIL} items vs truth: "
             f"accuracy {tail['accuracy']}, AUC {tail['auc']}"
         )
     crowd: dict[str, float] = report["crowd"]

@@ -143,6 +143,8 @@ def write_report(
                 "labels": m.n_train + m.n_holdout,
                 "n_train": m.n_train,
                 "auc": m.metrics.auc,
+                "auc_low": m.metrics.auc_ci.low if m.metrics.auc_ci else None,
+                "auc_high": m.metrics.auc_ci.high if m.metrics.auc_ci else None,
                 "at_s": round(m.created - run.started, 1),
             }
             for m in run.models
@@ -158,13 +160,21 @@ def write_report(
 def _plot_auc(models: Sequence[ModelUpdate], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     for name in sorted({m.classifier for m in models}):
-        points = [(m.n_train + m.n_holdout, m.metrics.auc) for m in models if m.classifier == name]
-        points = [(n, a) for n, a in points if a is not None]
+        points: list[tuple[int, float]] = []
+        band: list[tuple[int, float, float]] = []  # the 95% interval, where models have one
+        for m in models:
+            if m.classifier == name and m.metrics.auc is not None:
+                points.append((m.n_train + m.n_holdout, m.metrics.auc))
+                if m.metrics.auc_ci is not None:
+                    band.append((points[-1][0], m.metrics.auc_ci.low, m.metrics.auc_ci.high))
         if points:
-            ax.plot(*zip(*points, strict=True), marker="o", label=name)
+            (line,) = ax.plot(*zip(*points, strict=True), marker="o", label=name)
+        if band:
+            labels, low, high = zip(*band, strict=True)
+            ax.fill_between(labels, low, high, color=line.get_color(), alpha=0.2)
     ax.set_xlabel("crowd labels (train + held out)")
-    ax.set_ylabel("held-out AUC")
-    ax.set_ylim(0.4, 1.0)
+    ax.set_ylabel("held-out AUC (band: 95% interval)")
+    ax.set_ylim(0.3, 1.0)
     ax.grid(alpha=0.3)
     ax.set_title("Model quality vs. crowd labels")
     if models:

@@ -64,6 +64,8 @@ class Metrics:
     crowd_cost: Gauge
     model_version: Gauge
     model_auc: Gauge
+    model_auc_low: Gauge
+    model_auc_high: Gauge
     models_trained: Counter
     learner_labels: Gauge
     models_refused: Counter
@@ -191,6 +193,16 @@ class Metrics:
             ),
             model_version=gauge("model_version", "Active model version.", ["classifier"]),
             model_auc=gauge("model_auc", "Held-out AUC of the active model.", ["classifier"]),
+            model_auc_low=gauge(
+                "model_auc_low",
+                "Lower end of the 95% confidence interval of the active model's held-out AUC.",
+                ["classifier"],
+            ),
+            model_auc_high=gauge(
+                "model_auc_high",
+                "Upper end of the 95% confidence interval of the active model's held-out AUC.",
+                ["classifier"],
+            ),
             learner_labels=gauge(
                 "learner_labels",
                 "Crowd labels the learner holds for a classifier (training and held out).",

@@ -12,6 +12,7 @@ learner or a replay) is ignored, logged and counted
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 
@@ -64,17 +65,32 @@ class ModelBook:
                 continue
             self.updates[update.classifier] = update
             self.compiled[update.classifier] = compiled
-            labels = (self._ctx.pipeline, update.classifier)
-            self._ctx.metrics.model_version.labels(*labels).set(update.version)
-            if update.metrics.auc is not None:
-                self._ctx.metrics.model_auc.labels(*labels).set(update.metrics.auc)
-            log.info(
-                "classifier %s: model v%d active (AUC %s, %d labels)",
-                update.classifier,
-                update.version,
-                update.metrics.auc,
-                update.n_train,
-            )
+            self._show(update)
+
+    def _show(self, update: ModelUpdate) -> None:
+        """Metrics and a log line for the model now active."""
+        metrics, labels = self._ctx.metrics, (self._ctx.pipeline, update.classifier)
+        metrics.model_version.labels(*labels).set(update.version)
+        auc, ci = update.metrics.auc, update.metrics.auc_ci
+        # A figure the new model lacks (published before intervals, or with no AUC)
+        # is withdrawn rather than left showing the previous model's.
+        for gauge, value in (
+            (metrics.model_auc, auc),
+            (metrics.model_auc_low, ci.low if ci else None),
+            (metrics.model_auc_high, ci.high if ci else None),
+        ):
+            if value is not None:
+                gauge.labels(*labels).set(value)
+            else:
+                with contextlib.suppress(KeyError):
+                    gauge.remove(*labels)
+        log.info(
+            "classifier %s: model v%d active (AUC %s, %d labels)",
+            update.classifier,
+            update.version,
+            update.metrics.describe_auc(),
+            update.n_train,
+        )
 
     def _compile(self, update: ModelUpdate) -> CompiledModel:
         """The update's model, ready to apply; refused if this pipeline cannot."""

@@ -2,9 +2,10 @@
 
 Pure functions. Two estimators of "what fraction of a window's items have tag T":
 
-- :func:`wilson`: label-based sampling. Items drawn at random, one crowd label each
-  (Qurk found redundancy buys nothing for counts: breadth beats depth); the Wilson
-  score interval, which keeps its coverage near 0 and 1 where the normal one fails.
+- :func:`wilson` (``pe.common.intervals``): label-based sampling. Items drawn at
+  random, one crowd label each (Qurk found redundancy buys nothing for counts:
+  breadth beats depth); the Wilson score interval, which keeps its coverage near 0
+  and 1 where the normal one fails.
 - :func:`difference`: model-assisted. The classifier scores every item of the
   window (classify and count); a random sample of them is crowd-labeled, and the
   mean of (label - prediction) over the sample corrects the count. The estimate is
@@ -16,42 +17,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-from scipy.stats import norm
+from pe.common.intervals import Estimate, wilson, z_for
 
 __all__ = ["Estimate", "difference", "wilson", "z_for"]
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """A proportion and its two-sided confidence interval."""
-
-    value: float
-    low: float
-    high: float
-    n: int  #: crowd answers the estimate rests on
-
-    @property
-    def width(self) -> float:
-        return self.high - self.low
-
-
-def z_for(confidence: float) -> float:
-    """The standard normal quantile of a two-sided ``confidence`` interval."""
-    return float(norm.ppf(0.5 + confidence / 2))
-
-
-def wilson(positives: int, n: int, confidence: float = 0.95) -> Estimate:
-    """Wilson score interval of ``positives`` successes in ``n`` trials."""
-    if n <= 0:
-        return Estimate(0.5, 0.0, 1.0, 0)
-    z = z_for(confidence)
-    p = positives / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return Estimate(p, max(centre - half, 0.0), min(centre + half, 1.0), n)
 
 
 def difference(

@@ -4,8 +4,8 @@ Input: ``crowd.labels`` (Label), followed whole from its start, so a restarted l
 rebuilds its training and held-out sets from the log; ``control.models`` (to number
 versions and to know what the active model already learned).
 Output: ``control.models`` (ModelUpdate: weights as sparse arrays, no pickle, with
-held-out precision, recall and AUC per tag, signed with ``model_key``), keyed by
-classifier.
+held-out precision, recall and AUC per tag, each with its 95% interval, signed with
+``model_key``), keyed by classifier.
 State: per classifier the labels (rebuilt from ``crowd.labels``), split by item id into
 ~80% training and ~20% held out. Run one learner per pipeline.
 Schedule: retrain every ``retrain_every`` new labels; sklearn refits off the event

@@ -123,10 +123,11 @@ def register(ctx: PipelineContext) -> None:
             published[name] = version
             ctx.metrics.items_out.labels(ctx.pipeline, PE).inc()
             log.info(
-                "classifier %s: published model v%d (held-out AUC %s, %d labels)",
+                "classifier %s: published model v%d (held-out AUC %s on %d labels, trained on %d)",
                 name,
                 version,
-                update.metrics.auc,
+                update.metrics.describe_auc(),
+                update.n_holdout,
                 update.n_train,
             )
 

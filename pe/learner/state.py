@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 import zlib
 from array import array
@@ -22,16 +23,33 @@ def in_holdout(item_id: str, fraction: float) -> bool:
 
 
 def replaces(active: ModelUpdate | None, candidate: ModelUpdate, params: LearnerParams) -> bool:
-    """AIDR's rule: a new model replaces the active one if its held-out AUC is no worse
-    than the active one's minus a tolerance, or it learned from enough more labels."""
+    """AIDR's rule on intervals: a new model replaces the active one unless the held-out
+    labels show it worse by more than a tolerance, or if it learned from enough more
+    labels.
+
+    AIDR compared the two AUCs as points, but a held-out AUC from a few positives is
+    far from exact (0.875 from 4 positives among 38 is 0.58-0.97): a model measured
+    high by luck then refused its better successors. So the rule compares intervals:
+    it refuses a new model only if the lower end of the 95% interval of (active AUC -
+    new AUC) is above ``auc_tolerance``. That interval is MOVER's (Zou and Donner
+    2008), built from each model's own interval; it takes the two held-out sets as
+    independent, while the newer contains the older, so it is wider than the truth:
+    in doubt, the model that learned from more labels wins. Models published before
+    they had intervals are compared as points, as AIDR did.
+    """
     if active is None:
         return True
     if candidate.n_train >= active.n_train + params.more_labels:
         return True
-    new, old = candidate.metrics.auc, active.metrics.auc
-    if new is None or old is None:
+    new, old = candidate.metrics, active.metrics
+    if new.auc is None or old.auc is None:
         return candidate.n_train > active.n_train
-    return new >= old - params.auc_tolerance
+    if new.auc_ci is None or old.auc_ci is None:
+        return new.auc >= old.auc - params.auc_tolerance
+    worse_by_at_least = (old.auc - new.auc) - math.hypot(
+        old.auc - old.auc_ci.low, new.auc_ci.high - new.auc
+    )
+    return worse_by_at_least <= params.auc_tolerance
 
 
 class ClassifierLearner:

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from pipelines.broker import EmbeddedBroker
 from pipelines.client import push_lines
@@ -92,7 +93,29 @@ async def test_every_item_appears_exactly_once_and_models_change_the_output(
     assert {m["classifier"] for m in published} == {"aid_related", "request"}
     assert all(m["model"]["link"] == "sigmoid" and m["n_train"] >= 10 for m in published)
     assert await wait_until(
-        lambda: worker.metric("crowdstream_model_version", classifier="request") >= 1
+        lambda: all(
+            worker.metric("crowdstream_model_version", classifier=name) >= 1
+            for name in ("aid_related", "request")
+        )
+    )
+    # Every held-out metric comes with its interval, in the record and the metrics.
+    for model in published:
+        metrics = model["metrics"]
+        assert (
+            metrics["accuracy_ci"]["low"] <= metrics["accuracy"] <= metrics["accuracy_ci"]["high"]
+        )
+        if metrics["auc"] is not None:
+            assert metrics["auc_ci"]["low"] <= metrics["auc"] <= metrics["auc_ci"]["high"]
+    exposed = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(worker.get("/metrics")[1].decode())
+        for sample in family.samples
+        if sample.labels.get("classifier") == "aid_related"
+    }
+    assert (
+        exposed["crowdstream_model_auc_low"]
+        <= exposed["crowdstream_model_auc"]
+        <= exposed["crowdstream_model_auc_high"]
     )
 
     # ... which reach the classifier and change its output.

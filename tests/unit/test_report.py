@@ -7,17 +7,25 @@ from pathlib import Path
 import orjson
 import pytest
 
-from channels.records import ClassifiedItem, TagPrediction
+from channels.records import (
+    ClassifiedItem,
+    Interval,
+    LinearModel,
+    ModelMetrics,
+    ModelUpdate,
+    SparseRow,
+    TagPrediction,
+)
+from pipelines.demo import _print_summary, _progress
 from pipelines.report import RunLog, crowd_summary, percentiles, stream_quality, write_report
 
 
-def _item(i: int, tag: str | None, confidence: float | None, ts_out: float) -> ClassifiedItem:
+def _item(
+    i: int, tag: str | None, confidence: float | None, ts_out: float, classifier: str = "c"
+) -> ClassifiedItem:
+    prediction = TagPrediction(tag=tag, confidence=confidence, model_version=1 if tag else 0)
     return ClassifiedItem(
-        id=f"i{i}",
-        text="t",
-        ts_in=0.0,
-        ts_out=ts_out,
-        labels={"c": TagPrediction(tag=tag, confidence=confidence, model_version=1 if tag else 0)},
+        id=f"i{i}", text="t", ts_in=0.0, ts_out=ts_out, labels={classifier: prediction}
     )
 
 
@@ -73,3 +81,45 @@ def test_crowd_summary_reads_pool_events_and_costs_from_metrics() -> None:
         "recruit": 33.0,
         "termination": 11.0,
     }
+
+
+def _model(version: int, auc: float, ci: Interval | None) -> ModelUpdate:
+    return ModelUpdate(
+        classifier="request",
+        version=version,
+        family="sklearn",
+        created=0.5,
+        n_train=40 * version,
+        n_holdout=10 * version,
+        metrics=ModelMetrics(auc=auc, accuracy=0.8, per_tag={}, auc_ci=ci),
+        model=LinearModel(
+            classes=["no", "yes"],
+            link="sigmoid",
+            n_features=8,
+            intercept=[0.0],
+            rows=[SparseRow(idx=[], val=[])],
+        ),
+    )
+
+
+def test_the_demo_shows_each_held_out_auc_with_its_interval(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = RunLog(started=0.0, pushed=1)
+    run.classified = {"i1": _item(1, "yes", 0.9, 0.05, "request")}
+    run.models = [
+        _model(6, 0.70, None),  # published before intervals
+        _model(7, 0.875, Interval(low=0.5762, high=0.969)),
+    ]
+    _progress(run, 10.0, 1, [0.05], 2, 1.0)
+    assert "request v7 AUC 0.875 (95% CI 0.576-0.969)" in capsys.readouterr().out
+    report = write_report(run, 1.0, {"i1": {"request": "yes"}}, {"request": "yes"}, tmp_path)
+    assert [(m["auc"], m["auc_low"], m["auc_high"]) for m in report["models"]] == [
+        (0.70, None, None),
+        (0.875, 0.5762, 0.969),
+    ]
+    held = report["classifiers"]["request"]["held_out"]
+    assert held["auc_ci"] == {"low": 0.5762, "high": 0.969}
+    assert (tmp_path / "auc_vs_labels.png").read_bytes().startswith(b"\x89PNG")
+    _print_summary({**report, "crowd": {}}, tmp_path)
+    assert "held-out AUC 0.875 (95% CI 0.576-0.969) on 70 labels" in capsys.readouterr().out
