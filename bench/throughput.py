@@ -555,7 +555,12 @@ def main() -> int:
         )
     if "overload" in runs:
         rate = args.overload_rate or 3 * (result.get("max_sustainable_per_s") or 10_000)
-        shedding = ("--set", "shedding.enabled=true", "--set", f"shedding.max_age_s={args.max_age}")
+        shedding: tuple[str, ...] = (
+            "--set",
+            "shedding.enabled=true",
+            "--set",
+            f"shedding.max_age_s={args.max_age}",
+        )
         if args.max_drain is not None:
             shedding += ("--set", f"shedding.max_drain_s={args.max_drain}")
         result["overload"] = bench.run(

@@ -18,7 +18,7 @@ from pe.common.stagebooks import StageShedder
 
 # Judged on windows of 50 ms, so the test runs in moments.
 POLICY = SheddingPolicy(
-    enabled=True, max_age_s=0.01, min_backlog=1, adapt_every_s=0.01, trend_s=0.05
+    enabled=True, max_age_s=0.01, min_backlog=1, adapt_every_s=0.01, trend_s=0.05, max_drain_s=0.01
 )
 
 
