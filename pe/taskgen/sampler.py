@@ -5,6 +5,7 @@ Pure logic: no I/O, time and randomness are passed in, so it is unit-tested alon
 
 from __future__ import annotations
 
+import math
 import random
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -76,6 +77,24 @@ class LoadGovernor:
         return 1.0 - self._load(backlog)
 
 
+class _Share:
+    """Whole picks from a share of each round, the fraction carried to the next round.
+
+    Rounding each round alone loses the share when rounds are small: half of a
+    one-item round rounds to none, every round. Carried, the picks over any run of
+    rounds are within one of the share of their items.
+    """
+
+    def __init__(self) -> None:
+        self.owed = 0.0  #: what earlier rounds took more (< 0) or less than their share
+
+    def take(self, amount: float) -> int:
+        due = amount + self.owed
+        whole = math.floor(due + 0.5)
+        self.owed = due - whole
+        return whole
+
+
 class ClassifierSampler:
     """The sampling state of one classifier: its buffer, issued items, budget."""
 
@@ -101,6 +120,8 @@ class ClassifierSampler:
         self.signatures = SignatureSet(near_dup_memory)
         self.near_duplicates = 0
         self._rng = rng
+        self._active = _Share()
+        self._passive = _Share()
 
     @property
     def budget_left(self) -> int:
@@ -127,7 +148,8 @@ class ClassifierSampler:
     ) -> list[tuple[Candidate, Kind]]:
         """Pick up to ``n`` items (a round: the pool size p, within the rate cap).
 
-        ``hybrid``: k = ``active_fraction`` * n by uncertainty, n - k at random;
+        ``hybrid``: k = ``active_fraction`` * n by uncertainty, n - k at random (k is
+        whole, the fraction carried to the next round, so small rounds keep the share);
         ``active``: only the k; ``passive``: n at random. Without a model (``scorer``
         is None) every strategy picks at random, which gives active learning its
         seed set. Uncertainty is scored over a random sample of the buffer, so
@@ -148,7 +170,7 @@ class ClassifierSampler:
         dropped: set[str] = set()
         n_active = 0
         if scorer is not None and self.strategy != "passive":
-            n_active = round(n * self.active_fraction)
+            n_active = self._active.take(n * self.active_fraction)
             if self.strategy == "active":
                 n = n_active
         if n_active and pool:
@@ -161,7 +183,7 @@ class ClassifierSampler:
                 if self._claim(sample[i], dropped):
                     picked.append((sample[i], "active"))
         # The rest at random (also what uncertainty could not fill), thinned under load.
-        target = len(picked) + round((n - len(picked)) * passive_share)
+        target = len(picked) + self._passive.take((n - len(picked)) * passive_share)
         for i in self._rng.sample(range(len(pool)), len(pool)):
             if len(picked) >= target:
                 break

@@ -188,3 +188,33 @@ def test_under_backlog_fewer_items_go_to_the_crowd() -> None:
     assert sum(kind == "passive" for _, kind in busy) == 5  # half of the random picks
     assert all(kind == "active" for _, kind in swamped)  # random picks thinned to none
     assert all(scorer([c])[0] < 0.6 for c, _ in swamped)  # only what the model is unsure of
+
+
+def _fresh(i: int) -> Candidate:
+    # Distinct, far-apart signatures for any number of items (near_dup_bits is 0).
+    return Candidate(f"i{i}", f"text {i}", [i], [1.0], i, {})
+
+
+def _unsure(candidates: Sequence[Candidate]) -> list[float]:
+    return [0.5] * len(candidates)
+
+
+@pytest.mark.parametrize(("round_size", "fraction"), [(1, 0.5), (2, 0.3), (3, 0.25), (1, 0.9)])
+def test_small_rounds_keep_the_active_share(round_size: int, fraction: float) -> None:
+    sampler = _sampler(active_fraction=fraction, label_budget=100_000)
+    picks: list[str] = []
+    for r in range(1000):
+        for j in range(round_size + 1):
+            sampler.offer(_fresh(r * 10 + j))
+        picks += [kind for _, kind in sampler.select(round_size, _unsure)]
+    assert len(picks) == 1000 * round_size
+    assert picks.count("active") / len(picks) == pytest.approx(fraction, abs=0.005)
+
+
+def test_small_rounds_keep_the_random_share_under_load() -> None:
+    sampler = _sampler(label_budget=100_000)
+    picked = 0
+    for r in range(1000):
+        sampler.offer(_fresh(r))
+        picked += len(sampler.select(1, None, passive_share=0.3))
+    assert picked == pytest.approx(300, abs=1)
