@@ -9,7 +9,7 @@ import math
 import random
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from pe.features.simhash import SignatureSet
@@ -95,6 +95,13 @@ class _Share:
         return whole
 
 
+@dataclass
+class _Issued:
+    sig: int
+    #: Its tasks not shed; none while the pick is on its way to the log.
+    tasks: set[str] = field(default_factory=set)
+
+
 class ClassifierSampler:
     """The sampling state of one classifier: its buffer, issued items, budget."""
 
@@ -116,12 +123,14 @@ class ClassifierSampler:
         self.uncertainty_sample = uncertainty_sample
         self.label_budget = label_budget
         self.near_dup_bits = near_dup_bits
-        self.issued: set[str] = set()
+        self.issued: dict[str, _Issued] = {}
         self.signatures = SignatureSet(near_dup_memory)
         self.near_duplicates = 0
         self._rng = rng
         self._active = _Share()
         self._passive = _Share()
+        #: Tasks shed so far: one read back from the log after its shed is not issued.
+        self._shed: set[str] = set()
 
     @property
     def budget_left(self) -> int:
@@ -132,11 +141,31 @@ class ClassifierSampler:
         if candidate.item_id not in self.issued:
             self.buffer.append(candidate)
 
-    def mark_issued(self, item_id: str, sig: int) -> None:
-        """Record a task issued (by this or another instance); idempotent."""
-        if item_id not in self.issued:
-            self.issued.add(item_id)
+    def mark_issued(self, item_id: str, sig: int, task_id: str | None = None) -> None:
+        """Record a task of ``item_id`` issued (here, by another instance, or read back
+        from the log); idempotent. ``task_id`` None: a pick whose task has no id yet."""
+        if task_id is not None and task_id in self._shed:
+            return  # its shed was read first (two logs, read independently)
+        issued = self.issued.get(item_id)
+        if issued is None:
+            issued = self.issued[item_id] = _Issued(sig)
             self.signatures.add(sig)
+        if task_id is not None:
+            issued.tasks.add(task_id)
+
+    def mark_shed(self, item_id: str, task_id: str) -> None:
+        """A task of ``item_id`` left the crowd queue unanswered: unless another task
+        of the item is open, its budget returns and the item and its near-duplicates
+        may be picked again. Idempotent, and either of the task and its shed may be
+        read first."""
+        self._shed.add(task_id)
+        issued = self.issued.get(item_id)
+        if issued is None or task_id not in issued.tasks:
+            return
+        issued.tasks.discard(task_id)
+        if not issued.tasks:
+            del self.issued[item_id]
+            self.signatures.discard(issued.sig)
 
     def select(
         self,
