@@ -78,11 +78,13 @@ class TaskgenParams(_Params):
     #: p of items, k = active_fraction * p by uncertainty and p - k at random;
     #: ``active`` picks only the k, ``passive`` only random items.
     strategy: Literal["hybrid", "active", "passive"] = "hybrid"
-    #: r, the fraction of each round picked by uncertainty (CLAMShell: 0.5).
+    #: r, the fraction of each round picked by uncertainty (CLAMShell: 0.5); what is
+    #: not a whole pick is carried to the next round.
     active_fraction: float = Field(0.5, ge=0, le=1)
     #: How many items are scored for uncertainty per round (a random sample of the buffer).
     uncertainty_sample: int = Field(500, ge=1)
-    #: Most tasks ever issued per classifier.
+    #: Most tasks issued per classifier; one shed from a full crowd queue gives its
+    #: place back.
     label_budget: int = Field(1000, ge=0)
     #: AIDR caps new tasks at 150/min.
     max_tasks_per_minute: float = Field(150, gt=0)

@@ -53,24 +53,37 @@ def hamming(a: int, b: int) -> int:
 
 
 class SignatureSet:
-    """The last ``capacity`` signatures, searched for near matches in one numpy pass."""
+    """The last ``capacity`` signatures added, less those discarded, searched for near
+    matches in one numpy pass."""
 
     def __init__(self, capacity: int) -> None:
         self._sigs = np.zeros(capacity, dtype=np.uint64)
+        # A discarded slot stays until the ring overwrites it: every signature is a
+        # valid value (0 too), so a mask says which slots count.
+        self._live = np.zeros(capacity, dtype=np.bool_)
         self._size = 0
         self._next = 0
 
     def __len__(self) -> int:
-        return self._size
+        return int(np.count_nonzero(self._live[: self._size]))
 
     def add(self, sig: int) -> None:
         self._sigs[self._next] = np.uint64(sig)
+        self._live[self._next] = True
         self._next = (self._next + 1) % len(self._sigs)
         self._size = min(self._size + 1, len(self._sigs))
+
+    def discard(self, sig: int) -> None:
+        """Forget one stored copy of ``sig``, if there is one."""
+        found = np.flatnonzero(
+            self._live[: self._size] & (self._sigs[: self._size] == np.uint64(sig))
+        )
+        if found.size:
+            self._live[found[0]] = False
 
     def has_near(self, sig: int, max_bits: int) -> bool:
         """Is some stored signature within ``max_bits`` differing bits of ``sig``?"""
         if self._size == 0:
             return False
         xor = self._sigs[: self._size] ^ np.uint64(sig)
-        return bool((np.bitwise_count(xor) <= max_bits).any())
+        return bool((self._live[: self._size] & (np.bitwise_count(xor) <= max_bits)).any())

@@ -1,14 +1,18 @@
 """Task generator PE.
 
 Input: ``items.features`` (FeatureItem) into a bounded buffer of the latest items;
-``control.models`` (the latest model scores uncertainty); ``crowd.tasks``, followed
-whole, to rebuild which items were already issued (and the budget used) on start.
+``control.models`` (the latest model scores uncertainty); ``crowd.tasks`` and
+``crowd.labels``, followed whole, to rebuild which items were issued and not shed
+(and the budget used) on start.
 Output: ``crowd.tasks`` (Task: one item, one classifier).
 State: per classifier the buffer (in memory, refilled by the stream), issued item ids
-and near-duplicate signatures (rebuilt from ``crowd.tasks``).
+and near-duplicate signatures (rebuilt from ``crowd.tasks``, less the training tasks
+``crowd.labels`` reports shed from a full crowd queue: their budget returns and their
+items and near-duplicates may be picked again).
 Sampling: every round, per classifier, within the task-rate cap and the label budget,
 ``active_fraction`` of the picks are the least confident of a random sample of the
-buffer and the rest are random; near-duplicates of issued items are skipped.
+buffer and the rest are random (the fraction of a pick carried to the next round);
+near-duplicates of issued items are skipped.
 Metrics: items in and out (pe="taskgen"), crowd tasks by classifier and kind, near-duplicates
 skipped by classifier.
 """

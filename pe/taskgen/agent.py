@@ -81,7 +81,7 @@ def register(ctx: PipelineContext) -> None:
                 continue  # a job's task: its item is not a training pick
             sampler = samplers.get(task.classifier)
             if sampler is not None:
-                sampler.mark_issued(task.item_id, task.sig)
+                sampler.mark_issued(task.item_id, task.sig, task.task_id)
 
     def outcomes(records: Sequence[ConsumerRecord]) -> None:
         for record in records:
@@ -89,12 +89,16 @@ def register(ctx: PipelineContext) -> None:
                 label = decode(Label, record.value)
             except DecodeError:
                 continue  # the learner rejects bad labels
-            if label.task_id is not None:
-                answered.add(label.task_id)
-                unanswered.discard(label.task_id)
+            if label.task_id is None:
+                continue
+            answered.add(label.task_id)
+            unanswered.discard(label.task_id)
+            sampler = samplers.get(label.classifier)
+            if label.status == "shed" and label.job is None and sampler is not None:
+                # A training task shed from a full crowd queue was never labeled.
+                sampler.mark_shed(label.item_id, label.task_id)
 
-    issued_log = ctx.follow("crowd.tasks", restore)
-    ctx.follow("crowd.labels", outcomes)
+    logs = (ctx.follow("crowd.tasks", restore), ctx.follow("crowd.labels", outcomes))
 
     async def decode_batch(records: Sequence[ConsumerRecord]) -> tuple[FeatureBatch, Pending]:
         # Bad records are the classifier's to reject and count; here they are skipped.
@@ -126,8 +130,8 @@ def register(ctx: PipelineContext) -> None:
         return []
 
     async def issue_round() -> None:
-        if not issued_log.caught_up.is_set():
-            return  # budget and issued items are not known yet
+        if not all(log_.caught_up.is_set() for log_ in logs):
+            return  # budget and issued items (less those shed) are not known yet
         backlog = len(unanswered)
         cap = governor.confidence_cap(backlog)
         ctx.metrics.crowd_backlog.labels(ctx.pipeline).set(backlog)
@@ -164,6 +168,7 @@ def register(ctx: PipelineContext) -> None:
                     sig=candidate.sig,
                     priority=params.priority,
                 )
+                sampler.mark_issued(task.item_id, task.sig, task.task_id)
                 pending.append(await ctx.send("crowd.tasks", task.item_id, encode(task)))
                 ctx.metrics.crowd_tasks.labels(ctx.pipeline, spec.name, kind).inc()
                 log.debug(

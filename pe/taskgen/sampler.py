@@ -5,10 +5,11 @@ Pure logic: no I/O, time and randomness are passed in, so it is unit-tested alon
 
 from __future__ import annotations
 
+import math
 import random
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from pe.features.simhash import SignatureSet
@@ -76,6 +77,31 @@ class LoadGovernor:
         return 1.0 - self._load(backlog)
 
 
+class _Share:
+    """Whole picks from a share of each round, the fraction carried to the next round.
+
+    Rounding each round alone loses the share when rounds are small: half of a
+    one-item round rounds to none, every round. Carried, the picks over any run of
+    rounds are within one of the share of their items.
+    """
+
+    def __init__(self) -> None:
+        self.owed = 0.0  #: what earlier rounds took more (< 0) or less than their share
+
+    def take(self, amount: float) -> int:
+        due = amount + self.owed
+        whole = math.floor(due + 0.5)
+        self.owed = due - whole
+        return whole
+
+
+@dataclass
+class _Issued:
+    sig: int
+    #: Its tasks not shed; none while the pick is on its way to the log.
+    tasks: set[str] = field(default_factory=set)
+
+
 class ClassifierSampler:
     """The sampling state of one classifier: its buffer, issued items, budget."""
 
@@ -97,10 +123,14 @@ class ClassifierSampler:
         self.uncertainty_sample = uncertainty_sample
         self.label_budget = label_budget
         self.near_dup_bits = near_dup_bits
-        self.issued: set[str] = set()
+        self.issued: dict[str, _Issued] = {}
         self.signatures = SignatureSet(near_dup_memory)
         self.near_duplicates = 0
         self._rng = rng
+        self._active = _Share()
+        self._passive = _Share()
+        #: Tasks shed so far: one read back from the log after its shed is not issued.
+        self._shed: set[str] = set()
 
     @property
     def budget_left(self) -> int:
@@ -111,11 +141,31 @@ class ClassifierSampler:
         if candidate.item_id not in self.issued:
             self.buffer.append(candidate)
 
-    def mark_issued(self, item_id: str, sig: int) -> None:
-        """Record a task issued (by this or another instance); idempotent."""
-        if item_id not in self.issued:
-            self.issued.add(item_id)
+    def mark_issued(self, item_id: str, sig: int, task_id: str | None = None) -> None:
+        """Record a task of ``item_id`` issued (here, by another instance, or read back
+        from the log); idempotent. ``task_id`` None: a pick whose task has no id yet."""
+        if task_id is not None and task_id in self._shed:
+            return  # its shed was read first (two logs, read independently)
+        issued = self.issued.get(item_id)
+        if issued is None:
+            issued = self.issued[item_id] = _Issued(sig)
             self.signatures.add(sig)
+        if task_id is not None:
+            issued.tasks.add(task_id)
+
+    def mark_shed(self, item_id: str, task_id: str) -> None:
+        """A task of ``item_id`` left the crowd queue unanswered: unless another task
+        of the item is open, its budget returns and the item and its near-duplicates
+        may be picked again. Idempotent, and either of the task and its shed may be
+        read first."""
+        self._shed.add(task_id)
+        issued = self.issued.get(item_id)
+        if issued is None or task_id not in issued.tasks:
+            return
+        issued.tasks.discard(task_id)
+        if not issued.tasks:
+            del self.issued[item_id]
+            self.signatures.discard(issued.sig)
 
     def select(
         self,
@@ -127,7 +177,8 @@ class ClassifierSampler:
     ) -> list[tuple[Candidate, Kind]]:
         """Pick up to ``n`` items (a round: the pool size p, within the rate cap).
 
-        ``hybrid``: k = ``active_fraction`` * n by uncertainty, n - k at random;
+        ``hybrid``: k = ``active_fraction`` * n by uncertainty, n - k at random (k is
+        whole, the fraction carried to the next round, so small rounds keep the share);
         ``active``: only the k; ``passive``: n at random. Without a model (``scorer``
         is None) every strategy picks at random, which gives active learning its
         seed set. Uncertainty is scored over a random sample of the buffer, so
@@ -148,7 +199,7 @@ class ClassifierSampler:
         dropped: set[str] = set()
         n_active = 0
         if scorer is not None and self.strategy != "passive":
-            n_active = round(n * self.active_fraction)
+            n_active = self._active.take(n * self.active_fraction)
             if self.strategy == "active":
                 n = n_active
         if n_active and pool:
@@ -161,7 +212,7 @@ class ClassifierSampler:
                 if self._claim(sample[i], dropped):
                     picked.append((sample[i], "active"))
         # The rest at random (also what uncertainty could not fill), thinned under load.
-        target = len(picked) + round((n - len(picked)) * passive_share)
+        target = len(picked) + self._passive.take((n - len(picked)) * passive_share)
         for i in self._rng.sample(range(len(pool)), len(pool)):
             if len(picked) >= target:
                 break

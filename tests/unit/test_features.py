@@ -66,3 +66,17 @@ def test_a_batch_without_documents_gives_empty_results() -> None:
     matrix = FeatureHasher(2**18).matrix([])
     assert matrix.shape == (0, 2**18)
     assert sparse_rows(matrix) == [] and simhash_rows(matrix) == []
+
+
+def test_a_discarded_signature_no_longer_matches() -> None:
+    sigs = SignatureSet(capacity=4)
+    for sig in (0b1111, 0b1111, 1 << 40):
+        sigs.add(sig)
+    sigs.discard(0b1111)
+    assert sigs.has_near(0b1110, 1)  # one copy is left
+    sigs.discard(0b1111)
+    sigs.discard(0b1111)  # none left: nothing happens
+    assert not sigs.has_near(0b1110, 1) and len(sigs) == 1
+    assert sigs.has_near(1 << 40, 0)
+    sigs.add(0)  # every value is a signature, 0 too
+    assert sigs.has_near(0, 0)

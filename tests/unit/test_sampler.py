@@ -188,3 +188,81 @@ def test_under_backlog_fewer_items_go_to_the_crowd() -> None:
     assert sum(kind == "passive" for _, kind in busy) == 5  # half of the random picks
     assert all(kind == "active" for _, kind in swamped)  # random picks thinned to none
     assert all(scorer([c])[0] < 0.6 for c, _ in swamped)  # only what the model is unsure of
+
+
+def _fresh(i: int) -> Candidate:
+    # Distinct, far-apart signatures for any number of items (near_dup_bits is 0).
+    return Candidate(f"i{i}", f"text {i}", [i], [1.0], i, {})
+
+
+def _unsure(candidates: Sequence[Candidate]) -> list[float]:
+    return [0.5] * len(candidates)
+
+
+@pytest.mark.parametrize(("round_size", "fraction"), [(1, 0.5), (2, 0.3), (3, 0.25), (1, 0.9)])
+def test_small_rounds_keep_the_active_share(round_size: int, fraction: float) -> None:
+    sampler = _sampler(active_fraction=fraction, label_budget=100_000)
+    picks: list[str] = []
+    for r in range(1000):
+        for j in range(round_size + 1):
+            sampler.offer(_fresh(r * 10 + j))
+        picks += [kind for _, kind in sampler.select(round_size, _unsure)]
+    assert len(picks) == 1000 * round_size
+    assert picks.count("active") / len(picks) == pytest.approx(fraction, abs=0.005)
+
+
+def test_small_rounds_keep_the_random_share_under_load() -> None:
+    sampler = _sampler(label_budget=100_000)
+    picked = 0
+    for r in range(1000):
+        sampler.offer(_fresh(r))
+        picked += len(sampler.select(1, None, passive_share=0.3))
+    assert picked == pytest.approx(300, abs=1)
+
+
+def test_a_shed_task_returns_its_budget_and_unblocks_its_near_duplicates() -> None:
+    sampler = _sampler(label_budget=2, near_dup_bits=2)
+    sampler.offer(_candidate(1, sig=0b1010_0000))
+    sampler.offer(_candidate(2, sig=0b0101_0000_0000))
+    picks = sampler.select(5, None)
+    for candidate, _ in picks:
+        sampler.mark_issued(candidate.item_id, candidate.sig, f"t-{candidate.item_id}")
+    assert sampler.budget_left == 0
+    sampler.offer(_candidate(3, sig=0b1010_0011))  # a near-duplicate of i1
+    assert sampler.select(5, None) == []
+
+    sampler.mark_shed("i1", "t-i1")
+    sampler.mark_shed("i1", "t-i1")  # idempotent (a restarted follower replays)
+    assert sampler.budget_left == 1
+    sampler.offer(_candidate(4, sig=0b1010_0001))  # another near-duplicate of i1
+    assert [c.item_id for c, _ in sampler.select(5, None)] == ["i4"]
+    sampler.mark_issued("i4", 0b1010_0001, "t-i4")
+    sampler.mark_shed("i4", "t-i4")
+    sampler.offer(_candidate(1, sig=0b1010_0000))  # the shed item itself, again
+    assert [c.item_id for c, _ in sampler.select(5, None)] == ["i1"]
+
+
+def test_sheds_are_counted_whichever_log_is_read_first() -> None:
+    # After a restart the tasks and their outcomes are read from two logs.
+    sampler = _sampler(label_budget=10)
+    sampler.mark_shed("i1", "t1")  # read before its task
+    sampler.mark_issued("i1", 123, "t1")
+    assert sampler.budget_left == 10
+    # i2 was shed, then picked again: the old shed does not free the new task.
+    sampler.mark_issued("i2", 456, "t2")
+    sampler.mark_shed("i2", "t2")
+    sampler.mark_issued("i2", 456, "t3")
+    sampler.mark_shed("i2", "t2")
+    assert sampler.budget_left == 9
+    sampler.offer(_candidate(2))
+    assert sampler.select(5, None) == []
+
+
+def test_an_item_with_another_open_task_stays_issued_when_one_is_shed() -> None:
+    sampler = _sampler(label_budget=10)
+    sampler.mark_issued("i1", 123, "t1")
+    sampler.mark_issued("i1", 123, "t2")  # two instances picked it at once
+    sampler.mark_shed("i1", "t1")
+    assert sampler.budget_left == 9
+    sampler.mark_shed("i1", "t2")
+    assert sampler.budget_left == 10
