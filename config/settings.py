@@ -41,6 +41,18 @@ class Settings(BaseSettings):
     pipeline: str = Field("crisis", description="Pipeline name or topology YAML path.")
     http_host: str = Field("127.0.0.1", description="Address of the worker's HTTP server.")
     http_port: int = Field(8000, ge=0, le=65535, description="Port of the worker's HTTP server.")
+    http_read_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="How long the HTTP server waits for a new connection's request head "
+        "(it is closed after), and for a body (plus a second per 64 KiB; `408` after).",
+    )
+    http_connections_per_client: int = Field(
+        64,
+        ge=1,
+        description="Open HTTP connections allowed per client address; more are "
+        "answered `429` and closed. Behind a proxy or NAT, clients share an address.",
+    )
     embedded_broker_port: int = Field(9092, ge=1, le=65535)
     embedded_broker_heap_mb: int = Field(
         512, ge=128, le=65536, description="Java heap of the embedded Kafka broker."

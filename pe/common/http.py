@@ -1,10 +1,27 @@
-"""Request helpers shared by the worker's HTTP endpoints: bounded bodies, bearer tokens."""
+"""Request helpers shared by the worker's HTTP endpoints: bounded bodies, bearer tokens,
+and the limits of the worker's HTTP server."""
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 from aiohttp import web
 
-__all__ = ["SECURITY_HEADERS", "HttpError", "bearer", "read_body"]
+if TYPE_CHECKING:
+    from config import Settings
+
+__all__ = [
+    "LIMITS",
+    "MIN_BODY_RATE",
+    "SECURITY_HEADERS",
+    "HttpError",
+    "HttpLimits",
+    "bearer",
+    "limits",
+    "read_body",
+]
 
 #: Sent with every response of a worker's HTTP server (pipelines.web adds them to
 #: those that do not set their own).
@@ -15,6 +32,37 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
 }
+
+#: Bytes a second a request body must arrive at, on average, once the read timeout has
+#: passed: a big body on a slow link gets the time it needs, a trickle does not.
+MIN_BODY_RATE = 64 * 1024
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    """How long the worker's HTTP server waits for its clients, and how many
+    connections one client address may hold."""
+
+    #: For a request's head on a new connection, and for its body (plus the time
+    #: the body needs at MIN_BODY_RATE).
+    read_timeout_s: float = 30.0
+    connections_per_client: int = 64
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> HttpLimits:
+        return cls(
+            read_timeout_s=settings.http_read_timeout_s,
+            connections_per_client=settings.http_connections_per_client,
+        )
+
+
+#: The server's limits, in its application (pipelines.web); the defaults elsewhere.
+LIMITS = web.AppKey("limits", HttpLimits)
+_DEFAULT_LIMITS = HttpLimits()
+
+
+def limits(request: web.Request) -> HttpLimits:
+    return request.config_dict.get(LIMITS, _DEFAULT_LIMITS)
 
 
 class HttpError(Exception):
@@ -29,16 +77,30 @@ class HttpError(Exception):
 
 async def read_body(request: web.Request, limit: int) -> bytes:
     """The request body; 413 past ``limit`` bytes, checked before and while reading
-    (a chunked body has no length up front)."""
+    (a chunked body has no length up front); 408 when it arrives too slowly."""
     if (request.content_length or 0) > limit:
         raise HttpError(413, f"request body larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    while chunk := await request.content.read(limit + 1 - size):
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            raise HttpError(413, f"request body larger than {limit} bytes")
+    timeout_s = limits(request).read_timeout_s
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    try:
+        while True:
+            async with asyncio.timeout_at(deadline):
+                chunk = await request.content.read(limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise HttpError(413, f"request body larger than {limit} bytes")
+            deadline += len(chunk) / MIN_BODY_RATE
+    except TimeoutError:
+        msg = (
+            f"request body too slow: send it within {timeout_s:g} s plus a second "
+            f"per {MIN_BODY_RATE // 1024} KiB"
+        )
+        raise HttpError(408, msg) from None
     return b"".join(chunks)
 
 
