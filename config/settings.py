@@ -47,6 +47,13 @@ class Settings(BaseSettings):
         description="How long the HTTP server waits for a new connection's request head "
         "(it is closed after), and for a body (plus a second per 64 KiB; `408` after).",
     )
+    http_allowed_hosts: str = Field(
+        "",
+        description="Host names the HTTP server answers to besides IP addresses and "
+        "localhost, comma separated; pages served under them may call it too. Unset: any "
+        "name on a server that listens beyond loopback, no other on one that listens on "
+        "loopback.",
+    )
     http_connections_per_client: int = Field(
         64,
         ge=1,
@@ -133,8 +140,9 @@ class Settings(BaseSettings):
     operator_token: SecretStr | None = Field(
         None,
         min_length=16,
-        description="Bearer token of the operator endpoints (`/api/v1/operator/...`). "
-        "Unset: those endpoints are disabled.",
+        description="Bearer token of the operator endpoints: the jobs API "
+        "(`/api/v1/jobs...`) and the web crowd's `/api/v1/operator/...`. Unset: they "
+        "answer on a server that listens on loopback only, and are disabled on others.",
     )
     model_key: SecretStr | None = Field(
         None,
@@ -184,6 +192,13 @@ class Settings(BaseSettings):
     def topic_policy(self) -> TopicPolicy:
         """How the topics crowdstream creates are replicated and kept."""
         return TopicPolicy(self.replication_factor, self.retention_ms, self.retention_bytes)
+
+    @property
+    def allowed_hosts(self) -> frozenset[str]:
+        """``http_allowed_hosts`` as a set of names."""
+        return frozenset(
+            name.strip() for name in self.http_allowed_hosts.split(",") if name.strip()
+        )
 
     @property
     def bootstrap_servers(self) -> list[str]:

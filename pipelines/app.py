@@ -266,5 +266,6 @@ def build_worker(
         health,
         closing=ctx.web_closing,
         limits=HttpLimits.from_settings(settings),
+        allowed_hosts=settings.allowed_hosts,
     )
     return Worker(app=app, context=ctx, web=web, pes=chosen)

@@ -3,7 +3,8 @@
 Faust's own web server stays off: its ``/table`` endpoints would serve table data.
 Connections are capped per client and must start a request in time
 (pipelines.connections); bodies and event streams have their own timeouts
-(pe.common.http.HttpLimits).
+(pe.common.http.HttpLimits); requests must name this server and come from no other
+site's page (pipelines.hosts).
 """
 
 from __future__ import annotations
@@ -12,15 +13,17 @@ import asyncio
 import errno
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 from mode import Service
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from pe.common.http import LIMITS, SECURITY_HEADERS, HttpLimits
+from pe.common.http import LIMITS, SECURITY_HEADERS, HttpError, HttpLimits
 from pipelines.connections import ClientConnections, request_started
+from pipelines.hosts import HostRules
 
 __all__ = ["WebServer", "check_port_free"]
 
@@ -30,9 +33,6 @@ log = logging.getLogger(__name__)
 #: begun but not finished by then included). Longer than the 60 s a proxy's pool
 #: commonly keeps an idle connection, so a proxy never reuses one that is closing.
 KEEPALIVE_S = 75.0
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -57,10 +57,20 @@ async def _harden(request: web.Request, response: web.StreamResponse) -> None:
     response.headers["Server"] = "crowdstream"
 
 
-@web.middleware
-async def _mark_started(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request_started(request)
-    return await handler(request)
+def _checks(rules: HostRules) -> Middleware:
+    """Before every handler: the connection has started a request; Host and Origin
+    are this server's."""
+
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        request_started(request)
+        try:
+            rules.check(request.headers.get("Host"), request.headers.get("Origin"))
+        except HttpError as exc:
+            return web.json_response({"error": exc.message}, status=exc.status)
+        return await handler(request)
+
+    return check
 
 
 class WebServer(Service):
@@ -75,6 +85,7 @@ class WebServer(Service):
         health: Callable[[], dict[str, Any]],
         closing: list[Callable[[], None]] | None = None,
         limits: HttpLimits | None = None,
+        allowed_hosts: frozenset[str] = frozenset(),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -84,7 +95,8 @@ class WebServer(Service):
         self._registry = registry
         self._health = health
         self._limits = limits or HttpLimits()
-        self._app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[_mark_started])
+        rules = HostRules.create(host, allowed_hosts)
+        self._app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[_checks(rules)])
         self._app[LIMITS] = self._limits
         self._app.on_response_prepare.append(_harden)
         self._app.add_routes(

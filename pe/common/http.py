@@ -4,6 +4,8 @@ and the limits of the worker's HTTP server."""
 from __future__ import annotations
 
 import asyncio
+import hmac
+import ipaddress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -18,9 +20,13 @@ __all__ = [
     "SECURITY_HEADERS",
     "HttpError",
     "HttpLimits",
+    "OperatorAccess",
     "bearer",
+    "check_bearer",
+    "is_loopback",
     "limits",
     "read_body",
+    "require_json",
 ]
 
 #: Sent with every response of a worker's HTTP server (pipelines.web adds them to
@@ -104,9 +110,71 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def require_json(request: web.Request) -> None:
+    """415 unless the body is declared JSON: a page of another site can send a form or
+    ``text/plain`` without the browser asking the server first, never JSON."""
+    if request.content_type != "application/json":
+        raise HttpError(415, "send the body as JSON, with Content-Type: application/json")
+
+
 def bearer(request: web.Request) -> str:
     """The ``Authorization: Bearer`` token; 401 when there is none."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise HttpError(401, "missing bearer token (Authorization: Bearer <token>)")
     return token.strip()
+
+
+def check_bearer(request: web.Request, expected: str, name: str) -> None:
+    """401 unless the request's bearer token is ``expected`` (its ``name`` says which)."""
+    if not hmac.compare_digest(bearer(request).encode(), expected.encode()):
+        raise HttpError(401, f"wrong {name}")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address, IPv6 in brackets or not) is loopback."""
+    name = host.strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class OperatorAccess:
+    """Who may call the operator endpoints (the jobs API and the crowd's
+    ``/api/v1/operator`` calls): one rule for all of them.
+
+    With ``operator_token``, whoever sends it as the bearer token. Without, anyone
+    who reaches a server that listens on loopback only: people on that machine, who
+    can reach its broker and write jobs there too (pages of other sites are kept out
+    by the server's Host and Origin rules, pipelines.hosts). On a server that
+    listens beyond loopback, nobody.
+    """
+
+    token: str | None
+    loopback_only: bool  #: the HTTP server listens on a loopback address only
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> OperatorAccess:
+        token = settings.operator_token
+        return cls(
+            token.get_secret_value() if token is not None else None,
+            is_loopback(settings.http_host),
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return self.token is not None or self.loopback_only
+
+    def check(self, request: web.Request) -> None:
+        if self.token is not None:
+            check_bearer(request, self.token, "operator token")
+        elif not self.loopback_only:
+            raise HttpError(
+                403,
+                "operator endpoints are disabled on a server that listens beyond loopback "
+                "without a token: set operator_token (CROWDSTREAM_OPERATOR_TOKEN)",
+            )

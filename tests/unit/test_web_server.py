@@ -53,14 +53,19 @@ async def _upload(request: web.Request) -> web.Response:
 
 
 @asynccontextmanager
-async def _serving(limits: HttpLimits) -> AsyncIterator[WebServer]:
+async def _serving(
+    limits: HttpLimits | None = None,
+    host: str = "127.0.0.1",
+    allowed_hosts: frozenset[str] = frozenset(),
+) -> AsyncIterator[WebServer]:
     server = WebServer(
-        "127.0.0.1",
+        host,
         0,
         [web.post("/upload", _upload)],
         CollectorRegistry(),
         lambda: {"ready": True},
         limits=limits,
+        allowed_hosts=allowed_hosts,
     )
     await server.start()
     try:
@@ -152,3 +157,55 @@ async def test_one_client_address_holds_a_bounded_number_of_connections() -> Non
         assert await _health(port) == 200  # a closed connection frees its place
         for _, held_writer in held:
             held_writer.close()
+
+
+async def _call(port: int, method: str, path: str, headers: dict[str, str]) -> int:
+    async with (
+        aiohttp.ClientSession() as client,
+        client.request(method, f"http://127.0.0.1:{port}{path}", data=b"{}", headers=headers) as r,
+    ):
+        return r.status
+
+
+async def test_a_loopback_server_answers_to_addresses_localhost_and_allowed_names_only() -> None:
+    """A page of another site whose name resolves to the worker (DNS rebinding)
+    reads nothing."""
+    async with _serving(allowed_hosts=frozenset({"crowd.example"})) as server:
+        port = server.port
+        for host, status in [
+            ("evil.example", 421),
+            (f"evil.example:{port}", 421),
+            ("127.0.0.1", 200),
+            (f"localhost:{port}", 200),
+            (f"[::1]:{port}", 200),
+            ("10.1.2.3:8000", 200),  # an address: a health check, Prometheus
+            ("crowd.example", 200),
+            (f"CROWD.example:{port}", 200),
+        ]:
+            assert await _call(port, "GET", "/healthz", {"Host": host}) == status, host
+    async with _serving() as server:  # loopback names only
+        assert await _call(server.port, "GET", "/healthz", {"Host": "crowd.example"}) == 421
+
+
+async def test_a_server_listening_beyond_loopback_answers_any_name_unless_told() -> None:
+    async with _serving(host="0.0.0.0") as server:  # noqa: S104
+        assert await _call(server.port, "GET", "/healthz", {"Host": "any.example"}) == 200
+    async with _serving(host="0.0.0.0", allowed_hosts=frozenset({"crowd.example"})) as server:  # noqa: S104
+        assert await _call(server.port, "GET", "/healthz", {"Host": "any.example"}) == 421
+        assert await _call(server.port, "GET", "/healthz", {"Host": "crowd.example"}) == 200
+
+
+async def test_requests_from_pages_of_other_sites_are_refused() -> None:
+    async with _serving(allowed_hosts=frozenset({"crowd.example"})) as server:
+        port = server.port
+        for origin, status in [
+            ("https://evil.example", 403),
+            ("null", 403),  # a sandboxed page
+            (f"http://localhost:{port}", 403),  # another name than the request's Host
+            (f"http://127.0.0.1:{port + 1}", 403),  # another port, another site
+            (f"http://127.0.0.1:{port}", 200),  # this server's own page
+            ("https://crowd.example", 200),  # an allowed name, behind a proxy
+        ]:
+            headers = {"Origin": origin, "Host": f"127.0.0.1:{port}"}
+            assert await _call(port, "POST", "/upload", headers) == status, origin
+        assert await _call(port, "POST", "/upload", {}) == 200  # no Origin: not a browser
