@@ -47,6 +47,12 @@ class Settings(BaseSettings):
         description="How long the HTTP server waits for a new connection's request head "
         "(it is closed after), and for a body (plus a second per 64 KiB; `408` after).",
     )
+    http_write_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="How long an event stream (results, crowd tasks) waits for its client "
+        "to take what it is sent; a client that reads nothing is dropped.",
+    )
     http_allowed_hosts: str = Field(
         "",
         description="Host names the HTTP server answers to besides IP addresses and "
@@ -143,6 +149,18 @@ class Settings(BaseSettings):
         description="Bearer token of the operator endpoints: the jobs API "
         "(`/api/v1/jobs...`) and the web crowd's `/api/v1/operator/...`. Unset: they "
         "answer on a server that listens on loopback only, and are disabled on others.",
+    )
+    results_token: SecretStr | None = Field(
+        None,
+        min_length=16,
+        description="Bearer token of the results API (`/api/v1/classified...`). Unset: "
+        "it answers whoever reaches the worker.",
+    )
+    results_streams_per_client: int = Field(
+        4,
+        ge=1,
+        description="Result streams one client address may hold open (every worker "
+        "holds at most 100).",
     )
     model_key: SecretStr | None = Field(
         None,

@@ -52,12 +52,15 @@ class HttpLimits:
     #: For a request's head on a new connection, and for its body (plus the time
     #: the body needs at MIN_BODY_RATE).
     read_timeout_s: float = 30.0
+    #: For a client to take what an event stream sends it.
+    write_timeout_s: float = 30.0
     connections_per_client: int = 64
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HttpLimits:
         return cls(
             read_timeout_s=settings.http_read_timeout_s,
+            write_timeout_s=settings.http_write_timeout_s,
             connections_per_client=settings.http_connections_per_client,
         )
 
