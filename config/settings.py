@@ -41,6 +41,31 @@ class Settings(BaseSettings):
     pipeline: str = Field("crisis", description="Pipeline name or topology YAML path.")
     http_host: str = Field("127.0.0.1", description="Address of the worker's HTTP server.")
     http_port: int = Field(8000, ge=0, le=65535, description="Port of the worker's HTTP server.")
+    http_read_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="How long the HTTP server waits for a new connection's request head "
+        "(it is closed after), and for a body (plus a second per 64 KiB; `408` after).",
+    )
+    http_write_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="How long an event stream (results, crowd tasks) waits for its client "
+        "to take what it is sent; a client that reads nothing is dropped.",
+    )
+    http_allowed_hosts: str = Field(
+        "",
+        description="Host names the HTTP server answers to besides IP addresses and "
+        "localhost, comma separated; pages served under them may call it too. Unset: any "
+        "name on a server that listens beyond loopback, no other on one that listens on "
+        "loopback.",
+    )
+    http_connections_per_client: int = Field(
+        64,
+        ge=1,
+        description="Open HTTP connections allowed per client address; more are "
+        "answered `429` and closed. Behind a proxy or NAT, clients share an address.",
+    )
     embedded_broker_port: int = Field(9092, ge=1, le=65535)
     embedded_broker_heap_mb: int = Field(
         512, ge=128, le=65536, description="Java heap of the embedded Kafka broker."
@@ -121,8 +146,21 @@ class Settings(BaseSettings):
     operator_token: SecretStr | None = Field(
         None,
         min_length=16,
-        description="Bearer token of the operator endpoints (`/api/v1/operator/...`). "
-        "Unset: those endpoints are disabled.",
+        description="Bearer token of the operator endpoints: the jobs API "
+        "(`/api/v1/jobs...`) and the web crowd's `/api/v1/operator/...`. Unset: they "
+        "answer on a server that listens on loopback only, and are disabled on others.",
+    )
+    results_token: SecretStr | None = Field(
+        None,
+        min_length=16,
+        description="Bearer token of the results API (`/api/v1/classified...`). Unset: "
+        "it answers whoever reaches the worker.",
+    )
+    results_streams_per_client: int = Field(
+        4,
+        ge=1,
+        description="Result streams one client address may hold open (every worker "
+        "holds at most 100).",
     )
     model_key: SecretStr | None = Field(
         None,
@@ -172,6 +210,13 @@ class Settings(BaseSettings):
     def topic_policy(self) -> TopicPolicy:
         """How the topics crowdstream creates are replicated and kept."""
         return TopicPolicy(self.replication_factor, self.retention_ms, self.retention_bytes)
+
+    @property
+    def allowed_hosts(self) -> frozenset[str]:
+        """``http_allowed_hosts`` as a set of names."""
+        return frozenset(
+            name.strip() for name in self.http_allowed_hosts.split(",") if name.strip()
+        )
 
     @property
     def bootstrap_servers(self) -> list[str]:

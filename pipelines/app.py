@@ -22,6 +22,7 @@ from config import Settings
 from pe import annotator, classifier, collector, features, jobs, learner, taskgen
 from pe.common.context import PipelineContext
 from pe.common.dataflow import DataPlane, ReaderSettings
+from pe.common.http import HttpLimits
 from pe.common.metrics import Metrics
 from pipelines.topology import PE_NAMES, PeName, Topology
 from pipelines.web import WebServer
@@ -264,5 +265,7 @@ def build_worker(
         registry,
         health,
         closing=ctx.web_closing,
+        limits=HttpLimits.from_settings(settings),
+        allowed_hosts=settings.allowed_hosts,
     )
     return Worker(app=app, context=ctx, web=web, pes=chosen)

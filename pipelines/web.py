@@ -1,10 +1,15 @@
 """The worker's HTTP server: PE routes (``POST /items``), ``/metrics``, ``/healthz``.
 
 Faust's own web server stays off: its ``/table`` endpoints would serve table data.
+Connections are capped per client and must start a request in time
+(pipelines.connections); bodies and event streams have their own timeouts
+(pe.common.http.HttpLimits); requests must name this server and come from no other
+site's page (pipelines.hosts).
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import socket
@@ -12,14 +17,22 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 from mode import Service
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from pe.common.http import SECURITY_HEADERS
+from pe.common.http import LIMITS, SECURITY_HEADERS, HttpError, HttpLimits
+from pipelines.connections import ClientConnections, request_started
+from pipelines.hosts import HostRules
 
 __all__ = ["WebServer", "check_port_free"]
 
 log = logging.getLogger(__name__)
+
+#: Idle time after a response before aiohttp closes a kept-alive connection (a request
+#: begun but not finished by then included). Longer than the 60 s a proxy's pool
+#: commonly keeps an idle connection, so a proxy never reuses one that is closing.
+KEEPALIVE_S = 75.0
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -44,6 +57,22 @@ async def _harden(request: web.Request, response: web.StreamResponse) -> None:
     response.headers["Server"] = "crowdstream"
 
 
+def _checks(rules: HostRules) -> Middleware:
+    """Before every handler: the connection has started a request; Host and Origin
+    are this server's."""
+
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        request_started(request)
+        try:
+            rules.check(request.headers.get("Host"), request.headers.get("Origin"))
+        except HttpError as exc:
+            return web.json_response({"error": exc.message}, status=exc.status)
+        return await handler(request)
+
+    return check
+
+
 class WebServer(Service):
     """Serves the routes until the worker stops."""
 
@@ -55,6 +84,8 @@ class WebServer(Service):
         registry: CollectorRegistry,
         health: Callable[[], dict[str, Any]],
         closing: list[Callable[[], None]] | None = None,
+        limits: HttpLimits | None = None,
+        allowed_hosts: frozenset[str] = frozenset(),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -63,22 +94,38 @@ class WebServer(Service):
         self.port = port
         self._registry = registry
         self._health = health
-        self._app = web.Application(client_max_size=64 * 1024 * 1024)
+        self._limits = limits or HttpLimits()
+        rules = HostRules.create(host, allowed_hosts)
+        self._app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[_checks(rules)])
+        self._app[LIMITS] = self._limits
         self._app.on_response_prepare.append(_harden)
         self._app.add_routes(
             [*routes, web.get("/metrics", self._metrics), web.get("/healthz", self._healthz)]
         )
-        self._runner = web.AppRunner(self._app, access_log=None)
+        self._runner = web.AppRunner(self._app, access_log=None, keepalive_timeout=KEEPALIVE_S)
+        self._listener: asyncio.Server | None = None
 
     async def on_start(self) -> None:
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        for address in self._runner.addresses:
-            self.port = int(address[1])  # the real port when 0 was asked
+        server = self._runner.server
+        if server is None:
+            raise RuntimeError("the HTTP runner has no server after its setup")
+        connections = ClientConnections(
+            server,
+            self._limits.connections_per_client,
+            self._limits.read_timeout_s,
+        )
+        # Listening here rather than through a TCPSite: its protocol factory is fixed.
+        self._listener = await asyncio.get_running_loop().create_server(
+            connections, self.host, self.port, backlog=128
+        )
+        for sock in self._listener.sockets:
+            self.port = int(sock.getsockname()[1])  # the real port when 0 was asked
         log.info("HTTP on http://%s:%d (metrics at /metrics)", self.host, self.port)
 
     async def on_stop(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
         # Long-lived responses (task streams) end first, or cleanup waits for them.
         for close in self._closing:
             close()

@@ -42,6 +42,7 @@ from pe.annotator.quality import QualityConfig, Verdict, WorkerQuality
 from pe.annotator.web.api import ApiConfig, CrowdApi
 from pe.annotator.web.crowd import WebCrowd
 from pe.common.context import PipelineContext
+from pe.common.http import OperatorAccess
 from pe.params import AnnotatorParams, ClassifierSpec
 from pipelines.sample import known_tags
 
@@ -386,13 +387,16 @@ def api_config(ctx: PipelineContext) -> ApiConfig:
             "worker tokens are signed with a per-process key: set crowd_token_key "
             "to keep them valid across restarts"
         )
-    operator = settings.operator_token
-    if operator is None:
-        log.info("operator endpoints are disabled: set operator_token to enable them")
+    operator = OperatorAccess.from_settings(settings)
+    if not operator.enabled:
+        log.warning(
+            "operator endpoints are disabled on a server that listens beyond loopback: "
+            "set operator_token (CROWDSTREAM_OPERATOR_TOKEN) to enable them"
+        )
     return ApiConfig(
         token_key=key,
         token_ttl_s=settings.crowd_token_ttl_s,
-        operator_token=operator.get_secret_value() if operator is not None else None,
+        operator=operator,
         ip_rate=settings.crowd_rate_per_ip,
         ip_burst=max(int(settings.crowd_rate_per_ip * 3), 1),
         worker_rate=settings.crowd_rate_per_worker,

@@ -124,5 +124,12 @@ def _serve_recent(ctx: PipelineContext) -> None:
     topic = ctx.topics["items.classified"].name
     follower = Follower(ctx.bootstrap_servers, topic, take, since_ms=since_ms)
     ctx.app.task(follower.run)
-    ctx.routes.extend(ResultsApi(recent, {c.name: c.tags for c in ctx.classifiers}).routes())
+    token = ctx.settings.results_token
+    api = ResultsApi(
+        recent,
+        {c.name: c.tags for c in ctx.classifiers},
+        token=token.get_secret_value() if token is not None else None,
+        streams_per_client=ctx.settings.results_streams_per_client,
+    )
+    ctx.routes.extend(api.routes())
     ctx.web_closing.append(recent.close)

@@ -5,18 +5,23 @@ that match ``classifier``, ``tag``, ``min_confidence``, ``since`` and ``until``,
 ``limit``. ``GET /api/v1/classified/stream`` sends each new matching item as a
 server-sent event (``event: item``, its id as the event id), after the window's
 matching items since ``since`` or after the ``Last-Event-ID`` a client resumes from.
+
+Both need the ``results_token`` as a bearer token when it is set. A client address
+holds at most ``streams_per_client`` streams, so a few clients cannot take every
+stream of the worker.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from aiohttp import web
 
 from pe.classifier.recent import Item, Query, RecentResults, Subscription
-from pe.common.http import HttpError
+from pe.common.http import HttpError, check_bearer
 from pe.common.sse import Event, event_stream
 
 __all__ = ["ResultsApi"]
@@ -46,10 +51,21 @@ def _time(name: str, raw: str) -> float:
 
 
 class ResultsApi:
-    def __init__(self, recent: RecentResults, tags: dict[str, list[str]]) -> None:
+    def __init__(
+        self,
+        recent: RecentResults,
+        tags: dict[str, list[str]],
+        *,
+        token: str | None = None,
+        streams_per_client: int = 4,
+    ) -> None:
         """``tags``: each classifier's tags, to refuse filters that can match nothing."""
         self._recent = recent
         self._tags = tags
+        self._token = token
+        self._per_client = streams_per_client
+        #: Open streams per client address.
+        self._streams: Counter[str] = Counter()
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -62,6 +78,8 @@ class ResultsApi:
     ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def guarded(request: web.Request) -> web.StreamResponse:
             try:
+                if self._token is not None:
+                    check_bearer(request, self._token, "results token")
                 return await handler(request)
             except HttpError as exc:
                 return web.json_response({"error": exc.message}, status=exc.status)
@@ -112,14 +130,22 @@ class ResultsApi:
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
         query = self._query(request, FILTERS)
+        client = request.remote or "unknown"
+        if self._streams[client] >= self._per_client:
+            msg = f"too many open result streams from your address (at most {self._per_client})"
+            raise HttpError(429, msg)
         subscription = self._recent.subscribe(query)
         if subscription is None:
             raise HttpError(503, "too many open result streams; try again later")
+        self._streams[client] += 1
         try:
             backlog = self._backlog(query, request.headers.get("Last-Event-ID"))
             return await event_stream(request, _Events(subscription, backlog).next, ping_s=PING_S)
         finally:
             self._recent.unsubscribe(subscription)
+            self._streams[client] -= 1
+            if not self._streams[client]:
+                del self._streams[client]
 
     def _backlog(self, query: Query, last_id: str | None) -> list[Item]:
         """Items of the window to send before new ones, oldest first."""

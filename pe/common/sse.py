@@ -10,6 +10,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from pe.common.http import limits
+
 __all__ = ["Event", "event_stream"]
 
 SSE_HEADERS = {
@@ -45,24 +47,36 @@ async def event_stream(
     """Send events from ``next_event`` until it gives ``None`` or the client leaves.
 
     A comment line every ``ping_s`` idle seconds keeps proxies from closing the
-    connection (and calls ``on_ping``); an exception in ``ends`` ends the stream.
+    connection (and calls ``on_ping``); an exception in ``ends`` ends the stream. A
+    client that takes nothing for the server's write timeout while sends wait is
+    dropped: it would hold its connection, and a stream slot, for good.
     """
     caught: tuple[type[BaseException], ...] = (ConnectionError, *ends)
     response = web.StreamResponse(headers={**(headers or {}), **SSE_HEADERS})
     await response.prepare(request)
+    write_s = limits(request).write_timeout_s
+
+    async def send(data: bytes) -> None:
+        # A write waits only when the connection's buffers are full.
+        async with asyncio.timeout(write_s):
+            await response.write(data)
+
     try:
-        await response.write(b"retry: 2000\n\n")
+        await send(b"retry: 2000\n\n")
         while True:
             try:
                 event = await asyncio.wait_for(next_event(), timeout=ping_s)
             except TimeoutError:
-                await response.write(b": ping\n\n")
+                await send(b": ping\n\n")
                 if on_ping is not None:
                     on_ping()
                 continue
             if event is None:
                 break
-            await response.write(event.encode())
+            await send(event.encode())
     except caught:
         pass  # the client went away, or the source ended the stream
+    except TimeoutError:
+        if request.transport is not None:
+            request.transport.abort()  # what is queued for it will never be read
     return response

@@ -20,6 +20,7 @@ from channels.records import Label, Task
 from pe.common.context import PipelineContext
 from pe.common.dataflow import Pending
 from pe.common.featurebatch import FeatureBatch, decode_feature_batch
+from pe.common.http import OperatorAccess
 from pe.common.linear import feature_matrix
 from pe.common.modelbook import model_book
 from pe.features.hashing import sparse_rows
@@ -312,14 +313,17 @@ def register(ctx: PipelineContext) -> None:
             for (item, row), p in zip(picked, predicted, strict=True)
         ]
 
+    operator = OperatorAccess.from_settings(ctx.settings)
+    if not operator.enabled:
+        log.warning(
+            "the jobs HTTP API is disabled on a server that listens beyond loopback: "
+            "set operator_token (CROWDSTREAM_OPERATOR_TOKEN) to enable it; "
+            "`crowdstream job` still works"
+        )
     api = JobsApi(
         manager,
         send,
-        operator_token=(
-            ctx.settings.operator_token.get_secret_value()
-            if ctx.settings.operator_token is not None
-            else None
-        ),
+        operator=operator,
         max_body_bytes=ctx.params.collector.max_body_bytes,
         label_tasks_only=ctx.crowd == "web",
     )

@@ -2,12 +2,11 @@
 
 ``POST /api/v1/jobs`` validates a job and appends its submission to the job log
 (``jobs``); the jobs PE takes it from there. Reads come from the jobs PE's state.
-When ``operator_token`` is set, every call needs it as a bearer token.
+Every call is an operator call (pe.common.http.OperatorAccess).
 """
 
 from __future__ import annotations
 
-import hmac
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -18,7 +17,7 @@ from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
 from channels.jobs import JobCommand, JobSpec
-from pe.common.http import HttpError, bearer, read_body
+from pe.common.http import HttpError, OperatorAccess, read_body, require_json
 from pe.jobs.manager import JobManager, check_spec
 
 __all__ = ["JobsApi"]
@@ -41,7 +40,7 @@ class JobsApi:
         manager: JobManager,
         submit: Submit,
         *,
-        operator_token: str | None,
+        operator: OperatorAccess,
         max_body_bytes: int,
         label_tasks_only: bool = False,
     ) -> None:
@@ -49,7 +48,7 @@ class JobsApi:
         self._label_only = label_tasks_only
         self._manager = manager
         self._submit = submit
-        self._token = operator_token
+        self._operator = operator
         self._max_body = max_body_bytes
 
     def routes(self) -> list[web.RouteDef]:
@@ -66,10 +65,7 @@ class JobsApi:
     ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def guarded(request: web.Request) -> web.StreamResponse:
             try:
-                if self._token is not None:
-                    given = bearer(request)
-                    if not hmac.compare_digest(given.encode(), self._token.encode()):
-                        return _error(403, "wrong operator token")
+                self._operator.check(request)
                 return await handler(request)
             except HttpError as exc:
                 return _error(exc.status, exc.message)
@@ -77,6 +73,7 @@ class JobsApi:
         return guarded
 
     async def create(self, request: web.Request) -> web.StreamResponse:
+        require_json(request)
         body = await read_body(request, self._max_body)
         try:
             raw = orjson.loads(body)

@@ -60,7 +60,10 @@ class Worker:
         self, path: str, body: bytes | Iterator[bytes], headers: dict[str, str] | None = None
     ) -> tuple[int, dict[str, Any]]:
         request = urllib.request.Request(
-            self.http + path, data=body, method="POST", headers=headers or {}
+            self.http + path,
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json", **(headers or {})},
         )
         try:
             with urllib.request.urlopen(request, timeout=10) as answer:

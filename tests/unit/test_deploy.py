@@ -106,6 +106,22 @@ def test_worker_environment_names_real_settings_and_requires_a_model_key() -> No
         assert "/healthz" in " ".join(service["healthcheck"]["test"])
 
 
+def test_workers_with_operator_endpoints_require_an_operator_token() -> None:
+    """The jobs API and the crowd's operator calls are refused on a worker that
+    listens beyond loopback without a token: compose must not start it so."""
+    for name, service in WORKERS.items():
+        if {"jobs", "annotator"} & set(_pes(service)):
+            assert service["environment"]["CROWDSTREAM_HTTP_HOST"] == "0.0.0.0"  # noqa: S104
+            assert ":?" in service["environment"]["CROWDSTREAM_OPERATOR_TOKEN"], name
+
+
+def test_grafana_needs_a_sign_in_with_a_password_of_the_operators_choosing() -> None:
+    env = SERVICES["grafana"]["environment"]
+    assert str(env.get("GF_AUTH_ANONYMOUS_ENABLED", "false")).lower() == "false"
+    assert str(env.get("GF_USERS_ALLOW_SIGN_UP", "false")).lower() == "false"
+    assert ":?" in env["GF_SECURITY_ADMIN_PASSWORD"]  # no default such as admin
+
+
 def test_prometheus_scrapes_every_replica_of_every_worker_service() -> None:
     jobs = {job["job_name"]: job for job in PROMETHEUS["scrape_configs"]}
     assert set(jobs) == set(WORKERS)

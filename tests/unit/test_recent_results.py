@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 from aiohttp import web
@@ -13,6 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from pe.classifier.api import ResultsApi
 from pe.classifier.recent import Query, RecentResults
+from pe.common.http import LIMITS, HttpLimits
 
 TAGS = {"aid_related": ["yes", "no"], "request": ["yes", "no"]}
 
@@ -190,3 +194,97 @@ async def test_streams_are_capped(client: Any) -> None:
     assert refused.status == 503
     for response in open_ones:
         response.close()
+
+
+RESULTS = "results-token-0123456789"
+Client = TestClient[web.Request, web.Application]
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[..., Any]]:
+    """Serves a window's results API (write timeout 1 s); keyword arguments go to
+    ResultsApi."""
+    started: list[tuple[Client, RecentResults]] = []
+
+    async def start(recent: RecentResults, **api: Any) -> Client:
+        app = web.Application()
+        app[LIMITS] = HttpLimits(write_timeout_s=1.0)
+        app.add_routes(ResultsApi(recent, TAGS, **api).routes())
+        client: Client = TestClient(TestServer(app))
+        await client.start_server()
+        started.append((client, recent))
+        return client
+
+    yield start
+    for client, recent in started:
+        recent.close()
+        await client.close()
+
+
+async def test_one_client_address_holds_a_bounded_number_of_streams(serve: Any) -> None:
+    recent = RecentResults(max_items=1000, max_age_s=1e12, max_subscribers=3)
+    http = await serve(recent, streams_per_client=2)
+    mine = [await http.get("/api/v1/classified/stream") for _ in range(2)]
+    assert [r.status for r in mine] == [200, 200]
+    refused = await http.get("/api/v1/classified/stream")
+    assert refused.status == 429 and "at most 2" in (await refused.json())["error"]
+    # the last stream of the worker is left for another address
+    other = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+    async with aiohttp.ClientSession(connector=other) as client:
+        response = await client.get(str(http.make_url("/api/v1/classified/stream")))
+        assert response.status == 200 and len(recent.subscribers) == 3
+        response.close()
+    for response in mine:
+        response.close()
+
+
+async def test_with_a_results_token_the_list_and_the_stream_need_it(serve: Any) -> None:
+    recent = RecentResults(max_items=1000, max_age_s=1e12)
+    recent.add([item(1, 100.0)])
+    http = await serve(recent, token=RESULTS)
+    for path in ("/api/v1/classified", "/api/v1/classified/stream"):
+        for headers in ({}, {"Authorization": "Bearer wrong-token-0123456789"}):
+            response = await http.get(path, headers=headers)
+            assert response.status == 401 and (await response.json())["error"], path
+    assert not recent.subscribers
+    mine = {"Authorization": f"Bearer {RESULTS}"}
+    listed = await http.get("/api/v1/classified", headers=mine)
+    assert listed.status == 200 and (await listed.json())["count"] == 1
+    stream = await http.get("/api/v1/classified/stream", headers=mine)
+    assert stream.status == 200
+    stream.close()
+
+
+async def test_a_stream_client_that_reads_nothing_is_dropped(serve: Any) -> None:
+    """It would hold its connection and a stream slot for good; one that reads stays."""
+    recent = RecentResults(max_items=100_000, max_age_s=1e12)
+    http = await serve(recent)
+    loop = asyncio.get_running_loop()
+    idle = socket.socket()
+    idle.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    idle.setblocking(False)
+    await loop.sock_connect(idle, (http.host, http.port))
+    await loop.sock_sendall(idle, b"GET /api/v1/classified/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+    reader = await http.get("/api/v1/classified/stream")
+    received = 0
+
+    async def read() -> None:
+        nonlocal received
+        while chunk := await reader.content.read(65536):
+            received += len(chunk)
+
+    reading = asyncio.create_task(read())
+    try:
+        n = 0
+        deadline = time.monotonic() + 30
+        while len(recent.subscribers) > 1 and time.monotonic() < deadline:
+            text = f"{n} " + "x" * 10_000
+            recent.add([{"id": f"b{n + i}", "text": text, "ts_out": 1e9} for i in range(20)])
+            n += 20
+            await asyncio.sleep(0.05)
+        assert len(recent.subscribers) == 1  # the reader's
+        assert received > 0 and not reading.done()
+    finally:
+        reading.cancel()
+        reader.close()
+        idle.close()

@@ -22,6 +22,7 @@ from pe.annotator.pool import Finished, PoolConfig, RetainerPool
 from pe.annotator.web.api import ApiConfig, CrowdApi
 from pe.annotator.web.crowd import WebCrowd
 from pe.annotator.web.tokens import TokenSigner
+from pe.common.http import OperatorAccess
 
 KEY = b"k" * 32
 OPERATOR = "operator-token-0123456789"
@@ -95,6 +96,7 @@ async def make_env(
     qualification: int = 0,
     timeout_s: float = 60.0,
     operator: str | None = OPERATOR,
+    loopback_only: bool = False,
     join_mode: str = "open",
     rates: tuple[float, float] = (1000.0, 1000.0),
     mitigation: bool = True,
@@ -116,7 +118,7 @@ async def make_env(
         host,
         ApiConfig(
             token_key=KEY,
-            operator_token=operator,
+            operator=OperatorAccess(operator, loopback_only),
             ip_rate=rates[0],
             ip_burst=int(rates[0]),
             worker_rate=rates[1],
@@ -220,6 +222,21 @@ async def test_bad_join_requests_get_a_4xx_with_a_message(
     assert response.status == status
     assert message in (await response.json())["error"]
     assert not env.pool.workers
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+async def test_bodies_must_be_sent_as_json(env: Env, content_type: str | None) -> None:
+    """What a page of another site can send without the browser asking first."""
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = await env.client.post("/api/v1/workers", data=b'{"name": "ana"}', headers=headers)
+    assert response.status == 415
+    assert "application/json" in (await response.json())["error"]
+    assert not env.pool.workers
+    operator = {**headers, "Authorization": f"Bearer {OPERATOR}"}
+    response = await env.client.post(
+        "/api/v1/operator/invites", data=b'{"count": 5}', headers=operator
+    )
+    assert response.status == 415 and not env.crowd.live_invites()
 
 
 async def test_a_full_pool_refuses_joins(env: Env) -> None:
@@ -413,6 +430,15 @@ async def test_operator_endpoints_are_disabled_without_a_configured_token() -> N
         for token in (None, "", "anything-at-all-123"):
             status, body = await env.call("GET", "/api/v1/operator/workers", token)
             assert status == 403 and "disabled" in body["error"]
+    finally:
+        await env.close()
+
+
+async def test_without_a_token_a_loopback_server_serves_operator_calls() -> None:
+    env = await make_env(operator=None, loopback_only=True)
+    try:
+        status, body = await env.call("GET", "/api/v1/operator/workers", None)
+        assert status == 200 and body == {"workers": []}
     finally:
         await env.close()
 

@@ -3,13 +3,13 @@
 One table (:meth:`CrowdApi.endpoints`) declares every endpoint: its auth, body and
 response models. The aiohttp routes and the OpenAPI document are both built from
 it. Every call is rate limited per client address, and worker calls per worker too;
-worker calls need a worker token (``Authorization: Bearer``), operator calls the
-operator token from settings (without one they are disabled).
+worker calls need a worker token (``Authorization: Bearer``), operator calls pass
+the operator rule of every operator endpoint (pe.common.http.OperatorAccess). Bodies
+are JSON (``Content-Type: application/json``).
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -28,7 +28,14 @@ from pe.annotator.web.crowd import Invite, Session, WebCrowd, WebCrowdError
 from pe.annotator.web.openapi import openapi_document
 from pe.annotator.web.ratelimit import RateLimiter
 from pe.annotator.web.tokens import TokenError, TokenSigner
-from pe.common.http import SECURITY_HEADERS, HttpError, bearer, read_body
+from pe.common.http import (
+    SECURITY_HEADERS,
+    HttpError,
+    OperatorAccess,
+    bearer,
+    read_body,
+    require_json,
+)
 from pe.common.sse import Event, event_stream
 
 __all__ = ["ApiConfig", "CrowdApi", "Endpoint"]
@@ -59,7 +66,7 @@ class PoolHost(Protocol):
 class ApiConfig:
     token_key: bytes
     token_ttl_s: float = 12 * 3600
-    operator_token: str | None = None
+    operator: OperatorAccess = OperatorAccess(None, loopback_only=False)
     ip_rate: float = 20.0  #: requests a second per client address
     ip_burst: int = 60
     worker_rate: float = 5.0  #: requests a second per worker
@@ -92,7 +99,7 @@ class Endpoint:
         """Every status this endpoint can answer with."""
         codes = {self.status, 429, *self.errors}
         if self.body is not None:
-            codes |= {400, 413, 422}
+            codes |= {400, 408, 413, 415, 422}
         if self.auth == "worker":
             codes |= {401, 410}
         if self.auth == "operator":
@@ -307,8 +314,9 @@ class CrowdApi:
                     call.worker_id = self._worker(request)
                     self._limit(self._worker_limit, call.worker_id)
                 elif endpoint.auth == "operator":
-                    self._operator(request)
+                    self.config.operator.check(request)
                 if endpoint.body is not None:
+                    require_json(request)
                     raw = await read_body(request, MAX_BODY)
                     call.body = endpoint.body.model_validate_json(raw or b"{}")
                 result = await endpoint.run(call)
@@ -342,17 +350,6 @@ class CrowdApi:
             return self.signer.verify(bearer(request))
         except TokenError as exc:
             raise HttpError(401, str(exc)) from None
-
-    def _operator(self, request: web.Request) -> None:
-        expected = self.config.operator_token
-        if not expected:
-            raise HttpError(
-                403,
-                "operator endpoints are disabled: set operator_token "
-                "(CROWDSTREAM_OPERATOR_TOKEN) to enable them",
-            )
-        if not hmac.compare_digest(bearer(request).encode(), expected.encode()):
-            raise HttpError(401, "wrong operator token")
 
     def _guard(self) -> LifeGuard:
         if self.host.guard is None:
