@@ -49,7 +49,7 @@ async def test_jobs_finish_with_balanced_books_at_3x_the_sustainable_rate(
     topology = write_topology(
         tmp_path,
         PIPELINE,
-        shedding={"enabled": True, "max_age_s": 0.5, "min_backlog": 500},
+        shedding={"enabled": True, "max_age_s": 0.5, "min_backlog": 500, "max_drain_s": 1.0},
         annotator={"speed": 200.0, "pool_size": 8, "redundancy": 3},
         taskgen={"label_budget": 60, "max_tasks_per_minute": 6000, "round_interval_s": 0.2},
     )
