@@ -53,6 +53,34 @@ def test_the_f1_heuristic_trims_a_streakers_singletons_only() -> None:
     assert f1_corrected(steady) == Counter(v for _, v in steady)
 
 
+def test_the_one_worker_who_found_a_rare_answer_is_no_streaker() -> None:
+    # Eight workers keep naming five places; one of them names a sixth once. The bar
+    # is 1/8 singleton: one answer above it is not a streak, and the sixth place was
+    # seen, so the corrected total cannot fall below six.
+    answers = [(f"w{w}", f"p{(w + i) % 5}") for w in range(8) for i in range(3)]
+    answers.append(("w3", "p5"))
+    assert f1_corrected(answers)["p5"] == 1
+    result = estimate(answers)
+    assert result.raw.distinct == result.corrected.distinct == 6
+    assert result.corrected.total is not None and result.corrected.total >= 6
+    assert result.corrected.completeness <= 1.0
+
+
+def test_the_corrected_total_never_falls_below_the_answers_seen() -> None:
+    # One worker of ten adds three singletons: the bar is 0.3, so the paper removes
+    # 3 - 0.3 of them, two whole answers. Chao92 of the rest would count fewer
+    # places than were named.
+    answers = [(f"w{w}", f"p{(w + i) % 3}") for w in range(10) for i in range(3)]
+    answers += [("w0", f"rare{i}") for i in range(3)]
+    kept = f1_corrected(answers)
+    assert sum(1 for v in kept if v.startswith("rare")) == 1
+    result = estimate(answers)
+    trimmed = chao92(kept.values())
+    assert trimmed.total is not None and trimmed.total < 6
+    assert result.corrected.total == 6  # the six seen, no unseen one in sight
+    assert result.corrected.completeness == 1.0
+
+
 def test_expected_new_answers_follow_shens_formula() -> None:
     result = chao92([1] * 20 + [2] * 10 + [3] * 5 + [4] * 5)
     f0 = result.total - result.distinct  # type: ignore[operator]
