@@ -155,6 +155,9 @@ class CountingJob(_Job):
     #: Count method: items per batch, and the mean number of gold items hidden in it.
     batch_size: int = Field(20, ge=2, le=200)
     gold_per_batch: float = Field(0, ge=0)
+    #: Label and model methods: the share of the job's label tasks that are gold
+    #: questions (messages of known tag), which measure its workers' error.
+    gold_share: float = Field(0.1, ge=0, le=0.5)
     #: Answers needed before the interval may stop the job.
     min_answers: int = Field(10, ge=2)
 

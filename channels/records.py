@@ -180,6 +180,7 @@ class Task(_SparseFeatures):
     batch: list[BatchItem] = Field(default_factory=list)
     count_tag: str | None = None
     #: Count tasks: gold items hidden in the batch, and how many of them have the tag.
+    #: A counting job's label task on a gold question: 1, and 1 if it has the tag.
     gold: int = 0
     gold_positive: int = 0
 

@@ -38,7 +38,7 @@ from pe.annotator.pool import (
     Vote,
 )
 from pe.annotator.population import PRESETS
-from pe.annotator.quality import QualityConfig, Verdict, WorkerQuality
+from pe.annotator.quality import Verdict, worker_model
 from pe.annotator.web.api import ApiConfig, CrowdApi
 from pe.annotator.web.crowd import WebCrowd
 from pe.common.context import PipelineContext
@@ -84,12 +84,7 @@ def quality_loop(
 ) -> QualityLoop:
     """The quality assurance loop of a topology's annotator parameters, asking
     ``gold`` questions at its gold rate."""
-    q = params.quality
-    # The model's settings are the parameters, less the pool's and the switches.
-    settings = q.model_dump(exclude={"enabled", "adaptive", "gold_rate", "routing"})
-    model = WorkerQuality(QualityConfig(**settings))
-    for spec in classifiers:
-        model.register(spec.name, spec.tags)
+    model = worker_model(params.quality, classifiers)
     return QualityLoop(model, gold, _gold_task, random.Random(params.seed))
 
 

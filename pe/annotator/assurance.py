@@ -97,19 +97,11 @@ class QualityLoop:
     def replay(self, label: Label) -> None:
         """An outcome read back from the log (one written before a restart): its
         answers teach the model again, and a gold question stays shown."""
-        if (
-            label.status != "labeled"
-            or label.form != "label"
-            or not self.quality.knows(label.classifier)
-        ):
-            return
-        answers = [(a.worker_id, a.tag) for a in label.answers if a.tag is not None]
-        if label.kind != "gold":
-            self.quality.settle(label.classifier, answers)
-        elif label.tag is not None and answers:
-            worker_id, answer = answers[0]
+        scored = self.quality.learn(label)
+        if scored is not None:
+            worker_id, right = scored
             self.shown(worker_id, [label.item_id])
-            self.score_gold(label.classifier, worker_id, answer, label.tag)
+            self.gold_answers["correct" if right else "wrong"] += 1
 
     def qualified(self, worker_id: str, quiz: dict[str, GoldItem], answers: dict[str, str]) -> None:
         """A qualification quiz's answers are gold evidence too."""

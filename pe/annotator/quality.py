@@ -23,6 +23,10 @@ under a Dirichlet prior that believes in ``prior_accuracy`` with the weight of
 - A worker's accuracy is judged on the pooled evidence of all topics as a Beta
   posterior: ``low_quality`` when, with at least ``min_evidence`` answers weighed,
   the chance that their accuracy is above ``bar`` falls below ``significance``.
+- Outcomes read back from ``crowd.labels`` teach the model as they did when they
+  settled (:meth:`WorkerQuality.learn`): the annotator's loop after a restart; the
+  jobs PE, from gold answers only, to correct counts for worker error
+  (:meth:`WorkerQuality.tag_counts`).
 """
 
 from __future__ import annotations
@@ -30,14 +34,16 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 from scipy.stats import beta
 
-from channels.records import NA_TAG
+from channels.records import NA_TAG, Label
+from pe.params import ClassifierSpec, QualityParams
 
-__all__ = ["QualityConfig", "Verdict", "WorkerQuality"]
+__all__ = ["QualityConfig", "TagCounts", "Verdict", "WorkerQuality", "worker_model"]
 
 Matrix = npt.NDArray[np.float64]
 
@@ -68,6 +74,18 @@ class Verdict:
     tag: str | None  #: None on a tie, with no evidence, or when "no label" leads
     posterior: float
     probs: dict[str, float]
+
+
+class TagCounts(NamedTuple):
+    """A worker's record on one tag, in answers (the prior's included): the tag said
+    when it was the truth (``hit``) or not (``false_alarm``), and another tag said in
+    each case (``miss``, ``rejection``). With more than two tags, the rows of the
+    other true tags are pooled."""
+
+    hit: float
+    miss: float
+    false_alarm: float
+    rejection: float
 
 
 @dataclass
@@ -147,6 +165,17 @@ class WorkerQuality:
             return float(prior @ np.diag(self._pi(state, worker)))
         return self.accuracy(worker)[0]
 
+    def tag_counts(self, topic: str, worker: str, tag: str) -> TagCounts:
+        """What the model knows of how ``worker`` says ``tag`` on ``topic``."""
+        state = self._topics[topic]
+        matrix = state.workers.get(worker)
+        if matrix is None:
+            matrix = self._prior(len(state.tags))
+        k = state.index[tag]
+        hit, said, truly = float(matrix[k, k]), float(matrix[:, k].sum()), float(matrix[k].sum())
+        rest = float(matrix.sum()) - truly
+        return TagCounts(hit, truly - hit, said - hit, rest - (said - hit))
+
     def accuracy(self, worker: str) -> tuple[float, float]:
         """(posterior mean accuracy over all topics, answers weighed)."""
         correct, total = self._totals.get(worker, (0.0, 0.0))
@@ -189,6 +218,21 @@ class WorkerQuality:
         final = {item: self.posterior(topic, votes).tag for item, votes in by_item.items()}
         return online, final
 
+    def learn(self, label: Label) -> tuple[str, bool] | None:
+        """Learn from an outcome read from ``crowd.labels``, as when it settled: a label
+        task's answers settle again, a gold answer scores its worker. Returns a gold
+        answer's (worker, whether it was right); None for any other outcome."""
+        if label.status != "labeled" or label.form != "label" or not self.knows(label.classifier):
+            return None
+        answers = [(a.worker_id, a.tag) for a in label.answers if a.tag is not None]
+        if label.kind != "gold":
+            self.settle(label.classifier, answers)
+            return None
+        if label.tag not in self._topics[label.classifier].index or not answers:
+            return None
+        worker, answer = answers[0]
+        return worker, self.gold(label.classifier, worker, answer, label.tag)
+
     def gold(self, topic: str, worker: str, answer: str, truth: str) -> bool:
         """A gold answer: hard evidence about ``worker``. Returns whether it was right."""
         state = self._topics[topic]
@@ -203,14 +247,17 @@ class WorkerQuality:
 
     # -- internals ----------------------------------------------------------------
 
+    def _prior(self, n: int) -> Matrix:
+        """An unknown worker's counts over ``n`` tags."""
+        cfg = self.config
+        matrix = np.full((n, n), cfg.prior_strength * (1 - cfg.prior_accuracy) / (n - 1))
+        np.fill_diagonal(matrix, cfg.prior_strength * cfg.prior_accuracy)
+        return matrix
+
     def _matrix(self, state: _Topic, worker: str) -> Matrix:
         matrix = state.workers.get(worker)
         if matrix is None:
-            n, cfg = len(state.tags), self.config
-            off = cfg.prior_strength * (1 - cfg.prior_accuracy) / (n - 1)
-            matrix = np.full((n, n), off)
-            np.fill_diagonal(matrix, cfg.prior_strength * cfg.prior_accuracy)
-            state.workers[worker] = matrix
+            matrix = state.workers[worker] = self._prior(len(state.tags))
         return matrix
 
     def _pi(self, state: _Topic, worker: str) -> Matrix:
@@ -230,3 +277,13 @@ class WorkerQuality:
             cfg.prior_strength * cfg.prior_accuracy + correct,
             cfg.prior_strength * (1 - cfg.prior_accuracy) + total - correct,
         )
+
+
+def worker_model(params: QualityParams, classifiers: Iterable[ClassifierSpec]) -> WorkerQuality:
+    """The loop's model for a pipeline's quality parameters, its classifiers registered."""
+    # The model's settings are the parameters, less the pool's and the switches.
+    settings = params.model_dump(exclude={"enabled", "adaptive", "gold_rate", "routing"})
+    model = WorkerQuality(QualityConfig(**settings))
+    for spec in classifiers:
+        model.register(spec.name, spec.tags)
+    return model

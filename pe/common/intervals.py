@@ -42,10 +42,18 @@ class Estimate:
     low: float
     high: float
     n: int  #: crowd answers the estimate rests on
+    #: The interval's width before it was cut to [0, 1] (None: not cut). A share
+    #: near 0 or 1 has its interval cut short, which is no sign of precision.
+    span: float | None = None
 
     @property
     def width(self) -> float:
         return self.high - self.low
+
+    @property
+    def precision(self) -> float:
+        """The width a stop rule compares with its target: the uncut one."""
+        return self.width if self.span is None else self.span
 
 
 def z_for(confidence: float) -> float:

@@ -4,7 +4,8 @@ Input: ``POST /api/v1/jobs`` and ``crowdstream job submit`` (both append to
 ``jobs``); ``jobs`` (JobCommand: submissions, cancellations, the items a window
 collected, window items shed); ``items.features`` (stream windows, fused with the
 features stage when it runs here); ``crowd.tasks`` and ``crowd.labels`` (the
-job's tasks and their outcomes); ``jobs.results`` (what was already reported);
+job's tasks and their outcomes, and the annotator's gold answers, which measure
+the workers); ``jobs.results`` (what was already reported);
 ``control.models`` (models label the rest of a labeling job and assist counts).
 Output: ``crowd.tasks`` (Task with ``job`` and ``priority``), ``jobs`` (window
 items and samples), ``jobs.results`` (JobStatus and ItemResult), ``items.rejected``
@@ -14,10 +15,10 @@ start (event sourcing: every decision is in a log); a counting or enumeration
 window's sample is in memory until the window closes, and is rebuilt from
 ``items.features`` after a restart.
 Logic (pure): ``manager`` routes events to runs (``run``; ``labeling``,
-``counting``, ``enumeration``), whose estimators are ``proportion`` (Wilson,
-difference estimator), ``thresh`` (Qurk's count aggregation with gold) and
-``species`` (Chao92, streaker correction, pay-as-you-go). ``api`` serves
-``/api/v1/jobs``.
+``counting``, ``enumeration``), whose estimators are ``proportion`` (shares and
+the difference estimator, corrected for worker error), ``thresh`` (Qurk's count
+aggregation with gold) and ``species`` (Chao92, streaker correction,
+pay-as-you-go). ``api`` serves ``/api/v1/jobs``.
 Metrics: jobs by kind and status, job tasks issued by kind.
 """
 

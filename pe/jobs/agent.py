@@ -61,7 +61,7 @@ def register(ctx: PipelineContext) -> None:
         }
         return [done.get(item.id, item) for item in items]
 
-    manager = JobManager(classifiers, featurize=featurize)
+    manager = JobManager(classifiers, featurize=featurize, quality=ctx.params.annotator.quality)
     gold = {
         name: [(text, tag) for _, text, tag in found]
         for name, found in known_tags(
@@ -105,8 +105,9 @@ def register(ctx: PipelineContext) -> None:
         return task if task.job is not None else None
 
     def job_label(raw: bytes | None) -> Label | None:
+        """A job's outcome, or a gold answer (the worker model learns from those)."""
         label = decode(Label, raw)
-        return label if label.job is not None else None
+        return label if label.job is not None or label.kind == "gold" else None
 
     logs = [
         ctx.follow(

@@ -5,36 +5,85 @@ window's items with the number the window saw (and the number shedding dropped,
 when the window was not protected). Three methods (docs/jobs.md compares them):
 
 - ``label``: items drawn at random without replacement, one answer each (Qurk:
-  breadth beats redundancy for counts); Wilson interval.
+  breadth beats redundancy for counts); the share corrected for each worker's
+  error, with a score interval (:func:`pe.jobs.proportion.corrected_share`).
 - ``count``: Qurk's count batches: ``batch_size`` items, some of them gold, one
   count answer each; Thresh with the gold correction (:mod:`pe.jobs.thresh`).
 - ``model``: the classifier's prediction for every item (taken as the window
-  filled), corrected by crowd labels of a random sample (difference estimator).
+  filled), corrected by crowd labels of a random sample (difference estimator),
+  each corrected for its worker's error.
 
-The job stops when the interval is no wider than ``ci_width`` after at least
-``min_answers`` answers, when every item was asked (label and model methods), or
-before the budget would be passed.
+A worker's rates of saying the tag when it is true and when it is not are Beta
+posteriors: the quality loop's prior for an unknown worker (``workers``, the
+model the jobs PE keeps), plus the worker's answers to gold questions: the
+annotator's (read from ``crowd.labels``) and the job's own. Label and model
+methods make ``gold_share`` of their label tasks gold questions, as Qurk hides
+gold in every count batch. The agreement of redundant answers is not used: the
+loop learns it online under adaptive redundancy, which asks for another answer
+when the first ones look doubtful, and its rates come out biased toward error
+(docs/jobs.md). Without a model every worker is taken as always right.
+
+The job stops when the interval is no wider than ``ci_width`` (before it is cut to
+[0, 1]: a cut interval is short, not precise) after at least ``min_answers``
+answers, when every item was asked (label and model methods), or before the
+budget would be passed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from channels.jobs import CountingJob, JobItem
-from channels.records import BatchItem, Task
-from pe.jobs.proportion import Estimate, difference, wilson
+from channels.records import NA_TAG, BatchItem, Task
+from pe.annotator.quality import TagCounts, WorkerQuality
+from pe.jobs.proportion import Estimate, WorkerRates, corrected_difference, corrected_share
 from pe.jobs.run import JobRun, Plan, truth_tag
 from pe.jobs.thresh import CountAnswer, gold_count, thresh
+from pe.params import ClassifierSpec
 
-__all__ = ["CountingRun"]
+__all__ = ["CountingRun", "gold_record", "worker_rates"]
+
+
+def gold_record(answers: Iterable[tuple[str, bool, bool]]) -> dict[str, TagCounts]:
+    """Each worker's gold answers as counts, from ``(worker, said the tag, the
+    question has it)``."""
+    out: dict[str, TagCounts] = {}
+    for worker, said, truly in answers:
+        hit, miss, false_alarm, rejection = out.get(worker, TagCounts(0, 0, 0, 0))
+        if truly:
+            out[worker] = TagCounts(hit + said, miss + (not said), false_alarm, rejection)
+        else:
+            out[worker] = TagCounts(hit, miss, false_alarm + said, rejection + (not said))
+    return out
+
+
+def worker_rates(
+    model: WorkerQuality | None,
+    classifier: str,
+    tag: str,
+    workers: Iterable[str],
+    gold: Mapping[str, TagCounts],
+) -> dict[str, WorkerRates]:
+    """Each worker's rates of saying ``tag``: the model's counts (its prior and the
+    gold answers it learnt) plus ``gold``, the job's own. Empty without a model: the
+    workers are then taken as always right."""
+    if model is None or not model.knows(classifier):
+        return {}
+    rates = {}
+    for worker in workers:
+        known = model.tag_counts(classifier, worker, tag)
+        own = gold.get(worker, TagCounts(0, 0, 0, 0))
+        rates[worker] = WorkerRates.from_counts(*(a + b for a, b in zip(known, own, strict=True)))
+    return rates
 
 
 @dataclass
 class CountingRun(JobRun):
     spec: CountingJob
     scored_version: int = 0  #: the model version a set's predictions come from
+    workers: WorkerQuality | None = None  #: the quality loop's model of the workers
 
     def score(
         self,
@@ -59,12 +108,16 @@ class CountingRun(JobRun):
 
     # -- answers --------------------------------------------------------------
 
-    def _labels(self) -> list[tuple[str, int]]:
-        """(item id, 1 if the answer is the tag else 0) of the label answers."""
+    def _said(self) -> list[tuple[Task, str, int]]:
+        """(task, worker, 1 if the answer is the tag else 0) of the label answers;
+        "no label" answers carry no evidence, as in the quality loop."""
         out = []
         for task, label in self.answered():
-            if task.form == "label" and label.answers and label.answers[0].tag is not None:
-                out.append((task.item_id, int(label.answers[0].tag == self.spec.tag)))
+            if task.form != "label" or not label.answers:
+                continue
+            answer = label.answers[0]
+            if answer.tag is not None and answer.tag != NA_TAG:
+                out.append((task, answer.worker_id, int(answer.tag == self.spec.tag)))
         return out
 
     def _counts(self) -> list[CountAnswer]:
@@ -88,13 +141,22 @@ class CountingRun(JobRun):
         if self.spec.method == "count":
             result = thresh(self._counts(), confidence=confidence)
             return result.estimate, result.spammers
-        labels = self._labels()
+        answers = self._said()
+        gold = gold_record(
+            (worker, bool(y), bool(task.gold_positive)) for task, worker, y in answers if task.gold
+        )
+        labels = [(task.item_id, worker, y) for task, worker, y in answers if not task.gold]
+        workers = {worker for _, worker, _ in labels}
+        rates = worker_rates(self.workers, self.spec.classifier, self.spec.tag, workers, gold)
         if self.spec.method == "label":
-            return wilson(sum(y for _, y in labels), len(labels), confidence), []
-        population = len(self.items)
-        predicted_mean = self._predicted_mean()
-        residuals = [y - (self.items[i].predicted or 0.0) for i, y in labels if i in self.items]
-        return difference(predicted_mean, residuals, confidence, population), []
+            said = [(worker, y) for _, worker, y in labels]
+            return corrected_share(said, rates, confidence), []
+        sample = [
+            (worker, y, self.items[i].predicted or 0.0)
+            for i, worker, y in labels
+            if i in self.items
+        ]
+        return corrected_difference(self._predicted_mean(), sample, rates, confidence), []
 
     def _predicted_mean(self) -> float:
         if self.window is not None and self.window.seen:
@@ -124,7 +186,28 @@ class CountingRun(JobRun):
         if not unasked:
             return None
         spec = plan.classifiers[self.spec.classifier]
+        gold = plan.gold.get(spec.name)
+        if gold and self.rng.random() < self.spec.gold_share:
+            return self._gold_task(plan, spec, self.rng.choice(gold))
         return self.label_task(plan, spec, self.rng.choice(unasked), redundancy=1)
+
+    def _gold_task(self, plan: Plan, spec: ClassifierSpec, gold: tuple[str, str]) -> Task:
+        """A gold question: a label task like the others, on a message of known tag."""
+        text, tag = gold
+        task_id = self.task_id()
+        return self.new_task(
+            plan,
+            task_id=task_id,
+            item_id=f"{self.job_id}:gold:{task_id[:12]}",
+            classifier=spec.name,
+            question=spec.question,
+            tags=list(spec.tags),
+            text=text,
+            redundancy=1,
+            truth=tag,
+            gold=1,
+            gold_positive=int(tag == self.spec.tag),
+        )
 
     def _count_task(self, plan: Plan) -> Task:
         spec = plan.classifiers[self.spec.classifier]
@@ -159,7 +242,7 @@ class CountingRun(JobRun):
 
     def done_reason(self, plan: Plan) -> str | None:
         estimate, _ = self._estimate()
-        if estimate.n >= self.spec.min_answers and estimate.width <= self.spec.ci_width:
+        if estimate.n >= self.spec.min_answers and estimate.precision <= self.spec.ci_width:
             return "the interval reached the target width"
         if self.spec.method != "count" and not self._unasked() and not self.open_tasks:
             return "every item was asked"

@@ -25,11 +25,12 @@ from channels.jobs import (
     LabelingJob,
 )
 from channels.records import NA_TAG, Label, Task
+from pe.annotator.quality import WorkerQuality, worker_model
 from pe.jobs.counting import CountingRun
 from pe.jobs.enumeration import EnumerationRun
 from pe.jobs.labeling import LabelingRun
 from pe.jobs.run import JobRun, Plan
-from pe.params import ClassifierSpec
+from pe.params import ClassifierSpec, QualityParams
 
 __all__ = ["JobManager", "Step", "check_spec"]
 
@@ -52,11 +53,11 @@ def check_spec(spec: JobSpecT, classifiers: Mapping[str, ClassifierSpec]) -> str
     return None
 
 
-def _run(job_id: str, spec: JobSpecT, created: float) -> JobRun:
+def _run(job_id: str, spec: JobSpecT, created: float, workers: WorkerQuality) -> JobRun:
     if isinstance(spec, LabelingJob):
         return LabelingRun(job_id, spec, created)
     if isinstance(spec, CountingJob):
-        return CountingRun(job_id, spec, created)
+        return CountingRun(job_id, spec, created, workers=workers)
     return EnumerationRun(job_id, spec, created)
 
 
@@ -73,6 +74,8 @@ class JobManager:
     #: Adds hashed features to a job's items (they train the classifier, and the
     #: model scores them).
     featurize: Callable[[list[JobItem]], list[JobItem]] = lambda items: items
+    #: The quality loop's parameters: its prior for an unknown worker.
+    quality: QualityParams = field(default_factory=QualityParams)
     runs: dict[str, JobRun] = field(default_factory=dict)
     #: Events of jobs not submitted yet (logs are read side by side).
     _early: dict[str, list[Task | Label | JobStatus | ItemResult | JobCommand]] = field(
@@ -81,13 +84,19 @@ class JobManager:
     _reported: dict[str, dict[str, object]] = field(default_factory=dict)
     #: Ended jobs that had no event since their last step: nothing to redo for them.
     _settled: set[str] = field(default_factory=set)
+    #: The quality loop's model of the workers, from its prior and the gold answers
+    #: on ``crowd.labels``: counting jobs correct for worker error with it.
+    workers: WorkerQuality = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.workers = worker_model(self.quality, self.classifiers.values())
 
     def command(self, command: JobCommand) -> None:
         run = self.runs.get(command.job_id)
         if command.action == "submit":
             if run is not None or command.spec is None:
                 return  # a repeated submission: the first one stands
-            run = _run(command.job_id, command.spec, command.ts)
+            run = _run(command.job_id, command.spec, command.ts, self.workers)
             if run.items:
                 run.items = {item.id: item for item in self.featurize(list(run.items.values()))}
             self.runs[command.job_id] = run
@@ -114,6 +123,11 @@ class JobManager:
         self._route(task.job, task)
 
     def outcome(self, label: Label) -> None:
+        """A job's outcome goes to its run; a gold answer teaches the worker model.
+        Not the agreement of redundant answers: under adaptive redundancy the loop's
+        online estimates from it are biased toward error (docs/jobs.md)."""
+        if label.kind == "gold":
+            self.workers.learn(label)
         self._route(label.job, label)
 
     def result(self, result: JobStatus | ItemResult) -> None:

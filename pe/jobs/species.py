@@ -9,9 +9,13 @@ Pure functions over the answers so far, each a (worker, value) pair:
   and ``N = c/C + f1/C * g2``.
 - The f1-heuristic against streakers (section 4.2.2): workers who add most of the
   singletons make the estimate overshoot. Rank workers by their singleton
-  answers; the mean over the top ``k`` is the bar; a worker above it loses their
-  singletons beyond it (at most ``beta`` of all their answers). The raw statistics
-  still feed the yield prediction (section 5.2: the corrected ones under-predict).
+  answers; the mean over the top ``k`` is the bar ``q``; a worker with ``s``
+  singletons loses ``s - q`` of them (whole answers: a worker less than one
+  answer above the bar is no outlier), at most ``beta`` of all their answers.
+  Chao92 of what is left is the corrected estimate, never below the distinct
+  answers observed (the trimmed answers were still seen; Chao92 itself never
+  goes below them). The raw statistics still feed the yield prediction
+  (section 5.2: the corrected ones under-predict).
 - Pay-as-you-go (section 5.1.2, Shen, Chao and Lin): the distinct answers expected
   from ``m`` more answers, ``f0 * (1 - (1 - f1/(n f0))^m)`` with ``f0 = N - c``.
 """
@@ -21,7 +25,7 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 __all__ = [
     "Enumeration",
@@ -83,10 +87,11 @@ def f1_corrected(
     top = sorted((len(singles.get(w, [])) for w in per_worker), reverse=True)[:k]
     bar = sum(top) / len(top)
     for worker, values in singles.items():
-        excess = len(values) - bar
-        if excess <= 0:
+        # The paper removes s - q; rounding up would trim the one worker who found a
+        # rare answer whenever the bar is a fraction (one singleton in the crowd).
+        drop = min(math.floor(len(values) - bar), math.floor(beta * per_worker[worker]))
+        if drop <= 0:
             continue
-        drop = min(math.ceil(excess), math.floor(beta * per_worker[worker]))
         for value in values[len(values) - drop :]:  # the latest ones
             del freq[value]
     return freq
@@ -108,7 +113,9 @@ def expected_new(raw: SpeciesEstimate, m: int) -> float:
 @dataclass(frozen=True)
 class Enumeration:
     raw: SpeciesEstimate  #: from every answer
-    corrected: SpeciesEstimate  #: after the streaker correction
+    #: Chao92 of the answers the streaker correction keeps; ``distinct`` are the
+    #: answers observed, and ``total`` is never below them.
+    corrected: SpeciesEstimate
     predicted: dict[int, float]  #: m -> distinct answers expected from m more
 
 
@@ -121,5 +128,10 @@ def estimate(
 ) -> Enumeration:
     """All an enumeration job reports, from its (worker, value) answers."""
     raw = chao92(Counter(value for _, value in answers).values())
-    corrected = chao92(f1_corrected(answers, k=k, beta=beta).values())
+    trimmed = chao92(f1_corrected(answers, k=k, beta=beta).values())
+    corrected = replace(
+        trimmed,
+        distinct=raw.distinct,
+        total=None if trimmed.total is None else max(trimmed.total, raw.distinct),
+    )
     return Enumeration(raw, corrected, {m: expected_new(raw, m) for m in horizons})

@@ -81,11 +81,13 @@ class ClassifierLearner:
 
     def add(self, label: Label) -> bool:
         """Take a crowd label; False if it cannot train (no agreement, N/A, unknown tag,
-        features that do not fit the model, or an item already labeled: the first label
-        of an item wins)."""
+        no features or features that do not fit the model, or an item already labeled:
+        the first label of an item wins)."""
         if label.tag is None or label.tag not in self.spec.tags or label.item_id in self.items:
             return False
-        if label.kind == "gold":  # a measure of workers, with no features
+        # Gold questions (the annotator's, or a counting job's) measure workers and
+        # carry no features.
+        if label.kind == "gold" or not label.idx:
             return False
         if not features_in_range(label.idx, self.trainer.n_features):
             return False

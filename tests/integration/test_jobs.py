@@ -150,6 +150,9 @@ async def test_a_counting_job_estimates_a_fraction_with_its_interval(
                 "items": items,
                 "batch_size": 40,
                 "gold_per_batch": 4 if method == "count" else 0,
+                # Labels are corrected for each worker's error: an interval 0.3 wide
+                # needs the 8 workers' error known, from gold questions.
+                "gold_share": 0.4,
             }
         ),
     )

@@ -344,6 +344,8 @@ def test_examples_are_weighted_by_their_posterior_and_gold_labels_never_train() 
     learner = ClassifierLearner(SPEC, LearnerParams(), trainer, passive_share=0.0)
     gold = _label(0, [], [], "yes").model_copy(update={"kind": "gold"})
     assert not learner.add(gold)  # a measure of a worker, with no features
+    # A counting job's gold question: a job label, but no features either.
+    assert not learner.add(_label(9, [], [], "yes").model_copy(update={"kind": "job"}))
     sure = _label(1, [1], [1.0], "yes").model_copy(update={"posterior": 0.97})
     unsure = _label(2, [2], [1.0], "no").model_copy(update={"posterior": 0.6})
     legacy = _label(3, [3], [1.0], "no")  # written before labels had a posterior

@@ -254,3 +254,32 @@ def test_replayed_outcomes_restore_worker_records() -> None:
     for worker in ("good", "bad", "fair"):
         assert replayed.skill(worker, "c") == pytest.approx(live.skill(worker, "c"))
     assert replayed.low_quality("bad")
+
+
+def test_a_workers_record_on_one_tag_is_the_prior_plus_their_gold_answers() -> None:
+    model = _model(prior_accuracy=0.75, prior_strength=4.0)
+    # unknown: right 3 times in 4 on either true tag, with the weight of 4 answers
+    assert model.tag_counts("c", "a", "yes") == (3.0, 1.0, 1.0, 3.0)
+    model.gold("c", "a", "yes", "yes")  # said yes, and it was
+    model.gold("c", "a", "yes", "no")  # said yes, it was not: a false alarm
+    model.gold("c", "a", "no", "no")
+    assert model.tag_counts("c", "a", "yes") == (4.0, 1.0, 2.0, 4.0)
+    assert model.tag_counts("c", "a", "no") == (4.0, 2.0, 1.0, 4.0)  # the same, seen from no
+    assert model.tag_counts("c", "b", "yes") == (3.0, 1.0, 1.0, 3.0)  # b: unknown still
+
+
+def test_a_replayed_gold_answer_with_an_unknown_truth_is_skipped() -> None:
+    model = _model()
+    label = Label(
+        item_id="g",
+        classifier="c",
+        tag="maybe",
+        agreement=1.0,
+        kind="gold",
+        answers=[Answer(task_id="g", worker_id="a", tag="yes", latency_s=1.0)],
+        ts=0.0,
+        idx=[],
+        val=[],
+    )
+    _loop(model).replay(label)  # a bad record in the log must not stop the annotator
+    assert model.tag_counts("c", "a", "yes") == (3.0, 1.0, 1.0, 3.0)

@@ -1,0 +1,167 @@
+"""A counting job driven as the jobs PE drives it (its tasks out, their outcomes and
+the annotator's gold answers in), with a simulated crowd of good workers and
+spammers: its estimate is corrected for their error."""
+
+from __future__ import annotations
+
+import random
+
+from channels.jobs import CountingJob, JobCommand, JobItem
+from channels.records import Answer, Label, Task
+from pe.jobs.manager import JobManager
+from pe.jobs.run import Plan
+from pe.params import ClassifierSpec
+
+TAGS = ["yes", "no"]
+SPEC = ClassifierSpec(name="water", question="Is this about water?", tags=TAGS)
+TRUTH = 0.028  #: share of the job's items about water
+
+
+class Worker:
+    def __init__(self, worker_id: str, accuracy: float | None, rng: random.Random) -> None:
+        self.worker_id, self.accuracy, self.rng = worker_id, accuracy, rng
+
+    def answer(self, truth: str) -> str:
+        if self.accuracy is None:  # a spammer
+            return self.rng.choice(TAGS)
+        if self.rng.random() < self.accuracy:
+            return truth
+        return "no" if truth == "yes" else "yes"
+
+
+def _label(task: Task, worker: Worker, now: float) -> Label:
+    assert task.truth is not None
+    answer = worker.answer(task.truth)
+    return Label(
+        item_id=task.item_id,
+        classifier=task.classifier,
+        tag=answer,
+        agreement=1.0,
+        kind=task.kind,
+        answers=[
+            Answer(task_id=task.task_id, worker_id=worker.worker_id, tag=answer, latency_s=1.0)
+        ],
+        ts=now,
+        task_id=task.task_id,
+        job=task.job,
+        form=task.form,
+        cost=0.02,
+        idx=[],
+        val=[],
+    )
+
+
+def _gold_answer(worker: Worker, index: int, truth: str) -> Label:
+    """A gold question's outcome as the annotator writes it: the known tag, one answer."""
+    answer = worker.answer(truth)
+    return Label(
+        item_id=f"water:{index}",
+        classifier="water",
+        tag=truth,
+        agreement=1.0,
+        kind="gold",
+        answers=[Answer(task_id=f"g{index}", worker_id=worker.worker_id, tag=answer, latency_s=1)],
+        ts=0.0,
+        task_id=f"gold:{worker.worker_id}:{index}",
+        idx=[],
+        val=[],
+    )
+
+
+def test_a_counting_job_corrects_for_spammers_and_worker_error() -> None:
+    rng = random.Random(20)
+    # 30% spammers; the others right 90% of the time. On 2.8% the plain share of the
+    # answers is about 0.24, and its interval (the job's before) far from the truth.
+    crowd = [Worker(f"good{i}", 0.9, rng) for i in range(7)]
+    crowd += [Worker(f"spam{i}", None, rng) for i in range(3)]
+    items = [
+        JobItem(id=f"m{i}", text=f"message {i}", meta={"truth": {"water": tag}})
+        for i, tag in enumerate(["yes"] * 28 + ["no"] * 972)
+    ]
+    manager = JobManager({"water": SPEC})
+    # The annotator's gold questions so far: 20 per worker, half of them about water.
+    for worker in crowd:
+        for k in range(20):
+            manager.outcome(_gold_answer(worker, k, TAGS[k % 2]))
+    job = CountingJob(
+        classifier="water", tag="yes", method="label", ci_width=0.01, budget=8.0, items=items
+    )
+    manager.command(JobCommand(action="submit", job_id="water", spec=job, ts=0.0))
+    plan = Plan(
+        now=0.0,
+        pay_per_record=0.02,
+        redundancy=1,
+        mitigation=False,
+        in_flight=10,
+        classifiers={"water": SPEC},
+        models={},
+        model_metrics={},
+        gold={"water": [(f"gold message {k}", TAGS[k % 2]) for k in range(100)]},
+    )
+    run = manager.runs["water"]
+    said = []
+    for _ in range(1000):
+        tasks = manager.step(plan).tasks
+        if run.terminal:
+            break
+        for task in tasks:
+            label = _label(task, rng.choice(crowd), plan.now)
+            if task.item_id in run.items:
+                said.append(label.tag == "yes")
+            manager.outcome(label)
+    assert run.status == "done" and run.reason == "budget spent"
+    assert len(said) >= 250 and sum(said) / len(said) > 0.15  # the answers' plain share
+    estimate = run.estimate()
+    assert estimate is not None
+    low, high = estimate["ci"]
+    assert low <= TRUTH <= high
+    assert abs(estimate["fraction"] - TRUTH) < 0.05
+    assert estimate["answers"] == len(said)
+
+
+def test_answers_at_the_boundary_do_not_end_a_job_before_the_workers_are_known() -> None:
+    # Ten "no" from workers nobody knows yet: the interval cut at 0 looks narrow (the
+    # job stopped here before, on Wilson's [0, 0.28]); what the answers allow before
+    # the cut is not, as these workers might say "no" to much of anything.
+    items = [JobItem(id=f"m{i}", text=f"message {i}") for i in range(100)]
+    manager = JobManager({"water": SPEC})
+    job = CountingJob(
+        classifier="water", tag="yes", method="label", ci_width=0.3, budget=8.0, items=items
+    )
+    manager.command(JobCommand(action="submit", job_id="rare", spec=job, ts=0.0))
+    plan = Plan(
+        now=0.0,
+        pay_per_record=0.02,
+        redundancy=1,
+        mitigation=False,
+        in_flight=5,
+        classifiers={"water": SPEC},
+        models={},
+        model_metrics={},
+        gold={},
+    )
+    run = manager.runs["rare"]
+    for round_ in range(3):  # 5 answers a round
+        for k, task in enumerate(manager.step(plan).tasks):
+            answer = Answer(task_id=task.task_id, worker_id=f"w{k}", tag="no", latency_s=1.0)
+            manager.outcome(
+                Label(
+                    item_id=task.item_id,
+                    classifier="water",
+                    tag="no",
+                    agreement=1.0,
+                    kind="job",
+                    answers=[answer],
+                    ts=float(round_),
+                    task_id=task.task_id,
+                    job="rare",
+                    cost=0.02,
+                    idx=[],
+                    val=[],
+                )
+            )
+    manager.step(plan)
+    estimate = run.estimate()
+    assert estimate is not None and estimate["answers"] == 15
+    assert estimate["fraction"] == 0.0
+    assert run.status == "running"
