@@ -56,6 +56,7 @@ from pe.annotator.population import PRESETS, SimulatedWorker
 from pe.annotator.quality import WorkerQuality, worker_model
 from pe.features.hashing import FeatureHasher
 from pe.features.text import grams, tokens
+from pe.jobs.calibrated_count import calibrated_share, calibration_batch, calibration_due
 from pe.jobs.counting import gold_record, worker_rates
 from pe.jobs.proportion import Estimate, corrected_difference, corrected_share
 from pe.jobs.thresh import CountAnswer, gold_count, thresh
@@ -155,16 +156,27 @@ def _trial(
 ) -> dict[str, Estimate]:
     rng = crowd.rng
     if method == "count":
-        answers = []
-        for _ in range(tasks):
+        answers: list[CountAnswer] = []
+        calibrations: list[CountAnswer] = []
+        positives = [i for i in gold if truth[i] == "yes"]
+        negatives = [i for i in gold if truth[i] != "yes"]
+        for k in range(tasks):
             worker = rng.choice(crowd.workers)
-            n_gold = gold_count(args.batch, args.gold, rng)
-            real = rng.sample(window, args.batch - n_gold)
-            golds = rng.sample(gold, n_gold)
+            if calibration_due(len(calibrations), k, args.calibration):
+                golds = calibration_batch(positives, negatives, args.batch, rng)
+                real = []
+            else:
+                n_gold = gold_count(args.batch, args.gold, rng)
+                real = rng.sample(window, args.batch - n_gold)
+                golds = rng.sample(gold, n_gold)
             count = worker.count([truth[i] for i in real + golds], "yes", TAGS, rng)
             gold_yes = sum(truth[i] == "yes" for i in golds)
-            answers.append(CountAnswer(worker.worker_id, count, args.batch, n_gold, gold_yes))
-        return {"plain": thresh(answers).estimate}
+            answer = CountAnswer(worker.worker_id, count, len(real + golds), len(golds), gold_yes)
+            (answers if real else calibrations).append(answer)
+        return {
+            "plain": thresh(answers).estimate,
+            "corrected": calibrated_share(answers + calibrations),
+        }
     labels, gold_answers = _labels(crowd, tasks, window, truth, predicted, args.gold_share)
     workers = {w for w, _, _ in labels}
     rates = worker_rates(crowd.model, crowd.topic, "yes", workers, gold_record(gold_answers))
@@ -264,6 +276,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "evidence": args.evidence,
         "batch": args.batch,
         "gold_per_batch": args.gold,
+        "calibration_share": args.calibration,
         "model_trained_on": args.train,
         "results": rows,
     }
@@ -293,6 +306,12 @@ def main() -> int:
     parser.add_argument("--window", type=int, default=1000, help="messages per window")
     parser.add_argument("--batch", type=int, default=20, help="count batch size")
     parser.add_argument("--gold", type=float, default=2.0, help="mean gold items per batch")
+    parser.add_argument(
+        "--calibration",
+        type=float,
+        default=0.3,
+        help="share of count batches that are calibration batches (all gold)",
+    )
     parser.add_argument("--spammers", type=float, default=0.3, help="share of spammers")
     parser.add_argument(
         "--training", type=int, default=0, help="training tasks the loop saw before the job"

@@ -145,8 +145,9 @@ class CountingJob(_Job):
     kind: Literal["counting"] = "counting"
     classifier: str
     tag: str = Field(min_length=1)
-    #: ``label``: sample items, one label each, Wilson interval. ``count``: Qurk's
-    #: count batches with Thresh and random gold. ``model``: classify and count,
+    #: ``label``: sample items, one label each, corrected for each worker's error.
+    #: ``count``: Qurk's count batches, corrected for the crowd's counting error
+    #: measured on calibration batches. ``model``: classify and count,
     #: corrected by a crowd-labeled sample (difference estimator).
     method: Literal["label", "count", "model"] = "label"
     #: Stop when the interval is at most this wide (in fraction units).
@@ -155,6 +156,10 @@ class CountingJob(_Job):
     #: Count method: items per batch, and the mean number of gold items hidden in it.
     batch_size: int = Field(20, ge=2, le=200)
     gold_per_batch: float = Field(0, ge=0)
+    #: Count method: the share of batches that are calibration batches, all gold
+    #: with a varying number of items with the tag; they measure how the crowd
+    #: counts, to correct the other batches' counts.
+    calibration_share: float = Field(0.3, gt=0, lt=1)
     #: Label and model methods: the share of the job's label tasks that are gold
     #: questions (messages of known tag), which measure its workers' error.
     gold_share: float = Field(0.1, ge=0, le=0.5)

@@ -8,7 +8,9 @@ when the window was not protected). Three methods (docs/jobs.md compares them):
   breadth beats redundancy for counts); the share corrected for each worker's
   error, with a score interval (:func:`pe.jobs.proportion.corrected_share`).
 - ``count``: Qurk's count batches: ``batch_size`` items, some of them gold, one
-  count answer each; Thresh with the gold correction (:mod:`pe.jobs.thresh`).
+  count answer each; ``calibration_share`` of the batches are all gold, with a
+  varying known count, and measure the crowd's counting error, which corrects the
+  others (:func:`pe.jobs.calibrated_count.calibrated_share`).
 - ``model``: the classifier's prediction for every item (taken as the window
   filled), corrected by crowd labels of a random sample (difference estimator),
   each corrected for its worker's error.
@@ -38,9 +40,10 @@ from typing import Any
 from channels.jobs import CountingJob, JobItem
 from channels.records import NA_TAG, BatchItem, Task
 from pe.annotator.quality import TagCounts, WorkerQuality
+from pe.jobs.calibrated_count import calibrated_share, calibration_batch, calibration_due
 from pe.jobs.proportion import Estimate, WorkerRates, corrected_difference, corrected_share
 from pe.jobs.run import JobRun, Plan, truth_tag
-from pe.jobs.thresh import CountAnswer, gold_count, thresh
+from pe.jobs.thresh import CountAnswer, gold_count
 from pe.params import ClassifierSpec
 
 __all__ = ["CountingRun", "gold_record", "worker_rates"]
@@ -136,11 +139,10 @@ class CountingRun(JobRun):
                     )
         return out
 
-    def _estimate(self) -> tuple[Estimate, list[str]]:
+    def _estimate(self) -> Estimate:
         confidence = self.spec.confidence
         if self.spec.method == "count":
-            result = thresh(self._counts(), confidence=confidence)
-            return result.estimate, result.spammers
+            return calibrated_share(self._counts(), confidence)
         answers = self._said()
         gold = gold_record(
             (worker, bool(y), bool(task.gold_positive)) for task, worker, y in answers if task.gold
@@ -150,13 +152,13 @@ class CountingRun(JobRun):
         rates = worker_rates(self.workers, self.spec.classifier, self.spec.tag, workers, gold)
         if self.spec.method == "label":
             said = [(worker, y) for _, worker, y in labels]
-            return corrected_share(said, rates, confidence), []
+            return corrected_share(said, rates, confidence)
         sample = [
             (worker, y, self.items[i].predicted or 0.0)
             for i, worker, y in labels
             if i in self.items
         ]
-        return corrected_difference(self._predicted_mean(), sample, rates, confidence), []
+        return corrected_difference(self._predicted_mean(), sample, rates, confidence)
 
     def _predicted_mean(self) -> float:
         if self.window is not None and self.window.seen:
@@ -213,9 +215,17 @@ class CountingRun(JobRun):
         spec = plan.classifiers[self.spec.classifier]
         size = min(self.spec.batch_size, len(self.items) + int(self.spec.gold_per_batch))
         gold_pool = list(plan.gold.get(spec.name, []))
-        n_gold = min(gold_count(size, self.spec.gold_per_batch, self.rng), len(gold_pool))
-        real = self.rng.sample(list(self.items.values()), min(size - n_gold, len(self.items)))
-        gold = self.rng.sample(gold_pool, n_gold)
+        batches = [t for t in self.tasks.values() if t.form == "count"]
+        calibrations = sum(1 for t in batches if t.gold == len(t.batch))
+        if gold_pool and calibration_due(calibrations, len(batches), self.spec.calibration_share):
+            positives = [g for g in gold_pool if g[1] == self.spec.tag]
+            negatives = [g for g in gold_pool if g[1] != self.spec.tag]
+            real: list[JobItem] = []
+            gold = calibration_batch(positives, negatives, self.spec.batch_size, self.rng)
+        else:
+            n_gold = min(gold_count(size, self.spec.gold_per_batch, self.rng), len(gold_pool))
+            real = self.rng.sample(list(self.items.values()), min(size - n_gold, len(self.items)))
+            gold = self.rng.sample(gold_pool, n_gold)
         batch = [
             BatchItem(id=i.id, text=i.text, truth=truth_tag(i, spec.truth_field)) for i in real
         ]
@@ -235,13 +245,13 @@ class CountingRun(JobRun):
             form="count",
             count_tag=self.spec.tag,
             batch=batch,
-            gold=n_gold,
+            gold=len(gold),
             gold_positive=sum(1 for _, tag in gold if tag == self.spec.tag),
             redundancy=1,
         )
 
     def done_reason(self, plan: Plan) -> str | None:
-        estimate, _ = self._estimate()
+        estimate = self._estimate()
         if estimate.n >= self.spec.min_answers and estimate.precision <= self.spec.ci_width:
             return "the interval reached the target width"
         if self.spec.method != "count" and not self._unasked() and not self.open_tasks:
@@ -259,7 +269,7 @@ class CountingRun(JobRun):
     def estimate(self) -> dict[str, Any] | None:
         if self.window is not None and not self.window.closed:
             return None
-        estimate, spammers = self._estimate()
+        estimate = self._estimate()
         n = self.population
         return {
             "method": self.spec.method,
@@ -273,5 +283,4 @@ class CountingRun(JobRun):
             "answers": estimate.n,
             "crowd_tasks": len(self.answered()),
             "cost": round(self.cost, 6),
-            "spammers": len(spammers),
         }

@@ -40,6 +40,7 @@ from pe.common.intervals import Estimate, z_for
 __all__ = [
     "Estimate",
     "WorkerRates",
+    "below_zero",
     "corrected_difference",
     "corrected_share",
     "z_for",
@@ -174,7 +175,7 @@ def corrected_share(
     r0 = z2 * float(w2 @ (f * (1 - f) / size + workers.f_var))
     r1 = z2 * float(w2 @ (b * (1 - 2 * f) / size - 2 * workers.f_var))
     r2 = z2 * float(w2 @ (-b * b / size + workers.f_var + workers.h_var))
-    low, high = _below_zero(slope * slope - r2, -2 * top * slope - r1, top * top - r0)
+    low, high = below_zero(slope * slope - r2, -2 * top * slope - r1, top * top - r0)
     if high < 0 or low > 1:
         # Not even 0 (or 1) fits: the answers and the workers' rates disagree beyond
         # chance, and no interval can be trusted.
@@ -183,7 +184,7 @@ def corrected_share(
     return replace(cut, span=max(high - low, cut.width))
 
 
-def _below_zero(a: float, b: float, c: float) -> tuple[float, float]:
+def below_zero(a: float, b: float, c: float) -> tuple[float, float]:
     """The smallest and largest p with a p^2 + b p + c <= 0 (infinite when the set is
     unbounded, (inf, -inf) when it is empty)."""
     if abs(a) <= 1e-15:  # a line: a half-line, or none
