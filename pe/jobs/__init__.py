@@ -16,9 +16,10 @@ window's sample is in memory until the window closes, and is rebuilt from
 ``items.features`` after a restart.
 Logic (pure): ``manager`` routes events to runs (``run``; ``labeling``,
 ``counting``, ``enumeration``), whose estimators are ``proportion`` (shares and
-the difference estimator, corrected for worker error), ``thresh`` (Qurk's count
-aggregation with gold) and ``species`` (Chao92, streaker correction,
-pay-as-you-go). ``api`` serves ``/api/v1/jobs``.
+the difference estimator, corrected for worker error), ``calibrated_count`` (count
+batches corrected by calibration batches; ``thresh``, Qurk's uncorrected count
+aggregation with gold, is what bench/counting.py compares it with) and ``species``
+(Chao92, streaker correction, pay-as-you-go). ``api`` serves ``/api/v1/jobs``.
 Metrics: jobs by kind and status, job tasks issued by kind.
 """
 

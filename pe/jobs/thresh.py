@@ -14,7 +14,10 @@ from Marcus's thesis (chapter 6):
   Colluders who agree on one count no longer agree after correction, and a clearly
   negative corrected fraction marks a spammer outright.
 
-The interval is normal, from the spread of the retained answers' fractions.
+The interval is normal, from the spread of the retained answers' fractions. It
+assumes workers count what they see without error; counting jobs correct for that
+error with :mod:`pe.jobs.calibrated_count` instead, and bench/counting.py reports
+Thresh as the uncorrected count.
 """
 
 from __future__ import annotations
