@@ -71,7 +71,10 @@ async def test_jobs_finish_with_balanced_books_at_3x_the_sustainable_rate(
                 "job_id": "load-count",
                 "classifier": "aid_related",
                 "tag": "yes",
-                "budget": 20,
+                # Intervals corrected for worker error need the crowd measured: gold
+                # questions, and the answers a 0.3-wide interval then takes.
+                "budget": 50,
+                "gold_share": 0.4,
                 "ci_width": 0.3,
                 "priority": 7,
                 "stream": {"count": MARKED, "seconds": 120, "filter": {"contains": ["zebrawater"]}},
