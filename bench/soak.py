@@ -47,6 +47,7 @@ The machine's other load shows in the latency: compare ``load1`` per minute.
 
 Usage: python bench/soak.py [--rate 270] [--minutes 60] [--warmup-minutes 5]
        [--linger-ms 5] [--data-dir DIR | --keep-data] [--broker-port P] [--http-port H]
+       [--crowd simulated|none]
 A short check of the bench itself: python bench/soak.py --minutes 8 --warmup-minutes 2
 """
 
@@ -575,6 +576,7 @@ class _Run:
         self.data_dir = data_dir
         self.broker_port = args.broker_port or free_port()
         self.http_port = args.http_port or free_port()
+        self.crowd: str = args.crowd
         self.log_path = out / f"soak-{stamp}-worker.log"
         self.minutes = max(math.ceil(args.minutes), 1)
         self.soak = _Soak(
@@ -614,7 +616,7 @@ class _Run:
             "up",
             "--embedded",
             "--crowd",
-            "simulated",
+            self.crowd,
             "--broker-port",
             str(self.broker_port),
             "--http-port",
@@ -1014,7 +1016,7 @@ class _Run:
                 "load_avg_at_end": [round(x, 2) for x in os.getloadavg()],
             },
             "setup": {
-                "command": "python -m pipelines.cli up --embedded --crowd simulated "
+                "command": f"python -m pipelines.cli up --embedded --crowd {self.crowd} "
                 f"--broker-port {self.broker_port} --http-port {self.http_port}",
                 "pipeline": PIPELINE,
                 "kafka": kafka_version(),
@@ -1096,6 +1098,12 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=270.0, help="items per second")
     parser.add_argument("--minutes", type=float, default=60.0, help="how long to feed")
     parser.add_argument("--warmup-minutes", type=float, default=5.0)
+    parser.add_argument(
+        "--crowd",
+        choices=("simulated", "none"),
+        default="simulated",
+        help="none: no crowd, so no labels or retrains (tells their memory from the rest)",
+    )
     parser.add_argument("--linger-ms", type=float, default=5.0, help="the producer's linger.ms")
     parser.add_argument("--p99-ms", type=float, default=250.0, help="p99 latency target")
     parser.add_argument("--max-stall-seconds", type=float, default=5.0)
