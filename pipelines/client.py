@@ -7,14 +7,13 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
-import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from channels.cluster import client_options
 from channels.codec import DecodeError, decode
 from channels.dedup import FirstById
 from channels.records import ClassifiedItem
-from pipelines.pushwatch import PushReport, ReaderLag, Tally
+from pipelines.pushwatch import PushReport, ReaderLag, Tally, item_id
 
 __all__ = ["format_item", "item_key", "push_and_follow", "push_lines", "tail_classified"]
 
@@ -28,13 +27,8 @@ _QUIET_S = 2.0
 
 def item_key(line: bytes) -> bytes | None:
     """The record key (the item id) if the line is a JSON object with an id."""
-    try:
-        obj = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return None
-    if isinstance(obj, dict) and isinstance(obj.get("id"), str | int):
-        return str(obj["id"]).encode()
-    return None
+    found = item_id(line)
+    return None if found is None else found.encode()
 
 
 async def push_lines(
@@ -134,8 +128,7 @@ async def push_and_follow(
         report = PushReport(sent=sent, untracked=sent - tracked)
         if tally is None:
             return report
-        await _settle(lag, tally, wait_s)
-        caught_up = await lag.caught_up()
+        caught_up = await _settle(lag, tally, wait_s)
         report.classified, report.rejected = tally.classified, tally.rejected
         if caught_up or not tally.waiting:
             report.shed = tally.waiting
@@ -148,9 +141,10 @@ async def push_and_follow(
         await lag.stop()
 
 
-async def _settle(lag: ReaderLag, tally: Tally, wait_s: float) -> None:
+async def _settle(lag: ReaderLag, tally: Tally, wait_s: float) -> bool:
     """Until every pushed item is out, or the pipeline caught up and its output stayed
-    quiet for ``_QUIET_S`` (what is still missing then was shed), or ``wait_s``."""
+    quiet for ``_QUIET_S`` (what is still missing then was shed), or ``wait_s``.
+    Whether the pipeline caught up."""
     deadline = time.monotonic() + wait_s
     last, quiet_since = tally.waiting, time.monotonic()
     while tally.waiting and time.monotonic() < deadline:
@@ -158,7 +152,8 @@ async def _settle(lag: ReaderLag, tally: Tally, wait_s: float) -> None:
         if tally.waiting != last:
             last, quiet_since = tally.waiting, time.monotonic()
         elif time.monotonic() - quiet_since > _QUIET_S and await lag.caught_up():
-            return
+            return True
+    return await lag.caught_up()
 
 
 def format_item(item: ClassifiedItem) -> str:

@@ -23,7 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from channels.cluster import client_options
 
-__all__ = ["PushReport", "ReaderLag", "Tally"]
+__all__ = ["PushReport", "ReaderLag", "Tally", "item_id"]
 
 #: How long the list of reader groups is reused (groups come and go rarely).
 _GROUPS_TTL_S = 5.0
@@ -180,14 +180,23 @@ class Tally:
                         self.rejected += 1
 
 
-def _item_id(value: bytes | None, classified: bool) -> str | None:
-    """The item id of a classified record, or of the raw record a rejection keeps."""
+def item_id(line: bytes) -> str | None:
+    """The id of an item's JSON line, or None when it is not an object with one."""
     try:
-        obj = orjson.loads(value or b"")
-        if not classified:
-            obj = orjson.loads(obj["raw"])
-    except (orjson.JSONDecodeError, KeyError, TypeError):
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
         return None
     if isinstance(obj, dict) and isinstance(obj.get("id"), str | int):
         return str(obj["id"])
     return None
+
+
+def _item_id(value: bytes | None, classified: bool) -> str | None:
+    """The item id of a classified record, or of the raw record a rejection keeps."""
+    if classified:
+        return item_id(value or b"")
+    try:
+        raw = orjson.loads(value or b"")["raw"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    return item_id(raw.encode()) if isinstance(raw, str) else None
