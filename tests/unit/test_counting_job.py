@@ -70,6 +70,21 @@ def _gold_answer(worker: Worker, index: int, truth: str) -> Label:
     )
 
 
+def _gold_plan() -> Plan:
+    """A plan with ten tasks in flight and 100 gold messages of the water classifier."""
+    return Plan(
+        now=0.0,
+        pay_per_record=0.02,
+        redundancy=1,
+        mitigation=False,
+        in_flight=10,
+        classifiers={"water": SPEC},
+        models={},
+        model_metrics={},
+        gold={"water": [(f"gold message {k}", TAGS[k % 2]) for k in range(100)]},
+    )
+
+
 def test_a_counting_job_corrects_for_spammers_and_worker_error() -> None:
     rng = random.Random(20)
     # 30% spammers; the others right 90% of the time. On 2.8% the plain share of the
@@ -89,17 +104,7 @@ def test_a_counting_job_corrects_for_spammers_and_worker_error() -> None:
         classifier="water", tag="yes", method="label", ci_width=0.01, budget=8.0, items=items
     )
     manager.command(JobCommand(action="submit", job_id="water", spec=job, ts=0.0))
-    plan = Plan(
-        now=0.0,
-        pay_per_record=0.02,
-        redundancy=1,
-        mitigation=False,
-        in_flight=10,
-        classifiers={"water": SPEC},
-        models={},
-        model_metrics={},
-        gold={"water": [(f"gold message {k}", TAGS[k % 2]) for k in range(100)]},
-    )
+    plan = _gold_plan()
     run = manager.runs["water"]
     said = []
     for _ in range(1000):
@@ -214,17 +219,7 @@ def test_a_count_job_corrects_for_the_crowds_counting_error() -> None:
         items=items,
     )
     manager.command(JobCommand(action="submit", job_id="water", spec=job, ts=0.0))
-    plan = Plan(
-        now=0.0,
-        pay_per_record=0.02,
-        redundancy=1,
-        mitigation=False,
-        in_flight=10,
-        classifiers={"water": SPEC},
-        models={},
-        model_metrics={},
-        gold={"water": [(f"gold message {k}", TAGS[k % 2]) for k in range(100)]},
-    )
+    plan = _gold_plan()
     run = manager.runs["water"]
     fractions = []
     for _ in range(1000):
