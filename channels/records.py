@@ -27,6 +27,7 @@ __all__ = [
     "Label",
     "LinearModel",
     "ModelMetrics",
+    "ModelHeader",
     "ModelUpdate",
     "Rejected",
     "SparseRow",
@@ -302,11 +303,11 @@ def format_auc(auc: float | None, low: float | None = None, high: float | None =
     return f"{auc:.3f} (95% CI {low:.3f}-{high:.3f})"
 
 
-class ModelUpdate(_Record):
-    """A control-flow message on ``control.models``: a new active model.
+class ModelHeader(_Record):
+    """What a model update says about its model, without the weights.
 
-    On the wire it carries ``signature`` (see channels.signing); classifiers apply
-    only signed updates of a schema version they know.
+    Kept for the active model of each classifier once its weights are compiled: a
+    model's weights decoded as Python numbers take several times their compiled size.
     """
 
     schema_version: int = MODEL_SCHEMA_VERSION
@@ -317,8 +318,21 @@ class ModelUpdate(_Record):
     n_train: int
     n_holdout: int
     metrics: ModelMetrics
+
+
+class ModelUpdate(ModelHeader):
+    """A control-flow message on ``control.models``: a new active model.
+
+    On the wire it carries ``signature`` (see channels.signing); classifiers apply
+    only signed updates of a schema version they know.
+    """
+
     model: LinearModel
     signature: str | None = None
+
+    def header(self) -> ModelHeader:
+        """This update without its weights and signature."""
+        return ModelHeader(**{name: getattr(self, name) for name in ModelHeader.model_fields})
 
 
 class Rejected(_Record):

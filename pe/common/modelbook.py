@@ -18,9 +18,10 @@ from collections.abc import Sequence
 
 from aiokafka import ConsumerRecord
 
-from channels.records import ModelUpdate
+from channels.records import ModelHeader, ModelUpdate
 from channels.signing import ModelRefused
 from pe.common.context import PipelineContext
+from pe.common.heap import release_free_heap
 from pe.common.linear import CompiledModel, compile_model
 
 __all__ = ["ModelBook", "model_book"]
@@ -33,7 +34,8 @@ class ModelBook:
         self._ctx = ctx
         self._names = set(ctx.classifier_names())
         self._n_features = ctx.params.features.dimensions
-        self.updates: dict[str, ModelUpdate] = {}
+        # Headers only: the weights live on in ``compiled``.
+        self.updates: dict[str, ModelHeader] = {}
         self.compiled: dict[str, CompiledModel] = {}
         self._follower = ctx.follow("control.models", self.apply)
 
@@ -48,6 +50,7 @@ class ModelBook:
 
     def apply(self, records: Sequence[ConsumerRecord]) -> None:
         """Take the newest valid model of each classifier from ``records``."""
+        taken = False
         for record in records:
             try:
                 update = self._ctx.signer.verify(record.value)
@@ -63,9 +66,13 @@ class ModelBook:
                 log.error("ignoring a model message (offset %d): %s", record.offset, exc)
                 self._ctx.metrics.models_refused.labels(self._ctx.pipeline, exc.kind).inc()
                 continue
-            self.updates[update.classifier] = update
+            self.updates[update.classifier] = update.header()
             self.compiled[update.classifier] = compiled
             self._show(update)
+            taken = True
+        if taken:
+            # The decoded weights and the retrain that made them are garbage now.
+            release_free_heap()
 
     def _show(self, update: ModelUpdate) -> None:
         """Metrics and a log line for the model now active."""

@@ -8,7 +8,7 @@ import zlib
 from array import array
 from concurrent.futures import Executor
 
-from channels.records import Label, LinearModel, ModelUpdate
+from channels.records import Label, LinearModel, ModelHeader, ModelUpdate
 from pe.common.linear import features_in_range
 from pe.learner.evaluate import evaluate
 from pe.learner.trainers import Example, Trainer
@@ -22,7 +22,7 @@ def in_holdout(item_id: str, fraction: float) -> bool:
     return zlib.crc32(item_id.encode()) % 10_000 < fraction * 10_000
 
 
-def replaces(active: ModelUpdate | None, candidate: ModelUpdate, params: LearnerParams) -> bool:
+def replaces(active: ModelHeader | None, candidate: ModelHeader, params: LearnerParams) -> bool:
     """AIDR's rule on intervals: a new model replaces the active one unless the held-out
     labels show it worse by more than a tolerance, or if it learned from enough more
     labels.
@@ -103,7 +103,7 @@ class ClassifierLearner:
             self.n_train += 1
         return True
 
-    def sync(self, active: ModelUpdate | None) -> None:
+    def sync(self, active: ModelHeader | None) -> None:
         """After a restart, do not retrain for labels the active model already saw."""
         if active is not None:
             self.trained_at = max(self.trained_at, active.n_train + active.n_holdout)
@@ -114,13 +114,13 @@ class ClassifierLearner:
             and self.n_labels - self.trained_at >= self.params.retrain_every
         )
 
-    def train(self, active: ModelUpdate | None, version: int) -> tuple[ModelUpdate | None, str]:
+    def train(self, active: ModelHeader | None, version: int) -> tuple[ModelUpdate | None, str]:
         """Train; return the update to publish (or None) and an outcome for metrics."""
         n_train = self.start_training()
         return self.judge(self.trainer.export(), n_train, active, version)
 
     async def train_off_loop(
-        self, active: ModelUpdate | None, version: int, executor: Executor
+        self, active: ModelHeader | None, version: int, executor: Executor
     ) -> tuple[ModelUpdate | None, str]:
         """:meth:`train`, with the trainer's long computations sent to ``executor``."""
         n_train = self.start_training()
@@ -132,7 +132,7 @@ class ClassifierLearner:
         return self.n_train
 
     def judge(
-        self, model: LinearModel | None, n_train: int, active: ModelUpdate | None, version: int
+        self, model: LinearModel | None, n_train: int, active: ModelHeader | None, version: int
     ) -> tuple[ModelUpdate | None, str]:
         """Evaluate a trained model on the held-out labels and apply the activation rule."""
         if model is None:

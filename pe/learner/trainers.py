@@ -14,6 +14,7 @@ from river import linear_model, optim
 from sklearn.linear_model import LogisticRegression
 
 from channels.records import LinearModel, SparseRow
+from pe.common.heap import release_free_heap
 from pe.common.linear import feature_matrix
 
 __all__ = ["RiverTrainer", "SklearnTrainer", "Trainer", "fit_logistic", "make_trainer"]
@@ -84,6 +85,8 @@ class SklearnTrainer(Trainer):
 
 def fit_logistic(examples: list[Example], n_features: int, c: float) -> LinearModel | None:
     """Fit logistic regression; a plain function so it can run in another process."""
+    # The fitting process's previous fit, smaller than this one, left free pages.
+    release_free_heap()
     tags = [e.tag for e in examples]
     if len(set(tags)) < 2:
         return None

@@ -39,6 +39,13 @@ def test_a_signed_update_round_trips() -> None:
     assert signer.verify(wire).model_copy(update={"signature": None}) == _update()
 
 
+def test_a_verified_update_s_header_keeps_everything_but_the_weights() -> None:
+    update = ModelSigner(KEY).verify(ModelSigner(KEY).sign(_update()))
+    header = update.header()
+    assert header.model_dump() == update.model_dump(exclude={"model", "signature"})
+    assert not hasattr(header, "model")
+
+
 def test_the_signature_does_not_depend_on_json_layout() -> None:
     body = orjson.loads(ModelSigner(KEY).sign(_update()))
     reordered = dict(reversed(list(body.items())))
