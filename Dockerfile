@@ -6,6 +6,7 @@ COPY config ./config
 COPY channels ./channels
 COPY pe ./pe
 COPY pipelines ./pipelines
+COPY runtime ./runtime
 RUN pip install --no-cache-dir . \
     && useradd --system --uid 10001 --home-dir /var/lib/crowdstream --create-home crowdstream
 # Workers run unprivileged; Faust's data directory is theirs.

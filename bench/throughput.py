@@ -60,19 +60,21 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
-from channels.admin import declare_topics
 from channels.records import ModelMetrics, ModelUpdate
 from channels.signing import ModelSigner
 from channels.topics import TopicPolicy, TopicSpec
 from pe.features.hashing import sparse_rows
 from pe.features.space import FeatureSpace
 from pe.learner.trainers import Example, fit_logistic
+from pe.params import FeaturesParams
+from pe.registry import params_of
 from pipelines.broker import EmbeddedBroker, free_port
 from pipelines.client import push_lines
 from pipelines.kafka.dist import kafka_version
 from pipelines.report import percentiles
 from pipelines.sample import load_sample
 from pipelines.topology import load_topology
+from runtime.admin import declare_topics
 
 PIPELINE = "crisis"
 #: The model key of the bench workers (they do not own the broker, so they need one).
@@ -107,7 +109,7 @@ async def _publish_models(bootstrap: str) -> None:
     """Train each classifier on the sample's truth and publish it, as the learner would."""
     topology = load_topology(PIPELINE)
     sample = load_sample()
-    space = FeatureSpace(topology.params.features)
+    space = FeatureSpace(params_of(topology.params, FeaturesParams))
     rows = sparse_rows(space.matrix([r["text"] for r in sample]))
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()

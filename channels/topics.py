@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["TopicPolicy", "TopicSpec", "pipeline_topics"]
+__all__ = ["CHANNELS", "Channel", "TopicPolicy", "TopicSpec", "pipeline_topics"]
 
 #: Kafka deletes whole segments, never the one being written: a partition holds up to
 #: its size bound plus one segment, so segments are a fraction of that bound.
@@ -58,33 +59,48 @@ class TopicSpec:
         return configs
 
 
-#: logical name -> (data flow?, compacted, keep forever). Data-flow topics are
-#: partitioned by item id; control topics have one partition so order is total.
-_CHANNELS: dict[str, tuple[bool, bool, bool]] = {
-    "items.raw": (True, False, False),
-    "items.features": (True, False, False),
-    "items.classified": (True, False, False),
-    "items.rejected": (True, False, False),
-    "crowd.tasks": (True, False, True),
-    "crowd.labels": (True, False, True),
-    "control.models": (False, True, False),
+@dataclass(frozen=True)
+class Channel:
+    """How a channel is kept. A data-flow channel is partitioned by item id (the
+    pipeline's partition count); a control channel has one partition, so its order
+    is total. Paid-for or state-rebuilding logs are kept forever or compacted; the
+    others get the retention of the TopicPolicy."""
+
+    data_flow: bool = True
+    compacted: bool = False
+    keep_forever: bool = False
+
+
+#: The channels of every pipeline; a PE may declare more (pe.registry.PeSpec.channels).
+CHANNELS: dict[str, Channel] = {
+    "items.raw": Channel(),
+    "items.features": Channel(),
+    "items.classified": Channel(),
+    "items.rejected": Channel(),
+    "crowd.tasks": Channel(keep_forever=True),
+    "crowd.labels": Channel(keep_forever=True),
+    "control.models": Channel(data_flow=False, compacted=True),
     # The retainer pool's workers (qualification, marks, latency), by worker id.
-    "crowd.pool": (False, True, False),
+    "crowd.pool": Channel(data_flow=False, compacted=True),
     # Jobs: the event log of every job (rebuilds their state), and their results.
-    "jobs": (True, False, True),
-    "jobs.results": (True, False, True),
+    "jobs": Channel(keep_forever=True),
+    "jobs.results": Channel(keep_forever=True),
 }
 
 
-def pipeline_topics(pipeline: str, partitions: int) -> dict[str, TopicSpec]:
-    """All topics of ``pipeline``, by logical name."""
+def pipeline_topics(
+    pipeline: str, partitions: int, more: Mapping[str, Channel] | None = None
+) -> dict[str, TopicSpec]:
+    """All topics of ``pipeline`` (and of the channels ``more`` declares), by logical
+    name."""
+    channels = {**CHANNELS, **(more or {})}
     return {
         key: TopicSpec(
             key=key,
             name=f"{pipeline}.{key}",
-            partitions=partitions if data_flow else 1,
-            compacted=compacted,
-            keep_forever=forever,
+            partitions=partitions if channel.data_flow else 1,
+            compacted=channel.compacted,
+            keep_forever=channel.keep_forever,
         )
-        for key, (data_flow, compacted, forever) in _CHANNELS.items()
+        for key, channel in channels.items()
     }

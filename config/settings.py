@@ -19,8 +19,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from channels.cluster import Security
 from channels.topics import TopicPolicy
+from runtime.cluster import Security
 
 __all__ = ["DEFAULTS_FILE", "Settings", "load_settings"]
 

@@ -24,11 +24,13 @@ from aiokafka import ConsumerRecord
 
 from channels.codec import DecodeError, encode, iter_json_lines, parse_input
 from channels.records import InputItem, Item
-from pe.common.context import PipelineContext
-from pe.common.dataflow import Pending
 from pe.common.http import HttpError, read_body
+from pe.params import CollectorParams
+from pe.registry import PeSpec, register_pe
+from runtime.context import PipelineContext
+from runtime.dataflow import Pending
 
-__all__ = ["Collector", "IngestResult", "register"]
+__all__ = ["SPEC", "Collector", "IngestResult", "register"]
 
 PE = "collector"
 #: How many per-record errors an HTTP answer lists (all are in items.rejected).
@@ -77,7 +79,7 @@ class Collector:
     async def handle_post(self, request: web.Request) -> web.Response:
         """``POST /items``: 202 with the new ids, or 4xx with a message."""
         try:
-            body = await read_body(request, self._ctx.params.collector.max_body_bytes)
+            body = await read_body(request, self._ctx.params_of(CollectorParams).max_body_bytes)
         except HttpError as exc:
             return _error(exc.status, exc.message)
         records = list(iter_json_lines(body))
@@ -104,7 +106,7 @@ def _error(status: int, message: str) -> web.Response:
 def register(ctx: PipelineContext) -> None:
     collector = Collector(ctx)
     ctx.routes.append(web.post("/items", collector.handle_post))
-    source = ctx.params.collector.source_topic
+    source = ctx.params_of(CollectorParams).source_topic
     if source is None:
         return
 
@@ -115,3 +117,16 @@ def register(ctx: PipelineContext) -> None:
         return (await collector.ingest(values)).pending
 
     ctx.read_topic(source, PE, decode, collect)
+
+
+SPEC = register_pe(
+    PeSpec(
+        name=PE,
+        package=__name__,
+        summary="outside streams in, validated, onto items.raw",
+        inputs=("http:/items", "kafka:<source_topic>"),
+        outputs=("items.raw", "items.rejected"),
+        agents=f"{__name__}:register",
+        params=CollectorParams,
+    )
+)

@@ -7,11 +7,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from channels.records import NA_TAG
-from channels.shedding import SheddingPolicy
 
 __all__ = [
     "ClassifierSpec",
-    "PeParams",
     "AnnotatorParams",
     "MaintenanceParams",
     "QualityParams",
@@ -266,16 +264,3 @@ class ClassifierSpec(BaseModel):
     @property
     def truth_field(self) -> str:
         return self.truth_key or self.name
-
-
-class PeParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    collector: CollectorParams = CollectorParams()
-    features: FeaturesParams = FeaturesParams()
-    classifier: ClassifierParams = ClassifierParams()
-    taskgen: TaskgenParams = TaskgenParams()
-    annotator: AnnotatorParams = AnnotatorParams()
-    learner: LearnerParams = LearnerParams()
-    #: Load shedding of the data-flow stages (features, classifier); off by default.
-    shedding: SheddingPolicy = SheddingPolicy()

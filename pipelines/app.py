@@ -2,44 +2,38 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import faust
 from aiokafka.errors import KafkaError
 from faust.exceptions import ConsumerNotStarted
+from faust.types import TopicT
 from prometheus_client import CollectorRegistry, Gauge
 
-from channels.admin import declare_topics
-from channels.brokerwatch import BrokerWatch
-from channels.cluster import faust_credentials
 from channels.signing import DEVELOPMENT_KEY, ModelSigner
 from channels.topics import TopicSpec
 from config import Settings
-from pe import annotator, classifier, collector, features, jobs, learner, taskgen
-from pe.common.context import PipelineContext
-from pe.common.dataflow import DataPlane, ReaderSettings
 from pe.common.http import HttpLimits
 from pe.common.metrics import Metrics
-from pipelines.topology import PE_NAMES, PeName, Topology
+from pe.registry import pe_spec, pe_specs
+from pipelines.topology import Topology
 from pipelines.web import WebServer
+from runtime.admin import declare_topics
+from runtime.batches import Publisher
+from runtime.brokerwatch import BrokerWatch
+from runtime.cluster import faust_credentials
+from runtime.context import PipelineContext
+from runtime.dataflow import DataPlane, ReaderSettings
+from runtime.follower import Follower, FollowerFactory
 
 __all__ = ["Worker", "build_worker"]
 
 log = logging.getLogger(__name__)
-
-REGISTER: dict[str, Callable[[PipelineContext], None]] = {
-    "collector": collector.register,
-    "features": features.register,
-    "classifier": classifier.register,
-    "taskgen": taskgen.register,
-    "jobs": jobs.register,
-    "annotator": annotator.register,
-    "learner": learner.register,
-}
 
 #: A group member that stops heartbeating (a killed worker) is dropped after this
 #: long, so its partitions move on quickly; rebalances themselves may take longer.
@@ -120,12 +114,36 @@ class Worker:
     app: faust.App
     context: PipelineContext
     web: WebServer
-    pes: list[PeName]
+    pes: list[str]
 
-    @property
-    def services(self) -> list[Any]:
-        """What runs beside the Faust app, in start order (they stop after it)."""
-        return [self.context.plane, self.web]
+    def runner(self, **options: Any) -> faust.Worker:
+        """The Faust worker that runs the app and the services beside it."""
+        return _Runner(self.app, self.context.plane, self.web, **options)
+
+
+class _Runner(faust.Worker):
+    """Starts the data plane and the web server before the app; stops the plane first.
+
+    mode stops a worker's services newest first, the app before them. The data plane
+    finishes the batches in hand when it stops, and the app's agents do that work, so
+    the plane must stop while they still run.
+    """
+
+    def __init__(self, app: faust.App, plane: DataPlane, *services: Any, **options: Any) -> None:
+        super().__init__(app, plane, *services, **options)
+        self._plane = plane
+
+    async def on_stop(self) -> None:
+        await self._plane.stop()
+        await super().on_stop()
+
+    async def on_startup_finished(self) -> None:
+        await super().on_startup_finished()
+        # What exists once started (modules, the topology, the first models) lives as
+        # long as the worker: frozen, a full garbage collection does not walk it, so
+        # the pauses it makes in the event loop are shorter.
+        gc.collect()
+        gc.freeze()
 
 
 def model_signer(settings: Settings, *, embedded: bool) -> ModelSigner:
@@ -148,14 +166,17 @@ def build_worker(
     *,
     pes: Sequence[str] | None = None,
     embedded: bool = False,
+    publisher: Publisher | None = None,
+    new_follower: FollowerFactory = Follower,
 ) -> Worker:
-    """Create the Faust app and register the PEs (``pes``, default: the topology's)."""
-    chosen = [pe for pe in PE_NAMES if pe in (pes or topology.pes)]
-    unknown = set(pes or []) - set(PE_NAMES)
-    if unknown:
-        raise ValueError(
-            f"unknown PE(s): {', '.join(sorted(unknown))}; known: {', '.join(PE_NAMES)}"
-        )
+    """Create the Faust app and register the PEs (``pes``, default: the topology's).
+
+    ``publisher`` and ``new_follower`` replace the Kafka writer and log readers (the
+    test harness, pipelines.testing, keeps records in memory).
+    """
+    for pe in pes or ():
+        pe_spec(pe)  # an unknown name is an error that lists the known ones
+    chosen = [spec.name for spec in pe_specs() if spec.name in (pes or topology.pes)]
     if settings.crowd == "none" and "annotator" in chosen:
         log.info("crowd 'none': the annotator does not run; tasks wait in crowd.tasks")
         chosen.remove("annotator")
@@ -196,6 +217,7 @@ def build_worker(
             session_timeout_s=SESSION_TIMEOUT_S,
         ),
         on_error=lambda pe, records, exc: ctx.reject_failed(pe, records, exc),
+        publisher=publisher,
     )
     ctx = PipelineContext(
         app=app,
@@ -209,9 +231,10 @@ def build_worker(
         pes=list(chosen),
         plane=plane,
         signer=model_signer(settings, embedded=embedded),
+        new_follower=new_follower,
     )
     for pe in chosen:
-        REGISTER[pe](ctx)
+        pe_spec(pe).start(ctx)
 
     async def report_lag() -> None:
         for reader in plane.readers():
@@ -228,8 +251,10 @@ def build_worker(
         settings,
         list(topology.topics(settings.partitions).values()),
     )
-    if not app.agents:
-        # Only the data plane reads here; Faust's consumer would fail with no topic.
+    # The PEs' agents take batches from the runtime (runtime.agents), not topics;
+    # Faust's own consumer runs only for agents reading a topic (it fails with none).
+    topic_agents = [agent for agent in app.agents.values() if isinstance(agent.channel, TopicT)]
+    if not topic_agents:
         app.boot_strategy.enable_kafka_consumer = False
 
     def health() -> dict[str, Any]:
@@ -238,7 +263,7 @@ def build_worker(
         except ConsumerNotStarted:
             assigned = set()
         # Faust reads the crowd topics; the data plane reads the data-flow ones.
-        faust_ready = bool(app.started and not app.rebalancing and (assigned or not app.agents))
+        faust_ready = bool(app.started and not app.rebalancing and (assigned or not topic_agents))
         readers = plane.readers()
         for reader in readers:
             assigned |= {f"{tp.topic}:{tp.partition}" for tp in reader.assignment()}
@@ -246,7 +271,7 @@ def build_worker(
         # Input waits but never comes: as good as down, though the broker answers probes.
         stalled = sorted(reader.topic for reader in readers if reader.stalled)
         # A worker whose PEs only follow logs (annotator, learner) has no partitions.
-        consumes = bool(app.agents or readers)
+        consumes = bool(topic_agents or readers)
         ready = faust_ready and plane_ready and (assigned or not consumes) and broker.up
         return {
             "ready": bool(ready and not stalled and not broker.missing_topics),

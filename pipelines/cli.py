@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 import yaml
 from pydantic import ValidationError
 
-from channels import cluster
 from config import Settings, load_settings
 from pipelines.logs import configure as configure_logs
-from pipelines.topology import PE_NAMES, Topology, TopologyError, load_topology, render_graph
+from pipelines.topology import Topology, TopologyError, load_topology, render_graph
+from runtime import cluster
 
 if TYPE_CHECKING:
     from pipelines.broker import EmbeddedBroker
@@ -71,9 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--pe",
         nargs="+",
-        choices=PE_NAMES,
         metavar="NAME",
-        help=f"run only these PEs ({', '.join(PE_NAMES)})",
+        help="run only these of the topology's PEs (`crowdstream topology` lists them)",
     )
     up.add_argument(
         "--set",
@@ -219,13 +218,12 @@ def _cmd_broker(args: argparse.Namespace) -> int:
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
-    import faust
     import uvloop
 
-    from channels.admin import declare_topics
     from pipelines.app import build_worker
     from pipelines.logs import logging_config
     from pipelines.web import check_port_free
+    from runtime.admin import declare_topics
 
     overrides = {
         "broker": args.broker,
@@ -272,9 +270,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
         # uvloop's event loop costs less per callback than asyncio's; the data plane
         # runs thousands of them a second.
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-        faust.Worker(
-            worker.app,
-            *worker.services,
+        worker.runner(
             loglevel=settings.log_level,
             logging_config=logging_config(settings.log_format, settings.log_level, topology.name),
             quiet=True,

@@ -9,11 +9,11 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from channels.cluster import client_options
 from channels.codec import DecodeError, decode
 from channels.dedup import FirstById
 from channels.records import ClassifiedItem
 from pipelines.pushwatch import PushReport, ReaderLag, Tally, item_id
+from runtime.cluster import client_options
 
 __all__ = ["format_item", "item_key", "push_and_follow", "push_lines", "tail_classified"]
 

@@ -11,13 +11,13 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from channels.cluster import client_options
 from channels.codec import DecodeError, encode
 from channels.jobs import TERMINAL, JobCommand, JobStatus, decode_result
 from config import Settings
 from pe.jobs.manager import check_spec
 from pe.params import ClassifierSpec
 from pipelines.jobfile import load_job_file
+from runtime.cluster import client_options
 
 __all__ = ["cancel_job", "latest_statuses", "show_status", "submit_job"]
 

@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 import orjson
 
+from pe.registry import pe_of_logger
+
 __all__ = ["CONTEXT_FIELDS", "ContextFilter", "JsonFormatter", "configure", "logging_config"]
 
 LogFormat = Literal["text", "json"]
@@ -31,19 +33,8 @@ CONTEXT_FIELDS = (
     "classifier",
     "topic",
 )
-#: Python packages of PEs: a record logged in ``pe.<name>...`` is about that PE.
-PE_PACKAGES = frozenset(
-    {"collector", "features", "classifier", "taskgen", "jobs", "annotator", "learner"}
-)
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 LEVELS = {"debug": "DEBUG", "info": "INFO", "warn": "WARNING", "error": "ERROR"}
-
-
-def pe_of(logger: str) -> str | None:
-    parts = logger.split(".")
-    if len(parts) > 1 and parts[0] == "pe" and parts[1] in PE_PACKAGES:
-        return parts[1]
-    return None
 
 
 class ContextFilter(logging.Filter):
@@ -57,7 +48,7 @@ class ContextFilter(logging.Filter):
         if self.pipeline and getattr(record, "pipeline", None) is None:
             record.pipeline = self.pipeline
         if getattr(record, "pe", None) is None:
-            record.pe = pe_of(record.name)
+            record.pe = pe_of_logger(record.name)
         return True
 
 

@@ -21,7 +21,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from channels.cluster import client_options
+from runtime.cluster import client_options
 
 __all__ = ["PushReport", "ReaderLag", "Tally", "item_id"]
 
@@ -33,7 +33,7 @@ class ReaderLag:
     """Records the consumer groups reading ``topics`` have yet to read.
 
     A reader group is one whose name ends with ``.<topic>`` (a worker's group for a
-    topic is ``<app>.<topic>``: see pe.common.dataflow).
+    topic is ``<app>.<topic>``: see runtime.dataflow).
     """
 
     def __init__(self, bootstrap: Sequence[str], topics: Sequence[str]) -> None:

@@ -7,61 +7,29 @@ printable as a graph with ``crowdstream topology``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    model_validator,
+)
 
 from channels.topics import TopicSpec, pipeline_topics
-from pe.params import ClassifierSpec, PeParams
+from pe.params import ClassifierSpec, CollectorParams
+from pe.registry import PeSpec, import_pe_modules, params_model, params_of, pe_spec, pe_specs
 
 __all__ = [
-    "PE_NAMES",
-    "PeName",
     "Topology",
     "TopologyError",
     "load_topology",
     "render_graph",
 ]
-
-PeName = Literal["collector", "features", "classifier", "taskgen", "jobs", "annotator", "learner"]
-PE_NAMES: tuple[PeName, ...] = (
-    "collector",
-    "features",
-    "classifier",
-    "taskgen",
-    "jobs",
-    "annotator",
-    "learner",
-)
-
-#: What each PE reads and writes (logical topic names), for validation and the graph.
-PE_IO: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "collector": (("http:/items", "kafka:<source_topic>"), ("items.raw", "items.rejected")),
-    "features": (("items.raw",), ("items.features", "items.rejected")),
-    "classifier": (("items.features", "control.models"), ("items.classified", "items.rejected")),
-    "taskgen": (
-        ("items.features", "control.models", "crowd.tasks", "crowd.labels"),
-        ("crowd.tasks",),
-    ),
-    "jobs": (
-        (
-            "http:/api/v1/jobs",
-            "jobs",
-            "items.features",
-            "crowd.tasks",
-            "crowd.labels",
-            "jobs.results",
-            "control.models",
-        ),
-        ("jobs", "crowd.tasks", "jobs.results", "items.rejected"),
-    ),
-    "annotator": (
-        ("crowd.tasks", "crowd.labels", "jobs.results", "crowd.pool"),
-        ("crowd.labels", "crowd.pool", "items.rejected"),
-    ),
-    "learner": (("crowd.labels", "control.models"), ("control.models",)),
-}
 
 BUILTIN_DIR = Path(__file__).parent
 
@@ -70,14 +38,32 @@ class TopologyError(ValueError):
     """A topology file is missing or invalid; the message says where."""
 
 
+def _pe_params(value: Any) -> BaseModel:
+    model = params_model()
+    return value if isinstance(value, model) else model.model_validate(value or {})
+
+
 class Topology(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,47}$")
     description: str = ""
+    #: Modules to import before the rest is read: they register PEs of their own.
+    modules: list[str] = Field(default_factory=list)
     classifiers: list[ClassifierSpec] = Field(min_length=1)
-    pes: list[PeName] = Field(default_factory=lambda: list(PE_NAMES))
-    params: PeParams = PeParams()
+    #: The PEs to run, by registered name (pe.registry); default: every one.
+    pes: list[str] = Field(default_factory=lambda: [spec.name for spec in pe_specs()])
+    #: One section per PE with parameters, and ``shedding``: pe.registry.params_model().
+    params: Annotated[SerializeAsAny[BaseModel], BeforeValidator(_pe_params)] = Field(
+        default_factory=lambda: params_model()()
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _import_modules(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("modules"), list):
+            import_pe_modules(str(module) for module in data["modules"])
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> Topology:
@@ -86,7 +72,13 @@ class Topology(BaseModel):
             raise ValueError("classifier names must be unique")
         if len(set(self.pes)) != len(self.pes):
             raise ValueError("each PE may be listed once")
+        for pe in self.pes:
+            pe_spec(pe)  # an unknown name is an error that lists the known ones
         return self
+
+    def specs(self) -> list[PeSpec]:
+        """The declarations of the PEs this topology runs, in data-flow order."""
+        return [spec for spec in pe_specs() if spec.name in self.pes]
 
     def classifier(self, name: str) -> ClassifierSpec:
         for spec in self.classifiers:
@@ -95,7 +87,8 @@ class Topology(BaseModel):
         raise KeyError(name)
 
     def topics(self, partitions: int) -> dict[str, TopicSpec]:
-        return pipeline_topics(self.name, partitions)
+        more = {key: kind for spec in self.specs() for key, kind in spec.channels.items()}
+        return pipeline_topics(self.name, partitions, more)
 
 
 def load_topology(name_or_path: str) -> Topology:
@@ -129,9 +122,9 @@ def render_graph(topology: Topology, partitions: int) -> str:
         flags = ", compacted" if spec.compacted else ""
         lines.append(f"  {spec.name} ({spec.partitions} partition(s){flags})")
     lines.append("flow:")
-    for pe in topology.pes:
-        inputs, outputs = PE_IO[pe]
-        if pe == "collector" and topology.params.collector.source_topic is None:
+    for declared in topology.specs():
+        inputs, outputs, pe = declared.inputs, declared.outputs, declared.name
+        if pe == "collector" and params_of(topology.params, CollectorParams).source_topic is None:
             inputs = tuple(i for i in inputs if not i.startswith("kafka:"))
         src = ", ".join(_topic_label(i, topics) for i in inputs)
         dst = ", ".join(_topic_label(o, topics) for o in outputs)

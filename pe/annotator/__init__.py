@@ -33,6 +33,21 @@ queue length, workers by state (away: restored, not back yet), pool events
 recruits, departures), crowd cost.
 """
 
-from pe.annotator.agent import register
+from pe.params import AnnotatorParams
+from pe.registry import PeSpec, register_pe
 
-__all__ = ["register"]
+__all__ = ["SPEC"]
+
+SPEC = register_pe(
+    PeSpec(
+        name="annotator",
+        package=__name__,
+        summary="the crowd's retainer pool answers tasks",
+        inputs=("crowd.tasks", "crowd.labels", "jobs.results", "crowd.pool"),
+        outputs=("crowd.labels", "crowd.pool", "items.rejected"),
+        agents="pe.annotator.agent:register",
+        params=AnnotatorParams,
+        singleton=True,
+        replayable=False,
+    )
+)

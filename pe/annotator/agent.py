@@ -41,10 +41,10 @@ from pe.annotator.population import PRESETS
 from pe.annotator.quality import Verdict, worker_model
 from pe.annotator.web.api import ApiConfig, CrowdApi
 from pe.annotator.web.crowd import WebCrowd
-from pe.common.context import PipelineContext
 from pe.common.http import OperatorAccess
 from pe.params import AnnotatorParams, ClassifierSpec
 from pipelines.sample import known_tags
+from runtime.context import PipelineContext
 
 __all__ = ["Annotator", "pool_config", "register"]
 
@@ -128,7 +128,7 @@ class Annotator:
 
     def __init__(self, ctx: PipelineContext) -> None:
         self._ctx = ctx
-        self.params = ctx.params.annotator
+        self.params = ctx.params_of(AnnotatorParams)
         q = self.params.quality
         # Qualification quizzes and the loop's gold questions share one gold set.
         wants_gold = self.params.qualification > 0 or (q.enabled and q.gold_rate > 0)
@@ -401,7 +401,7 @@ def api_config(ctx: PipelineContext) -> ApiConfig:
 
 def register(ctx: PipelineContext) -> None:
     annotator = Annotator(ctx)
-    params = ctx.params.annotator
+    params = ctx.params_of(AnnotatorParams)
     web_crowd: WebCrowd | None = None
     if ctx.crowd == "web":
         web_crowd = WebCrowd(join_mode=ctx.settings.crowd_join)
@@ -448,10 +448,10 @@ def register(ctx: PipelineContext) -> None:
                 annotator.job_ended(status.job_id)
 
     # Outcomes and ended jobs first: a task already answered must not be queued.
-    labels_log = ctx.follow("crowd.labels", on_labels)
-    results_log = ctx.follow("jobs.results", on_results)
-    tasks_log = ctx.follow("crowd.tasks", on_tasks)
-    pool_log = ctx.follow("crowd.pool", on_pool)
+    labels_log = ctx.follow("crowd.labels", PE, on_labels)
+    results_log = ctx.follow("jobs.results", PE, on_results)
+    tasks_log = ctx.follow("crowd.tasks", PE, on_tasks)
+    pool_log = ctx.follow("crowd.pool", PE, on_pool)
 
     async def start_pool() -> None:
         for log_ in (labels_log, results_log, tasks_log, pool_log):
@@ -468,7 +468,5 @@ def register(ctx: PipelineContext) -> None:
             annotator.start(crowd, clock)
         log.info("annotator: pool started with %d task(s) waiting", annotator.pool.waiting)
 
-    ctx.app.task(start_pool)
-    ctx.app.timer(JOURNAL_EVERY_S, name=f"{ctx.pipeline}.annotator.journal")(
-        annotator.write_journal
-    )
+    ctx.task(start_pool)
+    ctx.timer(JOURNAL_EVERY_S, f"{ctx.pipeline}.annotator.journal", annotator.write_journal)

@@ -21,6 +21,20 @@ window of recent results (pe.classifier.recent) and serves
 ``GET /api/v1/classified`` and its event stream (pe.classifier.api).
 """
 
-from pe.classifier.agent import classify, register
+from pe.params import ClassifierParams
+from pe.registry import PeSpec, register_pe
 
-__all__ = ["classify", "register"]
+__all__ = ["SPEC"]
+
+SPEC = register_pe(
+    PeSpec(
+        name="classifier",
+        package=__name__,
+        summary="every item tagged by every classifier's active model",
+        inputs=("items.features", "control.models", "items.classified", "jobs.results"),
+        outputs=("items.classified", "items.rejected"),
+        agents="pe.classifier.agent:register",
+        params=ClassifierParams,
+        singleton=False,
+    )
+)

@@ -10,15 +10,15 @@ import numpy as np
 import orjson
 from aiokafka import ConsumerRecord
 
-from channels.follower import Follower
 from pe.classifier.api import ResultsApi
 from pe.classifier.recent import RecentResults
-from pe.common.context import PipelineContext
-from pe.common.dataflow import Pending
 from pe.common.featurebatch import FeatureBatch, decode_feature_batch
 from pe.common.linear import CompiledModel
 from pe.common.modelbook import model_book
 from pe.features.text import normalize
+from pe.params import ClassifierParams, FeaturesParams
+from runtime.context import PipelineContext
+from runtime.dataflow import Pending
 
 __all__ = ["classify", "register"]
 
@@ -60,7 +60,7 @@ def classify(
 def register(ctx: PipelineContext) -> None:
     book = model_book(ctx)
     names = ctx.classifier_names()
-    n_features = ctx.params.features.dimensions
+    n_features = ctx.params_of(FeaturesParams).dimensions
     metrics = ctx.metrics
     labels = (ctx.pipeline, PE)
     latency = metrics.e2e_latency.labels(ctx.pipeline)
@@ -96,7 +96,7 @@ def register(ctx: PipelineContext) -> None:
         PE,
         decode,
         classifier,
-        ctx.params.classifier.batch_size,
+        ctx.params_of(ClassifierParams).batch_size,
         shed_key=normalize,
     )
 
@@ -104,12 +104,12 @@ def register(ctx: PipelineContext) -> None:
 def _serve_recent(ctx: PipelineContext) -> None:
     """Follow ``items.classified`` into the results API's window (every item, whichever
     process classified it), from the window's start."""
-    params = ctx.params.classifier
+    params = ctx.params_of(ClassifierParams)
     if params.recent_items == 0:
         return
     recent = RecentResults(params.recent_items, params.recent_window_s)
 
-    def take(records: Sequence[ConsumerRecord]) -> None:
+    async def take(records: Sequence[ConsumerRecord]) -> None:
         items = []
         for record in records:
             try:
@@ -121,9 +121,7 @@ def _serve_recent(ctx: PipelineContext) -> None:
         recent.add(items)
 
     since_ms = int((time.time() - params.recent_window_s) * 1000)
-    topic = ctx.topics["items.classified"].name
-    follower = Follower(ctx.bootstrap_servers, topic, take, since_ms=since_ms)
-    ctx.app.task(follower.run)
+    ctx.follow("items.classified", PE, take, since_ms=since_ms)
     token = ctx.settings.results_token
     api = ResultsApi(
         recent,

@@ -1,6 +1,6 @@
 """The active model of every classifier in this worker, fed by ``control.models``.
 
-Every process follows the whole compacted topic (see channels.follower), so each
+Every process follows the whole compacted topic (see runtime.follower), so each
 classifier instance gets every model, and a restarted one starts from the latest.
 A model is swapped in between two batches: a batch is classified by one model.
 An update that is unsigned, signed with another key, of an unknown schema version,
@@ -20,9 +20,10 @@ from aiokafka import ConsumerRecord
 
 from channels.records import ModelHeader, ModelUpdate
 from channels.signing import ModelRefused
-from pe.common.context import PipelineContext
 from pe.common.heap import release_free_heap
 from pe.common.linear import CompiledModel, compile_model
+from pe.params import FeaturesParams
+from runtime.context import PipelineContext
 
 __all__ = ["ModelBook", "model_book"]
 
@@ -33,11 +34,11 @@ class ModelBook:
     def __init__(self, ctx: PipelineContext) -> None:
         self._ctx = ctx
         self._names = set(ctx.classifier_names())
-        self._n_features = ctx.params.features.dimensions
+        self._n_features = ctx.params_of(FeaturesParams).dimensions
         # Headers only: the weights live on in ``compiled``.
         self.updates: dict[str, ModelHeader] = {}
         self.compiled: dict[str, CompiledModel] = {}
-        self._follower = ctx.follow("control.models", self.apply)
+        self._follower = ctx.follow("control.models", "models", self.apply)
 
     @property
     def caught_up(self) -> asyncio.Event:

@@ -1,7 +1,7 @@
 """Feature extractor PE.
 
 Input: ``items.raw`` (InputItem JSON from the collector or any Kafka producer), read
-in batches by the data plane (pe.common.dataflow).
+in batches by the data plane (runtime.dataflow).
 Output: ``items.features`` (FeatureItem), ``items.rejected`` (records failing
 validation); the same batch goes in memory to the classifier and task generator
 when they run in this process (fused).
@@ -14,6 +14,20 @@ Metrics: items in/out/rejected/shed (pe="features"; in = out + rejected + shed),
 kept fraction, batch processing time.
 """
 
-from pe.features.agent import register
+from pe.params import FeaturesParams
+from pe.registry import PeSpec, register_pe
 
-__all__ = ["register"]
+__all__ = ["SPEC"]
+
+SPEC = register_pe(
+    PeSpec(
+        name="features",
+        package=__name__,
+        summary="hashed features of each raw item",
+        inputs=("items.raw", "jobs.results"),
+        outputs=("items.features", "items.rejected"),
+        agents="pe.features.agent:register",
+        params=FeaturesParams,
+        singleton=False,
+    )
+)

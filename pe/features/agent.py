@@ -10,13 +10,14 @@ from aiokafka import ConsumerRecord
 
 from channels.codec import DecodeError, parse_input
 from channels.records import Item
-from pe.common.context import PipelineContext
-from pe.common.dataflow import Pending
 from pe.common.featurebatch import FeatureBatch
 from pe.features.hashing import sparse_rows
 from pe.features.simhash import simhash_rows
 from pe.features.space import FeatureSpace
 from pe.features.text import normalize
+from pe.params import FeaturesParams
+from runtime.context import PipelineContext
+from runtime.dataflow import Pending
 
 __all__ = ["register"]
 
@@ -24,7 +25,7 @@ PE = "features"
 
 
 def register(ctx: PipelineContext) -> None:
-    params = ctx.params.features
+    params = ctx.params_of(FeaturesParams)
     space = FeatureSpace(params)
     metrics = ctx.metrics
     labels = (ctx.pipeline, PE)

@@ -23,6 +23,27 @@ aggregation with gold, is what bench/counting.py compares it with) and ``species
 Metrics: jobs by kind and status, job tasks issued by kind.
 """
 
-from pe.jobs.agent import register
+from pe.registry import PeSpec, register_pe
 
-__all__ = ["register"]
+__all__ = ["SPEC"]
+
+SPEC = register_pe(
+    PeSpec(
+        name="jobs",
+        package=__name__,
+        summary="labeling, counting and enumeration jobs on the crowd",
+        inputs=(
+            "http:/api/v1/jobs",
+            "jobs",
+            "items.features",
+            "crowd.tasks",
+            "crowd.labels",
+            "jobs.results",
+            "control.models",
+        ),
+        outputs=("jobs", "crowd.tasks", "jobs.results", "items.rejected"),
+        agents="pe.jobs.agent:register",
+        params=None,
+        singleton=True,
+    )
+)

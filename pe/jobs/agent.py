@@ -14,11 +14,8 @@ from typing import Any
 from aiokafka import ConsumerRecord
 
 from channels.codec import DecodeError, decode, encode
-from channels.follower import Follower
 from channels.jobs import JobCommand, JobItem, decode_result
 from channels.records import Label, Task
-from pe.common.context import PipelineContext
-from pe.common.dataflow import Pending
 from pe.common.featurebatch import FeatureBatch, decode_feature_batch
 from pe.common.http import OperatorAccess
 from pe.common.linear import feature_matrix
@@ -30,7 +27,11 @@ from pe.jobs.counting import CountingRun
 from pe.jobs.manager import JobManager
 from pe.jobs.run import JobRun, Plan
 from pe.jobs.windows import Reservoir
+from pe.params import AnnotatorParams, CollectorParams, FeaturesParams
 from pipelines.sample import known_tags
+from runtime.context import PipelineContext
+from runtime.dataflow import Pending
+from runtime.follower import Follower
 
 __all__ = ["register"]
 
@@ -45,23 +46,36 @@ WINDOW_SAMPLE = 5000
 
 
 def register(ctx: PipelineContext) -> None:
-    annotator = ctx.params.annotator
-    space = FeatureSpace(ctx.params.features)
+    annotator = ctx.params_of(AnnotatorParams)
+    space = FeatureSpace(ctx.params_of(FeaturesParams))
     book = model_book(ctx)
     classifiers = {spec.name: spec for spec in ctx.classifiers}
 
-    def featurize(items: list[JobItem]) -> list[JobItem]:
+    async def featurize(items: list[JobItem]) -> list[JobItem]:
+        """Items with their hashed features (they train the classifier, and the model
+        scores them), computed in a thread: a job carries up to 100,000 items, and a
+        sentence embedding takes minutes for them, which the event loop must not wait."""
         todo = [item for item in items if not item.idx]
         if not todo:
             return items
-        rows = sparse_rows(space.matrix([item.text for item in todo]))
+        matrix = await asyncio.to_thread(space.matrix, [item.text for item in todo])
         done = {
             item.id: item.model_copy(update={"idx": idx, "val": val})
-            for item, (idx, val) in zip(todo, rows, strict=True)
+            for item, (idx, val) in zip(todo, sparse_rows(matrix), strict=True)
         }
         return [done.get(item.id, item) for item in items]
 
-    manager = JobManager(classifiers, featurize=featurize, quality=ctx.params.annotator.quality)
+    async def featurized(command: JobCommand) -> JobCommand:
+        """``command`` with features on the items it carries, before the manager sees it."""
+        update: dict[str, Any] = {}
+        if command.items:
+            update["items"] = await featurize(command.items)
+        if command.spec is not None and command.spec.items:
+            items = await featurize(command.spec.items)
+            update["spec"] = command.spec.model_copy(update={"items": items})
+        return command.model_copy(update=update) if update else command
+
+    manager = JobManager(classifiers, quality=annotator.quality)
     gold = {
         name: [(text, tag) for _, text, tag in found]
         for name, found in known_tags(
@@ -78,9 +92,11 @@ def register(ctx: PipelineContext) -> None:
         apply: Callable[[Any], None],
         *,
         owned: bool = False,
+        prepare: Callable[[Any], Awaitable[Any]] | None = None,
     ) -> Callable[[Sequence[ConsumerRecord]], Awaitable[None]]:
         """``owned``: the topic is this PE's to police (bad records are rejected here;
-        on the others, by the PE that owns them)."""
+        on the others, by the PE that owns them). ``prepare``: the event's work that
+        must not run on the event loop, done before it is applied or kept to replay."""
 
         async def handle(records: Sequence[ConsumerRecord]) -> None:
             for record in records:
@@ -93,6 +109,8 @@ def register(ctx: PipelineContext) -> None:
                     continue
                 if event is None:
                     continue
+                if prepare is not None:
+                    event = await prepare(event)
                 if ready.is_set():
                     apply(event)
                 else:
@@ -112,12 +130,32 @@ def register(ctx: PipelineContext) -> None:
     logs = [
         ctx.follow(
             "jobs",
-            handler("commands", lambda r: decode(JobCommand, r), manager.command, owned=True),
+            PE,
+            handler(
+                "commands",
+                lambda r: decode(JobCommand, r),
+                manager.command,
+                owned=True,
+                prepare=featurized,
+            ),
         ),
-        ctx.follow("crowd.tasks", handler("tasks", job_task, manager.task)),
-        ctx.follow("crowd.labels", handler("labels", job_label, manager.outcome)),
-        ctx.follow("jobs.results", handler("results", decode_result, manager.result)),
+        ctx.follow("crowd.tasks", PE, handler("tasks", job_task, manager.task)),
+        ctx.follow("crowd.labels", PE, handler("labels", job_label, manager.outcome)),
+        ctx.follow("jobs.results", PE, handler("results", decode_result, manager.result)),
     ]
+
+    ctx.durable(
+        PE,
+        lambda: {
+            job_id: {
+                "progress": run.progress(),
+                "cost": round(run.cost, 6),
+                "emitted": sorted(run.emitted),
+                "terminal": run.terminal,
+            }
+            for job_id, run in sorted(manager.runs.items())
+        },
+    )
 
     async def start() -> None:
         for follower in logs:
@@ -325,10 +363,10 @@ def register(ctx: PipelineContext) -> None:
         manager,
         send,
         operator=operator,
-        max_body_bytes=ctx.params.collector.max_body_bytes,
+        max_body_bytes=ctx.params_of(CollectorParams).max_body_bytes,
         label_tasks_only=ctx.crowd == "web",
     )
     ctx.routes.extend(api.routes())
     ctx.consume("items.features", PE, decode_batch, take_stream)
-    ctx.app.task(start)
-    ctx.app.timer(TICK_S, name=f"{ctx.pipeline}.jobs.tick")(tick)
+    ctx.task(start)
+    ctx.timer(TICK_S, f"{ctx.pipeline}.jobs.tick", tick)

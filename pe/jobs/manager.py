@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from channels.jobs import (
@@ -20,7 +20,6 @@ from channels.jobs import (
     EnumerationJob,
     ItemResult,
     JobCommand,
-    JobItem,
     JobStatus,
     LabelingJob,
 )
@@ -71,9 +70,6 @@ class Step:
 @dataclass
 class JobManager:
     classifiers: Mapping[str, ClassifierSpec]
-    #: Adds hashed features to a job's items (they train the classifier, and the
-    #: model scores them).
-    featurize: Callable[[list[JobItem]], list[JobItem]] = lambda items: items
     #: The quality loop's parameters: its prior for an unknown worker.
     quality: QualityParams = field(default_factory=QualityParams)
     runs: dict[str, JobRun] = field(default_factory=dict)
@@ -97,8 +93,6 @@ class JobManager:
             if run is not None or command.spec is None:
                 return  # a repeated submission: the first one stands
             run = _run(command.job_id, command.spec, command.ts, self.workers)
-            if run.items:
-                run.items = {item.id: item for item in self.featurize(list(run.items.values()))}
             self.runs[command.job_id] = run
             problem = check_spec(command.spec, self.classifiers)
             if problem is not None:
@@ -113,9 +107,9 @@ class JobManager:
         if command.action == "cancel":
             run.finish("cancelled", command.reason or "cancelled by the user", command.ts)
         elif command.action == "items":
-            run.take_items(self.featurize(command.items))
+            run.take_items(command.items)
         elif command.action == "window":
-            run.close_window(self.featurize(command.items), command.seen, command.predicted_sum)
+            run.close_window(command.items, command.seen, command.predicted_sum)
         elif command.action == "shed":
             run.take_shed(command.shed)
 

@@ -15,6 +15,20 @@ Metrics: labels in, models out (pe="learner"), models trained by outcome, labels
 per classifier.
 """
 
-from pe.learner.agent import register
+from pe.params import LearnerParams
+from pe.registry import PeSpec, register_pe
 
-__all__ = ["register"]
+__all__ = ["SPEC"]
+
+SPEC = register_pe(
+    PeSpec(
+        name="learner",
+        package=__name__,
+        summary="models learned from the crowd's labels",
+        inputs=("crowd.labels", "control.models"),
+        outputs=("control.models",),
+        agents="pe.learner.agent:register",
+        params=LearnerParams,
+        singleton=True,
+    )
+)

@@ -12,11 +12,12 @@ from aiokafka import ConsumerRecord
 
 from channels.codec import DecodeError, decode
 from channels.records import Label
-from pe.common.context import PipelineContext
 from pe.common.lifecycle import background_helper
 from pe.common.modelbook import model_book
 from pe.learner.state import ClassifierLearner
 from pe.learner.trainers import make_trainer
+from pe.params import FeaturesParams, LearnerParams, TaskgenParams
+from runtime.context import PipelineContext
 
 __all__ = ["register"]
 
@@ -56,7 +57,7 @@ class Fitter:
 
 
 def register(ctx: PipelineContext) -> None:
-    params = ctx.params.learner
+    params = ctx.params_of(LearnerParams)
     book = model_book(ctx)
     learners = {
         spec.name: ClassifierLearner(
@@ -65,11 +66,11 @@ def register(ctx: PipelineContext) -> None:
             make_trainer(
                 spec.family or params.family_default,
                 spec.tags,
-                ctx.params.features.dimensions,
+                ctx.params_of(FeaturesParams).dimensions,
                 c=params.c,
                 lr=params.river_lr,
             ),
-            passive_share=ctx.params.taskgen.passive_share,
+            passive_share=ctx.params_of(TaskgenParams).passive_share,
         )
         for spec in ctx.classifiers
     }
@@ -92,7 +93,18 @@ def register(ctx: PipelineContext) -> None:
             if learner is not None:
                 learner.add(label)
 
-    labels_log = ctx.follow("crowd.labels", on_labels)
+    labels_log = ctx.follow("crowd.labels", PE, on_labels)
+    ctx.durable(
+        PE,
+        lambda: {
+            name: {
+                "items": sorted(learner.items),
+                "train": learner.n_train,
+                "holdout": len(learner.holdout),
+            }
+            for name, learner in learners.items()
+        },
+    )
 
     async def train_due() -> None:
         # Until both logs are read, a retrain would repeat models already published.
@@ -131,4 +143,4 @@ def register(ctx: PipelineContext) -> None:
                 update.n_train,
             )
 
-    ctx.app.timer(TRAIN_CHECK_S, name=f"{ctx.pipeline}.learner.train")(train_due)
+    ctx.timer(TRAIN_CHECK_S, f"{ctx.pipeline}.learner.train", train_due)

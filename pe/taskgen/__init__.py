@@ -17,6 +17,20 @@ Metrics: items in and out (pe="taskgen"), crowd tasks by classifier and kind, ne
 skipped by classifier.
 """
 
-from pe.taskgen.agent import register
+from pe.params import TaskgenParams
+from pe.registry import PeSpec, register_pe
 
-__all__ = ["register"]
+__all__ = ["SPEC"]
+
+SPEC = register_pe(
+    PeSpec(
+        name="taskgen",
+        package=__name__,
+        summary="crowd tasks for the items worth labelling",
+        inputs=("items.features", "control.models", "crowd.tasks", "crowd.labels"),
+        outputs=("crowd.tasks",),
+        agents="pe.taskgen.agent:register",
+        params=TaskgenParams,
+        singleton=True,
+    )
+)

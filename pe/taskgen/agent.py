@@ -12,12 +12,13 @@ from aiokafka import ConsumerRecord
 
 from channels.codec import DecodeError, decode, encode
 from channels.records import Label, Task
-from pe.common.context import PipelineContext
-from pe.common.dataflow import Pending
 from pe.common.featurebatch import FeatureBatch, decode_feature_batch
 from pe.common.linear import feature_matrix
 from pe.common.modelbook import ModelBook, model_book
+from pe.params import AnnotatorParams, FeaturesParams, TaskgenParams
 from pe.taskgen.sampler import Candidate, ClassifierSampler, LoadGovernor, Scorer, TokenBucket
+from runtime.context import PipelineContext
+from runtime.dataflow import Pending
 
 __all__ = ["register"]
 
@@ -39,9 +40,9 @@ def _scorer(book: ModelBook, classifier: str) -> Scorer | None:
 
 
 def register(ctx: PipelineContext) -> None:
-    params = ctx.params.taskgen
-    pool_size = ctx.params.annotator.pool_size
-    n_features = ctx.params.features.dimensions
+    params = ctx.params_of(TaskgenParams)
+    pool_size = ctx.params_of(AnnotatorParams).pool_size
+    n_features = ctx.params_of(FeaturesParams).dimensions
     book = model_book(ctx)
     rng = random.Random(params.seed)
     samplers = {
@@ -98,7 +99,7 @@ def register(ctx: PipelineContext) -> None:
                 # A training task shed from a full crowd queue was never labeled.
                 sampler.mark_shed(label.item_id, label.task_id)
 
-    logs = (ctx.follow("crowd.tasks", restore), ctx.follow("crowd.labels", outcomes))
+    logs = (ctx.follow("crowd.tasks", PE, restore), ctx.follow("crowd.labels", PE, outcomes))
 
     async def decode_batch(records: Sequence[ConsumerRecord]) -> tuple[FeatureBatch, Pending]:
         # Bad records are the classifier's to reject and count; here they are skipped.
@@ -153,8 +154,12 @@ def register(ctx: PipelineContext) -> None:
                 sampler.near_duplicates - skipped
             )
             for candidate, kind in picks:
+                # Named by the item and its attempt: a replay of the logs names it again
+                # the same way, and a task issued again after a shed gets a new name.
+                attempt = sampler.attempt(candidate.item_id)
+                name = f"{ctx.pipeline}/{spec.name}/{candidate.item_id}/{attempt}"
                 task = Task(
-                    task_id=uuid.uuid4().hex,
+                    task_id=uuid.uuid5(uuid.NAMESPACE_URL, name).hex,
                     item_id=candidate.item_id,
                     classifier=spec.name,
                     question=spec.question,
@@ -183,5 +188,12 @@ def register(ctx: PipelineContext) -> None:
         await ctx.flush(pending)
         ctx.metrics.items_out.labels(ctx.pipeline, PE).inc(len(pending))
 
+    ctx.durable(
+        PE,
+        lambda: {
+            "samplers": {name: sampler.snapshot() for name, sampler in samplers.items()},
+            "unanswered": sorted(unanswered),
+        },
+    )
     ctx.consume("items.features", PE, decode_batch, taskgen)
-    ctx.app.timer(params.round_interval_s, name=f"{ctx.pipeline}.taskgen.round")(issue_round)
+    ctx.timer(params.round_interval_s, f"{ctx.pipeline}.taskgen.round", issue_round)

@@ -131,6 +131,8 @@ class ClassifierSampler:
         self._passive = _Share()
         #: Tasks shed so far: one read back from the log after its shed is not issued.
         self._shed: set[str] = set()
+        #: Every task of each item ever issued (shed ones too): numbers the next one.
+        self._tasks_of: dict[str, set[str]] = {}
 
     @property
     def budget_left(self) -> int:
@@ -144,6 +146,8 @@ class ClassifierSampler:
     def mark_issued(self, item_id: str, sig: int, task_id: str | None = None) -> None:
         """Record a task of ``item_id`` issued (here, by another instance, or read back
         from the log); idempotent. ``task_id`` None: a pick whose task has no id yet."""
+        if task_id is not None:
+            self._tasks_of.setdefault(item_id, set()).add(task_id)
         if task_id is not None and task_id in self._shed:
             return  # its shed was read first (two logs, read independently)
         issued = self.issued.get(item_id)
@@ -159,6 +163,7 @@ class ClassifierSampler:
         may be picked again. Idempotent, and either of the task and its shed may be
         read first."""
         self._shed.add(task_id)
+        self._tasks_of.setdefault(item_id, set()).add(task_id)
         issued = self.issued.get(item_id)
         if issued is None or task_id not in issued.tasks:
             return
@@ -166,6 +171,18 @@ class ClassifierSampler:
         if not issued.tasks:
             del self.issued[item_id]
             self.signatures.discard(issued.sig)
+
+    def attempt(self, item_id: str) -> int:
+        """How many tasks of ``item_id`` were issued before (the number of the next)."""
+        return len(self._tasks_of.get(item_id, ()))
+
+    def snapshot(self) -> dict[str, object]:
+        """What this sampler rebuilds from the logs (the buffer refills from the stream)."""
+        return {
+            "issued": {item: sorted(issued.tasks) for item, issued in sorted(self.issued.items())},
+            "shed": sorted(self._shed),
+            "budget_left": self.budget_left,
+        }
 
     def select(
         self,

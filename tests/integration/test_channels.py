@@ -11,11 +11,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
-from channels.admin import declare_topics
-from channels.batches import Publisher
-from channels.follower import Follower
 from channels.topics import TopicPolicy, TopicSpec
 from pipelines.broker import EmbeddedBroker
+from runtime.admin import declare_topics
+from runtime.batches import Publisher
+from runtime.follower import Follower
 from tests.integration.conftest import wait_until
 
 pytestmark = pytest.mark.integration

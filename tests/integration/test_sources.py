@@ -14,9 +14,9 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from channels.admin import declare_topics
 from channels.topics import TopicPolicy, TopicSpec
 from pipelines.broker import EmbeddedBroker, free_port
+from runtime.admin import declare_topics
 from tests.integration.conftest import read_topic, start_worker, values, write_topology
 
 pytestmark = pytest.mark.integration

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 
-from channels import batches
-from channels.batches import BatchReader
+from runtime import batches
+from runtime.batches import BatchReader
 
 TP = TopicPartition("t", 0)
 

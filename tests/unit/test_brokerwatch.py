@@ -7,9 +7,9 @@ import logging
 
 import pytest
 
-from channels.admin import wait_for_broker
-from channels.brokerwatch import BrokerWatch
 from pipelines.broker import free_port
+from runtime.admin import wait_for_broker
+from runtime.brokerwatch import BrokerWatch
 
 
 def test_an_outage_is_reported_once_when_it_starts_and_once_when_it_ends() -> None:
@@ -35,7 +35,7 @@ def test_a_second_outage_is_timed_from_its_own_start() -> None:
 def test_waiting_for_an_absent_broker_ends_with_a_clear_error(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="channels.admin")
+    caplog.set_level(logging.INFO, logger="runtime.admin")
     port = free_port()
     with pytest.raises(ConnectionError, match=f"127.0.0.1:{port} not reachable after 1 s"):
         asyncio.run(wait_for_broker([f"127.0.0.1:{port}"], timeout_s=1.0))

@@ -10,9 +10,9 @@ import certifi
 import faust
 import pytest
 
-from channels import cluster
 from channels.topics import TopicPolicy, pipeline_topics
 from config import load_settings
+from runtime import cluster
 
 
 @pytest.fixture(autouse=True)

@@ -8,6 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from config import load_settings
+from pe.params import AnnotatorParams, TaskgenParams
+from pe.registry import params_of
 from pipelines.cli import _topology
 from pipelines.topology import TopologyError, load_topology, render_graph
 
@@ -49,8 +51,8 @@ def test_crisis_topology_and_its_graph() -> None:
     graph = render_graph(topology, partitions=4)
     assert "crisis.control.models (1 partition(s), compacted)" in graph
     assert (
-        "[crisis.items.raw] --> (features) --> [crisis.items.features, crisis.items.rejected]"
-        in graph
+        "[crisis.items.raw, crisis.jobs.results] --> (features) --> "
+        "[crisis.items.features, crisis.items.rejected]" in graph
     )
 
 
@@ -85,8 +87,8 @@ def test_unknown_pipeline_lists_the_built_in_ones() -> None:
 def test_set_overrides_parameters_and_validates_them() -> None:
     settings = load_settings()
     topology = _topology("crisis", settings, ["annotator.speed=20", "taskgen.active_fraction=0"])
-    assert topology.params.annotator.speed == 20
-    assert topology.params.taskgen.active_fraction == 0
+    assert params_of(topology.params, AnnotatorParams).speed == 20
+    assert params_of(topology.params, TaskgenParams).active_fraction == 0
     with pytest.raises(TopologyError, match="PE.PARAM=VALUE"):
         _topology("crisis", settings, ["speed=20"])
     with pytest.raises(TopologyError, match="invalid --set"):

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from config import Settings
 from pe.common.metrics import Metrics
+from pe.registry import pe_specs
 from pipelines.cli import _parser
 from pipelines.kafka.dist import kafka_version
 from pipelines.kafka.node import BROKER_DEFAULTS
@@ -26,7 +27,7 @@ WORKERS = {name: svc for name, svc in SERVICES.items() if svc.get("build")}
 PROMETHEUS = yaml.safe_load((ROOT / "deploy/prometheus.yml").read_text())
 DASHBOARD = orjson.loads((ROOT / "deploy/grafana/dashboards/crowdstream.json").read_bytes())
 #: PEs whose state is one per pipeline: exactly one replica may run them.
-SINGLETONS = {"taskgen", "annotator", "jobs", "learner"}
+SINGLETONS = {spec.name for spec in pe_specs() if spec.singleton}
 
 
 def _families() -> dict[str, set[str]]:

@@ -9,7 +9,7 @@ from aiokafka import ConsumerRecord
 
 from channels.codec import decode
 from channels.records import ClassifiedItem, FeatureItem, Item, LinearModel, SparseRow
-from pe.classifier import classify
+from pe.classifier.agent import classify
 from pe.common.featurebatch import FeatureBatch, decode_feature_batch
 from pe.common.linear import compile_model
 from pe.features.hashing import FeatureHasher, sparse_rows

@@ -39,8 +39,8 @@ def test_records_carry_the_pipeline_pe_and_ids(capture: io.StringIO) -> None:
     logging.getLogger("pe.annotator.agent").info(
         "label %s", "labeled", extra={"item_id": "dm-1", "task_id": "t-9"}
     )
-    logging.getLogger("channels.follower").warning("caught up")
-    logging.getLogger("pe.common.context").debug("rejected", extra={"pe": "collector"})
+    logging.getLogger("runtime.follower").warning("caught up")
+    logging.getLogger("runtime.context").debug("rejected", extra={"pe": "collector"})
     labeled, follower, rejected = _records(capture)
     assert labeled["msg"] == "label labeled" and labeled["level"] == "info"
     assert labeled["pipeline"] == "crisis" and labeled["pe"] == "annotator"

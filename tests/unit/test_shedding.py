@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from channels.shedding import Shedder, SheddingPolicy
+from channels.shedding import SheddingPolicy
+from runtime.shedding import Shedder
 
 
 @dataclass(frozen=True)

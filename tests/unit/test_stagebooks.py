@@ -12,9 +12,9 @@ from aiokafka import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
 from channels.shedding import SheddingPolicy
-from pe.common import stagebooks
 from pe.common.metrics import Metrics
-from pe.common.stagebooks import StageShedder
+from runtime import stagebooks
+from runtime.stagebooks import StageShedder
 
 # Judged on windows of 50 ms, so the test runs in moments.
 POLICY = SheddingPolicy(

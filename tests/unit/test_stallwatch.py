@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from channels.stallwatch import StallWatch
+from runtime.stallwatch import StallWatch
 
 
 def test_a_quiet_reader_checks_once_per_interval() -> None:

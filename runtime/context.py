@@ -13,24 +13,30 @@ import faust
 from aiohttp import web
 from aiokafka import ConsumerRecord
 from faust.types import TopicT
+from pydantic import BaseModel
 
 from channels.codec import encode, rejected
-from channels.follower import Follower, Handler
 from channels.jobs import JobCommand, job_status
+from channels.shedding import SheddingPolicy
 from channels.signing import ModelSigner
 from channels.topics import TopicSpec
-from channels.windows import WindowRegistry
 from config import Settings
-from pe.common.dataflow import DataPlane, Decoder, Pending, Sink
 from pe.common.metrics import Metrics
-from pe.common.stagebooks import StageShedder
-from pe.params import ClassifierSpec, PeParams
+from pe.params import ClassifierSpec
+from pe.registry import params_of, pe_spec
+from runtime.agents import BatchAgent
+from runtime.dataflow import DataPlane, Decoder, Pending, Sink
+from runtime.follower import Follower, FollowerFactory, Handler
+from runtime.stagebooks import StageShedder
+from runtime.windows import WindowRegistry
 
 __all__ = ["PipelineContext"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+R = TypeVar("R")
+P = TypeVar("P", bound=BaseModel)
 
 #: Channels a stage may read straight from its writer when both run in one process.
 FUSED_WRITERS = {"items.features": "features"}
@@ -43,7 +49,8 @@ class PipelineContext:
     app: faust.App
     pipeline: str
     classifiers: list[ClassifierSpec]
-    params: PeParams
+    #: The topology's ``params``, an instance of pe.registry.params_model().
+    params: BaseModel
     topics: dict[str, TopicSpec]
     bootstrap_servers: list[str]
     metrics: Metrics
@@ -57,9 +64,23 @@ class PipelineContext:
     routes: list[web.RouteDef] = field(default_factory=list)
     #: Called when the web server stops, before it waits for open requests.
     web_closing: list[Callable[[], None]] = field(default_factory=list)
+    #: Makes the reader of a log followed from its start (see :meth:`follow`); the
+    #: test harness (runtime.testing) passes one that reads from memory.
+    new_follower: FollowerFactory = Follower
+    #: The PEs' periodic work and background tasks (Faust runs them; the test
+    #: harness runs them when told).
+    timers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    tasks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    #: Each PE's durable state (what it rebuilds from logs on a restart), as plain
+    #: data: the contract suite (pipelines.contract) compares it across a restart.
+    snapshots: dict[str, Callable[[], object]] = field(default_factory=dict)
     _faust_topics: dict[str, TopicT] = field(default_factory=dict)
     _followers: dict[str, Follower] = field(default_factory=dict)
     _shared: dict[str, Any] = field(default_factory=dict)
+
+    def params_of(self, kind: type[P]) -> P:
+        """The pipeline's parameters of type ``kind`` (a PE's section, or shedding)."""
+        return params_of(self.params, kind)
 
     def topic(self, key: str) -> TopicT:
         """The Faust topic of a channel; values and keys stay bytes (PEs decode them)."""
@@ -120,15 +141,17 @@ class PipelineContext:
         has dropped what it must (if the pipeline enables it and ``shed_key``, the
         text key that makes two items near-duplicates, is given).
         """
+        self._check_reads(pe, key)
+        agent = self.agent(pe, key, sink)
         if self.is_fused(key):
-            self.plane.attach(self.topics[key].name, sink)
+            self.plane.attach(self.topics[key].name, agent)
             return
         topic = self.topics[key].name
         shedder = None
-        if shed_key is not None and self.params.shedding.enabled:
+        if shed_key is not None and self.params_of(SheddingPolicy).enabled:
             windows = self.job_windows()
             shedder = StageShedder(
-                self.params.shedding,
+                self.params_of(SheddingPolicy),
                 self.metrics,
                 self.pipeline,
                 pe,
@@ -137,7 +160,7 @@ class PipelineContext:
                 protect=windows.protects,
                 witness=windows.witness,
             )
-        self.plane.read(topic, pe, decoder, sink, batch_size, shedder)
+        self.plane.read(topic, pe, decoder, agent, batch_size, shedder)
 
     def is_fused(self, key: str) -> bool:
         """Do readers of channel ``key`` in this process get batches from its writer?"""
@@ -145,25 +168,74 @@ class PipelineContext:
 
     def read_topic(self, topic: str, pe: str, decoder: Decoder, sink: Sink) -> None:
         """Read a topic outside the pipeline (a collector source) in batches."""
-        self.plane.read(topic, pe, decoder, sink)
+        self.plane.read(topic, pe, decoder, self.agent(pe, topic, sink))
+
+    def agent(
+        self, owner: str, channel: str, handler: Callable[[T], Awaitable[R]]
+    ) -> BatchAgent[T, R]:
+        """``handler`` as the Faust agent ``<pipeline>.<owner>.<channel>`` (see
+        runtime.agents): ``owner`` is a PE, or a part several PEs share."""
+        name = f"{self.pipeline}.{owner}.{channel}"
+        if name in self.app.agents:
+            raise ValueError(f"{owner} already has an agent on {channel}: one handler a channel")
+        return BatchAgent(self.app, name, handler)
 
     async def deliver(self, key: str, unit: Any) -> Pending:
         """Pass a batch just written to channel ``key`` to the fused stages reading it."""
         return await self.plane.deliver(self.topics[key].name, unit)
 
-    def follow(self, key: str, handler: Handler) -> Follower:
-        """Read channel ``key`` from its start in this process (see channels.follower).
+    def durable(self, owner: str, snapshot: Callable[[], object]) -> None:
+        """Declare ``owner``'s state rebuilt from logs: ``snapshot()`` gives it as
+        plain data (sorted, no timestamps), equal before and after a restart."""
+        self.snapshots[owner] = snapshot
 
-        One follower per channel and process: later callers share its records.
+    def timer(self, interval_s: float, name: str, work: Callable[[], Awaitable[None]]) -> None:
+        """Run ``work`` every ``interval_s`` seconds, as the Faust timer ``name``."""
+        self.timers.append(work)
+        self.app.timer(interval_s, name=name)(work)
+
+    def task(self, work: Callable[[], Awaitable[None]]) -> None:
+        """Run ``work`` once the worker has started, as a Faust task."""
+        self.tasks.append(work)
+        self.app.task(work)
+
+    def follow(
+        self, key: str, owner: str, handler: Handler, *, since_ms: int | None = None
+    ) -> Follower:
+        """Read channel ``key`` from its start in this process (see runtime.follower),
+        each batch taken by ``handler`` as the agent of ``owner`` (see :meth:`agent`).
+
+        One follower per channel and process: later callers share its records. With
+        ``since_ms`` the follower is the caller's own and starts at the first record
+        written at or after that time (epoch milliseconds).
         """
-        if key in self._followers:
+
+        async def take(records: Sequence[ConsumerRecord]) -> None:
+            result = handler(records)
+            if result is not None:
+                await result
+
+        if owner in self.pes:
+            self._check_reads(owner, key)
+        agent = self.agent(owner, key, take)
+        if since_ms is None and key in self._followers:
             existing = self._followers[key]
-            existing.add_handler(handler)
+            existing.add_handler(agent)
             return existing
-        follower = Follower(self.bootstrap_servers, self.topics[key].name, handler)
-        self._followers[key] = follower
-        self.app.task(follower.run)
+        follower = self.new_follower(
+            self.bootstrap_servers, self.topics[key].name, agent, since_ms=since_ms
+        )
+        if since_ms is None:
+            self._followers[key] = follower
+        self.task(follower.run)
         return follower
+
+    @staticmethod
+    def _check_reads(pe: str, key: str) -> None:
+        # The registry's inputs draw the topology graph and check deployments: a PE
+        # reading more than it declares would make them wrong.
+        if not pe_spec(pe).reads(key):
+            raise ValueError(f"PE {pe!r} reads {key!r}, which its PeSpec.inputs do not list")
 
     def job_windows(self) -> WindowRegistry:
         """The jobs' open stream windows, for this worker's shedding stages.
@@ -187,8 +259,8 @@ class PipelineContext:
                     command = JobCommand(action="shed", job_id=job_id, shed=count, ts=now)
                     await (await self.send("jobs", job_id, encode(command)))
 
-            self.follow("jobs.results", on_results)
-            self.app.timer(1.0, name=f"{self.pipeline}.windows.report")(report)
+            self.follow("jobs.results", "windows", on_results)
+            self.timer(1.0, f"{self.pipeline}.windows.report", report)
             return registry
 
         return self.shared("job_windows", create)

@@ -13,8 +13,8 @@ from collections.abc import Iterable
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
-from channels.cluster import client_options
 from channels.topics import TopicPolicy, TopicSpec
+from runtime.cluster import client_options
 
 __all__ = ["declare_topics", "partitions_of", "wait_for_broker"]
 

@@ -14,18 +14,30 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
-from channels.admin import partitions_of
-from channels.cluster import client_options
+from runtime.admin import partitions_of
+from runtime.cluster import client_options
 
-__all__ = ["Follower", "Handler"]
+__all__ = ["Follower", "FollowerFactory", "Handler"]
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Sequence[ConsumerRecord]], Awaitable[None] | None]
+
+
+class FollowerFactory(Protocol):
+    def __call__(
+        self,
+        bootstrap_servers: list[str],
+        topic: str,
+        handler: Handler,
+        *,
+        since_ms: int | None = None,
+    ) -> Follower: ...
 
 
 class Follower:

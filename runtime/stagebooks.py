@@ -18,8 +18,9 @@ from typing import Any, Protocol
 import orjson
 from aiokafka import ConsumerRecord
 
-from channels.shedding import RecordHook, Shedder, SheddingPolicy
+from channels.shedding import SheddingPolicy
 from pe.common.metrics import Metrics
+from runtime.shedding import RecordHook, Shedder
 
 __all__ = ["StageShedder"]
 
@@ -30,7 +31,7 @@ REPORT_EVERY_S = 10.0
 
 
 class Reading(Protocol):
-    """What shedding asks of a stage's reader (channels.batches.BatchReader)."""
+    """What shedding asks of a stage's reader (runtime.batches.BatchReader)."""
 
     @property
     def resumed(self) -> int:

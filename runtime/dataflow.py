@@ -25,7 +25,7 @@ from typing import Any
 from aiokafka import ConsumerRecord
 from mode import Service
 
-from channels.batches import BatchReader, Publisher
+from runtime.batches import BatchReader, Publisher
 
 __all__ = ["DataPlane", "Decoder", "Pending", "Sink"]
 
@@ -68,10 +68,12 @@ class ReaderSettings:
 class DataPlane(Service):
     """Readers of this worker's data-flow channels and its one producer."""
 
-    def __init__(self, settings: ReaderSettings, on_error: OnError) -> None:
+    def __init__(
+        self, settings: ReaderSettings, on_error: OnError, publisher: Publisher | None = None
+    ) -> None:
         super().__init__()
         self.settings = settings
-        self.publisher = Publisher(settings.bootstrap_servers)
+        self.publisher = publisher or Publisher(settings.bootstrap_servers)
         self._on_error = on_error
         self._routes: dict[str, _Route] = {}
         self._local: dict[str, list[Sink]] = {}
@@ -141,13 +143,24 @@ class DataPlane(Service):
 
     async def _run(self, route: _Route, reader: BatchReader) -> None:
         async for records in reader.batches():
-            pending: Pending = []
-            try:
-                kept = route.shed(records) if route.shed else records
-                unit, pending = await route.decoder(kept)
-                for sink in route.sinks:
-                    pending.extend(await sink(unit))
-            except Exception as exc:
-                log.exception("%s: a batch of %s failed", route.pe, route.topic)
-                pending.extend(await self._on_error(route.pe, records, exc))
-            await reader.done(records, pending)
+            await reader.done(records, await self._take(route, records))
+
+    async def take(self, topic: str, records: Sequence[ConsumerRecord]) -> Pending:
+        """Pass one batch of ``topic`` through its stages as a reader would (the test
+        harness's way in); the futures of everything it sent."""
+        return await self._take(self._routes[topic], records)
+
+    def topics_read(self) -> list[str]:
+        return list(self._routes)
+
+    async def _take(self, route: _Route, records: Sequence[ConsumerRecord]) -> Pending:
+        pending: Pending = []
+        try:
+            kept = route.shed(records) if route.shed else records
+            unit, pending = await route.decoder(kept)
+            for sink in route.sinks:
+                pending.extend(await sink(unit))
+        except Exception as exc:
+            log.exception("%s: a batch of %s failed", route.pe, route.topic)
+            pending.extend(await self._on_error(route.pe, records, exc))
+        return pending

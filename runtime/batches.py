@@ -31,8 +31,8 @@ from aiokafka.errors import (
 )
 from aiokafka.partitioner import murmur2
 
-from channels.cluster import client_options
-from channels.stallwatch import StallWatch
+from runtime.cluster import client_options
+from runtime.stallwatch import StallWatch
 
 __all__ = ["BatchReader", "Publisher"]
 
@@ -259,7 +259,7 @@ class BatchReader:
     @property
     def stalled(self) -> bool:
         """The broker holds unread records for us but has returned none for a while
-        (see channels.stallwatch); False again once records come."""
+        (see runtime.stallwatch); False again once records come."""
         return self._stall.stalled
 
     def lag(self) -> int | None:

@@ -1,0 +1,1 @@
+"""Examples of extending crowdstream: PEs written the way a user writes one."""

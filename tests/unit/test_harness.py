@@ -1,0 +1,45 @@
+"""The test harness shipped in pipelines.testing runs PEs in memory, as a worker would."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipelines.testing import PeHarness
+from pipelines.topology import load_topology
+
+EXAMPLE = load_topology(str(Path(__file__).parents[2] / "examples" / "language.yaml"))
+
+
+async def test_fused_stages_run_in_memory_and_bad_input_goes_to_dead_letters() -> None:
+    async with PeHarness(EXAMPLE, ["features", "classifier", "language"]) as run:
+        await run.feed(
+            "items.raw",
+            [
+                {"id": "a", "text": "We need water and food, please help"},
+                b"{not json",
+                {"id": "b", "text": "نحتاج إلى الماء"},
+            ],
+        )
+        languages = {tag["id"]: tag for tag in run.outputs("items.languages")}
+        classified = [item["id"] for item in run.outputs("items.classified")]
+        [rejected] = run.outputs("items.rejected")
+    assert languages["a"]["language"] == "en" and languages["b"]["script"] == "ARABIC"
+    assert classified == ["a", "b"]
+    assert rejected["stage"] == "features" and rejected["raw"] == "{not json"
+
+
+async def test_a_pe_reads_back_its_own_log_and_rebuilds_from_given_logs() -> None:
+    crisis = load_topology("crisis")
+    item = {"id": "x1", "text": "water needed at the school", "meta": {"truth": {}}}
+    async with PeHarness(crisis, ["features", "taskgen"]) as run:
+        await run.feed("items.raw", [item])
+        await run.tick()
+        tasks = run.outputs("crowd.tasks")
+        issued = run.state("taskgen")
+    assert sorted(task["classifier"] for task in tasks) == ["aid_related", "request"]
+    # A restarted task generator given its log issues nothing new for the same item.
+    async with PeHarness(crisis, ["features", "taskgen"], logs={"crowd.tasks": tasks}) as again:
+        assert again.state("taskgen") == issued
+        await again.feed("items.raw", [item])
+        await again.tick()
+        assert again.outputs("crowd.tasks") == []
