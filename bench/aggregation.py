@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from crowdkit.aggregation import DawidSkene, MajorityVote
 
 from pe.annotator.population import PRESETS, simulate_answers
-from pe.annotator.quality import WorkerQuality
+from pe.common.quality import WorkerQuality
 from pipelines.sample import SAMPLE_PATH, load_tagged
 
 TAGS = ["yes", "no"]

@@ -45,9 +45,9 @@ from pe.annotator.latency import MaintenanceRule
 from pe.annotator.pool import BatchDone, PoolConfig
 from pe.annotator.population import PRESETS, PopulationModel
 from pe.annotator.simpool import SimulatedPool
+from pe.common.hashing import FeatureHasher
 from pe.common.linear import CompiledModel, compile_model, feature_matrix
-from pe.features.hashing import FeatureHasher
-from pe.features.text import grams, tokens
+from pe.common.text import grams, tokens
 from pe.learner.trainers import Example, fit_logistic
 from pe.taskgen.sampler import Candidate, ClassifierSampler, Strategy
 from pipelines.sample import SAMPLE_PATH, load_tagged

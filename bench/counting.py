@@ -53,9 +53,9 @@ from sklearn.linear_model import LogisticRegression
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pe.annotator.population import PRESETS, SimulatedWorker
-from pe.annotator.quality import WorkerQuality, worker_model
-from pe.features.hashing import FeatureHasher
-from pe.features.text import grams, tokens
+from pe.common.hashing import FeatureHasher
+from pe.common.quality import WorkerQuality, worker_model
+from pe.common.text import grams, tokens
 from pe.jobs.calibrated_count import calibrated_share, calibration_batch, calibration_due
 from pe.jobs.counting import gold_record, worker_rates
 from pe.jobs.proportion import Estimate, corrected_difference, corrected_share

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from learning_curve import FEATURES
 
-from pe.features.space import FeatureSpace
+from pe.common.space import FeatureSpace
 from pe.params import FeaturesParams
 from pipelines.sample import SAMPLE_PATH, load_tagged
 

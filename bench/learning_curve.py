@@ -49,12 +49,12 @@ from pe.annotator.assurance import QualityLoop
 from pe.annotator.crowd import GoldItem
 from pe.annotator.pool import BatchDone, Finished, PoolConfig
 from pe.annotator.population import PRESETS
-from pe.annotator.quality import QualityConfig, WorkerQuality
 from pe.annotator.simpool import SimulatedPool
+from pe.common.hashing import sparse_rows
 from pe.common.linear import compile_model
-from pe.features.hashing import sparse_rows
-from pe.features.simhash import simhash_rows
-from pe.features.space import FeatureSpace
+from pe.common.quality import QualityConfig, WorkerQuality
+from pe.common.simhash import simhash_rows
+from pe.common.space import FeatureSpace
 from pe.learner.trainers import Example, fit_logistic
 from pe.params import FeaturesParams, LearnerParams
 from pe.taskgen.sampler import Candidate, ClassifierSampler, Strategy

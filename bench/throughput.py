@@ -63,8 +63,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from channels.records import ModelMetrics, ModelUpdate
 from channels.signing import ModelSigner
 from channels.topics import TopicPolicy, TopicSpec
-from pe.features.hashing import sparse_rows
-from pe.features.space import FeatureSpace
+from pe.common.hashing import sparse_rows
+from pe.common.space import FeatureSpace
 from pe.learner.trainers import Example, fit_logistic
 from pe.params import FeaturesParams
 from pe.registry import params_of

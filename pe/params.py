@@ -10,6 +10,7 @@ from channels.records import NA_TAG
 
 __all__ = [
     "ClassifierSpec",
+    "GoldQuestion",
     "AnnotatorParams",
     "MaintenanceParams",
     "QualityParams",
@@ -38,7 +39,7 @@ class _BatchParams(_Params):
     batch_size: int = Field(5000, ge=1, le=100_000)
 
 
-#: Dimensions of each sentence-embedding model (pe.features.embedding).
+#: Dimensions of each sentence-embedding model (pe.common.embedding).
 EMBEDDING_DIMS = {"none": 0, "wordllama": 256, "minilm": 384}
 
 
@@ -237,6 +238,16 @@ class LearnerParams(_Params):
     family_default: Literal["sklearn", "river"] = "sklearn"
 
 
+class GoldQuestion(BaseModel):
+    """An item whose tag is known: workers are measured and qualified on it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1, max_length=200)
+    text: str = Field(min_length=1, max_length=10_000)
+    tag: str
+
+
 class ClassifierSpec(BaseModel):
     """A nominal attribute every item is classified on."""
 
@@ -249,6 +260,16 @@ class ClassifierSpec(BaseModel):
     #: Key in ``meta.truth`` holding this classifier's ground truth (simulated crowd
     #: and evaluation only). Defaults to the classifier name.
     truth_key: str | None = None
+    #: Gold questions (qualification quizzes, the quality loop, counting jobs'
+    #: calibration). A topology's ``gold_file`` fills them for every classifier.
+    gold: list[GoldQuestion] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _gold_in_tags(self) -> ClassifierSpec:
+        wrong = sorted({q.tag for q in self.gold} - set(self.tags))
+        if wrong:
+            raise ValueError(f"gold questions with tags not among the tags: {', '.join(wrong)}")
+        return self
 
     @field_validator("tags")
     @classmethod

@@ -24,11 +24,17 @@ def load_sample(limit: int | None = None) -> list[dict[str, Any]]:
     return rows
 
 
-def known_tags(truth_fields: dict[str, str]) -> dict[str, list[tuple[str, str, str]]]:
-    """Gold items per classifier: (id, text, tag) of the sample messages whose tag is
-    known; ``truth_fields`` maps a classifier to its key in ``meta.truth``."""
+def known_tags(
+    truth_fields: dict[str, str], path: Path = SAMPLE_PATH
+) -> dict[str, list[tuple[str, str, str]]]:
+    """Gold items per classifier: (id, text, tag) of the messages of a JSON-lines file
+    (the bundled sample by default) whose tag is known; ``truth_fields`` maps a
+    classifier to its key in ``meta.truth``."""
     gold: dict[str, list[tuple[str, str, str]]] = {name: [] for name in truth_fields}
-    for record in load_sample():
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        records = [orjson.loads(line) for line in handle if line.strip()]
+    for record in records:
         truth = record.get("meta", {}).get("truth", {})
         for name, key in truth_fields.items():
             tag = truth.get(key)

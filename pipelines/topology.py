@@ -23,6 +23,7 @@ from pydantic import (
 from channels.topics import TopicSpec, pipeline_topics
 from pe.params import ClassifierSpec, CollectorParams
 from pe.registry import PeSpec, import_pe_modules, params_model, params_of, pe_spec, pe_specs
+from pipelines.sample import known_tags
 
 __all__ = [
     "Topology",
@@ -48,6 +49,9 @@ class Topology(BaseModel):
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,47}$")
     description: str = ""
+    #: JSON lines whose ``meta.truth`` tags give every classifier its gold questions
+    #: (relative to the topology file); read when the topology is loaded.
+    gold_file: str | None = None
     #: Modules to import before the rest is read: they register PEs of their own.
     modules: list[str] = Field(default_factory=list)
     classifiers: list[ClassifierSpec] = Field(min_length=1)
@@ -104,10 +108,38 @@ def load_topology(name_or_path: str) -> Topology:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise TopologyError(f"{path.name}: not valid YAML: {exc}") from None
+    if isinstance(raw, dict) and raw.get("gold_file"):
+        raw = _with_gold(raw, path.parent / str(raw["gold_file"]), path.name)
     try:
         return Topology.model_validate(raw)
     except ValidationError as exc:
         raise TopologyError(f"{path.name}: invalid topology:\n{exc}") from None
+
+
+def _with_gold(raw: dict[str, Any], gold_file: Path, name: str) -> dict[str, Any]:
+    """``raw`` with the gold questions of ``gold_file`` on each classifier that lists
+    none of its own."""
+    classifiers = raw.get("classifiers")
+    if not isinstance(classifiers, list):
+        return raw  # validation says what is wrong
+    if not gold_file.is_file():
+        raise TopologyError(f"{name}: gold_file {gold_file} does not exist")
+    specs = [c for c in classifiers if isinstance(c, dict) and "name" in c]
+    known = known_tags(
+        {str(c["name"]): str(c.get("truth_key") or c["name"]) for c in specs}, gold_file
+    )
+    filled = []
+    for spec in classifiers:
+        if isinstance(spec, dict) and "name" in spec and not spec.get("gold"):
+            tags = set(spec.get("tags") or [])
+            gold = [
+                {"id": item_id, "text": text, "tag": tag}
+                for item_id, text, tag in known[str(spec["name"])]
+                if tag in tags
+            ]
+            spec = {**spec, "gold": gold}
+        filled.append(spec)
+    return {**raw, "classifiers": filled}
 
 
 def render_graph(topology: Topology, partitions: int) -> str:

@@ -20,8 +20,9 @@ model are rebuilt from the logs, the pool's qualified workers (away until they c
 back) from ``crowd.pool``. Run one annotator per pipeline.
 Pool logic (pure, in ``pool``, ``latency``, ``costs``): qualification, heartbeats,
 background recruitment, straggler mitigation, pool maintenance with TermEst and
-worker quality. Quality logic (pure, in ``quality``; joined to the pool by
-``assurance``): online Dawid-Skene, adaptive redundancy, gold questions, routing. The
+worker quality. Quality logic (pure, in pe.common.quality, which the jobs PE shares;
+joined to the pool by ``assurance``): online Dawid-Skene, adaptive redundancy, gold
+questions, routing. The
 pool service (``lifeguard``) drives it on a clock (``clock``) for a crowd platform
 (``crowd``: the adapter interface and the simulated crowd, whose workers come from
 ``population``; ``web``: people in browsers, through the crowd API under ``/api/v1``

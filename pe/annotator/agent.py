@@ -38,12 +38,11 @@ from pe.annotator.pool import (
     Vote,
 )
 from pe.annotator.population import PRESETS
-from pe.annotator.quality import Verdict, worker_model
 from pe.annotator.web.api import ApiConfig, CrowdApi
 from pe.annotator.web.crowd import WebCrowd
 from pe.common.http import OperatorAccess
+from pe.common.quality import Verdict, worker_model
 from pe.params import AnnotatorParams, ClassifierSpec
-from pipelines.sample import known_tags
 from runtime.context import PipelineContext
 
 __all__ = ["Annotator", "pool_config", "register"]
@@ -106,14 +105,11 @@ def _gold_task(item: GoldItem, task_id: str, now: float) -> Task:
 
 
 def gold_items(classifiers: list[ClassifierSpec]) -> list[GoldItem]:
-    """Gold questions (qualification and quality): the bundled sample's messages with
-    their known tags."""
-    known = known_tags({spec.name: spec.truth_field for spec in classifiers})
+    """Gold questions (qualification and quality): the topology's, per classifier."""
     return [
-        GoldItem(f"{spec.name}:{item_id}", text, spec.question, list(spec.tags), tag, spec.name)
+        GoldItem(f"{spec.name}:{q.id}", q.text, spec.question, list(spec.tags), q.tag, spec.name)
         for spec in classifiers
-        for item_id, text, tag in known[spec.name]
-        if tag in spec.tags
+        for q in spec.gold
     ]
 
 

@@ -1,7 +1,7 @@
 """The quality assurance loop: worker quality, gold questions and adaptive redundancy,
 joined to the retainer pool as its :class:`~pe.annotator.pool.Judge`.
 
-The loop owns a :class:`~pe.annotator.quality.WorkerQuality` model and the gold
+The loop owns a :class:`~pe.common.quality.WorkerQuality` model and the gold
 questions. It settles finished tasks (their posterior, and the workers' matrices
 learn from their answers), scores gold answers, and replays outcomes read back from
 the log after a restart, so workers keep their records. Each gold question is shown
@@ -17,7 +17,7 @@ from typing import Any
 from channels.records import Label
 from pe.annotator.crowd import GoldItem
 from pe.annotator.pool import PoolTask
-from pe.annotator.quality import Verdict, WorkerQuality
+from pe.common.quality import Verdict, WorkerQuality
 
 __all__ = ["GOLD_JOB", "QualityLoop"]
 

@@ -15,7 +15,7 @@ from pe.classifier.recent import RecentResults
 from pe.common.featurebatch import FeatureBatch, decode_feature_batch
 from pe.common.linear import CompiledModel
 from pe.common.modelbook import model_book
-from pe.features.text import normalize
+from pe.common.text import normalize
 from pe.params import ClassifierParams, FeaturesParams
 from runtime.context import PipelineContext
 from runtime.dataflow import Pending

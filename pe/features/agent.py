@@ -11,10 +11,10 @@ from aiokafka import ConsumerRecord
 from channels.codec import DecodeError, parse_input
 from channels.records import Item
 from pe.common.featurebatch import FeatureBatch
-from pe.features.hashing import sparse_rows
-from pe.features.simhash import simhash_rows
-from pe.features.space import FeatureSpace
-from pe.features.text import normalize
+from pe.common.hashing import sparse_rows
+from pe.common.simhash import simhash_rows
+from pe.common.space import FeatureSpace
+from pe.common.text import normalize
 from pe.params import FeaturesParams
 from runtime.context import PipelineContext
 from runtime.dataflow import Pending

@@ -17,18 +17,17 @@ from channels.codec import DecodeError, decode, encode
 from channels.jobs import JobCommand, JobItem, decode_result
 from channels.records import Label, Task
 from pe.common.featurebatch import FeatureBatch, decode_feature_batch
+from pe.common.hashing import sparse_rows
 from pe.common.http import OperatorAccess
 from pe.common.linear import feature_matrix
 from pe.common.modelbook import model_book
-from pe.features.hashing import sparse_rows
-from pe.features.space import FeatureSpace
+from pe.common.space import FeatureSpace
 from pe.jobs.api import JobsApi
 from pe.jobs.counting import CountingRun
 from pe.jobs.manager import JobManager
 from pe.jobs.run import JobRun, Plan
 from pe.jobs.windows import Reservoir
 from pe.params import AnnotatorParams, CollectorParams, FeaturesParams
-from pipelines.sample import known_tags
 from runtime.context import PipelineContext
 from runtime.dataflow import Pending
 from runtime.follower import Follower
@@ -76,12 +75,7 @@ def register(ctx: PipelineContext) -> None:
         return command.model_copy(update=update) if update else command
 
     manager = JobManager(classifiers, quality=annotator.quality)
-    gold = {
-        name: [(text, tag) for _, text, tag in found]
-        for name, found in known_tags(
-            {spec.name: spec.truth_field for spec in ctx.classifiers}
-        ).items()
-    }
+    gold = {spec.name: [(q.text, q.tag) for q in spec.gold] for spec in ctx.classifiers}
     windows: dict[str, Reservoir] = {}  #: open counting/enumeration windows
     ready = asyncio.Event()
     replay: dict[str, list[Any]] = {"commands": [], "tasks": [], "labels": [], "results": []}

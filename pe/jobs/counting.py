@@ -39,7 +39,7 @@ from typing import Any
 
 from channels.jobs import CountingJob, JobItem
 from channels.records import NA_TAG, BatchItem, Task
-from pe.annotator.quality import TagCounts, WorkerQuality
+from pe.common.quality import TagCounts, WorkerQuality
 from pe.jobs.calibrated_count import calibrated_share, calibration_batch, calibration_due
 from pe.jobs.proportion import Estimate, WorkerRates, corrected_difference, corrected_share
 from pe.jobs.run import JobRun, Plan, truth_tag

@@ -24,7 +24,7 @@ from channels.jobs import (
     LabelingJob,
 )
 from channels.records import NA_TAG, Label, Task
-from pe.annotator.quality import WorkerQuality, worker_model
+from pe.common.quality import WorkerQuality, worker_model
 from pe.jobs.counting import CountingRun
 from pe.jobs.enumeration import EnumerationRun
 from pe.jobs.labeling import LabelingRun

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pe.features.simhash import SignatureSet
+from pe.common.simhash import SignatureSet
 
 __all__ = ["Candidate", "ClassifierSampler", "LoadGovernor", "TokenBucket"]
 

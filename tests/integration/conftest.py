@@ -114,6 +114,7 @@ def write_topology(directory: Path, name: str, **params: dict[str, Any]) -> Path
     """
     data = yaml.safe_load(CRISIS_YAML.read_text())
     data["name"] = name
+    data["gold_file"] = str(CRISIS_YAML.parent / data["gold_file"])  # the copy lives elsewhere
     data.setdefault("params", {})["shedding"] = {"enabled": False}
     for pe, values in params.items():
         data.setdefault("params", {}).setdefault(pe, {}).update(values)

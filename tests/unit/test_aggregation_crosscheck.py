@@ -17,7 +17,7 @@ import pytest
 from crowdkit.aggregation import DawidSkene, MajorityVote
 
 from pe.annotator.population import PRESETS, simulate_answers
-from pe.annotator.quality import WorkerQuality
+from pe.common.quality import WorkerQuality
 from pipelines.sample import load_sample
 
 TAGS = ["yes", "no"]

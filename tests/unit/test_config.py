@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
+import pipelines
 from config import load_settings
 from pe.params import AnnotatorParams, TaskgenParams
 from pe.registry import params_of
@@ -93,3 +95,22 @@ def test_set_overrides_parameters_and_validates_them() -> None:
         _topology("crisis", settings, ["speed=20"])
     with pytest.raises(TopologyError, match="invalid --set"):
         _topology("crisis", settings, ["annotator.speed=-1"])
+
+
+def test_gold_questions_come_from_the_topology_s_gold_file(tmp_path: Path) -> None:
+    crisis = load_topology("crisis")
+    for spec in crisis.classifiers:
+        assert len(spec.gold) > 100 and {q.tag for q in spec.gold} <= set(spec.tags)
+    data = yaml.safe_load((Path(pipelines.__file__).parent / "crisis.yaml").read_text())
+    own = {"id": "g1", "text": "send water to the camp", "tag": "yes"}
+    data["classifiers"][0]["gold"] = [own]
+    data["gold_file"] = "nowhere.jsonl"
+    path = tmp_path / "own.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(TopologyError, match="gold_file .*nowhere.jsonl does not exist"):
+        load_topology(str(path))
+    del data["gold_file"]
+    path.write_text(yaml.safe_dump(data))
+    mine = load_topology(str(path))
+    assert [q.model_dump() for q in mine.classifiers[0].gold] == [own]
+    assert mine.classifiers[1].gold == []

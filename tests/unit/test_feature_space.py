@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pe.features.embedding import load_embedder
-from pe.features.simhash import simhash_rows
-from pe.features.space import FeatureSpace
+from pe.common.embedding import load_embedder
+from pe.common.simhash import simhash_rows
+from pe.common.space import FeatureSpace
 from pe.params import FeaturesParams
 
 TEXTS = [

@@ -11,10 +11,10 @@ from channels.codec import decode
 from channels.records import ClassifiedItem, FeatureItem, Item, LinearModel, SparseRow
 from pe.classifier.agent import classify
 from pe.common.featurebatch import FeatureBatch, decode_feature_batch
+from pe.common.hashing import FeatureHasher, sparse_rows
 from pe.common.linear import compile_model
-from pe.features.hashing import FeatureHasher, sparse_rows
-from pe.features.simhash import simhash_rows
-from pe.features.text import grams, tokens
+from pe.common.simhash import simhash_rows
+from pe.common.text import grams, tokens
 
 N_FEATURES = 2**12
 TEXTS = ["we need water in Leogane", "the bridge collapsed", "tents needed, please help", "ok"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 
-from pe.features.hashing import FeatureHasher, sparse_rows
-from pe.features.simhash import SignatureSet, hamming, simhash_rows
-from pe.features.text import grams, normalize, tokens
+from pe.common.hashing import FeatureHasher, sparse_rows
+from pe.common.simhash import SignatureSet, hamming, simhash_rows
+from pe.common.text import grams, normalize, tokens
 
 
 def test_normalize_folds_urls_mentions_numbers_and_retweets() -> None:

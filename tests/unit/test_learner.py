@@ -20,10 +20,10 @@ from channels.records import (
     ModelUpdate,
     SparseRow,
 )
+from pe.common.hashing import FeatureHasher
 from pe.common.intervals import auc_interval
 from pe.common.linear import compile_model, feature_matrix
-from pe.features.hashing import FeatureHasher
-from pe.features.text import grams, tokens
+from pe.common.text import grams, tokens
 from pe.learner.evaluate import evaluate
 from pe.learner.state import ClassifierLearner, in_holdout, replaces
 from pe.learner.trainers import Example, RiverTrainer, SklearnTrainer, fit_logistic, make_trainer

@@ -11,7 +11,7 @@ from channels.records import Answer, Label
 from pe.annotator.assurance import QualityLoop
 from pe.annotator.crowd import GoldItem
 from pe.annotator.pool import Effect, Finished, Offer, PoolConfig, Release, RetainerPool
-from pe.annotator.quality import QualityConfig, WorkerQuality
+from pe.common.quality import QualityConfig, WorkerQuality
 
 TAGS = ["yes", "no"]
 

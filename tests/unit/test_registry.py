@@ -88,7 +88,8 @@ def test_a_user_pe_joins_through_its_module_with_its_channel_params_and_logs() -
 
 def test_a_missing_pe_module_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "broken.yaml"
-    path.write_text(EXAMPLE.read_text().replace("examples.language", "examples.nowhere"))
+    text = EXAMPLE.read_text().replace("examples.language", "examples.nowhere")
+    path.write_text(text.replace("../pipelines", str(EXAMPLE.parents[1] / "pipelines")))
     with pytest.raises(ValueError, match="PE module 'examples.nowhere' cannot be imported"):
         load_topology(str(path))
 

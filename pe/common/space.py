@@ -17,9 +17,9 @@ import scipy.sparse as sp
 from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.preprocessing import normalize as normalize_rows
 
-from pe.features.embedding import load_embedder
-from pe.features.hashing import FeatureHasher
-from pe.features.text import grams, normalize, tokens
+from pe.common.embedding import load_embedder
+from pe.common.hashing import FeatureHasher
+from pe.common.text import grams, normalize, tokens
 from pe.params import FeaturesParams
 
 __all__ = ["FeatureSpace"]
