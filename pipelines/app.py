@@ -26,7 +26,6 @@ from pipelines.web import WebServer
 from runtime.admin import declare_topics
 from runtime.batches import Publisher
 from runtime.brokerwatch import BrokerWatch
-from runtime.cluster import faust_credentials
 from runtime.context import PipelineContext
 from runtime.dataflow import DataPlane, ReaderSettings
 from runtime.follower import Follower, FollowerFactory
@@ -56,6 +55,7 @@ def _watch_broker(
     wait it out quietly otherwise), keep the ``broker_up`` gauge, and notice a broker
     that lacks the pipeline's topics (a new or wiped cluster on the same address:
     writes would go nowhere) and declare them again."""
+    security = settings.security()
     watch = BrokerWatch()
     up.set(1)
     broker = settings.broker
@@ -101,6 +101,7 @@ def _watch_broker(
                     [s for s in topics if s.name in missing],
                     settings.topic_policy(),
                     wait_s=PROBE_TIMEOUT_S,
+                    security=security,
                 )
             except (KafkaError, OSError, RuntimeError) as exc:  # RuntimeError: refused
                 log.warning("declaring the topics again failed (%s); retrying", exc)
@@ -180,6 +181,7 @@ def build_worker(
     if settings.crowd == "none" and "annotator" in chosen:
         log.info("crowd 'none': the annotator does not run; tasks wait in crowd.tasks")
         chosen.remove("annotator")
+    security = settings.security()
     rebalance = settings.rebalance_timeout_s
     # Processes running the same PEs share partitions; other PE sets get their own group.
     app_id = f"crowdstream-{topology.name}"
@@ -196,7 +198,7 @@ def build_worker(
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         topic_disable_leader=True,
-        broker_credentials=faust_credentials(),
+        broker_credentials=security.faust_credentials(),
         broker_rebalance_timeout=rebalance,
         broker_session_timeout=SESSION_TIMEOUT_S,
         # Every record is acknowledged by all in-sync replicas, written once per send.
@@ -215,6 +217,7 @@ def build_worker(
             fetch_wait_ms=settings.fetch_wait_ms,
             rebalance_timeout_s=rebalance,
             session_timeout_s=SESSION_TIMEOUT_S,
+            security=security,
         ),
         on_error=lambda pe, records, exc: ctx.reject_failed(pe, records, exc),
         publisher=publisher,
@@ -232,6 +235,7 @@ def build_worker(
         plane=plane,
         signer=model_signer(settings, embedded=embedded),
         new_follower=new_follower,
+        security=security,
     )
     for pe in chosen:
         pe_spec(pe).start(ctx)

@@ -19,7 +19,6 @@ from pydantic import ValidationError
 from config import Settings, load_settings
 from pipelines.logs import configure as configure_logs
 from pipelines.topology import Topology, TopologyError, load_topology, render_graph
-from runtime import cluster
 
 if TYPE_CHECKING:
     from pipelines.broker import EmbeddedBroker
@@ -251,6 +250,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
                 topology.topics(settings.partitions).values(),
                 settings.topic_policy(),
                 settings.broker_wait_s,
+                settings.security(),
             )
         )
         if created:
@@ -300,6 +300,7 @@ def _cmd_push(args: argparse.Namespace) -> int:
                 args.rate,
                 max_lag=args.max_lag or None,
                 wait_s=args.wait,
+                security=settings.security(),
             )
         )
 
@@ -336,6 +337,7 @@ def _cmd_tail(args: argparse.Namespace) -> int:
                 as_json=args.json,
                 from_beginning=args.from_beginning,
                 idle_timeout_s=args.timeout,
+                security=settings.security(),
             )
         )
     return 0
@@ -413,7 +415,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings()
         configure_logs(settings.log_format, settings.log_level)
-        cluster.configure(settings.security())
         return COMMANDS[args.command](args)
     except (TopologyError, ValidationError, ValueError, ConnectionError, FileNotFoundError) as exc:
         print(f"crowdstream {args.command}: {exc}", file=sys.stderr)

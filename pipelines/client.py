@@ -13,7 +13,7 @@ from channels.codec import DecodeError, decode
 from channels.dedup import FirstById
 from channels.records import ClassifiedItem
 from pipelines.pushwatch import PushReport, ReaderLag, Tally, item_id
-from runtime.cluster import client_options
+from runtime.cluster import PLAINTEXT, Security
 
 __all__ = ["format_item", "item_key", "push_and_follow", "push_lines", "tail_classified"]
 
@@ -39,6 +39,7 @@ async def push_lines(
     *,
     admit: Callable[[], Awaitable[int]] | None = None,
     expect: Callable[[str], None] | None = None,
+    security: Security = PLAINTEXT,
 ) -> int:
     """Send non-blank lines to ``<pipeline>.items.raw`` as they are (the features PE
     validates them); at most ``rate`` per second. ``admit()``, awaited once what was
@@ -47,7 +48,7 @@ async def push_lines(
     # Acknowledged by every in-sync replica and written once, even across a retry.
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
-        **client_options(),
+        **security.client_options(),
         linger_ms=5,
         acks="all",
         enable_idempotence=True,
@@ -95,6 +96,7 @@ async def push_and_follow(
     *,
     max_lag: int | None = 5000,
     wait_s: float = 120.0,
+    security: Security = PLAINTEXT,
 ) -> PushReport:
     """Push ``lines`` as :func:`push_lines` does, holding back while the pipeline's
     readers of ``items.raw`` are more than ``max_lag`` records behind (None: never),
@@ -102,8 +104,8 @@ async def push_and_follow(
     to load shedding; then wait up to ``wait_s`` for the pipeline to catch up and say
     what became of the items (classified, rejected, shed)."""
     raw = f"{pipeline}.items.raw"
-    lag = ReaderLag(bootstrap, [raw, f"{pipeline}.items.features"])
-    tally = Tally(bootstrap, pipeline) if wait_s > 0 else None
+    lag = ReaderLag(bootstrap, [raw, f"{pipeline}.items.features"], security)
+    tally = Tally(bootstrap, pipeline, security) if wait_s > 0 else None
     await lag.start()
     tracked = 0
 
@@ -124,7 +126,9 @@ async def push_and_follow(
     try:
         if tally is not None:
             await tally.start()
-        sent = await push_lines(bootstrap, pipeline, lines, rate, admit=admit, expect=expect)
+        sent = await push_lines(
+            bootstrap, pipeline, lines, rate, admit=admit, expect=expect, security=security
+        )
         report = PushReport(sent=sent, untracked=sent - tracked)
         if tally is None:
             return report
@@ -177,12 +181,13 @@ async def tail_classified(
     as_json: bool = False,
     from_beginning: bool = False,
     idle_timeout_s: float | None = None,
+    security: Security = PLAINTEXT,
 ) -> int:
     """Print classified items as they arrive; returns how many were printed."""
     consumer = AIOKafkaConsumer(
         f"{pipeline}.items.classified",
         bootstrap_servers=bootstrap,
-        **client_options(),
+        **security.client_options(),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest",

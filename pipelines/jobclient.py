@@ -17,14 +17,15 @@ from config import Settings
 from pe.jobs.manager import check_spec
 from pe.params import ClassifierSpec
 from pipelines.jobfile import load_job_file
-from runtime.cluster import client_options
 
 __all__ = ["cancel_job", "latest_statuses", "show_status", "submit_job"]
 
 
 async def _send(settings: Settings, topic: str, command: JobCommand) -> None:
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap_servers, **client_options(), acks="all"
+        bootstrap_servers=settings.bootstrap_servers,
+        **settings.security().client_options(),
+        acks="all",
     )
     await producer.start()
     try:
@@ -79,7 +80,7 @@ async def latest_statuses(
     consumer = AIOKafkaConsumer(
         f"{pipeline}.jobs.results",
         bootstrap_servers=settings.bootstrap_servers,
-        **client_options(),
+        **settings.security().client_options(),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",

@@ -21,7 +21,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from runtime.cluster import client_options
+from runtime.cluster import PLAINTEXT, Security
 
 __all__ = ["PushReport", "ReaderLag", "Tally", "item_id"]
 
@@ -36,11 +36,15 @@ class ReaderLag:
     topic is ``<app>.<topic>``: see runtime.dataflow).
     """
 
-    def __init__(self, bootstrap: Sequence[str], topics: Sequence[str]) -> None:
+    def __init__(
+        self, bootstrap: Sequence[str], topics: Sequence[str], security: Security = PLAINTEXT
+    ) -> None:
         self._topics = list(topics)
-        self._admin = AIOKafkaAdminClient(bootstrap_servers=list(bootstrap), **client_options())
+        self._admin = AIOKafkaAdminClient(
+            bootstrap_servers=list(bootstrap), **security.client_options()
+        )
         self._offsets = AIOKafkaConsumer(
-            bootstrap_servers=list(bootstrap), **client_options(), group_id=None
+            bootstrap_servers=list(bootstrap), **security.client_options(), group_id=None
         )
         self._groups: dict[str, list[str]] = {}
         self._partitions: dict[str, list[TopicPartition]] = {}
@@ -129,12 +133,14 @@ class Tally:
     """Follows ``<pipeline>.items.classified`` and ``.items.rejected`` from where they
     end at :meth:`start`, ticking off the ids :meth:`expect` was given."""
 
-    def __init__(self, bootstrap: Sequence[str], pipeline: str) -> None:
+    def __init__(
+        self, bootstrap: Sequence[str], pipeline: str, security: Security = PLAINTEXT
+    ) -> None:
         self._consumer = AIOKafkaConsumer(
             f"{pipeline}.items.classified",
             f"{pipeline}.items.rejected",
             bootstrap_servers=list(bootstrap),
-            **client_options(),
+            **security.client_options(),
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="latest",

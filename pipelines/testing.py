@@ -35,6 +35,7 @@ from config import Settings, load_settings
 from pipelines.app import Worker, build_worker
 from pipelines.topology import Topology
 from runtime.batches import Publisher
+from runtime.cluster import PLAINTEXT, Security
 from runtime.follower import Follower, Handler
 
 __all__ = ["MemoryFollower", "MemoryPublisher", "PeHarness", "Record"]
@@ -115,6 +116,7 @@ class PeHarness:
             handler: Handler,
             *,
             since_ms: int | None = None,
+            security: Security = PLAINTEXT,
         ) -> Follower:
             made = MemoryFollower(bootstrap_servers, topic, handler, since_ms=since_ms)
             self.followers.append(made)

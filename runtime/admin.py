@@ -14,7 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
 from channels.topics import TopicPolicy, TopicSpec
-from runtime.cluster import client_options
+from runtime.cluster import PLAINTEXT, Security
 
 __all__ = ["declare_topics", "partitions_of", "wait_for_broker"]
 
@@ -26,13 +26,15 @@ _TOPIC_EXISTS = 36
 MAX_WAIT_DELAY_S = 5.0
 
 
-async def partitions_of(bootstrap_servers: list[str], topic: str) -> list[int]:
+async def partitions_of(
+    bootstrap_servers: list[str], topic: str, security: Security = PLAINTEXT
+) -> list[int]:
     """The partition ids of ``topic`` (empty if it does not exist).
 
     A consumer's own metadata covers only the topics it reads already, so a reader
     that assigns itself every partition must ask first.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, **client_options())
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, **security.client_options())
     await admin.start()
     try:
         (described,) = await admin.describe_topics([topic])
@@ -43,7 +45,9 @@ async def partitions_of(bootstrap_servers: list[str], topic: str) -> list[int]:
     return sorted(p["partition"] for p in described["partitions"])
 
 
-async def wait_for_broker(bootstrap_servers: list[str], timeout_s: float = 30.0) -> None:
+async def wait_for_broker(
+    bootstrap_servers: list[str], timeout_s: float = 30.0, security: Security = PLAINTEXT
+) -> None:
     """Wait until the broker answers metadata requests, retrying with backoff; raise
     ConnectionError after ``timeout_s``."""
     loop = asyncio.get_running_loop()
@@ -53,7 +57,9 @@ async def wait_for_broker(bootstrap_servers: list[str], timeout_s: float = 30.0)
     failures = 0
     while True:
         admin = AIOKafkaAdminClient(
-            bootstrap_servers=bootstrap_servers, **client_options(), request_timeout_ms=5000
+            bootstrap_servers=bootstrap_servers,
+            **security.client_options(),
+            request_timeout_ms=5000,
         )
         try:
             await admin.start()
@@ -88,11 +94,12 @@ async def declare_topics(
     specs: Iterable[TopicSpec],
     policy: TopicPolicy,
     wait_s: float = 30.0,
+    security: Security = PLAINTEXT,
 ) -> list[str]:
     """Create the topics that do not exist yet (waiting up to ``wait_s`` for the broker);
     return the names created."""
-    await wait_for_broker(bootstrap_servers, wait_s)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, **client_options())
+    await wait_for_broker(bootstrap_servers, wait_s, security)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, **security.client_options())
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -31,7 +31,7 @@ from aiokafka.errors import (
 )
 from aiokafka.partitioner import murmur2
 
-from runtime.cluster import client_options
+from runtime.cluster import PLAINTEXT, Security
 from runtime.stallwatch import StallWatch
 
 __all__ = ["BatchReader", "Publisher"]
@@ -48,8 +48,15 @@ PAUSE_S = 2.0
 class Publisher:
     """One producer per process; records go out as per-partition batches."""
 
-    def __init__(self, bootstrap_servers: list[str], *, linger_ms: int = 5) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: list[str],
+        *,
+        linger_ms: int = 5,
+        security: Security = PLAINTEXT,
+    ) -> None:
         self._bootstrap = bootstrap_servers
+        self._security = security
         self._linger_ms = linger_ms
         #: The topics the broker named at the last probe (see :meth:`answers`).
         self.broker_topics: frozenset[str] = frozenset()
@@ -67,7 +74,7 @@ class Publisher:
             if self._producer is None:
                 producer = AIOKafkaProducer(
                     bootstrap_servers=self._bootstrap,
-                    **client_options(),
+                    **self._security.client_options(),
                     linger_ms=self._linger_ms,
                     # Acknowledged by every in-sync replica, and written once even when
                     # a send is retried after a broker fails over.
@@ -200,13 +207,14 @@ class BatchReader:
         session_timeout_s: float,
         max_in_flight: int = 4,
         stall_after_s: float = 30.0,
+        security: Security = PLAINTEXT,
     ) -> None:
         """``stall_after_s``: with unread records waiting, reads that return nothing
         for this long are a stall (see :attr:`stalled`)."""
         self.topic = topic
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap_servers,
-            **client_options(),
+            **security.client_options(),
             group_id=group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

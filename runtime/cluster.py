@@ -1,13 +1,15 @@
 """How this process connects to its Kafka cluster: TLS and SASL options for every client.
 
-A process talks to one cluster. ``configure`` is called once at start-up with the
-settings; every aiokafka client crowdstream creates (data plane, followers, admin,
-command-line clients) takes :func:`client_options`, and Faust takes
-:func:`faust_credentials`, so the whole process connects the same way.
+The settings make one :class:`Security` (``Settings.security()``), and it is passed to
+every aiokafka client crowdstream creates (data plane, followers, admin, command-line
+clients: :meth:`Security.client_options`) and to Faust
+(:meth:`Security.faust_credentials`), so a process connects the same way throughout,
+and nothing about it is kept in a global.
 """
 
 from __future__ import annotations
 
+import functools
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +20,7 @@ from aiokafka.helpers import create_ssl_context
 if TYPE_CHECKING:
     import faust
 
-__all__ = ["Security", "client_options", "configure", "faust_credentials"]
+__all__ = ["PLAINTEXT", "Security"]
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,9 @@ class Security:
     def tls(self) -> bool:
         return self.protocol in ("SSL", "SASL_SSL")
 
+    @functools.cached_property
     def ssl_context(self) -> ssl.SSLContext | None:
+        """One TLS context for every client made with this security (made once)."""
         if not self.tls:
             return None
         context: ssl.SSLContext = create_ssl_context(
@@ -55,42 +59,34 @@ class Security:
         )
         return context
 
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments for an aiokafka consumer, producer or admin client."""
+        options: dict[str, Any] = {"security_protocol": self.protocol}
+        if self.ssl_context is not None:
+            options["ssl_context"] = self.ssl_context
+        if self.protocol.startswith("SASL"):
+            options |= {
+                "sasl_mechanism": self.sasl_mechanism,
+                "sasl_plain_username": self.username,
+                "sasl_plain_password": self.password,
+            }
+        return options
 
-_security = Security()
-_context: ssl.SSLContext | None = None
+    def faust_credentials(self) -> faust.SASLCredentials | faust.SSLCredentials | None:
+        """The same connection for Faust's app (``broker_credentials``)."""
+        import faust  # only workers need it; command-line clients start faster without
+
+        if self.protocol.startswith("SASL"):
+            return faust.SASLCredentials(
+                username=self.username,
+                password=self.password,
+                ssl_context=self.ssl_context,
+                mechanism=self.sasl_mechanism,
+            )
+        if self.ssl_context is not None:
+            return faust.SSLCredentials(self.ssl_context)
+        return None
 
 
-def configure(security: Security) -> None:
-    """Use ``security`` for every client this process creates from now on."""
-    global _security, _context
-    _security, _context = security, security.ssl_context()
-
-
-def client_options() -> dict[str, Any]:
-    """Keyword arguments for an aiokafka consumer, producer or admin client."""
-    options: dict[str, Any] = {"security_protocol": _security.protocol}
-    if _context is not None:
-        options["ssl_context"] = _context
-    if _security.protocol.startswith("SASL"):
-        options |= {
-            "sasl_mechanism": _security.sasl_mechanism,
-            "sasl_plain_username": _security.username,
-            "sasl_plain_password": _security.password,
-        }
-    return options
-
-
-def faust_credentials() -> faust.SASLCredentials | faust.SSLCredentials | None:
-    """The same connection for Faust's app (``broker_credentials``)."""
-    import faust  # only workers need it; command-line clients start faster without
-
-    if _security.protocol.startswith("SASL"):
-        return faust.SASLCredentials(
-            username=_security.username,
-            password=_security.password,
-            ssl_context=_context,
-            mechanism=_security.sasl_mechanism,
-        )
-    if _context is not None:
-        return faust.SSLCredentials(_context)
-    return None
+#: No TLS, no SASL: the embedded broker and the tests.
+PLAINTEXT = Security()

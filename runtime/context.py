@@ -25,6 +25,7 @@ from pe.common.metrics import Metrics
 from pe.params import ClassifierSpec
 from pe.registry import params_of, pe_spec
 from runtime.agents import BatchAgent
+from runtime.cluster import PLAINTEXT, Security
 from runtime.dataflow import DataPlane, Decoder, Pending, Sink
 from runtime.follower import Follower, FollowerFactory, Handler
 from runtime.stagebooks import StageShedder
@@ -64,6 +65,8 @@ class PipelineContext:
     routes: list[web.RouteDef] = field(default_factory=list)
     #: Called when the web server stops, before it waits for open requests.
     web_closing: list[Callable[[], None]] = field(default_factory=list)
+    #: How this worker connects to the cluster (TLS, SASL).
+    security: Security = PLAINTEXT
     #: Makes the reader of a log followed from its start (see :meth:`follow`); the
     #: test harness (runtime.testing) passes one that reads from memory.
     new_follower: FollowerFactory = Follower
@@ -223,7 +226,11 @@ class PipelineContext:
             existing.add_handler(agent)
             return existing
         follower = self.new_follower(
-            self.bootstrap_servers, self.topics[key].name, agent, since_ms=since_ms
+            self.bootstrap_servers,
+            self.topics[key].name,
+            agent,
+            since_ms=since_ms,
+            security=self.security,
         )
         if since_ms is None:
             self._followers[key] = follower

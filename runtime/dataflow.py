@@ -26,6 +26,7 @@ from aiokafka import ConsumerRecord
 from mode import Service
 
 from runtime.batches import BatchReader, Publisher
+from runtime.cluster import PLAINTEXT, Security
 
 __all__ = ["DataPlane", "Decoder", "Pending", "Sink"]
 
@@ -63,6 +64,7 @@ class ReaderSettings:
     fetch_wait_ms: int
     rebalance_timeout_s: float
     session_timeout_s: float
+    security: Security = PLAINTEXT
 
 
 class DataPlane(Service):
@@ -73,7 +75,9 @@ class DataPlane(Service):
     ) -> None:
         super().__init__()
         self.settings = settings
-        self.publisher = publisher or Publisher(settings.bootstrap_servers)
+        self.publisher = publisher or Publisher(
+            settings.bootstrap_servers, security=settings.security
+        )
         self._on_error = on_error
         self._routes: dict[str, _Route] = {}
         self._local: dict[str, list[Sink]] = {}
@@ -126,6 +130,7 @@ class DataPlane(Service):
                 fetch_wait_ms=s.fetch_wait_ms,
                 rebalance_timeout_s=s.rebalance_timeout_s,
                 session_timeout_s=s.session_timeout_s,
+                security=s.security,
             )
             await route.reader.start()
             self._runs.append(self.add_future(self._run(route, route.reader)))

@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from runtime.admin import partitions_of
-from runtime.cluster import client_options
+from runtime.cluster import PLAINTEXT, Security
 
 __all__ = ["Follower", "FollowerFactory", "Handler"]
 
@@ -37,6 +37,7 @@ class FollowerFactory(Protocol):
         handler: Handler,
         *,
         since_ms: int | None = None,
+        security: Security = PLAINTEXT,
     ) -> Follower: ...
 
 
@@ -52,6 +53,7 @@ class Follower:
         poll_ms: int = 200,
         max_records: int = 2000,
         since_ms: int | None = None,
+        security: Security = PLAINTEXT,
     ) -> None:
         """``since_ms``: start at the first record written at or after this time
         (epoch milliseconds) instead of offset 0."""
@@ -61,6 +63,7 @@ class Follower:
         self._poll_ms = poll_ms
         self._max_records = max_records
         self._bootstrap = bootstrap_servers
+        self._security = security
         self.caught_up = asyncio.Event()
         self.records_read = 0
         #: Per partition, the offset after the last record every handler took.
@@ -95,7 +98,7 @@ class Follower:
     async def _read(self) -> None:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap,
-            **client_options(),
+            **self._security.client_options(),
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -154,7 +157,7 @@ class Follower:
 
     async def _partitions(self) -> list[TopicPartition]:
         for _ in range(100):
-            found = await partitions_of(self._bootstrap, self.topic)
+            found = await partitions_of(self._bootstrap, self.topic, self._security)
             if found:
                 return [TopicPartition(self.topic, p) for p in found]
             await asyncio.sleep(0.1)
