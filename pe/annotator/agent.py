@@ -44,8 +44,9 @@ from pe.common.http import OperatorAccess
 from pe.common.quality import Verdict, worker_model
 from pe.params import AnnotatorParams, ClassifierSpec
 from runtime.context import PipelineContext
+from runtime.follower import Follower
 
-__all__ = ["Annotator", "pool_config", "register"]
+__all__ = ["Annotator", "AnnotatorPE", "pool_config", "register"]
 
 log = logging.getLogger(__name__)
 
@@ -395,17 +396,38 @@ def api_config(ctx: PipelineContext) -> ApiConfig:
     )
 
 
-def register(ctx: PipelineContext) -> None:
-    annotator = Annotator(ctx)
-    params = ctx.params_of(AnnotatorParams)
-    web_crowd: WebCrowd | None = None
-    if ctx.crowd == "web":
-        web_crowd = WebCrowd(join_mode=ctx.settings.crowd_join)
-        ctx.routes.extend(CrowdApi(web_crowd, annotator, api_config(ctx)).routes())
-        ctx.web_closing.append(web_crowd.close_streams)
+class AnnotatorPE:
+    """The annotator PE in one worker: its logs in, the crowd's pool, labels out."""
 
-    async def on_tasks(records: Sequence[ConsumerRecord]) -> None:
-        live = tasks_log.caught_up.is_set()
+    def __init__(self, ctx: PipelineContext) -> None:
+        self.ctx = ctx
+        self.annotator = Annotator(ctx)
+        self.params = ctx.params_of(AnnotatorParams)
+        self.web_crowd: WebCrowd | None = None
+        self.logs: list[Follower] = []
+        self.tasks_log: Follower | None = None
+
+    def wire(self) -> None:
+        """Create the PE's agents, timer, task and (with the web crowd) routes."""
+        ctx = self.ctx
+        if ctx.crowd == "web":
+            self.web_crowd = WebCrowd(join_mode=ctx.settings.crowd_join)
+            ctx.routes.extend(CrowdApi(self.web_crowd, self.annotator, api_config(ctx)).routes())
+            ctx.web_closing.append(self.web_crowd.close_streams)
+        # Outcomes and ended jobs first: a task already answered must not be queued.
+        labels_log = ctx.follow("crowd.labels", PE, self.on_labels)
+        results_log = ctx.follow("jobs.results", PE, self.on_results)
+        self.tasks_log = ctx.follow("crowd.tasks", PE, self.on_tasks)
+        pool_log = ctx.follow("crowd.pool", PE, self.on_pool)
+        self.logs = [labels_log, results_log, self.tasks_log, pool_log]
+        ctx.task(self.start_pool)
+        ctx.timer(
+            JOURNAL_EVERY_S, f"{ctx.pipeline}.annotator.journal", self.annotator.write_journal
+        )
+
+    async def on_tasks(self, records: Sequence[ConsumerRecord]) -> None:
+        ctx = self.ctx
+        live = self.tasks_log is not None and self.tasks_log.caught_up.is_set()
         for record in records:
             try:
                 task = decode(Task, record.value)
@@ -417,44 +439,40 @@ def register(ctx: PipelineContext) -> None:
                 continue
             if live:
                 ctx.metrics.items_in.labels(ctx.pipeline, PE).inc()
-            annotator.take_task(task)
+            self.annotator.take_task(task)
 
-    def on_labels(records: Sequence[ConsumerRecord]) -> None:
+    def on_labels(self, records: Sequence[ConsumerRecord]) -> None:
         for record in records:
             try:
-                annotator.take_outcome(decode(Label, record.value))
+                self.annotator.take_outcome(decode(Label, record.value))
             except DecodeError:
                 continue  # the learner rejects and counts bad labels
 
-    def on_pool(records: Sequence[ConsumerRecord]) -> None:
-        if annotator.started:
+    def on_pool(self, records: Sequence[ConsumerRecord]) -> None:
+        if self.annotator.started:
             return  # the log was read for the restore; later records are this pool's own
         for record in records:
             try:
-                annotator.journal.read(decode(PoolMember, record.value))
+                self.annotator.journal.read(decode(PoolMember, record.value))
             except DecodeError as exc:
                 log.warning(
                     "crowd.pool: a record at offset %d is not a pool worker: %s", record.offset, exc
                 )
 
-    def on_results(records: Sequence[ConsumerRecord]) -> None:
+    def on_results(self, records: Sequence[ConsumerRecord]) -> None:
         for record in records:
             status = job_status(record.value)
             if status is not None and status.status in TERMINAL:
-                annotator.job_ended(status.job_id)
+                self.annotator.job_ended(status.job_id)
 
-    # Outcomes and ended jobs first: a task already answered must not be queued.
-    labels_log = ctx.follow("crowd.labels", PE, on_labels)
-    results_log = ctx.follow("jobs.results", PE, on_results)
-    tasks_log = ctx.follow("crowd.tasks", PE, on_tasks)
-    pool_log = ctx.follow("crowd.pool", PE, on_pool)
-
-    async def start_pool() -> None:
-        for log_ in (labels_log, results_log, tasks_log, pool_log):
+    async def start_pool(self) -> None:
+        """Once every log is read, start the pool on its crowd."""
+        for log_ in self.logs:
             await log_.caught_up.wait()
-        if web_crowd is not None:
+        annotator, params = self.annotator, self.params
+        if self.web_crowd is not None:
             # People work in real time: the clock runs at speed 1 whatever is set.
-            annotator.start(web_crowd, LoopClock())
+            annotator.start(self.web_crowd, LoopClock())
         else:
             clock = LoopClock(params.speed)
             population = dataclasses.replace(
@@ -464,5 +482,6 @@ def register(ctx: PipelineContext) -> None:
             annotator.start(crowd, clock)
         log.info("annotator: pool started with %d task(s) waiting", annotator.pool.waiting)
 
-    ctx.task(start_pool)
-    ctx.timer(JOURNAL_EVERY_S, f"{ctx.pipeline}.annotator.journal", annotator.write_journal)
+
+def register(ctx: PipelineContext) -> None:
+    AnnotatorPE(ctx).wire()

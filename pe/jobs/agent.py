@@ -32,7 +32,7 @@ from runtime.context import PipelineContext
 from runtime.dataflow import Pending
 from runtime.follower import Follower
 
-__all__ = ["register"]
+__all__ = ["JobsPE", "register"]
 
 log = logging.getLogger(__name__)
 
@@ -44,43 +44,87 @@ HEARTBEAT_S = 5.0
 WINDOW_SAMPLE = 5000
 
 
-def register(ctx: PipelineContext) -> None:
-    annotator = ctx.params_of(AnnotatorParams)
-    space = FeatureSpace(ctx.params_of(FeaturesParams))
-    book = model_book(ctx)
-    classifiers = {spec.name: spec for spec in ctx.classifiers}
+class JobsPE:
+    """The jobs PE in one worker: its logs in, tasks and results out, the HTTP API.
 
-    async def featurize(items: list[JobItem]) -> list[JobItem]:
-        """Items with their hashed features (they train the classifier, and the model
-        scores them), computed in a thread: a job carries up to 100,000 items, and a
-        sentence embedding takes minutes for them, which the event loop must not wait."""
-        todo = [item for item in items if not item.idx]
-        if not todo:
-            return items
-        matrix = await asyncio.to_thread(space.matrix, [item.text for item in todo])
-        done = {
-            item.id: item.model_copy(update={"idx": idx, "val": val})
-            for item, (idx, val) in zip(todo, sparse_rows(matrix), strict=True)
+    Every decision is in a log (event sourcing): on start the logs are read from
+    their start into a replay, applied once all are read, then events apply live.
+    """
+
+    def __init__(self, ctx: PipelineContext) -> None:
+        self.ctx = ctx
+        self.annotator = ctx.params_of(AnnotatorParams)
+        self.space = FeatureSpace(ctx.params_of(FeaturesParams))
+        self.book = model_book(ctx)
+        self.classifiers = {spec.name: spec for spec in ctx.classifiers}
+        self.manager = JobManager(self.classifiers, quality=self.annotator.quality)
+        self.gold = {spec.name: [(q.text, q.tag) for q in spec.gold] for spec in ctx.classifiers}
+        self.windows: dict[str, Reservoir] = {}  #: open counting/enumeration windows
+        self.ready = asyncio.Event()
+        self.replay: dict[str, list[Any]] = {
+            "commands": [],
+            "tasks": [],
+            "labels": [],
+            "results": [],
         }
-        return [done.get(item.id, item) for item in items]
+        self.last_heartbeat = 0.0
+        self.logs: list[Follower] = []
 
-    async def featurized(command: JobCommand) -> JobCommand:
-        """``command`` with features on the items it carries, before the manager sees it."""
-        update: dict[str, Any] = {}
-        if command.items:
-            update["items"] = await featurize(command.items)
-        if command.spec is not None and command.spec.items:
-            items = await featurize(command.spec.items)
-            update["spec"] = command.spec.model_copy(update={"items": items})
-        return command.model_copy(update=update) if update else command
+    def wire(self) -> None:
+        """Create the PE's agents, timer, task and routes."""
+        ctx, manager = self.ctx, self.manager
+        self.logs = [
+            ctx.follow(
+                "jobs",
+                PE,
+                self.handler(
+                    "commands",
+                    lambda r: decode(JobCommand, r),
+                    manager.command,
+                    owned=True,
+                    prepare=self.featurized,
+                ),
+            ),
+            ctx.follow("crowd.tasks", PE, self.handler("tasks", job_task, manager.task)),
+            ctx.follow("crowd.labels", PE, self.handler("labels", job_label, manager.outcome)),
+            ctx.follow("jobs.results", PE, self.handler("results", decode_result, manager.result)),
+        ]
+        ctx.durable(PE, self.snapshot)
+        operator = OperatorAccess.from_settings(ctx.settings)
+        if not operator.enabled:
+            log.warning(
+                "the jobs HTTP API is disabled on a server that listens beyond loopback: "
+                "set operator_token (CROWDSTREAM_OPERATOR_TOKEN) to enable it; "
+                "`crowdstream job` still works"
+            )
+        api = JobsApi(
+            manager,
+            self.send,
+            operator=operator,
+            max_body_bytes=ctx.params_of(CollectorParams).max_body_bytes,
+            label_tasks_only=ctx.crowd == "web",
+        )
+        ctx.routes.extend(api.routes())
+        ctx.consume("items.features", PE, self.decode_batch, self.take_stream)
+        ctx.task(self.start)
+        ctx.timer(TICK_S, f"{ctx.pipeline}.jobs.tick", self.tick)
 
-    manager = JobManager(classifiers, quality=annotator.quality)
-    gold = {spec.name: [(q.text, q.tag) for q in spec.gold] for spec in ctx.classifiers}
-    windows: dict[str, Reservoir] = {}  #: open counting/enumeration windows
-    ready = asyncio.Event()
-    replay: dict[str, list[Any]] = {"commands": [], "tasks": [], "labels": [], "results": []}
+    def snapshot(self) -> dict[str, object]:
+        """Each job's state as its logs rebuild it."""
+        return {
+            job_id: {
+                "progress": run.progress(),
+                "cost": round(run.cost, 6),
+                "emitted": sorted(run.emitted),
+                "terminal": run.terminal,
+            }
+            for job_id, run in sorted(self.manager.runs.items())
+        }
+
+    # -- the logs --------------------------------------------------------------
 
     def handler(
+        self,
         kind: str,
         parse: Callable[[bytes | None], Any],
         apply: Callable[[Any], None],
@@ -98,95 +142,84 @@ def register(ctx: PipelineContext) -> None:
                     event = parse(record.value)
                 except DecodeError as exc:
                     # A restart reads the log again: reject each bad record once, live.
-                    if owned and ready.is_set():
-                        await (await ctx.reject(PE, exc.kind, str(exc), record.value))
+                    if owned and self.ready.is_set():
+                        await (await self.ctx.reject(PE, exc.kind, str(exc), record.value))
                     continue
                 if event is None:
                     continue
                 if prepare is not None:
                     event = await prepare(event)
-                if ready.is_set():
+                if self.ready.is_set():
                     apply(event)
                 else:
-                    replay[kind].append(event)
+                    self.replay[kind].append(event)
 
         return handle
 
-    def job_task(raw: bytes | None) -> Task | None:
-        task = decode(Task, raw)
-        return task if task.job is not None else None
+    async def featurize(self, items: list[JobItem]) -> list[JobItem]:
+        """Items with their hashed features (they train the classifier, and the model
+        scores them), computed in a thread: a job carries up to 100,000 items, and a
+        sentence embedding takes minutes for them, which the event loop must not wait."""
+        todo = [item for item in items if not item.idx]
+        if not todo:
+            return items
+        matrix = await asyncio.to_thread(self.space.matrix, [item.text for item in todo])
+        done = {
+            item.id: item.model_copy(update={"idx": idx, "val": val})
+            for item, (idx, val) in zip(todo, sparse_rows(matrix), strict=True)
+        }
+        return [done.get(item.id, item) for item in items]
 
-    def job_label(raw: bytes | None) -> Label | None:
-        """A job's outcome, or a gold answer (the worker model learns from those)."""
-        label = decode(Label, raw)
-        return label if label.job is not None or label.kind == "gold" else None
+    async def featurized(self, command: JobCommand) -> JobCommand:
+        """``command`` with features on the items it carries, before the manager sees it."""
+        update: dict[str, Any] = {}
+        if command.items:
+            update["items"] = await self.featurize(command.items)
+        if command.spec is not None and command.spec.items:
+            items = await self.featurize(command.spec.items)
+            update["spec"] = command.spec.model_copy(update={"items": items})
+        return command.model_copy(update=update) if update else command
 
-    logs = [
-        ctx.follow(
-            "jobs",
-            PE,
-            handler(
-                "commands",
-                lambda r: decode(JobCommand, r),
-                manager.command,
-                owned=True,
-                prepare=featurized,
-            ),
-        ),
-        ctx.follow("crowd.tasks", PE, handler("tasks", job_task, manager.task)),
-        ctx.follow("crowd.labels", PE, handler("labels", job_label, manager.outcome)),
-        ctx.follow("jobs.results", PE, handler("results", decode_result, manager.result)),
-    ]
-
-    ctx.durable(
-        PE,
-        lambda: {
-            job_id: {
-                "progress": run.progress(),
-                "cost": round(run.cost, 6),
-                "emitted": sorted(run.emitted),
-                "terminal": run.terminal,
-            }
-            for job_id, run in sorted(manager.runs.items())
-        },
-    )
-
-    async def start() -> None:
-        for follower in logs:
+    async def start(self) -> None:
+        """Once every log is read: apply the replay, rebuild open windows, go live."""
+        manager = self.manager
+        for follower in self.logs:
             await follower.caught_up.wait()
-        await book.caught_up.wait()
+        await self.book.caught_up.wait()
         # Submissions first, then what became of them: the logs are read side by side.
-        for command in replay["commands"]:
+        for command in self.replay["commands"]:
             manager.command(command)
-        for task in replay["tasks"]:
+        for task in self.replay["tasks"]:
             manager.task(task)
-        for label in replay["labels"]:
+        for label in self.replay["labels"]:
             manager.outcome(label)
-        for result in replay["results"]:
+        for result in self.replay["results"]:
             manager.result(result)
-        replay.clear()
+        self.replay.clear()
         for job_id, run in manager.runs.items():
             if run.sampling and run.published:  # open before this start: sample lost
-                await rebuild_window(job_id, run)
-        ready.set()
+                await self.rebuild_window(job_id, run)
+        self.ready.set()
         log.info("jobs: %d job(s) in the log", len(manager.runs))
 
-    async def rebuild_window(job_id: str, run: JobRun) -> None:
+    async def rebuild_window(self, job_id: str, run: JobRun) -> None:
         """Read the window's items again from ``items.features``, from its opening."""
         window = run.window
         if window is None:
             return
-        sample = sample_of(job_id)
+        sample = self.sample_of(job_id)
 
         def take(records: Sequence[ConsumerRecord]) -> None:
-            batch, _ = decode_feature_batch(records, space.dimensions)
-            offer(sample, window.spec.count, window_items(run, batch))
+            batch, _ = decode_feature_batch(records, self.space.dimensions)
+            offer(sample, window.spec.count, self.window_items(run, batch))
 
-        reader = Follower(
+        ctx = self.ctx
+        reader = ctx.new_follower(
             ctx.bootstrap_servers,
             ctx.topics["items.features"].name,
             take,
             since_ms=int(window.opened * 1000),
+            security=ctx.security,
         )
         reading = asyncio.ensure_future(reader.run())
         try:
@@ -195,10 +228,13 @@ def register(ctx: PipelineContext) -> None:
             reading.cancel()
         log.info("job %s: window rebuilt, %d item(s) seen so far", job_id, sample.seen)
 
-    async def send(command: JobCommand) -> None:
-        await (await ctx.send("jobs", command.job_id, encode(command)))
+    async def send(self, command: JobCommand) -> None:
+        await (await self.ctx.send("jobs", command.job_id, encode(command)))
 
-    def plan(now: float) -> Plan:
+    # -- each tick ---------------------------------------------------------------
+
+    def plan(self, now: float) -> Plan:
+        book, annotator = self.book, self.annotator
         metrics = {
             name: (update.version, update.metrics.auc, update.metrics.accuracy)
             for name, update in book.updates.items()
@@ -209,38 +245,39 @@ def register(ctx: PipelineContext) -> None:
             redundancy=annotator.most_answers,
             mitigation=annotator.mitigation,
             in_flight=annotator.pool_size,
-            classifiers=classifiers,
+            classifiers=self.classifiers,
             models=dict(book.compiled),
             model_metrics=metrics,
-            gold=gold,
+            gold=self.gold,
         )
 
     def tag_probability(
-        classifier: str, tag: str, rows: list[tuple[list[int], list[float]]]
+        self, classifier: str, tag: str, rows: list[tuple[list[int], list[float]]]
     ) -> list[float]:
-        model = book.compiled.get(classifier)
+        model = self.book.compiled.get(classifier)
         if model is None or tag not in model.classes or not rows:
             return [0.0] * len(rows)
         probs = model.predict_proba(feature_matrix(rows, model.n_features))
         return [float(p) for p in probs[:, model.classes.index(tag)]]
 
-    last_heartbeat = [0.0]
-
-    async def tick() -> None:
-        if not ready.is_set():
+    async def tick(self) -> None:
+        """Score model-assisted counts, close windows, and step every job."""
+        if not self.ready.is_set():
             return
+        ctx, manager = self.ctx, self.manager
         now = time.time()
         for run in manager.runs.values():
             if isinstance(run, CountingRun) and run.spec.method == "model":
-                model_version = book.version(run.spec.classifier)
+                model_version = self.book.version(run.spec.classifier)
                 run.score(
-                    model_version, partial(tag_probability, run.spec.classifier, run.spec.tag)
+                    model_version,
+                    partial(self.tag_probability, run.spec.classifier, run.spec.tag),
                 )
-        await close_windows(now)
-        heartbeat = now - last_heartbeat[0] >= HEARTBEAT_S
+        await self.close_windows(now)
+        heartbeat = now - self.last_heartbeat >= HEARTBEAT_S
         if heartbeat:
-            last_heartbeat[0] = now
-        step = manager.step(plan(now), heartbeat=heartbeat)
+            self.last_heartbeat = now
+        step = manager.step(self.plan(now), heartbeat=heartbeat)
         pending = []
         for task in step.tasks:
             pending.append(await ctx.send("crowd.tasks", task.item_id, encode(task)))
@@ -255,20 +292,20 @@ def register(ctx: PipelineContext) -> None:
             for status in ("queued", "running", "done", "cancelled", "failed"):
                 ctx.metrics.jobs.labels(ctx.pipeline, kind, status).set(states[(kind, status)])
 
-    async def close_windows(now: float) -> None:
+    async def close_windows(self, now: float) -> None:
         """Write the sample of every counting/enumeration window that just closed."""
-        for job_id, run in manager.runs.items():
+        for job_id, run in self.manager.runs.items():
             window = run.window
             if window is None or not run.sampling:
-                windows.pop(job_id, None)
+                self.windows.pop(job_id, None)
                 continue
-            sample = sample_of(job_id)
+            sample = self.sample_of(job_id)
             spec = window.spec
             timed_out = spec.seconds is not None and now >= window.opened + spec.seconds
             full = spec.count is not None and sample.seen >= spec.count
             if timed_out or full:
-                del windows[job_id]
-                await send(
+                del self.windows[job_id]
+                await self.send(
                     JobCommand(
                         action="window",
                         job_id=job_id,
@@ -281,20 +318,25 @@ def register(ctx: PipelineContext) -> None:
             else:
                 window.seen = sample.seen  # for the status while the window fills
 
-    async def decode_batch(records: Sequence[ConsumerRecord]) -> tuple[FeatureBatch, Pending]:
+    # -- the stream --------------------------------------------------------------
+
+    async def decode_batch(self, records: Sequence[ConsumerRecord]) -> tuple[FeatureBatch, Pending]:
         # Bad records are the classifier's to reject and count; here they are skipped.
-        batch, _ = decode_feature_batch(records, space.dimensions)
+        batch, _ = decode_feature_batch(records, self.space.dimensions)
         return batch, []
 
-    async def take_stream(batch: FeatureBatch) -> Pending:
-        if not ready.is_set():
+    async def take_stream(self, batch: FeatureBatch) -> Pending:
+        """Stream items into the open windows: a labeling window's go to the log at
+        once, a counting or enumeration window's into its sample."""
+        if not self.ready.is_set():
             return []
+        ctx = self.ctx
         pending: Pending = []
-        for job_id, run in manager.runs.items():
+        for job_id, run in self.manager.runs.items():
             window = run.window
             if window is None or window.closed or run.terminal:
                 continue
-            chosen = window_items(run, batch)
+            chosen = self.window_items(run, batch)
             if not chosen:
                 continue
             if run.plans_while_open:
@@ -307,22 +349,17 @@ def register(ctx: PipelineContext) -> None:
                     pending.append(await ctx.send("jobs", job_id, encode(command)))
                     window.seen += len(chosen)  # the log echo sets the same number
             else:
-                offer(sample_of(job_id), window.spec.count, chosen)
+                offer(self.sample_of(job_id), window.spec.count, chosen)
         ctx.metrics.items_in.labels(ctx.pipeline, PE).inc(len(batch))
         return pending
 
-    def sample_of(job_id: str) -> Reservoir:
-        if job_id not in windows:
-            windows[job_id] = Reservoir(WINDOW_SAMPLE, random.Random(job_id))
-        return windows[job_id]
+    def sample_of(self, job_id: str) -> Reservoir:
+        if job_id not in self.windows:
+            self.windows[job_id] = Reservoir(WINDOW_SAMPLE, random.Random(job_id))
+        return self.windows[job_id]
 
-    def offer(sample: Reservoir, count: int | None, items: list[JobItem]) -> None:
-        for item in items:
-            if count is not None and sample.seen >= count:
-                return
-            sample.offer(item)
-
-    def window_items(run: JobRun, batch: FeatureBatch) -> list[JobItem]:
+    def window_items(self, run: JobRun, batch: FeatureBatch) -> list[JobItem]:
+        """The batch's items the job's window takes, as job items."""
         window = run.window
         if window is None:
             return []
@@ -333,7 +370,8 @@ def register(ctx: PipelineContext) -> None:
         ]
         predicted = [0.0] * len(picked)
         if isinstance(run, CountingRun) and run.spec.method == "model":
-            predicted = tag_probability(run.spec.classifier, run.spec.tag, [r for _, r in picked])
+            rows = [r for _, r in picked]
+            predicted = self.tag_probability(run.spec.classifier, run.spec.tag, rows)
         return [
             JobItem(
                 id=item.id,
@@ -346,21 +384,25 @@ def register(ctx: PipelineContext) -> None:
             for (item, row), p in zip(picked, predicted, strict=True)
         ]
 
-    operator = OperatorAccess.from_settings(ctx.settings)
-    if not operator.enabled:
-        log.warning(
-            "the jobs HTTP API is disabled on a server that listens beyond loopback: "
-            "set operator_token (CROWDSTREAM_OPERATOR_TOKEN) to enable it; "
-            "`crowdstream job` still works"
-        )
-    api = JobsApi(
-        manager,
-        send,
-        operator=operator,
-        max_body_bytes=ctx.params_of(CollectorParams).max_body_bytes,
-        label_tasks_only=ctx.crowd == "web",
-    )
-    ctx.routes.extend(api.routes())
-    ctx.consume("items.features", PE, decode_batch, take_stream)
-    ctx.task(start)
-    ctx.timer(TICK_S, f"{ctx.pipeline}.jobs.tick", tick)
+
+def job_task(raw: bytes | None) -> Task | None:
+    """A job's task (training tasks are the task generator's)."""
+    task = decode(Task, raw)
+    return task if task.job is not None else None
+
+
+def job_label(raw: bytes | None) -> Label | None:
+    """A job's outcome, or a gold answer (the worker model learns from those)."""
+    label = decode(Label, raw)
+    return label if label.job is not None or label.kind == "gold" else None
+
+
+def offer(sample: Reservoir, count: int | None, items: list[JobItem]) -> None:
+    for item in items:
+        if count is not None and sample.seen >= count:
+            return
+        sample.offer(item)
+
+
+def register(ctx: PipelineContext) -> None:
+    JobsPE(ctx).wire()
