@@ -114,6 +114,9 @@ class EmbeddedBroker:
         """Restart the broker if it dies while the worker runs (its records are on
         disk, the worker's clients wait and retry); say so loudly each time."""
 
+        # A watch loop rather than runtime.retry: it polls a child process from a
+        # thread and must wake at once when the worker stops (the stop event), which
+        # a retry library's sleep would not.
         def watch() -> None:
             delay = 1.0
             while not self._stopping.wait(every_s):

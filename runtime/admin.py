@@ -12,9 +12,11 @@ from collections.abc import Iterable
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
+from tenacity import RetryCallState, stop_after_delay
 
 from channels.topics import TopicPolicy, TopicSpec
 from runtime.cluster import PLAINTEXT, Security
+from runtime.retry import broker_retrying
 
 __all__ = ["declare_topics", "partitions_of", "wait_for_broker"]
 
@@ -50,12 +52,15 @@ async def wait_for_broker(
 ) -> None:
     """Wait until the broker answers metadata requests, retrying with backoff; raise
     ConnectionError after ``timeout_s``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    delay = 0.1
     where = ",".join(bootstrap_servers)
-    failures = 0
-    while True:
+
+    def level(state: RetryCallState) -> int:
+        # The first failures are common while a cluster starts; say so once, loudly.
+        waited = state.next_action.sleep if state.next_action is not None else 0.0
+        first = state.attempt_number == 1
+        return logging.WARNING if first or waited >= MAX_WAIT_DELAY_S else logging.INFO
+
+    async def probe() -> None:
         admin = AIOKafkaAdminClient(
             bootstrap_servers=bootstrap_servers,
             **security.client_options(),
@@ -64,29 +69,26 @@ async def wait_for_broker(
         try:
             await admin.start()
             await admin.list_topics()
-            if failures:
-                log.warning("broker %s answers (after %d failed attempts)", where, failures)
-            return
-        except (KafkaError, OSError) as exc:
-            failures += 1
-            left = deadline - loop.time()
-            if left <= 0:
-                msg = f"broker {where} not reachable after {timeout_s:.0f} s: {exc}"
-                raise ConnectionError(msg) from exc
-            # The first failures are common while a cluster starts; say so once, loudly.
-            level = logging.WARNING if failures == 1 or delay >= MAX_WAIT_DELAY_S else logging.INFO
-            log.log(
-                level,
-                "broker %s not reachable (%s); retrying in %.1f s, for %.0f s more",
-                where,
-                exc,
-                delay,
-                left,
-            )
         finally:
             await admin.close()
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, MAX_WAIT_DELAY_S)
+
+    retrying = broker_retrying(
+        f"broker {where} not reachable",
+        log,
+        first_s=0.1,
+        max_s=MAX_WAIT_DELAY_S,
+        stop=stop_after_delay(timeout_s),
+        errors=(KafkaError, OSError),
+        level=level,
+    )
+    try:
+        await retrying(probe)
+    except (KafkaError, OSError) as exc:
+        msg = f"broker {where} not reachable after {timeout_s:.0f} s: {exc}"
+        raise ConnectionError(msg) from exc
+    failures = retrying.statistics.get("attempt_number", 1) - 1
+    if failures:
+        log.warning("broker %s answers (after %d failed attempts)", where, failures)
 
 
 async def declare_topics(

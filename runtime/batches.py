@@ -32,6 +32,7 @@ from aiokafka.errors import (
 from aiokafka.partitioner import murmur2
 
 from runtime.cluster import PLAINTEXT, Security
+from runtime.retry import broker_retrying
 from runtime.stallwatch import StallWatch
 
 __all__ = ["BatchReader", "Publisher"]
@@ -286,21 +287,13 @@ class BatchReader:
 
     async def batches(self, poll_ms: int = 200) -> AsyncIterator[list[ConsumerRecord]]:
         """Batches of records, forever; retries with backoff while the broker is away."""
-        delay = 0.5
         while not self._closing:
             try:
-                found = await self._consumer.getmany(
-                    timeout_ms=poll_ms, max_records=self._max_records
-                )
+                found = await self._fetch(poll_ms)
             except ConsumerStoppedError:
                 return
-            except KafkaError as exc:
-                self._quiet()
-                log.warning("%s: read failed (%s); retrying in %.1f s", self.topic, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-                continue
-            delay = 0.5
+            except KafkaError:
+                return  # only when closing: until then the fetch is retried
             records = [record for batch in found.values() for record in batch]
             if not records:
                 self._quiet()
@@ -316,6 +309,22 @@ class BatchReader:
                     self._positions[tp] = batch[-1].offset + 1
                 self._read_generation = self._generation
                 yield records
+
+    async def _fetch(self, poll_ms: int) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """One fetch, tried again while the broker is away (until the reader closes)."""
+        retrying = broker_retrying(f"{self.topic}: read failed", log, stop=lambda _: self._closing)
+        found: dict[TopicPartition, list[ConsumerRecord]] = await retrying(self._getmany, poll_ms)
+        return found
+
+    async def _getmany(self, poll_ms: int) -> dict[TopicPartition, list[ConsumerRecord]]:
+        try:
+            found: dict[TopicPartition, list[ConsumerRecord]] = await self._consumer.getmany(
+                timeout_ms=poll_ms, max_records=self._max_records
+            )
+        except KafkaError:
+            self._quiet()
+            raise
+        return found
 
     def _quiet(self) -> None:
         if self._quiet_since is None:

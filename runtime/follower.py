@@ -21,6 +21,7 @@ from aiokafka.errors import KafkaError
 
 from runtime.admin import partitions_of
 from runtime.cluster import PLAINTEXT, Security
+from runtime.retry import broker_retrying
 
 __all__ = ["Follower", "FollowerFactory", "Handler"]
 
@@ -81,19 +82,9 @@ class Follower:
         from the first record not yet handled: a batch whose handling failed comes
         again, so handlers must take a record twice without harm.
         """
-        delay = 0.5
-        while True:
-            try:
+        async for attempt in broker_retrying(f"follower of {self.topic} lost the broker", log):
+            with attempt:
                 await self._read()
-            except KafkaError as exc:
-                log.warning(
-                    "follower of %s lost the broker (%s); retrying in %.1f s",
-                    self.topic,
-                    exc,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
 
     async def _read(self) -> None:
         consumer = AIOKafkaConsumer(
