@@ -53,6 +53,10 @@ class ContextFilter(logging.Filter):
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object a record (kept rather than python-json-logger: a dozen lines
+    with orjson give exactly the fields above, where the library adds every extra
+    attribute a third-party logger sets)."""
+
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
             "ts": round(record.created, 6),

@@ -1,4 +1,10 @@
-"""Server-sent event streams for the worker's HTTP endpoints (crowd tasks, results)."""
+"""Server-sent event streams for the worker's HTTP endpoints (crowd tasks, results).
+
+Kept rather than aiohttp-sse: a stream here must drop a client that takes nothing
+for the write timeout (else it holds a stream slot for good) and call back on each
+ping (a web worker's heartbeat); aiohttp-sse pings from a task of its own with no
+hook and writes without a deadline.
+"""
 
 from __future__ import annotations
 

@@ -190,7 +190,8 @@ async def stream(env: Env, token: str) -> Events:
 async def test_join_gives_a_token_and_the_state(env: Env) -> None:
     joined = await env.join("ana")
     assert joined["state"] == "waiting" and joined["name"] == "ana"
-    assert joined["token"].startswith("v1.") and joined["expires_at"] > time.time()
+    assert TokenSigner(KEY, 60).verify(joined["token"]) == joined["worker_id"]
+    assert joined["expires_at"] > time.time()
     status, me = await env.call("GET", "/api/v1/workers/me", joined["token"])
     assert status == 200 and me["worker_id"] == joined["worker_id"]
     assert joined["worker_id"] in env.pool.workers
@@ -338,7 +339,9 @@ async def test_a_terminated_assignment_is_paid_and_not_a_vote(env: Env) -> None:
 
 async def test_calls_need_a_valid_unexpired_token(env: Env) -> None:
     joined = await env.join()
-    expired, _ = TokenSigner(KEY, 60, clock=lambda: time.time() - 120).issue(joined["worker_id"])
+    # Older than the server's token lifetime (ApiConfig.token_ttl_s, 12 hours).
+    long_ago = time.time() - 13 * 3600
+    expired, _ = TokenSigner(KEY, 60, clock=lambda: long_ago).issue(joined["worker_id"])
     forged, _ = TokenSigner(b"x" * 32, 60).issue(joined["worker_id"])
     head, payload, mac = joined["token"].split(".")
     tampered = f"{head}.{payload[:-2]}AA.{mac}"
@@ -361,7 +364,7 @@ async def test_calls_need_a_valid_unexpired_token(env: Env) -> None:
 async def test_heartbeat_renews_the_token(env: Env) -> None:
     joined = await env.join()
     status, body = await env.call("POST", "/api/v1/workers/me/heartbeat", joined["token"])
-    assert status == 200 and body["token"].startswith("v1.")
+    assert status == 200 and TokenSigner(KEY, 60).verify(body["token"]) == joined["worker_id"]
     assert body["expires_at"] >= joined["expires_at"]
     status, _ = await env.call("GET", "/api/v1/workers/me/earnings", body["token"])
     assert status == 200

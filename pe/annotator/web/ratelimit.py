@@ -1,4 +1,10 @@
-"""Token-bucket rate limits by key (a worker id, a client address)."""
+"""Token-bucket rate limits by key (a worker id, a client address).
+
+Kept rather than a library: ``limits`` counts requests in fixed or moving windows
+(no bursts refilled at a rate) and ``aiolimiter`` is one bucket per limiter, with no
+keys and no bound on how many it keeps; this is a bounded set of keyed buckets that
+says how long to wait (the ``Retry-After`` of a 429).
+"""
 
 from __future__ import annotations
 
