@@ -11,7 +11,15 @@ from pydantic import BaseModel, ValidationError
 
 from channels.records import InputItem, Rejected
 
-__all__ = ["DecodeError", "decode", "encode", "iter_json_lines", "parse_input", "rejected"]
+__all__ = [
+    "DecodeError",
+    "decode",
+    "encode",
+    "iter_json_lines",
+    "parse_input",
+    "rejected",
+    "summarise",
+]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -52,7 +60,7 @@ def decode(model: type[M], data: bytes | str | None) -> M:
             raise DecodeError(f"invalid JSON: {first['ctx']['error']}", "json") from None
         if first["type"] == "model_type" and not first["loc"]:
             raise DecodeError("expected a JSON object", "schema") from None
-        raise DecodeError(_summarise(exc), "schema") from None
+        raise DecodeError(summarise(exc), "schema") from None
 
 
 def parse_input(data: bytes | str | None) -> InputItem:
@@ -89,7 +97,8 @@ def iter_json_lines(body: bytes) -> Iterator[bytes]:
             yield line.strip()
 
 
-def _summarise(exc: ValidationError) -> str:
+def summarise(exc: ValidationError) -> str:
+    """The first errors of ``exc``, where and what, in one line."""
     parts = []
     for err in exc.errors()[:5]:
         where = ".".join(str(p) for p in err["loc"]) or "record"

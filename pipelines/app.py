@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import time
 from collections.abc import Sequence
@@ -18,6 +17,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from channels.signing import DEVELOPMENT_KEY, ModelSigner
 from channels.topics import TopicSpec
 from config import Settings
+from pe.common.heap import freeze_long_lived
 from pe.common.http import HttpLimits
 from pe.common.metrics import Metrics
 from pe.registry import pe_spec, pe_specs
@@ -140,11 +140,7 @@ class _Runner(faust.Worker):
 
     async def on_startup_finished(self) -> None:
         await super().on_startup_finished()
-        # What exists once started (modules, the topology, the first models) lives as
-        # long as the worker: frozen, a full garbage collection does not walk it, so
-        # the pauses it makes in the event loop are shorter.
-        gc.collect()
-        gc.freeze()
+        freeze_long_lived()
 
 
 def model_signer(settings: Settings, *, embedded: bool) -> ModelSigner:

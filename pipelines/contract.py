@@ -35,7 +35,7 @@ from pipelines.sample import load_sample
 from pipelines.testing import PeHarness, Record
 from pipelines.topology import Topology
 
-__all__ = ["ContractError", "check_pe", "sample_logs"]
+__all__ = ["ContractError", "LoopWatch", "check_pe", "sample_logs"]
 
 #: A callback that holds the event loop longer than this fails the contract.
 MAX_HOLD_S = 0.1
@@ -214,7 +214,7 @@ async def _feed(run: PeHarness, inputs: Mapping[str, Sequence[Record]]) -> None:
     await run.tick(3)
 
 
-class _LoopWatch:
+class LoopWatch:
     """Measures how long the event loop was held: a task asks to wake every
     ``TICK_S``; waking later than that means some callback kept the loop that long
     (asyncio's debug mode would say which, but slows every callback several times)."""
@@ -231,7 +231,7 @@ class _LoopWatch:
             await asyncio.sleep(self.TICK_S)
             self.longest = max(self.longest, time.perf_counter() - asked - self.TICK_S)
 
-    async def __aenter__(self) -> _LoopWatch:
+    async def __aenter__(self) -> LoopWatch:
         self._task = asyncio.get_running_loop().create_task(self._watch())
         await asyncio.sleep(0)  # the watch is waiting before anything else runs
         return self
@@ -248,7 +248,7 @@ async def _loop_watch(pe: str) -> AsyncIterator[None]:
     # The harnesses run before this one left garbage a full collection would walk
     # while the PE works: that pause is the test's, not the PE's.
     gc.collect()
-    async with _LoopWatch() as watch:
+    async with LoopWatch() as watch:
         yield
     if watch.longest > MAX_HOLD_S:
         raise ContractError(

@@ -21,6 +21,7 @@ channel's earlier records before they start: that is how a restart is tested.
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import time
 from collections.abc import Awaitable, Mapping, Sequence
@@ -32,6 +33,7 @@ from aiokafka import ConsumerRecord
 from pydantic import BaseModel
 
 from config import Settings, load_settings
+from pe.common.heap import freeze_long_lived
 from pipelines.app import Worker, build_worker
 from pipelines.topology import Topology
 from runtime.batches import Publisher
@@ -146,6 +148,7 @@ class PeHarness:
         self._tasks = [asyncio.ensure_future(work()) for work in self.context.tasks]
         await asyncio.sleep(0)  # let the tasks start (rebuilds after the logs are read)
         await self.settle()
+        freeze_long_lived()  # as a started worker does (pipelines.app)
         return self
 
     async def __aexit__(
@@ -154,6 +157,7 @@ class PeHarness:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        gc.unfreeze()  # the next harness's objects must not pile up behind this one's
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -13,9 +13,10 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import gc
 from collections.abc import Callable
 
-__all__ = ["release_free_heap"]
+__all__ = ["freeze_long_lived", "release_free_heap"]
 
 
 @functools.cache
@@ -37,3 +38,14 @@ def release_free_heap() -> bool:
         return False
     trim(0)
     return True
+
+
+def freeze_long_lived() -> None:
+    """Leave what exists now out of every later full garbage collection.
+
+    Called once a worker has started: its modules, topology and first models live as
+    long as it does, and a full collection walking them held the event loop about
+    200 ms in the PE contract's runs.
+    """
+    gc.collect()
+    gc.freeze()

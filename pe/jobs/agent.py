@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import random
 import time
@@ -17,13 +18,12 @@ from channels.codec import DecodeError, decode, encode
 from channels.jobs import JobCommand, JobItem, decode_result
 from channels.records import Label, Task
 from pe.common.featurebatch import FeatureBatch, decode_feature_batch
-from pe.common.hashing import sparse_rows
 from pe.common.http import OperatorAccess
 from pe.common.linear import feature_matrix
 from pe.common.modelbook import model_book
-from pe.common.space import FeatureSpace
 from pe.jobs.api import JobsApi
 from pe.jobs.counting import CountingRun
+from pe.jobs.intake import Featurizer, read_command
 from pe.jobs.manager import JobManager
 from pe.jobs.run import JobRun, Plan
 from pe.jobs.windows import Reservoir
@@ -54,7 +54,8 @@ class JobsPE:
     def __init__(self, ctx: PipelineContext) -> None:
         self.ctx = ctx
         self.annotator = ctx.params_of(AnnotatorParams)
-        self.space = FeatureSpace(ctx.params_of(FeaturesParams))
+        self.dimensions = ctx.params_of(FeaturesParams).dimensions
+        self.featurizer = Featurizer(ctx.params_of(FeaturesParams))
         self.book = model_book(ctx)
         self.classifiers = {spec.name: spec for spec in ctx.classifiers}
         self.manager = JobManager(self.classifiers, quality=self.annotator.quality)
@@ -79,10 +80,9 @@ class JobsPE:
                 PE,
                 self.handler(
                     "commands",
-                    lambda r: decode(JobCommand, r),
+                    partial(read_command, featurizer=self.featurizer),
                     manager.command,
                     owned=True,
-                    prepare=self.featurized,
                 ),
             ),
             ctx.follow("crowd.tasks", PE, self.handler("tasks", job_task, manager.task)),
@@ -130,16 +130,17 @@ class JobsPE:
         apply: Callable[[Any], None],
         *,
         owned: bool = False,
-        prepare: Callable[[Any], Awaitable[Any]] | None = None,
     ) -> Callable[[Sequence[ConsumerRecord]], Awaitable[None]]:
-        """``owned``: the topic is this PE's to police (bad records are rejected here;
-        on the others, by the PE that owns them). ``prepare``: the event's work that
-        must not run on the event loop, done before it is applied or kept to replay."""
+        """``parse`` may be a coroutine (a job's items are read a chunk at a time:
+        pe.jobs.intake). ``owned``: the topic is this PE's to police (bad records are
+        rejected here; on the others, by the PE that owns them)."""
 
         async def handle(records: Sequence[ConsumerRecord]) -> None:
             for record in records:
                 try:
                     event = parse(record.value)
+                    if inspect.isawaitable(event):
+                        event = await event
                 except DecodeError as exc:
                     # A restart reads the log again: reject each bad record once, live.
                     if owned and self.ready.is_set():
@@ -147,38 +148,12 @@ class JobsPE:
                     continue
                 if event is None:
                     continue
-                if prepare is not None:
-                    event = await prepare(event)
                 if self.ready.is_set():
                     apply(event)
                 else:
                     self.replay[kind].append(event)
 
         return handle
-
-    async def featurize(self, items: list[JobItem]) -> list[JobItem]:
-        """Items with their hashed features (they train the classifier, and the model
-        scores them), computed in a thread: a job carries up to 100,000 items, and a
-        sentence embedding takes minutes for them, which the event loop must not wait."""
-        todo = [item for item in items if not item.idx]
-        if not todo:
-            return items
-        matrix = await asyncio.to_thread(self.space.matrix, [item.text for item in todo])
-        done = {
-            item.id: item.model_copy(update={"idx": idx, "val": val})
-            for item, (idx, val) in zip(todo, sparse_rows(matrix), strict=True)
-        }
-        return [done.get(item.id, item) for item in items]
-
-    async def featurized(self, command: JobCommand) -> JobCommand:
-        """``command`` with features on the items it carries, before the manager sees it."""
-        update: dict[str, Any] = {}
-        if command.items:
-            update["items"] = await self.featurize(command.items)
-        if command.spec is not None and command.spec.items:
-            items = await self.featurize(command.spec.items)
-            update["spec"] = command.spec.model_copy(update={"items": items})
-        return command.model_copy(update=update) if update else command
 
     async def start(self) -> None:
         """Once every log is read: apply the replay, rebuild open windows, go live."""
@@ -210,7 +185,7 @@ class JobsPE:
         sample = self.sample_of(job_id)
 
         def take(records: Sequence[ConsumerRecord]) -> None:
-            batch, _ = decode_feature_batch(records, self.space.dimensions)
+            batch, _ = decode_feature_batch(records, self.dimensions)
             offer(sample, window.spec.count, self.window_items(run, batch))
 
         ctx = self.ctx
@@ -322,7 +297,7 @@ class JobsPE:
 
     async def decode_batch(self, records: Sequence[ConsumerRecord]) -> tuple[FeatureBatch, Pending]:
         # Bad records are the classifier's to reject and count; here they are skipped.
-        batch, _ = decode_feature_batch(records, self.space.dimensions)
+        batch, _ = decode_feature_batch(records, self.dimensions)
         return batch, []
 
     async def take_stream(self, batch: FeatureBatch) -> Pending:
