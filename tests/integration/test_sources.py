@@ -68,7 +68,9 @@ def test_broker_command_serves_until_interrupted(tmp_path: Path) -> None:
         with socket.socket() as sock:
             assert sock.connect_ex(("127.0.0.1", port)) == 0
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=15) == 0
+        # A controlled shutdown may take up to the node's stop timeout (30 s) on a
+        # loaded machine before the command exits cleanly.
+        assert proc.wait(timeout=45) == 0
     finally:
         proc.kill()
     time.sleep(0.2)
