@@ -168,8 +168,13 @@ def params_of(params: BaseModel, kind: type[P]) -> P:
 
 
 def pe_of_logger(logger: str) -> str | None:
-    """The PE a logger belongs to (by the module it is named after), if any."""
-    for spec in pe_specs():
+    """The PE a logger belongs to (by the module it is named after), if any.
+
+    Only PEs already registered count: a log record must never import the PEs' modules
+    (a command that logs without loading a topology would import them all, inside
+    a logging call, from whatever thread logs).
+    """
+    for spec in tuple(_SPECS.values()):
         if logger == spec.package or logger.startswith(spec.package + "."):
             return spec.name
     return None

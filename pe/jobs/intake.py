@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import orjson
@@ -29,6 +31,8 @@ from pe.common.space import FeatureSpace
 from pe.params import FeaturesParams
 
 __all__ = ["BIG_BYTES", "CHUNK", "Featurizer", "read_command"]
+
+log = logging.getLogger(__name__)
 
 #: A command at least this big is read in the helper process.
 BIG_BYTES = 64 * 1024
@@ -55,15 +59,26 @@ class Featurizer:
         self._pool: ProcessPoolExecutor | None = None
 
     async def call(self, work: Any, *args: Any) -> Any:
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                max_workers=1,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=background_helper,
-            )
-        return await asyncio.get_running_loop().run_in_executor(
-            self._pool, work, self.params, *args
-        )
+        """``work(params, *args)`` in the helper. If the helper dies (killed, out of
+        memory), another is started and the work tried once more; if that one dies
+        too, the work is what kills it, and the command is refused (DecodeError)."""
+        for attempt in (1, 2):
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(
+                    max_workers=1,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=background_helper,
+                )
+            try:
+                return await asyncio.get_running_loop().run_in_executor(
+                    self._pool, work, self.params, *args
+                )
+            except BrokenProcessPool:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+                log.error("the jobs PE's helper process died (attempt %d of 2)", attempt)
+        msg = "its helper process died twice reading this command (too big for memory?)"
+        raise DecodeError(msg, "error")
 
 
 async def read_command(raw: bytes | None, featurizer: Featurizer) -> JobCommand:

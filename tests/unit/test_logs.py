@@ -5,11 +5,14 @@ from __future__ import annotations
 import io
 import logging
 import logging.config
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import orjson
 import pytest
 
+from pe.registry import pe_specs
 from pipelines.logs import logging_config
 
 
@@ -24,6 +27,7 @@ def _restore_logging() -> Iterator[None]:
 
 @pytest.fixture
 def capture() -> io.StringIO:
+    pe_specs()  # a worker's topology registers the PEs whose names records carry
     stream = io.StringIO()
     config = logging_config("json", "debug", "crisis")
     config["handlers"]["main"]["stream"] = stream
@@ -69,3 +73,17 @@ def test_text_format_is_for_people() -> None:
     logging.getLogger("pe.learner.agent").debug("hidden")
     assert stream.getvalue().rstrip().endswith("INFO pe.learner.agent: published")
     assert "hidden" not in stream.getvalue()
+
+
+def test_logging_never_imports_the_pes() -> None:
+    # A command that logs without a topology (crowdstream broker) must not import
+    # every PE module from inside a logging call, whichever thread logs.
+    probe = (
+        "import logging, sys\n"
+        "from pipelines.logs import configure\n"
+        "configure('json', 'info')\n"
+        "logging.getLogger('pipelines.broker').info('hello')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('pe.learner', 'sklearn'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
