@@ -23,16 +23,14 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
-
-import orjson
 
 from channels.jobs import JobCommand, LabelingJob
 from pe.registry import PeSpec, pe_spec
 from pipelines.sample import load_sample
-from pipelines.testing import PeHarness, Record
+from pipelines.testing import PeHarness, Record, encode_record
 from pipelines.topology import Topology
 
 __all__ = ["ContractError", "LoopWatch", "check_pe", "sample_logs"]
@@ -69,15 +67,16 @@ async def sample_logs(topology: Topology, items: int = 300) -> dict[str, list[by
         ),
         ts=time.time(),
     )
+    submitted = job.model_dump_json().encode()
     async with PeHarness(fast) as run:
-        await run.feed("jobs", [(job.job_id, job.model_dump_json().encode())])
+        await run.feed("jobs", [(job.job_id, submitted)])
         await run.feed("items.raw", raw)
         for _ in range(40):
             await run.tick()
             await asyncio.sleep(0.1)
         logs = run.written()
-    logs["items.raw"] = [_encode(item) for item in raw]
-    logs["jobs"] = [job.model_dump_json().encode(), *logs.get("jobs", [])]
+    logs["items.raw"] = [encode_record(item) for item in raw]
+    logs["jobs"] = [submitted, *logs.get("jobs", [])]
     return logs
 
 
@@ -131,12 +130,7 @@ async def _run(
     async with PeHarness(topology, [pe]) as run:
         async with _loop_watch(pe):
             await _feed(run, inputs)
-        return {channel: [_stable(value) for value in values] for channel, values in _outputs(run)}
-
-
-def _outputs(run: PeHarness) -> Iterator[tuple[str, list[Any]]]:
-    for channel in run.written():
-        yield channel, run.outputs(channel)
+        return {channel: _stable(values) for channel, values in run.all_outputs().items()}
 
 
 async def _check_dead_letters(
@@ -264,17 +258,6 @@ def _stable(value: Any) -> Any:
     if isinstance(value, list):
         return [_stable(v) for v in value]
     return value
-
-
-def _json(value: bytes) -> Any:
-    try:
-        return orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return value
-
-
-def _encode(item: Any) -> bytes:
-    return item if isinstance(item, bytes) else orjson.dumps(item)
 
 
 def _diff(expected: Mapping[str, Sequence[Any]], got: Mapping[str, Sequence[Any]]) -> str:

@@ -40,7 +40,7 @@ from runtime.batches import Publisher
 from runtime.cluster import PLAINTEXT, Security
 from runtime.follower import Follower, Handler
 
-__all__ = ["MemoryFollower", "MemoryPublisher", "PeHarness", "Record"]
+__all__ = ["MemoryFollower", "MemoryPublisher", "PeHarness", "Record", "encode_record"]
 
 #: A record to feed: a pydantic record, a JSON object, or raw bytes (malformed ones
 #: included), optionally with its key as ``(key, value)``.
@@ -133,6 +133,8 @@ class PeHarness:
             new_follower=follower,
         )
         self.context = self.worker.context
+        #: Kafka topic -> channel key, for what the PEs wrote and follow.
+        self._channels = {spec.name: key for key, spec in self.context.topics.items()}
         self._logs = {channel: list(records) for channel, records in (logs or {}).items()}
         self._offsets: dict[str, itertools.count[int]] = {}
         self._read_back = 0  #: records written that were handed to readers
@@ -195,15 +197,20 @@ class PeHarness:
 
     def outputs(self, channel: str) -> list[Any]:
         """The JSON values written to ``channel`` (raw bytes where not JSON), in order."""
-        topic = self._topic(channel)
-        return [_json_or_bytes(value) for name, _, value in self.publisher.written if name == topic]
+        return self.all_outputs().get(channel, [])
+
+    def all_outputs(self) -> dict[str, list[Any]]:
+        """:meth:`outputs` of every channel written to."""
+        return {
+            channel: [_json_or_bytes(value) for value in values]
+            for channel, values in self.written().items()
+        }
 
     def written(self) -> dict[str, list[bytes]]:
         """Everything written, by channel: the raw values, in order."""
-        names = {spec.name: key for key, spec in self.context.topics.items()}
         found: dict[str, list[bytes]] = {}
         for topic, _, value in self.publisher.written:
-            found.setdefault(names.get(topic, topic), []).append(value)
+            found.setdefault(self._channels.get(topic, topic), []).append(value)
         return found
 
     async def _hand_over(self, topic: str, records: list[ConsumerRecord]) -> None:
@@ -223,8 +230,7 @@ class PeHarness:
 
     def followed(self) -> list[str]:
         """The channels the PEs follow from their start (rebuilding state from them)."""
-        names = {spec.name: key for key, spec in self.context.topics.items()}
-        return sorted({names.get(f.topic, f.topic) for f in self.followers})
+        return sorted({self._channels.get(f.topic, f.topic) for f in self.followers})
 
     def _topic(self, channel: str) -> str:
         spec = self.context.topics.get(channel)
@@ -235,7 +241,7 @@ class PeHarness:
         out = []
         for record in records:
             key, value = record if isinstance(record, tuple) else (None, record)
-            out.append(self._consumer_record(topic, _bytes(key), _value(value)))
+            out.append(self._consumer_record(topic, _bytes(key), encode_record(value)))
         return out
 
     def _consumer_record(self, topic: str, key: bytes | None, value: bytes) -> ConsumerRecord:
@@ -259,7 +265,8 @@ def _bytes(key: str | bytes | None) -> bytes | None:
     return key.encode() if isinstance(key, str) else key
 
 
-def _value(value: Any) -> bytes:
+def encode_record(value: Any) -> bytes:
+    """A record to feed as the bytes a producer writes."""
     if isinstance(value, bytes):
         return value
     if isinstance(value, BaseModel):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import ctypes
+import multiprocessing
 import os
 import signal
 import sys
+from concurrent.futures import ProcessPoolExecutor
 
-__all__ = ["background_helper", "die_with_parent"]
+__all__ = ["background_helper", "die_with_parent", "helper_pool"]
 
 _PR_SET_PDEATHSIG = 1
 
@@ -27,3 +29,14 @@ def background_helper() -> None:
     yields the CPU to it, whose event loop carries the stream's latency."""
     die_with_parent()
     os.nice(10)
+
+
+def helper_pool() -> ProcessPoolExecutor:
+    """One helper process for a PE's heavy work off the event loop: a fresh
+    interpreter (spawned, so nothing of the worker's loop or threads is copied) that
+    dies with the worker and yields the CPU to it."""
+    return ProcessPoolExecutor(
+        max_workers=1,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=background_helper,
+    )

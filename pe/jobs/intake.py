@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -25,7 +24,7 @@ from pydantic import TypeAdapter, ValidationError
 from channels.codec import DecodeError, decode, summarise
 from channels.jobs import JobCommand, JobItem
 from pe.common.hashing import sparse_rows
-from pe.common.lifecycle import background_helper
+from pe.common.lifecycle import helper_pool
 from pe.common.linear import feature_matrix
 from pe.common.space import FeatureSpace
 from pe.params import FeaturesParams
@@ -64,11 +63,7 @@ class Featurizer:
         too, the work is what kills it, and the command is refused (DecodeError)."""
         for attempt in (1, 2):
             if self._pool is None:
-                self._pool = ProcessPoolExecutor(
-                    max_workers=1,
-                    mp_context=multiprocessing.get_context("spawn"),
-                    initializer=background_helper,
-                )
+                self._pool = helper_pool()
             try:
                 return await asyncio.get_running_loop().run_in_executor(
                     self._pool, work, self.params, *args

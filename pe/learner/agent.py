@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import multiprocessing
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -12,7 +11,7 @@ from aiokafka import ConsumerRecord
 
 from channels.codec import DecodeError, decode
 from channels.records import Label
-from pe.common.lifecycle import background_helper
+from pe.common.lifecycle import helper_pool
 from pe.common.modelbook import model_book
 from pe.learner.state import ClassifierLearner
 from pe.learner.trainers import make_trainer
@@ -43,11 +42,7 @@ class Fitter:
 
     @staticmethod
     def _start() -> ProcessPoolExecutor:
-        executor = ProcessPoolExecutor(
-            max_workers=1,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=background_helper,
-        )
+        executor = helper_pool()
         executor.submit(int)
         return executor
 
