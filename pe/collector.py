@@ -19,12 +19,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
 from aiokafka import ConsumerRecord
+from pydantic import BaseModel, Field
 
 from channels.codec import DecodeError, encode, iter_json_lines, parse_input
 from channels.records import InputItem, Item
-from pe.common.http import HttpError, read_body
+from pe.common.api import Body, Call, Endpoint
+from pe.common.http import HttpError
 from pe.params import CollectorParams
 from pe.registry import PeSpec, register_pe
 from runtime.context import PipelineContext
@@ -35,6 +36,44 @@ __all__ = ["SPEC", "Collector", "IngestResult", "register"]
 PE = "collector"
 #: How many per-record errors an HTTP answer lists (all are in items.rejected).
 MAX_ERRORS_SHOWN = 20
+
+
+class Accepted(BaseModel):
+    accepted: int = Field(description="Records taken onto items.raw.")
+    ids: list[str] = Field(description="Their ids, in the order sent.")
+    rejected: int = Field(description="Records refused (each kept on items.rejected).")
+    errors: list[dict[str, Any]] = Field(
+        description=f"The first {MAX_ERRORS_SHOWN} refusals: record (from 1) and error."
+    )
+
+
+def register(ctx: PipelineContext) -> None:
+    collector = Collector(ctx)
+    ctx.endpoints.append(collector.endpoint())
+    source = ctx.params_of(CollectorParams).source_topic
+    if source is None:
+        return
+
+    async def decode(records: Sequence[ConsumerRecord]) -> tuple[list[bytes | None], Pending]:
+        return [record.value for record in records], []
+
+    async def collect(values: list[bytes | None]) -> Pending:
+        return (await collector.ingest(values)).pending
+
+    ctx.read_topic(source, PE, decode, collect)
+
+
+SPEC = register_pe(
+    PeSpec(
+        name=PE,
+        package=__name__,
+        summary="outside streams in, validated, onto items.raw",
+        inputs=("http:/items", "kafka:<source_topic>"),
+        outputs=("items.raw", "items.rejected"),
+        agents=f"{__name__}:register",
+        params=CollectorParams,
+    )
+)
 
 
 @dataclass
@@ -76,57 +115,35 @@ class Collector:
         self._ctx.metrics.items_out.labels(*self._labels).inc(len(result.ids))
         return result
 
-    async def handle_post(self, request: web.Request) -> web.Response:
+    async def post(self, call: Call) -> Accepted:
         """``POST /items``: 202 with the new ids, or 4xx with a message."""
-        try:
-            body = await read_body(request, self._ctx.params_of(CollectorParams).max_body_bytes)
-        except HttpError as exc:
-            return _error(exc.status, exc.message)
-        records = list(iter_json_lines(body))
+        records = list(iter_json_lines(call.body))
         if not records:
-            return _error(400, "empty body: send one JSON object or JSON lines")
+            raise HttpError(400, "empty body: send one JSON object or JSON lines")
         result = await self.ingest(records)
         await self._ctx.flush(result.pending)
-        answer = {
-            "accepted": len(result.ids),
-            "ids": result.ids,
-            "rejected": result.rejected,
-            "errors": result.errors,
-        }
+        answer = Accepted(
+            accepted=len(result.ids), ids=result.ids, rejected=result.rejected, errors=result.errors
+        )
         if not result.ids:
-            answer["error"] = "no valid record: " + result.errors[0]["error"]
-            return web.json_response(answer, status=400)
-        return web.json_response(answer, status=202)
+            message = "no valid record: " + result.errors[0]["error"]
+            raise HttpError(400, message, **answer.model_dump())
+        return answer
 
-
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
-
-
-def register(ctx: PipelineContext) -> None:
-    collector = Collector(ctx)
-    ctx.routes.append(web.post("/items", collector.handle_post))
-    source = ctx.params_of(CollectorParams).source_topic
-    if source is None:
-        return
-
-    async def decode(records: Sequence[ConsumerRecord]) -> tuple[list[bytes | None], Pending]:
-        return [record.value for record in records], []
-
-    async def collect(values: list[bytes | None]) -> Pending:
-        return (await collector.ingest(values)).pending
-
-    ctx.read_topic(source, PE, decode, collect)
-
-
-SPEC = register_pe(
-    PeSpec(
-        name=PE,
-        package=__name__,
-        summary="outside streams in, validated, onto items.raw",
-        inputs=("http:/items", "kafka:<source_topic>"),
-        outputs=("items.raw", "items.rejected"),
-        agents=f"{__name__}:register",
-        params=CollectorParams,
-    )
-)
+    def endpoint(self) -> Endpoint:
+        return Endpoint(
+            "POST",
+            "/items",
+            "push_items",
+            "Push items: one JSON object, or JSON lines. Each record is accepted, or "
+            "rejected with its reason (and kept on items.rejected).",
+            self.post,
+            body=Body(
+                None,
+                self._ctx.params_of(CollectorParams).max_body_bytes,
+                ("application/json", "application/x-ndjson"),
+            ),
+            response=Accepted,
+            status=202,
+            tag="items",
+        )

@@ -286,6 +286,7 @@ def build_worker(
     web = WebServer(
         settings.http_host,
         settings.http_port,
+        ctx.endpoints,
         ctx.routes,
         registry,
         health,

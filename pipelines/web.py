@@ -1,4 +1,6 @@
-"""The worker's HTTP server: PE routes (``POST /items``), ``/metrics``, ``/healthz``.
+"""The worker's HTTP server: the PEs' API (``POST /items``, the crowd, jobs and results
+endpoints, and their OpenAPI document: pe.common.api), their pages, ``/metrics``,
+``/healthz``.
 
 Faust's own web server stays off: its ``/table`` endpoints would serve table data.
 Connections are capped per client and must start a request in time
@@ -21,6 +23,7 @@ from aiohttp.typedefs import Handler, Middleware
 from mode import Service
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from pe.common.api import Endpoint, api_routes
 from pe.common.http import LIMITS, SECURITY_HEADERS, HttpError, HttpLimits
 from pipelines.connections import ClientConnections, request_started
 from pipelines.hosts import HostRules
@@ -80,6 +83,7 @@ class WebServer(Service):
         self,
         host: str,
         port: int,
+        endpoints: list[Endpoint],
         routes: list[web.RouteDef],
         registry: CollectorRegistry,
         health: Callable[[], dict[str, Any]],
@@ -100,7 +104,12 @@ class WebServer(Service):
         self._app[LIMITS] = self._limits
         self._app.on_response_prepare.append(_harden)
         self._app.add_routes(
-            [*routes, web.get("/metrics", self._metrics), web.get("/healthz", self._healthz)]
+            [
+                *api_routes(endpoints),
+                *routes,
+                web.get("/metrics", self._metrics),
+                web.get("/healthz", self._healthz),
+            ]
         )
         self._runner = web.AppRunner(self._app, access_log=None, keepalive_timeout=KEEPALIVE_S)
         self._listener: asyncio.Server | None = None

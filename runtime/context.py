@@ -21,6 +21,7 @@ from channels.shedding import SheddingPolicy
 from channels.signing import ModelSigner
 from channels.topics import TopicSpec
 from config import Settings
+from pe.common.api import Endpoint
 from pe.common.metrics import Metrics
 from pe.params import ClassifierSpec
 from pe.registry import params_of, pe_spec
@@ -61,7 +62,9 @@ class PipelineContext:
     plane: DataPlane
     #: Signs the models this worker publishes and checks those it reads.
     signer: ModelSigner
-    #: HTTP routes the PEs contribute to the worker's web server.
+    #: The PEs' HTTP API endpoints (pe.common.api), served with one OpenAPI document.
+    endpoints: list[Endpoint] = field(default_factory=list)
+    #: Other HTTP routes (pages, their assets) the PEs add to the worker's web server.
     routes: list[web.RouteDef] = field(default_factory=list)
     #: Called when the web server stops, before it waits for open requests.
     web_closing: list[Callable[[], None]] = field(default_factory=list)

@@ -412,7 +412,9 @@ class AnnotatorPE:
         ctx = self.ctx
         if ctx.crowd == "web":
             self.web_crowd = WebCrowd(join_mode=ctx.settings.crowd_join)
-            ctx.routes.extend(CrowdApi(self.web_crowd, self.annotator, api_config(ctx)).routes())
+            api = CrowdApi(self.web_crowd, self.annotator, api_config(ctx))
+            ctx.endpoints.extend(api.endpoints())
+            ctx.routes.extend(api.pages())
             ctx.web_closing.append(self.web_crowd.close_streams)
         # Outcomes and ended jobs first: a task already answered must not be queued.
         labels_log = ctx.follow("crowd.labels", PE, self.on_labels)

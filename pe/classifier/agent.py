@@ -129,5 +129,5 @@ def _serve_recent(ctx: PipelineContext) -> None:
         token=token.get_secret_value() if token is not None else None,
         streams_per_client=ctx.settings.results_streams_per_client,
     )
-    ctx.routes.extend(api.routes())
+    ctx.endpoints.extend(api.endpoints())
     ctx.web_closing.append(recent.close)

@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Annotated, Any
 
 from aiohttp import web
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
 from pe.classifier.recent import Item, Query, RecentResults, Subscription
-from pe.common.http import HttpError, check_bearer
+from pe.common.api import Call, Endpoint, address
+from pe.common.http import HttpError, TokenAccess
 from pe.common.sse import Event, event_stream
 
 __all__ = ["ResultsApi"]
@@ -29,25 +31,71 @@ __all__ = ["ResultsApi"]
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 PING_S = 15.0
-FILTERS = frozenset({"classifier", "tag", "min_confidence", "since", "until"})
 
 
-def _time(name: str, raw: str) -> float:
+def _time(raw: object) -> float:
     """Epoch seconds, or an ISO 8601 time (with a zone, else UTC)."""
     try:
-        value = float(raw)
+        value = float(str(raw))
     except ValueError:
         try:
-            parsed = datetime.fromisoformat(raw)
+            parsed = datetime.fromisoformat(str(raw))
         except ValueError:
-            msg = f"{name}: expected epoch seconds or an ISO 8601 time, got {raw[:50]!r}"
-            raise HttpError(400, msg) from None
+            msg = f"expected epoch seconds or an ISO 8601 time, got {str(raw)[:50]!r}"
+            raise ValueError(msg) from None
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=UTC)
         value = parsed.timestamp()
     if not math.isfinite(value):
-        raise HttpError(400, f"{name}: not a finite time")
+        raise ValueError("not a finite time")
     return value
+
+
+def _confidence(raw: object) -> float:
+    try:
+        value = float(str(raw))
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:
+        raise ValueError("expected a number from 0 to 1")
+    return value
+
+
+Time = Annotated[
+    float,
+    BeforeValidator(_time),
+    WithJsonSchema({"type": "string", "description": "Epoch seconds, or an ISO 8601 time."}),
+]
+
+
+class Filters(BaseModel):
+    """Which classified items: a classifier's, with a tag, confident enough, in a time."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    classifier: str | None = None
+    tag: str | None = Field(None, description="Needs a classifier.")
+    min_confidence: Annotated[float, BeforeValidator(_confidence)] | None = Field(
+        None, description="From 0 to 1; needs a classifier."
+    )
+    since: Time | None = None
+    until: Time | None = None
+
+    @model_validator(mode="after")
+    def _order(self) -> Filters:
+        if self.since is not None and self.until is not None and self.until < self.since:
+            raise ValueError("until is before since")
+        return self
+
+
+class Page(Filters):
+    limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
+
+
+class Classified(BaseModel):
+    items: list[dict[str, Any]] = Field(description="Newest first.")
+    count: int
+    window: dict[str, Any] = Field(description="What the window holds now.")
 
 
 class ResultsApi:
@@ -62,75 +110,60 @@ class ResultsApi:
         """``tags``: each classifier's tags, to refuse filters that can match nothing."""
         self._recent = recent
         self._tags = tags
-        self._token = token
+        self._access = TokenAccess(token, "results token", "resultsToken")
         self._per_client = streams_per_client
         #: Open streams per client address.
         self._streams: Counter[str] = Counter()
 
-    def routes(self) -> list[web.RouteDef]:
+    def endpoints(self) -> list[Endpoint]:
         return [
-            web.get("/api/v1/classified", self._errors(self.latest)),
-            web.get("/api/v1/classified/stream", self._errors(self.stream)),
+            Endpoint(
+                "GET",
+                "/api/v1/classified",
+                "classified",
+                "The newest classified items that match the filters.",
+                self.latest,
+                access=self._access,
+                query=Page,
+                response=Classified,
+                tag="results",
+            ),
+            Endpoint(
+                "GET",
+                "/api/v1/classified/stream",
+                "classified_stream",
+                "Server-sent events: each new matching item (event `item`, its id the "
+                "event id), `dropped` where the client fell behind; resumes after "
+                "`Last-Event-ID`, or starts from `since`.",
+                self.stream,
+                access=self._access,
+                query=Filters,
+                stream=True,
+                errors=(429, 503),
+                tag="results",
+            ),
         ]
 
-    def _errors(
-        self, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-        async def guarded(request: web.Request) -> web.StreamResponse:
-            try:
-                if self._token is not None:
-                    check_bearer(request, self._token, "results token")
-                return await handler(request)
-            except HttpError as exc:
-                return web.json_response({"error": exc.message}, status=exc.status)
-
-        return guarded
-
-    def _query(self, request: web.Request, allowed: frozenset[str]) -> Query:
-        params = request.query
-        unknown = set(params) - allowed
-        if unknown:
-            names = ", ".join(sorted(unknown))
-            known = ", ".join(sorted(allowed))
-            raise HttpError(400, f"unknown parameter(s): {names}; known: {known}")
-        classifier = params.get("classifier")
-        tag = params.get("tag")
-        confidence = params.get("min_confidence")
+    def _query(self, filters: Filters) -> Query:
+        classifier, tag = filters.classifier, filters.tag
         if classifier is not None and classifier not in self._tags:
             known = ", ".join(sorted(self._tags))
             raise HttpError(400, f"unknown classifier {classifier[:100]!r}; known: {known}")
-        if (tag is not None or confidence is not None) and classifier is None:
+        if (tag is not None or filters.min_confidence is not None) and classifier is None:
             raise HttpError(400, "tag and min_confidence need a classifier")
         if classifier is not None and tag is not None and tag not in self._tags[classifier]:
             known = ", ".join(self._tags[classifier])
             raise HttpError(400, f"{classifier} has no tag {tag[:100]!r}; its tags: {known}")
-        minimum = None
-        if confidence is not None:
-            try:
-                minimum = float(confidence)
-            except ValueError:
-                minimum = math.nan
-            if not 0.0 <= minimum <= 1.0:
-                raise HttpError(400, "min_confidence: expected a number from 0 to 1")
-        since = _time("since", params["since"]) if "since" in params else None
-        until = _time("until", params["until"]) if "until" in params else None
-        if since is not None and until is not None and until < since:
-            raise HttpError(400, "until is before since")
-        return Query(classifier, tag, minimum, since, until)
+        return Query(classifier, tag, filters.min_confidence, filters.since, filters.until)
 
-    async def latest(self, request: web.Request) -> web.StreamResponse:
-        query = self._query(request, FILTERS | {"limit"})
-        raw = request.query.get("limit", str(DEFAULT_LIMIT))
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-            raise HttpError(400, f"limit: expected a whole number from 1 to {MAX_LIMIT}")
-        items = self._recent.query(query, int(raw))
-        return web.json_response(
-            {"items": items, "count": len(items), "window": self._recent.window()}
-        )
+    async def latest(self, call: Call) -> Classified:
+        page: Page = call.query
+        items = self._recent.query(self._query(page), page.limit)
+        return Classified(items=items, count=len(items), window=self._recent.window())
 
-    async def stream(self, request: web.Request) -> web.StreamResponse:
-        query = self._query(request, FILTERS)
-        client = request.remote or "unknown"
+    async def stream(self, call: Call) -> web.StreamResponse:
+        query = self._query(call.query)
+        client = address(call.request)
         if self._streams[client] >= self._per_client:
             msg = f"too many open result streams from your address (at most {self._per_client})"
             raise HttpError(429, msg)
@@ -139,8 +172,9 @@ class ResultsApi:
             raise HttpError(503, "too many open result streams; try again later")
         self._streams[client] += 1
         try:
-            backlog = self._backlog(query, request.headers.get("Last-Event-ID"))
-            return await event_stream(request, _Events(subscription, backlog).next, ping_s=PING_S)
+            backlog = self._backlog(query, call.request.headers.get("Last-Event-ID"))
+            events = _Events(subscription, backlog).next
+            return await event_stream(call.request, events, ping_s=PING_S)
         finally:
             self._recent.unsubscribe(subscription)
             self._streams[client] -= 1

@@ -7,7 +7,7 @@ import asyncio
 import hmac
 import ipaddress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from aiohttp import web
 
@@ -21,6 +21,7 @@ __all__ = [
     "HttpError",
     "HttpLimits",
     "OperatorAccess",
+    "TokenAccess",
     "bearer",
     "check_bearer",
     "is_loopback",
@@ -77,11 +78,16 @@ def limits(request: web.Request) -> HttpLimits:
 class HttpError(Exception):
     """A request refused with an HTTP status and a message for the caller."""
 
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, headers: dict[str, str] | None = None, **fields: Any
+    ) -> None:
+        """``fields`` go into the answer's body beside ``error`` (None ones left out):
+        ``details``, ``reason`` (pe.common.openapi.ErrorBody), or an endpoint's own."""
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers or {}
+        self.fields = {name: value for name, value in fields.items() if value is not None}
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
@@ -168,11 +174,14 @@ class OperatorAccess:
             is_loopback(settings.http_host),
         )
 
+    scheme: ClassVar[str] = "operatorToken"
+    refusals: ClassVar[tuple[int, ...]] = (401, 403)
+
     @property
     def enabled(self) -> bool:
         return self.token is not None or self.loopback_only
 
-    def check(self, request: web.Request) -> None:
+    def check(self, request: web.Request) -> str:
         if self.token is not None:
             check_bearer(request, self.token, "operator token")
         elif not self.loopback_only:
@@ -181,3 +190,26 @@ class OperatorAccess:
                 "operator endpoints are disabled on a server that listens beyond loopback "
                 "without a token: set operator_token (CROWDSTREAM_OPERATOR_TOKEN)",
             )
+        return "operator"
+
+
+@dataclass(frozen=True)
+class TokenAccess:
+    """Whoever sends ``token`` as the bearer token; anyone when it is None."""
+
+    token: str | None
+    name: str  #: what the token is called in a refusal
+    security: str  #: its OpenAPI security scheme
+
+    @property
+    def scheme(self) -> str | None:
+        return self.security if self.token is not None else None
+
+    @property
+    def refusals(self) -> tuple[int, ...]:
+        return (401,) if self.token is not None else ()
+
+    def check(self, request: web.Request) -> str:
+        if self.token is not None:
+            check_bearer(request, self.token, self.name)
+        return ""

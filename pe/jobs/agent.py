@@ -104,7 +104,7 @@ class JobsPE:
             max_body_bytes=ctx.params_of(CollectorParams).max_body_bytes,
             label_tasks_only=ctx.crowd == "web",
         )
-        ctx.routes.extend(api.routes())
+        ctx.endpoints.extend(api.endpoints())
         ctx.consume("items.features", PE, self.decode_batch, self.take_stream)
         ctx.task(self.start)
         ctx.timer(TICK_S, f"{ctx.pipeline}.jobs.tick", self.tick)

@@ -10,28 +10,46 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from functools import partial
+from typing import Literal
 
-import orjson
-from aiohttp import web
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, RootModel
 
-from channels.jobs import JobCommand, JobSpec
-from pe.common.http import HttpError, OperatorAccess, read_body, require_json
+from channels.jobs import ItemResult, JobCommand, JobSpec, JobStatus
+from pe.common.api import Body, Call, Endpoint
+from pe.common.http import HttpError, OperatorAccess
 from pe.jobs.manager import JobManager, check_spec
+from pe.jobs.run import JobRun
 
 __all__ = ["JobsApi"]
 
 Submit = Callable[[JobCommand], Awaitable[None]]
-_SPEC: TypeAdapter[Any] = TypeAdapter(JobSpec)
+PREFIX = "/api/v1/jobs"
 
 
-def _error(status: int, message: str, **extra: Any) -> web.Response:
-    return web.json_response({"error": message, **extra}, status=status)
+class JobSubmission(RootModel[JobSpec]):
+    """A labeling, counting or enumeration job (``kind``)."""
 
 
-def _errors(exc: ValidationError) -> list[dict[str, Any]]:
-    return [{"loc": [str(p) for p in err["loc"]], "msg": err["msg"]} for err in exc.errors()[:20]]
+class JobAccepted(BaseModel):
+    job_id: str
+    status: Literal["queued", "cancelling"]
+    href: str
+
+
+class JobList(BaseModel):
+    jobs: list[JobStatus] = Field(description="Every job, without estimates and windows.")
+
+
+class ResultsPage(BaseModel):
+    offset: int = Field(0, ge=0)
+    limit: int = Field(1000, ge=1, le=10_000)
+
+
+class JobResults(BaseModel):
+    total: int
+    offset: int
+    results: list[ItemResult]
 
 
 class JobsApi:
@@ -51,90 +69,95 @@ class JobsApi:
         self._operator = operator
         self._max_body = max_body_bytes
 
-    def routes(self) -> list[web.RouteDef]:
+    def endpoints(self) -> list[Endpoint]:
+        job = partial(Endpoint, access=self._operator, tag="jobs")
+        one = f"{PREFIX}/{{job_id}}"
         return [
-            web.post("/api/v1/jobs", self._guarded(self.create)),
-            web.get("/api/v1/jobs", self._guarded(self.list)),
-            web.get("/api/v1/jobs/{job_id}", self._guarded(self.show)),
-            web.get("/api/v1/jobs/{job_id}/results", self._guarded(self.results)),
-            web.post("/api/v1/jobs/{job_id}/cancel", self._guarded(self.cancel)),
+            job(
+                "POST",
+                PREFIX,
+                "submit_job",
+                "Submit a job; it is queued on the job log.",
+                run=self.create,
+                body=Body(JobSubmission, self._max_body),
+                response=JobAccepted,
+                status=202,
+                errors=(409,),
+            ),
+            job("GET", PREFIX, "list_jobs", "Every job.", run=self.list, response=JobList),
+            job(
+                "GET",
+                one,
+                "show_job",
+                "A job's state, progress, cost and estimate.",
+                run=self.show,
+                response=JobStatus,
+                errors=(404,),
+            ),
+            job(
+                "GET",
+                f"{one}/results",
+                "job_results",
+                "A labeling job's item results, a page at a time.",
+                run=self.results,
+                query=ResultsPage,
+                response=JobResults,
+                errors=(404,),
+            ),
+            job(
+                "POST",
+                f"{one}/cancel",
+                "cancel_job",
+                "Cancel a job.",
+                run=self.cancel,
+                response=JobAccepted,
+                status=202,
+                errors=(404, 409),
+            ),
         ]
 
-    def _guarded(
-        self, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-        async def guarded(request: web.Request) -> web.StreamResponse:
-            try:
-                self._operator.check(request)
-                return await handler(request)
-            except HttpError as exc:
-                return _error(exc.status, exc.message)
+    def _run(self, call: Call) -> JobRun:
+        run = self._manager.runs.get(call.request.match_info["job_id"])
+        if run is None:
+            raise HttpError(404, "no such job (a job just submitted shows up within a second)")
+        return run
 
-        return guarded
-
-    async def create(self, request: web.Request) -> web.StreamResponse:
-        require_json(request)
-        body = await read_body(request, self._max_body)
-        try:
-            raw = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            return _error(400, f"invalid JSON: {exc}")
-        try:
-            spec = _SPEC.validate_python(raw)
-        except ValidationError as exc:
-            return _error(422, "invalid job", details=_errors(exc))
+    async def create(self, call: Call) -> JobAccepted:
+        spec: JobSpec = call.body.root
         problem = check_spec(spec, self._manager.classifiers)
         needs_page = spec.kind == "enumeration" or getattr(spec, "method", "label") == "count"
         if problem is None and self._label_only and needs_page:
             problem = "the web crowd's page answers label tasks only: use another method"
         if problem is not None:
-            return _error(422, problem)
+            raise HttpError(422, problem)
         job_id = spec.job_id or uuid.uuid4().hex
         if job_id in self._manager.runs:
-            return _error(409, f"job {job_id!r} exists")
+            raise HttpError(409, f"job {job_id!r} exists")
         await self._submit(JobCommand(action="submit", job_id=job_id, spec=spec, ts=time.time()))
-        return web.json_response(
-            {"job_id": job_id, "status": "queued", "href": f"/api/v1/jobs/{job_id}"}, status=202
-        )
+        return JobAccepted(job_id=job_id, status="queued", href=f"{PREFIX}/{job_id}")
 
-    async def list(self, request: web.Request) -> web.StreamResponse:
+    async def list(self, call: Call) -> JobList:
         now = time.time()
-        jobs = [
-            run.status_record(now).model_dump(mode="json", exclude={"estimate", "window"})
-            for run in self._manager.runs.values()
-        ]
-        return web.json_response({"jobs": jobs})
+        brief = {"estimate": None, "window": None}
+        runs = self._manager.runs.values()
+        return JobList(jobs=[run.status_record(now).model_copy(update=brief) for run in runs])
 
-    async def show(self, request: web.Request) -> web.StreamResponse:
-        run = self._manager.runs.get(request.match_info["job_id"])
-        if run is None:
-            return _error(404, "no such job (a job just submitted shows up within a second)")
-        return web.json_response(run.status_record(time.time()).model_dump(mode="json"))
+    async def show(self, call: Call) -> JobStatus:
+        return self._run(call).status_record(time.time())
 
-    async def results(self, request: web.Request) -> web.StreamResponse:
-        run = self._manager.runs.get(request.match_info["job_id"])
-        if run is None:
-            return _error(404, "no such job")
-        try:
-            offset = int(request.query.get("offset", "0"))
-            limit = int(request.query.get("limit", "1000"))
-        except ValueError:
-            return _error(400, "offset and limit must be integers")
-        if offset < 0 or not 1 <= limit <= 10_000:
-            return _error(400, "offset must be >= 0 and limit in 1..10000")
+    async def results(self, call: Call) -> JobResults:
+        run = self._run(call)
+        page: ResultsPage = call.query
         results = list(run.item_results.values())
-        page = [r.model_dump(mode="json") for r in results[offset : offset + limit]]
-        return web.json_response({"total": len(results), "offset": offset, "results": page})
+        chosen = results[page.offset : page.offset + page.limit]
+        return JobResults(total=len(results), offset=page.offset, results=chosen)
 
-    async def cancel(self, request: web.Request) -> web.StreamResponse:
-        job_id = request.match_info["job_id"]
-        run = self._manager.runs.get(job_id)
-        if run is None:
-            return _error(404, "no such job")
+    async def cancel(self, call: Call) -> JobAccepted:
+        run = self._run(call)
         if run.terminal:
-            return _error(409, f"job {job_id!r} is already {run.status}")
+            raise HttpError(409, f"job {run.job_id!r} is already {run.status}")
         reason = "cancelled by the operator"
         await self._submit(
-            JobCommand(action="cancel", job_id=job_id, reason=reason, ts=time.time())
+            JobCommand(action="cancel", job_id=run.job_id, reason=reason, ts=time.time())
         )
-        return web.json_response({"job_id": job_id, "status": "cancelling"}, status=202)
+        return JobAccepted(job_id=run.job_id, status="cancelling", href=f"{PREFIX}/{run.job_id}")

@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from channels.jobs import JobCommand
 from config import load_settings
+from pe.common.api import api_routes
 from pe.common.http import OperatorAccess
 from pe.jobs.api import JobsApi
 from pe.jobs.manager import JobManager
@@ -48,7 +49,7 @@ async def serve() -> AsyncIterator[Callable[[OperatorAccess], Any]]:
             JobManager(CLASSIFIERS), submit, operator=operator, max_body_bytes=1024 * 1024
         )
         app = web.Application()
-        app.add_routes(api.routes())
+        app.add_routes(api_routes(api.endpoints()))
         client: TestClient[web.Request, web.Application] = TestClient(TestServer(app))
         await client.start_server()
         clients.append(client)

@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from pe.classifier.api import ResultsApi
 from pe.classifier.recent import Query, RecentResults
+from pe.common.api import api_routes
 from pe.common.http import LIMITS, HttpLimits
 
 TAGS = {"aid_related": ["yes", "no"], "request": ["yes", "no"]}
@@ -90,7 +91,7 @@ async def test_a_slow_subscriber_loses_items_counted_never_the_table() -> None:
 async def client() -> AsyncIterator[tuple[TestClient[web.Request, web.Application], RecentResults]]:
     recent = RecentResults(max_items=1000, max_age_s=1e12, max_subscribers=2)
     app = web.Application()
-    app.add_routes(ResultsApi(recent, TAGS).routes())
+    app.add_routes(api_routes(ResultsApi(recent, TAGS).endpoints()))
     test_client = TestClient(TestServer(app))
     await test_client.start_server()
     yield test_client, recent
@@ -209,7 +210,7 @@ async def serve() -> AsyncIterator[Callable[..., Any]]:
     async def start(recent: RecentResults, **api: Any) -> Client:
         app = web.Application()
         app[LIMITS] = HttpLimits(write_timeout_s=1.0)
-        app.add_routes(ResultsApi(recent, TAGS, **api).routes())
+        app.add_routes(api_routes(ResultsApi(recent, TAGS, **api).endpoints()))
         client: Client = TestClient(TestServer(app))
         await client.start_server()
         started.append((client, recent))

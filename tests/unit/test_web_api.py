@@ -22,6 +22,7 @@ from pe.annotator.pool import Finished, PoolConfig, RetainerPool
 from pe.annotator.web.api import ApiConfig, CrowdApi
 from pe.annotator.web.crowd import WebCrowd
 from pe.annotator.web.tokens import TokenSigner
+from pe.common.api import api_routes
 from pe.common.http import OperatorAccess
 
 KEY = b"k" * 32
@@ -130,7 +131,7 @@ async def make_env(
     host.guard = guard
     guard.start(crowd)
     app = web.Application()
-    app.add_routes(api.routes())
+    app.add_routes([*api_routes(api.endpoints()), *api.pages()])
     client: TestClient[web.Request, web.Application] = TestClient(TestServer(app))
     await client.start_server()
     return Env(client, api, crowd, pool, guard, finished)
@@ -200,7 +201,7 @@ async def test_join_gives_a_token_and_the_state(env: Env) -> None:
 @pytest.mark.parametrize(
     ("body", "status", "message"),
     [
-        (b"{not json", 400, "Invalid JSON"),
+        (b"{not json", 400, "invalid JSON"),
         (b'{"name": ""}', 422, "name"),
         (b'{"name": "x", "admin": true}', 422, "admin"),
         (b'{"name": "' + b"x" * 41 + b'"}', 422, "at most 40"),

@@ -22,6 +22,7 @@ async def test_every_response_has_the_security_headers_and_no_versions() -> None
     server = WebServer(
         "127.0.0.1",
         0,
+        [],
         [web.post("/items", _items)],
         CollectorRegistry(),
         lambda: {"ready": True},
@@ -61,6 +62,7 @@ async def _serving(
     server = WebServer(
         host,
         0,
+        [],
         [web.post("/upload", _upload)],
         CollectorRegistry(),
         lambda: {"ready": True},

@@ -11,48 +11,36 @@ are JSON (``Content-Type: application/json``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from importlib import resources
-from typing import Any, Literal, Protocol
+from typing import Protocol
 
-import orjson
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from pe.annotator.costs import Earnings
 from pe.annotator.lifeguard import LifeGuard
 from pe.annotator.pool import RetainerPool
 from pe.annotator.web import schemas as s
 from pe.annotator.web.crowd import Invite, Session, WebCrowd, WebCrowdError
-from pe.annotator.web.openapi import openapi_document
-from pe.annotator.web.ratelimit import RateLimiter
 from pe.annotator.web.tokens import TokenError, TokenSigner
-from pe.common.http import (
-    SECURITY_HEADERS,
-    HttpError,
-    OperatorAccess,
-    bearer,
-    read_body,
-    require_json,
-)
+from pe.common.api import OPEN, Body, Call, Endpoint, Limited, address, retry_after
+from pe.common.http import SECURITY_HEADERS, HttpError, OperatorAccess, bearer
+from pe.common.ratelimit import RateLimiter
 from pe.common.sse import Event, event_stream
 
-__all__ = ["ApiConfig", "CrowdApi", "Endpoint"]
+__all__ = ["ApiConfig", "CrowdApi"]
 
 log = logging.getLogger(__name__)
 
 PREFIX = "/api/v1"
 #: Largest request body the API reads; every body it takes is a few hundred bytes.
 MAX_BODY = 16 * 1024
-#: Security headers on everything the crowd app serves: no framing, no sniffing, and
-#: scripts, styles and connections from this server only (no CDN, no inline code).
 STATIC = {
     "worker.js": "text/javascript",
     "worker.css": "text/css",
 }
-
-Auth = Literal["none", "worker", "operator"]
 
 
 class PoolHost(Protocol):
@@ -73,59 +61,24 @@ class ApiConfig:
     worker_burst: int = 20
 
 
-@dataclass
-class Call:
-    request: web.Request
-    worker_id: str = ""
-    body: Any = None
-
-
 @dataclass(frozen=True)
-class Endpoint:
-    method: str
-    path: str
-    operation: str
-    summary: str
-    auth: Auth
-    run: Callable[[Call], Awaitable[BaseModel | web.StreamResponse | None]]
-    body: type[BaseModel] | None = None
-    response: type[BaseModel] | None = None
-    status: int = 200
-    errors: tuple[int, ...] = ()
-    stream: bool = False  #: answers with server-sent events
+class WorkerAccess:
+    """A crowd worker with a valid token (pe.annotator.web.tokens), within the
+    per-worker rate limit."""
 
-    @property
-    def responses(self) -> tuple[int, ...]:
-        """Every status this endpoint can answer with."""
-        codes = {self.status, 429, *self.errors}
-        if self.body is not None:
-            codes |= {400, 408, 413, 415, 422}
-        if self.auth == "worker":
-            codes |= {401, 410}
-        if self.auth == "operator":
-            codes |= {401, 403}
-        return tuple(sorted(codes))
+    signer: TokenSigner
+    limiter: RateLimiter
+    scheme = "workerToken"
+    #: 410: the worker's session has ended (its calls say why).
+    refusals = (401, 410, 429)
 
-
-def _address(request: web.Request) -> str:
-    return request.remote or "unknown"
-
-
-def _validation_message(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors()[:5]:
-        where = ".".join(str(x) for x in error["loc"]) or "body"
-        parts.append(f"{where}: {error['msg']}")
-    return "; ".join(parts)
-
-
-def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(body),
-        status=status,
-        content_type="application/json",
-        headers={**SECURITY_HEADERS, **(headers or {})},
-    )
+    def check(self, request: web.Request) -> str:
+        try:
+            worker_id = self.signer.verify(bearer(request))
+        except TokenError as exc:
+            raise HttpError(401, str(exc)) from None
+        retry_after(self.limiter, worker_id)
+        return worker_id
 
 
 class CrowdApi:
@@ -134,8 +87,12 @@ class CrowdApi:
         self.host = host
         self.config = config
         self.signer = TokenSigner(config.token_key, config.token_ttl_s)
-        self._ip_limit = RateLimiter(config.ip_rate, config.ip_burst)
-        self._worker_limit = RateLimiter(config.worker_rate, config.worker_burst)
+        by_address = RateLimiter(config.ip_rate, config.ip_burst)
+        by_worker = RateLimiter(config.worker_rate, config.worker_burst)
+        # Every crowd call is limited per client address first.
+        self._anyone = Limited(OPEN, by_address)
+        self._worker = Limited(WorkerAccess(self.signer, by_worker), by_address)
+        self._operator = Limited(config.operator, by_address)
 
     @property
     def heartbeat_s(self) -> float:
@@ -147,209 +104,150 @@ class CrowdApi:
     def endpoints(self) -> list[Endpoint]:
         me = f"{PREFIX}/workers/me"
         op = f"{PREFIX}/operator"
+
+        def body(model: type[BaseModel]) -> Body:
+            return Body(model, MAX_BODY)
+
+        worker = partial(Endpoint, access=self._worker, tag="crowd")
+        operator = partial(Endpoint, access=self._operator, tag="crowd operator")
+
         return [
             Endpoint(
                 "POST",
                 f"{PREFIX}/workers",
                 "join",
                 "Join the pool; returns a token and the qualification items.",
-                "none",
                 self._join,
-                s.JoinRequest,
-                s.TokenResponse,
-                201,
-                (403, 409, 503),
+                access=self._anyone,
+                body=body(s.JoinRequest),
+                response=s.TokenResponse,
+                status=201,
+                errors=(403, 409, 503),
+                tag="crowd",
             ),
-            Endpoint(
+            worker(
                 "GET",
                 me,
                 "status",
                 "The worker's state, earnings and open assignment.",
-                "worker",
-                self._status,
+                run=self._status,
                 response=s.WorkerStatus,
             ),
-            Endpoint(
+            worker(
                 "POST",
                 f"{me}/qualification",
                 "qualify",
                 "Answer the qualification items.",
-                "worker",
-                self._qualify,
-                s.QualificationRequest,
-                s.QualificationResponse,
+                run=self._qualify,
+                body=body(s.QualificationRequest),
+                response=s.QualificationResponse,
                 errors=(409,),
             ),
-            Endpoint(
+            worker(
                 "POST",
                 f"{me}/heartbeat",
                 "heartbeat",
                 "Still here; returns a renewed token.",
-                "worker",
-                self._heartbeat,
+                run=self._heartbeat,
                 response=s.TokenResponse,
             ),
-            Endpoint(
+            worker(
                 "GET",
                 f"{me}/tasks",
                 "tasks",
                 "Server-sent events: status, task, "
                 "terminated, ended. An open stream counts as presence.",
-                "worker",
-                self._tasks,
+                run=self._tasks,
                 stream=True,
             ),
-            Endpoint(
+            worker(
                 "POST",
                 f"{me}/answers",
                 "answer",
                 "Answer an assignment (idempotent per assignment).",
-                "worker",
-                self._answer,
-                s.AnswerRequest,
-                s.AnswerResponse,
+                run=self._answer,
+                body=body(s.AnswerRequest),
+                response=s.AnswerResponse,
                 errors=(403, 404, 409),
             ),
-            Endpoint(
+            worker(
                 "POST",
                 f"{me}/leave",
                 "leave",
                 "Leave the pool.",
-                "worker",
-                self._leave,
+                run=self._leave,
                 response=s.WorkerStatus,
             ),
-            Endpoint(
+            worker(
                 "GET",
                 f"{me}/earnings",
                 "earnings",
                 "What the worker has earned.",
-                "worker",
-                self._earnings,
+                run=self._earnings,
                 response=s.Earnings,
             ),
-            Endpoint(
+            operator(
                 "GET",
                 f"{op}/pool",
                 "pool_status",
                 "Pool size, openings, queue, events and costs.",
-                "operator",
-                self._pool,
+                run=self._pool,
                 response=s.PoolStatus,
                 errors=(503,),
             ),
-            Endpoint(
+            operator(
                 "GET",
                 f"{op}/workers",
                 "list_workers",
                 "Workers of this session, current and ended, with their pay.",
-                "operator",
-                self._workers,
+                run=self._workers,
                 response=s.WorkerList,
             ),
-            Endpoint(
+            operator(
                 "POST",
                 f"{op}/workers/{{worker_id}}/release",
                 "release_worker",
                 "Release a worker from the pool (their work is paid).",
-                "operator",
-                self._release,
+                run=self._release,
                 response=s.ReleaseResponse,
                 errors=(404, 503),
             ),
-            Endpoint(
+            operator(
                 "GET",
                 f"{op}/invites",
                 "list_invites",
                 "Invite codes still valid.",
-                "operator",
-                self._invites,
+                run=self._invites,
                 response=s.InviteList,
             ),
-            Endpoint(
+            operator(
                 "POST",
                 f"{op}/invites",
                 "create_invites",
                 "Create invite codes.",
-                "operator",
-                self._create_invites,
-                s.InviteRequest,
-                s.InviteList,
-                201,
+                run=self._create_invites,
+                body=body(s.InviteRequest),
+                response=s.InviteList,
+                status=201,
             ),
-            Endpoint(
+            operator(
                 "DELETE",
                 f"{op}/invites/{{code}}",
                 "revoke_invite",
                 "Revoke an invite code.",
-                "operator",
-                self._revoke,
+                run=self._revoke,
                 status=204,
                 errors=(404,),
             ),
         ]
 
-    def routes(self) -> list[web.RouteDef]:
-        table = self.endpoints()
-        document = openapi_document(table)
-        routes = [web.route(e.method, e.path, self._wrap(e)) for e in table]
-
-        async def openapi(request: web.Request) -> web.Response:
-            return _json(200, document)
-
+    def pages(self) -> list[web.RouteDef]:
+        """The worker page and its assets."""
         return [
-            *routes,
-            web.get(f"{PREFIX}/openapi.json", openapi),
             web.get("/", self._home),
             web.get("/work", self._page),
             web.get("/static/{name}", self._static),
         ]
-
-    def _wrap(self, endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-        async def handle(request: web.Request) -> web.StreamResponse:
-            try:
-                self._limit(self._ip_limit, _address(request))
-                call = Call(request)
-                if endpoint.auth == "worker":
-                    call.worker_id = self._worker(request)
-                    self._limit(self._worker_limit, call.worker_id)
-                elif endpoint.auth == "operator":
-                    self.config.operator.check(request)
-                if endpoint.body is not None:
-                    require_json(request)
-                    raw = await read_body(request, MAX_BODY)
-                    call.body = endpoint.body.model_validate_json(raw or b"{}")
-                result = await endpoint.run(call)
-            except HttpError as exc:
-                return _json(exc.status, {"error": exc.message}, exc.headers)
-            except WebCrowdError as exc:
-                body = {"error": exc.message}
-                if exc.reason is not None:
-                    body["reason"] = exc.reason
-                return _json(exc.status, body)
-            except ValidationError as exc:
-                status = 400 if any(e["type"] == "json_invalid" for e in exc.errors()) else 422
-                return _json(status, {"error": _validation_message(exc)})
-            if isinstance(result, web.StreamResponse):
-                return result
-            if result is None:
-                return web.Response(status=endpoint.status, headers=SECURITY_HEADERS)
-            return _json(endpoint.status, result.model_dump(mode="json"))
-
-        return handle
-
-    def _limit(self, limiter: RateLimiter, key: str) -> None:
-        wait = limiter.check(key)
-        if wait > 0:
-            raise HttpError(
-                429, "too many requests: slow down", {"Retry-After": str(max(int(wait + 0.999), 1))}
-            )
-
-    def _worker(self, request: web.Request) -> str:
-        try:
-            return self.signer.verify(bearer(request))
-        except TokenError as exc:
-            raise HttpError(401, str(exc)) from None
 
     def _guard(self) -> LifeGuard:
         if self.host.guard is None:
@@ -369,38 +267,38 @@ class CrowdApi:
 
     async def _join(self, call: Call) -> BaseModel:
         body: s.JoinRequest = call.body
-        return self._token(self.crowd.join(body.name, body.invite, _address(call.request)))
+        return self._token(self.crowd.join(body.name, body.invite, address(call.request)))
 
     async def _status(self, call: Call) -> BaseModel:
-        session = self.crowd.session(call.worker_id, ended=True)
+        session = self.crowd.session(call.caller, ended=True)
         return s.WorkerStatus(**self.crowd.status(session))
 
     async def _qualify(self, call: Call) -> BaseModel:
-        session = self.crowd.session(call.worker_id)
+        session = self.crowd.session(call.caller)
         admitted = self.crowd.qualify(session, call.body.answers)
         return s.QualificationResponse(admitted=admitted, state=session.state)
 
     async def _heartbeat(self, call: Call) -> BaseModel:
-        session = self.crowd.session(call.worker_id)
+        session = self.crowd.session(call.caller)
         self.crowd.heartbeat(session)
         return self._token(session)
 
     async def _answer(self, call: Call) -> BaseModel:
-        session = self.crowd.session(call.worker_id)
+        session = self.crowd.session(call.caller)
         body: s.AnswerRequest = call.body
         return s.AnswerResponse(**self.crowd.answer(session, body.assignment_id, body.tag))
 
     async def _leave(self, call: Call) -> BaseModel:
-        session = self.crowd.session(call.worker_id)
+        session = self.crowd.session(call.caller)
         self.crowd.leave(session)
         return s.WorkerStatus(**self.crowd.status(session))
 
     async def _earnings(self, call: Call) -> BaseModel:
-        session = self.crowd.session(call.worker_id, ended=True)
+        session = self.crowd.session(call.caller, ended=True)
         return s.Earnings(**self.crowd.earnings(session))
 
     async def _tasks(self, call: Call) -> web.StreamResponse:
-        session = self.crowd.session(call.worker_id)
+        session = self.crowd.session(call.caller)
         self.crowd.heartbeat(session)
         stream = self.crowd.open_stream(session)
 

@@ -32,6 +32,7 @@ from typing import Any, Literal
 from channels.records import NA_TAG
 from pe.annotator.crowd import CrowdAdapter, GoldItem, WorkerDesk
 from pe.annotator.pool import PoolTask
+from pe.common.http import HttpError
 
 __all__ = ["Assignment", "Event", "Invite", "Session", "WebCrowd", "WebCrowdError"]
 
@@ -53,14 +54,12 @@ _STREAM_BACKLOG = 64
 _TERMINATED = "Another worker finished this task first. Your work is paid."
 
 
-class WebCrowdError(Exception):
-    """A request the pool cannot honour, with the HTTP status that says why."""
+class WebCrowdError(HttpError):
+    """A request the pool cannot honour, with the HTTP status that says why (and,
+    on a 410, why the worker's session ended)."""
 
     def __init__(self, status: int, message: str, reason: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.reason = reason  #: why the session ended, on a 410
+        super().__init__(status, message, reason=reason)
 
 
 @dataclass

@@ -15,7 +15,6 @@ __all__ = [
     "AnswerRequest",
     "AnswerResponse",
     "Earnings",
-    "ErrorBody",
     "GoldView",
     "InviteList",
     "InviteRequest",
@@ -63,16 +62,6 @@ class _Body(BaseModel):
     """A request body: unknown fields are an error, not silently dropped."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-
-class ErrorBody(BaseModel):
-    error: str = Field(description="What was wrong, for a person to read.")
-    reason: str | None = Field(
-        None,
-        description="On a 410 for an ended session, why it ended (released, left, "
-        "vanished, failed_qualification, stopped); `error` is then the farewell the "
-        "worker was shown.",
-    )
 
 
 class JoinRequest(_Body):
