@@ -85,6 +85,10 @@ class TaskgenParams(_Params):
     #: Most tasks issued per classifier; one shed from a full crowd queue gives its
     #: place back.
     label_budget: int = Field(1000, ge=0)
+    #: Most crowd answers (gold questions included) each classifier's training may
+    #: buy; an open task counts as the most answers it may get (pe.taskgen.budget).
+    #: None: the label budget alone limits it.
+    answer_budget: int | None = Field(None, ge=0)
     #: AIDR caps new tasks at 150/min.
     max_tasks_per_minute: float = Field(150, gt=0)
     round_interval_s: float = Field(1.0, gt=0)

@@ -16,6 +16,7 @@ from pe.common.featurebatch import FeatureBatch, decode_feature_batch
 from pe.common.linear import feature_matrix
 from pe.common.modelbook import ModelBook, model_book
 from pe.params import AnnotatorParams, FeaturesParams, TaskgenParams
+from pe.taskgen.budget import AnswerBudget
 from pe.taskgen.sampler import Candidate, ClassifierSampler, LoadGovernor, Scorer, TokenBucket
 from runtime.context import PipelineContext
 from runtime.dataflow import Pending
@@ -41,7 +42,8 @@ def _scorer(book: ModelBook, classifier: str) -> Scorer | None:
 
 def register(ctx: PipelineContext) -> None:
     params = ctx.params_of(TaskgenParams)
-    pool_size = ctx.params_of(AnnotatorParams).pool_size
+    annotator = ctx.params_of(AnnotatorParams)
+    pool_size = annotator.pool_size
     n_features = ctx.params_of(FeaturesParams).dimensions
     book = model_book(ctx)
     rng = random.Random(params.seed)
@@ -55,6 +57,7 @@ def register(ctx: PipelineContext) -> None:
             near_dup_bits=params.near_dup_bits,
             near_dup_memory=params.near_dup_memory,
             rng=rng,
+            answers=AnswerBudget(params.answer_budget, annotator.most_answers),
         )
         for spec in ctx.classifiers
     }
@@ -95,6 +98,8 @@ def register(ctx: PipelineContext) -> None:
             answered.add(label.task_id)
             unanswered.discard(label.task_id)
             sampler = samplers.get(label.classifier)
+            if label.job is None and sampler is not None:
+                sampler.answers.closed(label.task_id, len(label.answers))
             if label.status == "shed" and label.job is None and sampler is not None:
                 # A training task shed from a full crowd queue was never labeled.
                 sampler.mark_shed(label.item_id, label.task_id)

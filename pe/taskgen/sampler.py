@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from pe.common.simhash import SignatureSet
+from pe.taskgen.budget import AnswerBudget
 
 __all__ = ["Candidate", "ClassifierSampler", "LoadGovernor", "TokenBucket"]
 
@@ -116,12 +117,14 @@ class ClassifierSampler:
         near_dup_bits: int,
         near_dup_memory: int,
         rng: random.Random,
+        answers: AnswerBudget | None = None,
     ) -> None:
         self.buffer: deque[Candidate] = deque(maxlen=buffer_size)
         self.active_fraction = active_fraction
         self.strategy = strategy
         self.uncertainty_sample = uncertainty_sample
         self.label_budget = label_budget
+        self.answers = answers or AnswerBudget(None, 1)
         self.near_dup_bits = near_dup_bits
         self.issued: dict[str, _Issued] = {}
         self.signatures = SignatureSet(near_dup_memory)
@@ -136,7 +139,10 @@ class ClassifierSampler:
 
     @property
     def budget_left(self) -> int:
-        return max(self.label_budget - len(self.issued), 0)
+        """Picks the label budget and the answer budget still allow."""
+        left = max(self.label_budget - len(self.issued), 0)
+        tasks = self.answers.tasks_left
+        return left if tasks is None else min(left, tasks)
 
     def offer(self, candidate: Candidate) -> None:
         """A new item from the stream."""
@@ -150,6 +156,8 @@ class ClassifierSampler:
             self._tasks_of.setdefault(item_id, set()).add(task_id)
         if task_id is not None and task_id in self._shed:
             return  # its shed was read first (two logs, read independently)
+        if task_id is not None:
+            self.answers.opened(task_id)
         issued = self.issued.get(item_id)
         if issued is None:
             issued = self.issued[item_id] = _Issued(sig)
@@ -163,6 +171,7 @@ class ClassifierSampler:
         may be picked again. Idempotent, and either of the task and its shed may be
         read first."""
         self._shed.add(task_id)
+        self.answers.closed(task_id, 0)
         self._tasks_of.setdefault(item_id, set()).add(task_id)
         issued = self.issued.get(item_id)
         if issued is None or task_id not in issued.tasks:
@@ -182,6 +191,7 @@ class ClassifierSampler:
             "issued": {item: sorted(issued.tasks) for item, issued in sorted(self.issued.items())},
             "shed": sorted(self._shed),
             "budget_left": self.budget_left,
+            "answers": self.answers.snapshot(),
         }
 
     def select(

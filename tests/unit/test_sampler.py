@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from pe.taskgen.budget import AnswerBudget
 from pe.taskgen.sampler import Candidate, ClassifierSampler, LoadGovernor, TokenBucket
 
 
@@ -266,3 +267,40 @@ def test_an_item_with_another_open_task_stays_issued_when_one_is_shed() -> None:
     assert sampler.budget_left == 9
     sampler.mark_shed("i1", "t2")
     assert sampler.budget_left == 10
+
+
+def test_the_answer_budget_counts_open_tasks_at_their_most_answers() -> None:
+    budget = AnswerBudget(10, most_answers=3)
+    sampler = _sampler(answers=budget)
+    for i in range(10):
+        sampler.offer(_candidate(i))
+    picks = sampler.select(10, None)
+    assert len(picks) == 3  # 3 open tasks may take 9 of the 10 answers
+    for candidate, _ in picks:
+        sampler.mark_issued(candidate.item_id, candidate.sig, f"t-{candidate.item_id}")
+    assert sampler.select(10, None) == []
+    first = f"t-{picks[0][0].item_id}"
+    budget.closed(first, 1)  # the loop was sure after one answer
+    budget.closed(first, 1)  # counted once (a replayed log)
+    assert budget.spent == 1 and sampler.budget_left == 1  # (10 - 1 - 2 * 3) // 3
+    budget.closed("gold-1", 2)  # a gold question's answers count too
+    assert sampler.budget_left == 0
+    sampler.mark_shed(picks[1][0].item_id, f"t-{picks[1][0].item_id}")  # no answers
+    assert budget.spent == 3 and sampler.budget_left == 1  # (10 - 3 - 3) // 3
+
+
+def test_the_answer_budget_is_rebuilt_whichever_log_is_read_first() -> None:
+    budget = AnswerBudget(12, most_answers=3)
+    sampler = _sampler(answers=budget)
+    budget.closed("t1", 2)  # its outcome read before its task
+    sampler.mark_issued("i1", 1, "t1")
+    sampler.mark_issued("i2", 2, "t2")
+    assert budget.spent == 2 and sampler.budget_left == 2  # (12 - 2 - 3) // 3
+    assert budget.snapshot() == {"spent": 2, "open": ["t2"]}
+
+
+def test_without_an_answer_budget_the_label_budget_alone_limits() -> None:
+    sampler = _sampler(label_budget=4)
+    for i in range(10):
+        sampler.offer(_candidate(i))
+    assert len(sampler.select(10, None)) == 4
