@@ -32,15 +32,29 @@ import orjson
 from aiokafka import ConsumerRecord
 from pydantic import BaseModel
 
+from channels.records import ModelMetrics, ModelUpdate
 from config import Settings, load_settings
+from pe.common.hashing import sparse_rows
 from pe.common.heap import freeze_long_lived
-from pipelines.app import Worker, build_worker
+from pe.common.space import FeatureSpace
+from pe.learner.trainers import Example, fit_logistic
+from pe.params import FeaturesParams
+from pe.registry import params_of
+from pipelines.app import Worker, build_worker, model_signer
+from pipelines.sample import load_sample
 from pipelines.topology import Topology
 from runtime.batches import Publisher
 from runtime.cluster import PLAINTEXT, Security
 from runtime.follower import Follower, Handler
 
-__all__ = ["MemoryFollower", "MemoryPublisher", "PeHarness", "Record", "encode_record"]
+__all__ = [
+    "MemoryFollower",
+    "MemoryPublisher",
+    "PeHarness",
+    "Record",
+    "encode_record",
+    "sample_models",
+]
 
 #: A record to feed: a pydantic record, a JSON object, or raw bytes (malformed ones
 #: included), optionally with its key as ``(key, value)``.
@@ -279,3 +293,35 @@ def _json_or_bytes(value: bytes) -> Any:
         return orjson.loads(value)
     except orjson.JSONDecodeError:
         return value
+
+
+def sample_models(topology: Topology, settings: Settings | None = None) -> list[bytes]:
+    """A model of each classifier of ``topology``, trained on the bundled sample's
+    truth and signed as a harness worker checks them: ``control.models`` records
+    to start a :class:`PeHarness` with (``logs={"control.models": ...}``)."""
+    sample = load_sample()
+    space = FeatureSpace(params_of(topology.params, FeaturesParams))
+    rows = sparse_rows(space.matrix([str(row["text"]) for row in sample]))
+    signer = model_signer(settings or load_settings(crowd="simulated"), embedded=True)
+    records = []
+    for spec in topology.classifiers:
+        examples = [
+            Example(idx, val, str(row["meta"]["truth"][spec.truth_field]))
+            for (idx, val), row in zip(rows, sample, strict=True)
+            if spec.truth_field in row["meta"]["truth"]
+        ]
+        model = fit_logistic(examples, space.dimensions, 1.0)
+        if model is None:
+            raise ValueError(f"{spec.name}: the sample's truth has a single tag")
+        update = ModelUpdate(
+            classifier=spec.name,
+            version=1,
+            family="sklearn",
+            created=time.time(),
+            n_train=len(examples),
+            n_holdout=0,
+            metrics=ModelMetrics(auc=None, accuracy=None, per_tag={}),
+            model=model,
+        )
+        records.append(signer.sign(update))
+    return records
