@@ -8,16 +8,10 @@ report.json and PNG plots. Every process it starts is stopped at the end.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import secrets
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +23,7 @@ from channels.codec import DecodeError, decode
 from channels.records import ClassifiedItem, Label, ModelUpdate, format_auc
 from pipelines.broker import EmbeddedBroker, free_port
 from pipelines.client import push_lines
+from pipelines.local import LocalWorker
 from pipelines.report import STREAM_TAIL, RunLog, crowd_summary, percentiles, write_report
 from pipelines.sample import load_sample
 from pipelines.topology import load_topology
@@ -43,8 +38,6 @@ DEMO_OVERRIDES = (
     "taskgen.max_tasks_per_minute=1200",
     "taskgen.round_interval_s=0.25",
 )
-#: Longest wait for the worker to join its consumer group.
-READY_TIMEOUT_S = 90.0
 #: After the last item is classified, labels and a last model still arrive.
 DRAIN_S = 8.0
 
@@ -58,50 +51,33 @@ def run_demo(*, items: int, rate: float, reports_dir: Path) -> int:
     data = Path(tempfile.mkdtemp(prefix="crowdstream-demo-"))
     broker = EmbeddedBroker(free_port(), data / "kafka")
     print(f"starting the embedded broker (Apache Kafka) on {broker.url} ...", flush=True)
-    worker: subprocess.Popen[bytes] | None = None
+    worker: LocalWorker | None = None
     try:
         broker.start()
-        http_port = free_port()
-        cmd = [
-            sys.executable,
-            "-m",
-            "pipelines.cli",
-            "up",
-            "crisis",
-            "--broker",
-            broker.url,
-            "--http-port",
-            str(http_port),
-            "--crowd",
-            "simulated",
-        ]
-        for override in DEMO_OVERRIDES:
-            cmd += ["--set", override]
-        with (out_dir / "worker.log").open("wb") as log:
-            worker = subprocess.Popen(  # noqa: S603 (our own CLI, fixed arguments)
-                cmd,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env={
-                    **os.environ,
-                    "CROWDSTREAM_DATA_DIR": str(data / "worker"),
-                    # The worker does not own this broker: it signs models with a key
-                    # of this run's.
-                    "CROWDSTREAM_MODEL_KEY": secrets.token_hex(16),
-                },
-            )
         print(f"starting the crisis pipeline (log: {out_dir / 'worker.log'}) ...", flush=True)
-        _wait_ready(f"http://127.0.0.1:{http_port}/healthz", worker)
-        print(f"worker ready; metrics at http://127.0.0.1:{http_port}/metrics", flush=True)
+        worker = LocalWorker.start(
+            "crisis",
+            broker.url,
+            free_port(),
+            out_dir / "worker.log",
+            crowd="simulated",
+            overrides=DEMO_OVERRIDES,
+            env={
+                "CROWDSTREAM_DATA_DIR": str(data / "worker"),
+                # The worker does not own this broker: it signs models with a key of
+                # this run's.
+                "CROWDSTREAM_MODEL_KEY": secrets.token_hex(16),
+            },
+        )
+        worker.wait_ready()
+        print(f"worker ready; metrics at {worker.url}/metrics", flush=True)
         sample = load_sample(items)
         run = asyncio.run(_stream(broker.bootstrap, sample, rate))
         finished = time.time()
-        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as answer:
-            run.crowd = crowd_summary(answer.read().decode())
+        run.crowd = crowd_summary(worker.metrics())
     finally:
         if worker is not None:
-            _stop(worker)
+            worker.stop()
         broker.stop()
         if broker.log_file.is_file():
             shutil.copy(broker.log_file, out_dir / "broker.log")
@@ -112,31 +88,6 @@ def run_demo(*, items: int, rate: float, reports_dir: Path) -> int:
     report = write_report(run, finished, truth, positives, out_dir)
     _print_summary(report, out_dir)
     return 0 if report["items_classified"] == len(sample) else 1
-
-
-def _wait_ready(url: str, worker: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if worker.poll() is not None:
-            raise RuntimeError(f"the worker exited with code {worker.returncode}; see worker.log")
-        with (
-            contextlib.suppress(OSError),  # not listening yet, or 503 while joining
-            urllib.request.urlopen(url, timeout=1) as answer,  # noqa: S310 (a local URL)
-        ):
-            if answer.status == 200:
-                return
-        time.sleep(0.5)
-    raise RuntimeError(f"the worker was not ready within {READY_TIMEOUT_S:.0f} s")
-
-
-def _stop(worker: subprocess.Popen[bytes]) -> None:
-    if worker.poll() is None:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait(timeout=10)
 
 
 async def _stream(bootstrap: str, sample: list[dict[str, object]], rate: float) -> RunLog:

@@ -14,7 +14,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 
 from channels.records import ClassifiedItem, ModelUpdate
 
@@ -69,22 +69,28 @@ def crowd_summary(exposition: str) -> dict[str, float]:
     return {k: round(v, 4) for k, v in sorted(summary.items())}
 
 
+#: Scores of the positive tag alone.
+_TAG_SCORES = ("precision", "recall", "f1")
+
+
 def stream_quality(
     items: Sequence[ClassifiedItem],
     truth: dict[str, dict[str, str]],
     classifier: str,
     positive: str,
 ) -> dict[str, Any]:
-    """Accuracy and AUC of the stream's output against ground truth, over the items a
-    model classified (items classified before a first model have no tag)."""
+    """Accuracy and AUC of the stream's output against ground truth, and precision,
+    recall and F1 of its ``positive`` tag, over the items a model classified (items
+    classified before a first model have no tag)."""
     scored = [
         (item.labels[classifier], truth[item.id][classifier])
         for item in items
         if item.id in truth and classifier in truth[item.id] and item.labels[classifier].tag
     ]
     if not scored:
-        return {"items": 0, "accuracy": None, "auc": None}
+        return {"items": 0, "accuracy": None, "auc": None} | dict.fromkeys(_TAG_SCORES)
     correct = sum(pred.tag == actual for pred, actual in scored)
+    tagged = [pred.tag == positive for pred, _ in scored]
     # Probability of the positive tag, from the winning tag and its confidence.
     score = [
         (p.confidence or 0.0) if p.tag == positive else 1.0 - (p.confidence or 0.0)
@@ -92,10 +98,16 @@ def stream_quality(
     ]
     actual = [a == positive for _, a in scored]
     auc = roc_auc_score(actual, score) if 0 < sum(actual) < len(actual) else None
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        actual, tagged, average="binary", zero_division=0.0
+    )
     return {
         "items": len(scored),
         "accuracy": round(correct / len(scored), 4),
         "auc": round(float(auc), 4) if auc is not None else None,
+        "precision": round(float(precision), 4),
+        "recall": round(float(recall), 4),
+        "f1": round(float(f1), 4),
     }
 
 

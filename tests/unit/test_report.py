@@ -47,6 +47,8 @@ def test_stream_quality_scores_only_items_a_model_classified() -> None:
     assert result["items"] == 3
     assert result["accuracy"] == pytest.approx(2 / 3, abs=1e-4)
     assert result["auc"] == 1.0  # P(yes): 0.9 > 0.6 > 0.2
+    # The yes tag: i1 right, i3 wrong; no true yes missed.
+    assert (result["precision"], result["recall"], result["f1"]) == (0.5, 1.0, 0.6667)
 
 
 def test_report_files(tmp_path: Path) -> None:

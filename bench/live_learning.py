@@ -1,0 +1,314 @@
+"""Label efficiency of the running pipeline: held-out AUC and tag F1 after a given
+number of crowd answers, measured through Kafka.
+
+A benchmark, not a test; the live counterpart of ``bench/learning_curve.py``. Each
+seed gets a fresh embedded broker and a worker running the ``crisis`` topology in
+its default configuration, with the simulated ``live`` crowd with 10% spammers
+(``annotator.population: live``, ``annotator.spammers: 0.1``) and a training budget
+of ``--answers`` crowd answers per classifier, gold questions included
+(``taskgen.answer_budget``). Only the crowd's clock (``annotator.speed``) and the
+task rate cap are raised, so that minutes of crowd work take seconds.
+
+1. The messages of the shared data set (both classifiers' truth known, the text
+   field non-empty) are shuffled by the seed; the last ``--holdout`` (5,000) are held
+   out, as in the offline benchmark.
+2. The rest stream into ``items.raw`` at ``--rate`` items/s (again, with new ids,
+   if the stream ends first) while the annotator buys answers, the learner trains and
+   the classifier's models improve.
+3. Once the budget is spent (no training label for ``--quiet-s``) and the learner's
+   last model is out, the held-out messages are pushed into ``items.raw`` and scored
+   from ``items.classified``: AUC of the probability of ``yes``, and precision,
+   recall and F1 of the ``yes`` tag.
+
+Prints a table (mean and worst seed) and writes JSON to
+reports/bench-live-learning-<timestamp>.json.
+Usage: python bench/live_learning.py --data disaster_messages.jsonl.gz
+       [--answers 1000] [--seeds 3] [--rate 200] [--text text|original] [--set k=v ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import json
+import random
+import secrets
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from channels.codec import DecodeError, decode
+from channels.records import ClassifiedItem, Label, ModelUpdate
+from pipelines.broker import EmbeddedBroker, free_port
+from pipelines.client import push_lines
+from pipelines.local import LocalWorker
+from pipelines.report import stream_quality
+from pipelines.topology import load_topology
+
+PIPELINE = "crisis"
+CLASSIFIERS = ("aid_related", "request")
+POSITIVE = "yes"
+
+
+@dataclass
+class _Split:
+    stream: list[dict[str, Any]]
+    holdout: list[dict[str, Any]]
+
+
+def _split(path: Path, text_field: str, holdout: int, seed: int) -> _Split:
+    """The messages with both classifiers' truth and a non-empty ``text_field``, as
+    items, shuffled by ``seed``; the last ``holdout`` held out."""
+    items = []
+    with gzip.open(path, "rb") as handle:
+        for line in handle:
+            record = orjson.loads(line)
+            text = str(record.get(text_field) or "").strip()
+            labels = record.get("labels", {})
+            if not text or any(labels.get(name) is None for name in CLASSIFIERS):
+                continue
+            truth = {name: "yes" if int(labels[name]) == 1 else "no" for name in CLASSIFIERS}
+            items.append({"id": str(record["id"]), "text": text, "meta": {"truth": truth}})
+    random.Random(seed).shuffle(items)
+    return _Split(items[:-holdout], items[-holdout:])
+
+
+@dataclass
+class _Observed:
+    """What the benchmark reads back from the pipeline's topics."""
+
+    answers: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CLASSIFIERS, 0))
+    gold_answers: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CLASSIFIERS, 0))
+    labels: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CLASSIFIERS, 0))
+    models: dict[str, ModelUpdate] = field(default_factory=dict)
+    classified: dict[str, ClassifiedItem] = field(default_factory=dict)
+    last_label: float = 0.0
+    last_model: float = 0.0
+
+    def take(self, topic: str, value: bytes | None) -> None:
+        try:
+            if topic.endswith("crowd.labels"):
+                label = decode(Label, value)
+                if label.job is None and label.classifier in self.answers:
+                    self.answers[label.classifier] += len(label.answers)
+                    if label.kind == "gold":
+                        self.gold_answers[label.classifier] += len(label.answers)
+                    elif label.tag is not None:
+                        self.labels[label.classifier] += 1
+                    self.last_label = time.monotonic()
+            elif topic.endswith("control.models"):
+                model = decode(ModelUpdate, value)
+                self.models[model.classifier] = model
+                self.last_model = time.monotonic()
+            elif topic.endswith("items.classified"):
+                item = decode(ClassifiedItem, value)
+                self.classified.setdefault(item.id, item)  # the sink deduplicates by id
+        except DecodeError:
+            pass  # not the pipeline's: nothing to measure
+
+
+async def _read(consumer: AIOKafkaConsumer, seen: _Observed, until: Any, timeout_s: float) -> bool:
+    """Read into ``seen`` until ``until()`` holds (True) or ``timeout_s`` passes."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        batches = await consumer.getmany(timeout_ms=200)
+        for tp, records in batches.items():
+            for record in records:
+                seen.take(tp.topic, record.value)
+        if until():
+            return True
+    return False
+
+
+def _lines(items: list[dict[str, Any]], lap: int) -> list[bytes]:
+    """The items as JSON lines, with ids of their own on a lap after the first."""
+    if lap == 0:
+        return [orjson.dumps(item) for item in items]
+    return [orjson.dumps({**item, "id": f"{item['id']}~{lap}"}) for item in items]
+
+
+async def _stream_forever(bootstrap: str, items: list[dict[str, Any]], rate: float) -> None:
+    lap = 0
+    while True:
+        await push_lines([bootstrap], PIPELINE, _lines(items, lap), rate)
+        lap += 1
+
+
+async def _measure(bootstrap: str, split: _Split, args: argparse.Namespace) -> dict[str, Any]:
+    topics = ("crowd.labels", "control.models", "items.classified")
+    consumer = AIOKafkaConsumer(
+        *(f"{PIPELINE}.{topic}" for topic in topics),
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=100,
+    )
+    await consumer.start()
+    seen = _Observed()
+    started = time.monotonic()
+    push = asyncio.create_task(_stream_forever(bootstrap, split.stream, args.rate))
+    try:
+
+        def spent() -> bool:
+            quiet = time.monotonic() - max(seen.last_label, started) >= args.quiet_s
+            return quiet and all(seen.answers[name] > 0 for name in CLASSIFIERS)
+
+        budget_spent = await _read(consumer, seen, spent, args.timeout_s)
+        # The learner's last model: none for a while after the last label.
+        await _read(
+            consumer,
+            seen,
+            lambda: time.monotonic() - max(seen.last_model, seen.last_label) >= args.quiet_s,
+            args.timeout_s,
+        )
+    finally:
+        push.cancel()
+    training_s = time.monotonic() - started
+    held = {f"held-{item['id']}": item for item in split.holdout}
+    await push_lines(
+        [bootstrap],
+        PIPELINE,
+        [orjson.dumps({**item, "id": key}) for key, item in held.items()],
+    )
+    scored = await _read(
+        consumer, seen, lambda: all(key in seen.classified for key in held), args.timeout_s
+    )
+    await consumer.stop()
+    items = [seen.classified[key] for key in held if key in seen.classified]
+    truth = {key: item["meta"]["truth"] for key, item in held.items()}
+    result: dict[str, Any] = {
+        "budget_spent": budget_spent,
+        "holdout_scored": scored,
+        "holdout_items": len(items),
+        "training_s": round(training_s, 1),
+        "classifiers": {},
+    }
+    for name in CLASSIFIERS:
+        model = seen.models.get(name)
+        result["classifiers"][name] = {
+            "answers": seen.answers[name],
+            "gold_answers": seen.gold_answers[name],
+            "labels": seen.labels[name],
+            "model_version": model.version if model else 0,
+            "model_trained_on": model.n_train if model else 0,
+            "learner_holdout_auc": model.metrics.auc if model else None,
+            **stream_quality(items, truth, name, POSITIVE),
+        }
+    return result
+
+
+def _run_seed(seed: int, split: _Split, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    scratch = Path(tempfile.mkdtemp(prefix="crowdstream-live-"))
+    broker = EmbeddedBroker(free_port(), scratch / "kafka")
+    worker: LocalWorker | None = None
+    overrides = (
+        "annotator.population=live",
+        "annotator.spammers=0.1",
+        f"annotator.seed={seed}",
+        f"annotator.speed={args.speed}",
+        f"taskgen.seed={seed}",
+        f"taskgen.answer_budget={args.answers}",
+        f"taskgen.max_tasks_per_minute={args.task_rate}",
+        "taskgen.round_interval_s=0.25",
+        *args.set,
+    )
+    try:
+        broker.start()
+        worker = LocalWorker.start(
+            PIPELINE,
+            broker.url,
+            free_port(),
+            out / f"bench-live-learning-worker-{seed}.log",
+            crowd="simulated",
+            overrides=overrides,
+            env={
+                "CROWDSTREAM_DATA_DIR": str(scratch / "worker"),
+                "CROWDSTREAM_MODEL_KEY": secrets.token_hex(16),
+            },
+        )
+        worker.wait_ready()
+        return {"seed": seed, **asyncio.run(_measure(broker.bootstrap, split, args))}
+    finally:
+        if worker is not None:
+            worker.stop()
+        broker.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    summary: dict[str, Any] = {}
+    for name in CLASSIFIERS:
+        per: dict[str, Any] = {}
+        for key, worst in (("auc", min), ("f1", min), ("precision", min), ("recall", min)):
+            values = [run["classifiers"][name][key] for run in runs]
+            known = [v for v in values if v is not None]
+            per[key] = {
+                "mean": round(statistics.fmean(known), 4) if known else None,
+                "worst": worst(known) if len(known) == len(values) else None,
+            }
+        for key in ("answers", "labels", "model_trained_on"):
+            per[key] = statistics.fmean(run["classifiers"][name][key] for run in runs)
+        summary[name] = per
+    return summary
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, required=True, help="disaster_messages.jsonl.gz")
+    parser.add_argument("--answers", type=int, default=1000, help="per classifier")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--holdout", type=int, default=5000)
+    parser.add_argument("--text", choices=("text", "original"), default="text")
+    parser.add_argument("--rate", type=float, default=200.0, help="stream items/s")
+    parser.add_argument("--speed", type=float, default=40.0, help="crowd clock speed-up")
+    parser.add_argument("--task-rate", type=float, default=1200.0, help="tasks/min cap")
+    parser.add_argument("--quiet-s", type=float, default=20.0)
+    parser.add_argument("--timeout-s", type=float, default=1800.0)
+    parser.add_argument("--set", action="append", default=[], help="a topology override")
+    parser.add_argument("--out", type=Path, default=Path("reports"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    load_topology(PIPELINE)  # fails early on a bad install
+    runs = []
+    for seed in range(1, args.seeds + 1):
+        split = _split(args.data, args.text, args.holdout, seed)
+        run = _run_seed(seed, split, args, args.out)
+        runs.append(run)
+        for name in CLASSIFIERS:
+            got = run["classifiers"][name]
+            print(
+                f"seed {seed} {name}: {got['answers']} answers ({got['gold_answers']} gold), "
+                f"{got['labels']} labels, model v{got['model_version']} on "
+                f"{got['model_trained_on']}: AUC {got['auc']}, F1 {got['f1']} "
+                f"(P {got['precision']}, R {got['recall']})",
+                flush=True,
+            )
+    result = {
+        "benchmark": "live_learning",
+        "command": " ".join(sys.argv),
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "runs": runs,
+        "summary": _summary(runs),
+    }
+    stamp = datetime.now(tz=UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = args.out / f"bench-live-learning-{stamp}.json"
+    path.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result["summary"], indent=2))
+    print(f"written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

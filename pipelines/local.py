@@ -1,0 +1,89 @@
+"""A worker process on this machine, for the demo and the benchmarks: started with
+``crowdstream up``, awaited until ready, stopped with SIGTERM."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["LocalWorker"]
+
+#: Longest wait for a worker to join its consumer group.
+READY_TIMEOUT_S = 90.0
+
+
+@dataclass
+class LocalWorker:
+    """``crowdstream up <topology>`` on ``broker``, its output in ``log``."""
+
+    proc: subprocess.Popen[bytes]
+    http_port: int
+    log: Path
+
+    @classmethod
+    def start(
+        cls,
+        topology: str,
+        broker: str,
+        http_port: int,
+        log: Path,
+        *,
+        crowd: str,
+        overrides: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> LocalWorker:
+        """Start it (``overrides``: ``--set`` values; ``env``: added to this process's)."""
+        cmd = [sys.executable, "-m", "pipelines.cli", "up", topology, "--broker", broker]
+        cmd += ["--http-port", str(http_port), "--crowd", crowd]
+        for override in overrides:
+            cmd += ["--set", override]
+        with log.open("wb") as out:
+            proc = subprocess.Popen(  # noqa: S603 (our own CLI)
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **(env or {})},
+            )
+        return cls(proc, http_port, log)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
+        """Until ``/healthz`` answers 200; RuntimeError if it exits or times out."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                msg = f"the worker exited with code {self.proc.returncode}; see {self.log.name}"
+                raise RuntimeError(msg)
+            with (
+                contextlib.suppress(OSError),  # not listening yet, or 503 while joining
+                urllib.request.urlopen(self.url + "/healthz", timeout=1) as answer,  # noqa: S310
+            ):
+                if answer.status == 200:
+                    return
+            time.sleep(0.5)
+        raise RuntimeError(f"the worker was not ready within {timeout_s:.0f} s")
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(self.url + "/metrics", timeout=5) as answer:  # noqa: S310
+            return str(answer.read().decode())
+
+    def stop(self) -> None:
+        """SIGTERM, then kill if it has not exited within 30 s."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
