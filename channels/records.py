@@ -16,6 +16,7 @@ __all__ = [
     "MODEL_SCHEMA_VERSION",
     "NA_TAG",
     "Answer",
+    "Decision",
     "PoolMember",
     "BatchItem",
     "ClassifiedItem",
@@ -241,6 +242,14 @@ class SparseRow(_Record):
     val: list[float]
 
 
+class Decision(_Record):
+    """How a model chooses its tag: ``tag`` when its probability reaches ``threshold``,
+    else the most probable other tag (without a decision: the most probable tag)."""
+
+    tag: str
+    threshold: float = Field(ge=0, le=1)
+
+
 class LinearModel(_Record):
     """Weights of a linear model over hashed features; no code, no pickle.
 
@@ -254,6 +263,8 @@ class LinearModel(_Record):
     n_features: int
     intercept: list[float]
     rows: list[SparseRow]
+    #: Models published before decisions existed have none (the most probable tag).
+    decision: Decision | None = None
 
 
 class Interval(_Record):

@@ -237,6 +237,10 @@ class LearnerParams(_Params):
     more_labels: int = Field(100, ge=0)
     #: Inverse regularisation strength of logistic regression (sklearn family).
     c: float = Field(1.0, gt=0)
+    #: A two-tag classifier's first tag is decided by the threshold on its
+    #: probability with the best F1 on out-of-fold predictions (sklearn family,
+    #: pe.learner.threshold) among those with at least this precision.
+    min_precision: float = Field(0.0, ge=0, le=1)
     #: Learning rate of river's online logistic regression.
     river_lr: float = Field(0.5, gt=0)
     family_default: Literal["sklearn", "river"] = "sklearn"

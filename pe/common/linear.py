@@ -49,6 +49,8 @@ class CompiledModel:
     #: (scipy would convert a transposed view on each call, ~0.3 ms a batch).
     weights_t: sp.csr_matrix
     intercept: FloatArray
+    #: The tag decided by a threshold (its column, the threshold), if the model has one.
+    decision: tuple[int, float] | None = None
 
     def predict_proba(self, x: sp.csr_matrix) -> FloatArray:
         """Class probabilities, one row per item, columns in ``classes`` order."""
@@ -63,9 +65,16 @@ class CompiledModel:
         return np.asarray(each / np.maximum(each.sum(axis=1, keepdims=True), 1e-12))
 
     def predict(self, x: sp.csr_matrix) -> tuple[list[str], FloatArray]:
-        """Most probable tag and its probability for each row."""
+        """Each row's tag (by the model's decision, else the most probable) and its
+        probability."""
         proba = self.predict_proba(x)
-        best = proba.argmax(axis=1)
+        if self.decision is None:
+            best = proba.argmax(axis=1)
+        else:
+            column, threshold = self.decision
+            others = proba.copy()
+            others[:, column] = -1.0
+            best = np.where(proba[:, column] >= threshold, column, others.argmax(axis=1))
         return [self.classes[i] for i in best], proba[np.arange(len(best)), best]
 
 
@@ -81,6 +90,11 @@ def compile_model(model: LinearModel) -> CompiledModel:
             raise ValueError("a weight row has as many indices as values")
         if row.idx and (min(row.idx) < 0 or max(row.idx) >= model.n_features):
             raise ValueError("a weight index is out of range")
+    decision = None
+    if model.decision is not None:
+        if model.decision.tag not in model.classes:
+            raise ValueError(f"the decision's tag {model.decision.tag!r} is not a class")
+        decision = (model.classes.index(model.decision.tag), model.decision.threshold)
     weights = feature_matrix([(row.idx, row.val) for row in model.rows], model.n_features)
     return CompiledModel(
         classes=list(model.classes),
@@ -88,6 +102,7 @@ def compile_model(model: LinearModel) -> CompiledModel:
         n_features=model.n_features,
         weights_t=weights.T.tocsr(),
         intercept=np.asarray(model.intercept, dtype=np.float64),
+        decision=decision,
     )
 
 

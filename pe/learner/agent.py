@@ -64,6 +64,7 @@ def register(ctx: PipelineContext) -> None:
                 ctx.params_of(FeaturesParams).dimensions,
                 c=params.c,
                 lr=params.river_lr,
+                min_precision=params.min_precision,
             ),
             passive_share=ctx.params_of(TaskgenParams).passive_share,
         )
