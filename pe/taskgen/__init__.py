@@ -9,7 +9,9 @@ State: per classifier the buffer (in memory, refilled by the stream), issued ite
 and near-duplicate signatures (rebuilt from ``crowd.tasks``, less the training tasks
 ``crowd.labels`` reports shed from a full crowd queue: their budget returns and their
 items and near-duplicates may be picked again).
-Sampling: every round, per classifier, within the task-rate cap and the label budget,
+Budgets: per classifier, ``label_budget`` tasks and, if set, ``answer_budget`` crowd
+answers (pe.taskgen.budget), both rebuilt from the logs.
+Sampling: every round, per classifier, within the task-rate cap and the budgets,
 ``active_fraction`` of the picks are the least confident of a random sample of the
 buffer and the rest are random (the fraction of a pick carried to the next round);
 near-duplicates of issued items are skipped.
