@@ -33,7 +33,7 @@ from aiokafka import ConsumerRecord
 from pydantic import BaseModel
 
 from config import Settings, load_settings
-from pe.common.heap import freeze_long_lived
+from pe.common.heap import tune_collector
 from pipelines.app import Worker, build_worker
 from pipelines.topology import Topology
 from runtime.batches import Publisher
@@ -150,7 +150,7 @@ class PeHarness:
         self._tasks = [asyncio.ensure_future(work()) for work in self.context.tasks]
         await asyncio.sleep(0)  # let the tasks start (rebuilds after the logs are read)
         await self.settle()
-        freeze_long_lived()  # as a started worker does (pipelines.app)
+        tune_collector()  # as a started worker does (pipelines.app)
         return self
 
     async def __aexit__(
