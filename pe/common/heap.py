@@ -51,11 +51,11 @@ def tune_collector() -> None:
 
     Called once a worker has started: its modules, topology and first models live as
     long as it does, and a full collection walking them held the event loop about
-    200 ms in the PE contract's runs. A batch of 5,000 items keeps up to about 20 containers
-    an item alive until it is written (records, rows, output dicts), all freed by
-    reference counting; at the default threshold the collector ran about 160 times a
-    batch, moved each batch into the older generations and walked them again there:
-    a fifth of the worker's time at saturation (docs/performance.md).
+    200 ms in the PE contract's runs. A batch of 5,000 items keeps up to about 20
+    containers an item alive until it is written (records, rows, output dicts), all
+    freed by reference counting; at the default threshold the collector ran about 160
+    times a batch, moved each batch into the older generations and walked them again
+    there: about a sixth of the worker's time at saturation (docs/performance.md).
     """
     gc.collect()
     gc.freeze()
