@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from channels.signing import DEVELOPMENT_KEY, ModelSigner
 from channels.topics import TopicSpec
 from config import Settings
-from pe.common.heap import freeze_long_lived
+from pe.common.heap import tune_collector
 from pe.common.http import HttpLimits
 from pe.common.metrics import Metrics
 from pe.registry import pe_spec, pe_specs
@@ -140,7 +140,7 @@ class _Runner(faust.Worker):
 
     async def on_startup_finished(self) -> None:
         await super().on_startup_finished()
-        freeze_long_lived()
+        tune_collector()
 
 
 def model_signer(settings: Settings, *, embedded: bool) -> ModelSigner:

@@ -35,7 +35,7 @@ from pydantic import BaseModel
 from channels.records import ModelMetrics, ModelUpdate
 from config import Settings, load_settings
 from pe.common.hashing import sparse_rows
-from pe.common.heap import freeze_long_lived
+from pe.common.heap import tune_collector
 from pe.common.space import FeatureSpace
 from pe.learner.trainers import Example, fit_logistic
 from pe.params import FeaturesParams
@@ -164,7 +164,7 @@ class PeHarness:
         self._tasks = [asyncio.ensure_future(work()) for work in self.context.tasks]
         await asyncio.sleep(0)  # let the tasks start (rebuilds after the logs are read)
         await self.settle()
-        freeze_long_lived()  # as a started worker does (pipelines.app)
+        tune_collector()  # as a started worker does (pipelines.app)
         return self
 
     async def __aexit__(

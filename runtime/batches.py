@@ -35,15 +35,43 @@ from runtime.cluster import PLAINTEXT, Security
 from runtime.retry import broker_retrying
 from runtime.stallwatch import StallWatch
 
-__all__ = ["BatchReader", "Publisher"]
+__all__ = ["BatchReader", "KeyHashes", "Publisher"]
 
 log = logging.getLogger(__name__)
 
 #: How long a batch may wait for room in the producer's queue (its request timeout).
 ENQUEUE_TIMEOUT_S = 40.0
+#: How many keys' hashes :class:`KeyHashes` keeps (between this and twice as many).
+KEY_HASH_MEMORY = 20_000
 #: Reads that return nothing for longer than this are a pause (an outage, a failover,
 #: or quiet input); a stage under load gets records every fetch wait (0.5 s) or sooner.
 PAUSE_S = 2.0
+
+
+class KeyHashes:
+    """Kafka's default partitioner hash (murmur2, positive) of the keys recently hashed.
+
+    A stage writes an item to each of its channels under the item's id (features
+    writes ``items.features`` and, fused, the classifier ``items.classified``), and
+    aiokafka's murmur2 is pure Python, about 2 µs a key: each key is hashed once. Two
+    generations of at most ``memory`` keys bound the memory.
+    """
+
+    def __init__(self, memory: int = KEY_HASH_MEMORY) -> None:
+        self._memory = memory
+        self._recent: dict[bytes, int] = {}
+        self._older: dict[bytes, int] = {}
+
+    def __call__(self, key: bytes) -> int:
+        found = self._recent.get(key)
+        if found is None:
+            found = self._older.get(key)
+            if found is None:
+                found = murmur2(key) & 0x7FFFFFFF
+            self._recent[key] = found
+            if len(self._recent) >= self._memory:
+                self._older, self._recent = self._recent, {}
+        return found
 
 
 class Publisher:
@@ -64,6 +92,7 @@ class Publisher:
         self._producer: AIOKafkaProducer | None = None
         self._partitions: dict[str, int] = {}
         self._spread = 0  #: the next partition of keyless records (round robin)
+        self._hash = KeyHashes()
         self._lock: asyncio.Lock | None = None
 
     async def start(self) -> AIOKafkaProducer:
@@ -133,7 +162,7 @@ class Publisher:
                 part = self._spread % count
                 self._spread += 1
             else:
-                part = (murmur2(key) & 0x7FFFFFFF) % count
+                part = self._hash(key) % count
             by_partition.setdefault(part, []).append((key, value))
         futures: list[Awaitable[Any]] = []
         for part, rows in by_partition.items():

@@ -17,6 +17,7 @@ from aiokafka import ConsumerRecord
 
 from channels.codec import DecodeError, decode
 from channels.records import FeatureItem, Item
+from pe.common.hashing import Row, rounded_values
 from pe.common.linear import feature_matrix, features_in_range
 
 __all__ = ["FeatureBatch", "decode_feature_batch"]
@@ -25,7 +26,7 @@ __all__ = ["FeatureBatch", "decode_feature_batch"]
 @dataclass(frozen=True)
 class FeatureBatch:
     items: list[Item]
-    rows: list[tuple[list[int], list[float]]]  #: sparse features of each item
+    rows: Sequence[Row]  #: sparse features of each item (the matrix's rows)
     sigs: list[int]  #: SimHash of each item
     matrix: sp.csr_matrix  #: the same features, one row per item
 
@@ -45,9 +46,17 @@ class FeatureBatch:
         )
 
     def encoded(self) -> list[tuple[bytes, bytes]]:
-        """``(key, value)`` records of ``items.features`` (FeatureItem JSON)."""
+        """``(key, value)`` records of ``items.features`` (FeatureItem JSON).
+
+        The features are written from the matrix's arrays (orjson writes numpy
+        arrays as JSON lists, the same text as the rows' Python numbers), rounded
+        as the rows are: no Python list per row.
+        """
+        indices, values = self.matrix.indices, rounded_values(self.matrix)
+        bounds = self.matrix.indptr.tolist()
         out = []
-        for item, (idx, val), sig in zip(self.items, self.rows, self.sigs, strict=True):
+        rows = zip(self.items, self.sigs, bounds[:-1], bounds[1:], strict=True)
+        for item, sig, start, end in rows:
             record: dict[str, Any] = {
                 "id": item.id,
                 "text": item.text,
@@ -55,11 +64,11 @@ class FeatureBatch:
                 "ts_in": item.ts_in,
                 "source": item.source,
                 "meta": item.meta,
-                "idx": idx,
-                "val": val,
+                "idx": indices[start:end],
+                "val": values[start:end],
                 "sig": sig,
             }
-            out.append((item.id.encode(), orjson.dumps(record)))
+            out.append((item.id.encode(), orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY)))
         return out
 
 

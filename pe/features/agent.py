@@ -11,7 +11,7 @@ from aiokafka import ConsumerRecord
 from channels.codec import DecodeError, parse_input
 from channels.records import Item
 from pe.common.featurebatch import FeatureBatch
-from pe.common.hashing import sparse_rows
+from pe.common.hashing import SparseRows
 from pe.common.simhash import simhash_rows
 from pe.common.space import FeatureSpace
 from pe.common.text import normalize
@@ -51,7 +51,7 @@ def register(ctx: PipelineContext) -> None:
         # the consumer's heartbeats must go on meanwhile.
         matrix, words = await asyncio.to_thread(space.matrices, [item.text for item in items])
         batch = FeatureBatch(
-            items=items, rows=sparse_rows(matrix), sigs=simhash_rows(words), matrix=matrix
+            items=items, rows=SparseRows(matrix), sigs=simhash_rows(words), matrix=matrix
         )
         pending = await ctx.publish("items.features", batch.encoded())
         pending.extend(await ctx.deliver("items.features", batch))

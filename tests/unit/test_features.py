@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+from sklearn.feature_extraction.text import HashingVectorizer
+
 from pe.common.hashing import FeatureHasher, sparse_rows
 from pe.common.simhash import SignatureSet, hamming, simhash_rows
 from pe.common.text import grams, normalize, tokens
@@ -29,6 +32,20 @@ def test_hashing_is_stateless_sorted_and_normalised() -> None:
     assert all(0 <= i < 2**18 for i in idx)
     assert math.isclose(math.sqrt(sum(v * v for v in val)), 1.0, rel_tol=1e-4)
     assert first[1] == ([], [])
+
+
+def test_hashing_matches_scikit_learns_hashing_vectorizer() -> None:
+    # Published models index these features: the hasher must not move them.
+    texts = ["We need water and food", "water water WATER", "RT @a: see http://t.co/x 12", ""]
+    docs = [grams(tokens(text)) for text in texts]
+    ours = FeatureHasher(2**18).matrix(docs)
+    theirs = HashingVectorizer(
+        n_features=2**18, analyzer=list, alternate_sign=False, norm="l2"
+    ).transform(docs)
+    theirs.sort_indices()
+    assert np.array_equal(ours.indptr, theirs.indptr)
+    assert np.array_equal(ours.indices, theirs.indices)
+    assert np.array_equal(ours.data, theirs.data)
 
 
 def test_simhash_near_duplicates_are_close_and_others_far() -> None:
