@@ -126,13 +126,32 @@ async def test_every_item_appears_exactly_once_and_models_change_the_output(
         f"{PIPELINE}.items.classified",
         lambda rs: later_ids <= {r.key.decode() for r in rs},
     )
+    models = await read_topic(
+        broker.bootstrap, f"{PIPELINE}.control.models", lambda rs: len(rs) >= len(published)
+    )
+    by_version = {(m["classifier"], m["version"]): m["model"] for m in values(models)}
+    decided = 0
     for item in values(records):
         if item["id"] in later_ids:
             for name in ("aid_related", "request"):
                 prediction = item["labels"][name]
                 assert prediction["model_version"] >= 1
                 assert prediction["tag"] in {"yes", "no"}
-                assert 0.5 <= prediction["confidence"] <= 1.0
+                # The tag is the model's decision: its first tag at or above the
+                # threshold chosen from the labels, else the other (a model from too
+                # few labels of a tag to choose one: the most probable tag); the
+                # confidence is the probability of the tag given.
+                decision = by_version[name, prediction["model_version"]]["decision"]
+                if decision is None:
+                    assert 0.5 <= prediction["confidence"] <= 1.0
+                    continue
+                assert decision["tag"] == "yes"
+                p_yes = prediction["confidence"]
+                if prediction["tag"] != "yes":
+                    p_yes = 1.0 - p_yes
+                assert (prediction["tag"] == "yes") == (p_yes >= decision["threshold"] - 1e-4)
+                decided += 1
+    assert decided > 0
     labels = await read_topic(
         broker.bootstrap, f"{PIPELINE}.crowd.labels", lambda rs: len(rs) >= 20
     )
