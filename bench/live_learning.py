@@ -50,7 +50,7 @@ from aiokafka import AIOKafkaConsumer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from channels.codec import DecodeError, decode
-from channels.records import ClassifiedItem, Label, ModelUpdate
+from channels.records import MAX_TEXT_CHARS, ClassifiedItem, Label, ModelUpdate
 from pipelines.broker import EmbeddedBroker, free_port
 from pipelines.client import push_lines
 from pipelines.local import LocalWorker
@@ -77,7 +77,10 @@ def _split(path: Path, text_field: str, holdout: int, seed: int) -> _Split:
             record = orjson.loads(line)
             text = str(record.get(text_field) or "").strip()
             labels = record.get("labels", {})
-            if not text or any(labels.get(name) is None for name in CLASSIFIERS):
+            # Longer texts are rejected by the pipeline (two messages of the data set).
+            if not text or len(text) > MAX_TEXT_CHARS:
+                continue
+            if any(labels.get(name) is None for name in CLASSIFIERS):
                 continue
             truth = {name: "yes" if int(labels[name]) == 1 else "no" for name in CLASSIFIERS}
             items.append({"id": str(record["id"]), "text": text, "meta": {"truth": truth}})
@@ -182,9 +185,16 @@ async def _measure(bootstrap: str, split: _Split, args: argparse.Namespace) -> d
         PIPELINE,
         [orjson.dumps({**item, "id": key}) for key, item in held.items()],
     )
-    scored = await _read(
-        consumer, seen, lambda: all(key in seen.classified for key in held), args.timeout_s
-    )
+    progress = {"count": 0, "at": time.monotonic()}
+
+    def scored_or_stuck() -> bool:
+        count = sum(key in seen.classified for key in held)
+        if count > progress["count"]:
+            progress.update(count=count, at=time.monotonic())
+        return count == len(held) or time.monotonic() - progress["at"] >= args.quiet_s
+
+    await _read(consumer, seen, scored_or_stuck, args.timeout_s)
+    scored = all(key in seen.classified for key in held)
     await consumer.stop()
     items = [seen.classified[key] for key in held if key in seen.classified]
     truth = {key: item["meta"]["truth"] for key, item in held.items()}
