@@ -9,10 +9,8 @@ so the topology users see does not change).
 
 Every sink returns the futures of what it sent; a batch's input offsets are
 committed only when all of them, including those of fused stages further down,
-have resolved. A batch is decoded and passed through the stages in slices of
-``SLICE`` records, so that no batch holds the event loop long. If a sink raises,
-the slice's records go to ``items.rejected`` with the error (they are never
-silently dropped, and the stage keeps running). A stopping
+have resolved. If a sink raises, the batch's records go to ``items.rejected`` with
+the error (they are never silently dropped, and the stage keeps running). A stopping
 worker (SIGTERM) reads nothing new, finishes the batches in hand and commits them.
 """
 
@@ -36,9 +34,6 @@ log = logging.getLogger(__name__)
 
 #: How long a stopping worker waits for the batches in hand to finish.
 STOP_TIMEOUT_S = 20.0
-#: Records decoded and passed through the stages at a time: at up to ~100 µs of
-#: work per item on the fused data path, a slice holds the event loop ~50 ms.
-SLICE = 500
 
 Pending = list[Awaitable[Any]]
 #: Handles one decoded batch; returns the futures of the records it sent.
@@ -164,23 +159,13 @@ class DataPlane(Service):
         return list(self._routes)
 
     async def _take(self, route: _Route, records: Sequence[ConsumerRecord]) -> Pending:
-        """Shed, then decode and pass to the sinks a slice at a time: between slices
-        the event loop serves everything else (a whole 5,000-record batch of the
-        fused data path would hold it a few hundred milliseconds)."""
         pending: Pending = []
         try:
             kept = route.shed(records) if route.shed else records
+            unit, pending = await route.decoder(kept)
+            for sink in route.sinks:
+                pending.extend(await sink(unit))
         except Exception as exc:
-            log.exception("%s: shedding a batch of %s failed", route.pe, route.topic)
-            return await self._on_error(route.pe, records, exc)
-        for start in range(0, len(kept), SLICE):
-            part = kept[start : start + SLICE]
-            try:
-                unit, sent = await route.decoder(part)
-                pending.extend(sent)
-                for sink in route.sinks:
-                    pending.extend(await sink(unit))
-            except Exception as exc:
-                log.exception("%s: a batch of %s failed", route.pe, route.topic)
-                pending.extend(await self._on_error(route.pe, part, exc))
+            log.exception("%s: a batch of %s failed", route.pe, route.topic)
+            pending.extend(await self._on_error(route.pe, records, exc))
         return pending

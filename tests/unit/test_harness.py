@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipelines.testing import PeHarness
+from pipelines.testing import PeHarness, sample_models
 from pipelines.topology import load_topology
 
 EXAMPLE = load_topology(str(Path(__file__).parents[2] / "examples" / "language.yaml"))
@@ -43,3 +43,14 @@ async def test_a_pe_reads_back_its_own_log_and_rebuilds_from_given_logs() -> Non
         await again.feed("items.raw", [item])
         await again.tick()
         assert again.outputs("crowd.tasks") == []
+
+
+async def test_a_harness_started_with_sample_models_classifies_with_them() -> None:
+    crisis = load_topology("crisis")
+    logs = {"control.models": sample_models(crisis)}
+    async with PeHarness(crisis, ["features", "classifier"], logs=logs) as run:
+        await run.feed("items.raw", [{"id": "w", "text": "we need water and food, please help"}])
+        [item] = run.outputs("items.classified")
+    for name in ("aid_related", "request"):
+        assert item["labels"][name]["model_version"] == 1
+        assert item["labels"][name]["tag"] in {"yes", "no"}
