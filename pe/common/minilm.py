@@ -84,9 +84,16 @@ class MiniLM:
     def __call__(self, texts: Sequence[str]) -> F32:
         if not texts:
             return np.zeros((0, self.dims), dtype=np.float32)
-        return np.concatenate(
-            [self._encode(list(texts[i : i + BATCH])) for i in range(0, len(texts), BATCH)]
+        # Batches of texts of similar length: a batch is padded to its longest text,
+        # and attention costs the square of that length.
+        order = np.argsort([len(text) for text in texts], kind="stable")
+        ordered = [texts[i] for i in order]
+        vectors = np.concatenate(
+            [self._encode(ordered[i : i + BATCH]) for i in range(0, len(ordered), BATCH)]
         )
+        out: F32 = np.empty_like(vectors)
+        out[order] = vectors
+        return out
 
     def _linear(self, x: F32, name: str) -> F32:
         return x @ self._w[name + ".weight"].T + self._w[name + ".bias"]
