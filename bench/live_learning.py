@@ -33,7 +33,6 @@ import asyncio
 import gzip
 import json
 import random
-import secrets
 import shutil
 import statistics
 import sys
@@ -242,11 +241,8 @@ def _run_seed(seed: int, split: _Split, args: argparse.Namespace, out: Path) -> 
             free_port(),
             out / f"bench-live-learning-worker-{seed}.log",
             crowd="simulated",
+            data_dir=scratch / "worker",
             overrides=overrides,
-            env={
-                "CROWDSTREAM_DATA_DIR": str(scratch / "worker"),
-                "CROWDSTREAM_MODEL_KEY": secrets.token_hex(16),
-            },
         )
         worker.wait_ready()
         return {"seed": seed, **asyncio.run(_measure(broker.bootstrap, split, args))}

@@ -60,19 +60,14 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
-from channels.records import ModelMetrics, ModelUpdate
 from channels.signing import ModelSigner
 from channels.topics import TopicPolicy, TopicSpec
-from pe.common.hashing import sparse_rows
-from pe.common.space import FeatureSpace
-from pe.learner.trainers import Example, fit_logistic
-from pe.params import FeaturesParams
-from pe.registry import params_of
 from pipelines.broker import EmbeddedBroker, free_port
 from pipelines.client import push_lines
 from pipelines.kafka.dist import kafka_version
 from pipelines.report import percentiles
 from pipelines.sample import load_sample
+from pipelines.testing import sample_models
 from pipelines.topology import load_topology
 from runtime.admin import declare_topics
 
@@ -108,33 +103,14 @@ class _Load:
 async def _publish_models(bootstrap: str) -> None:
     """Train each classifier on the sample's truth and publish it, as the learner would."""
     topology = load_topology(PIPELINE)
-    sample = load_sample()
-    space = FeatureSpace(params_of(topology.params, FeaturesParams))
-    rows = sparse_rows(space.matrix([r["text"] for r in sample]))
+    # Signed with the key the workers check.
+    models = sample_models(topology, ModelSigner(BENCH_MODEL_KEY))
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
     try:
-        for spec in topology.classifiers:
-            examples = [
-                Example(idx, val, r["meta"]["truth"][spec.name])
-                for (idx, val), r in zip(rows, sample, strict=True)
-            ]
-            model = fit_logistic(examples, space.dimensions, 1.0)
-            assert model is not None
-            update = ModelUpdate(
-                classifier=spec.name,
-                version=1,
-                family="sklearn",
-                created=time.time(),
-                n_train=len(examples),
-                n_holdout=0,
-                metrics=ModelMetrics(auc=None, accuracy=None, per_tag={}),
-                model=model,
-            )
+        for spec, model in zip(topology.classifiers, models, strict=True):
             await producer.send_and_wait(
-                f"{PIPELINE}.control.models",
-                ModelSigner(BENCH_MODEL_KEY).sign(update),  # the key the workers check
-                key=spec.name.encode(),
+                f"{PIPELINE}.control.models", model, key=spec.name.encode()
             )
     finally:
         await producer.stop()

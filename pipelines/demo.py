@@ -8,7 +8,6 @@ report.json and PNG plots. Every process it starts is stopped at the end.
 from __future__ import annotations
 
 import asyncio
-import secrets
 import shutil
 import tempfile
 import time
@@ -61,13 +60,8 @@ def run_demo(*, items: int, rate: float, reports_dir: Path) -> int:
             free_port(),
             out_dir / "worker.log",
             crowd="simulated",
+            data_dir=data / "worker",
             overrides=DEMO_OVERRIDES,
-            env={
-                "CROWDSTREAM_DATA_DIR": str(data / "worker"),
-                # The worker does not own this broker: it signs models with a key of
-                # this run's.
-                "CROWDSTREAM_MODEL_KEY": secrets.token_hex(16),
-            },
         )
         worker.wait_ready()
         print(f"worker ready; metrics at {worker.url}/metrics", flush=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["LocalWorker"]
+__all__ = ["LocalWorker", "terminate"]
 
 #: Longest wait for a worker to join its consumer group.
 READY_TIMEOUT_S = 90.0
@@ -36,10 +37,13 @@ class LocalWorker:
         log: Path,
         *,
         crowd: str,
+        data_dir: Path,
         overrides: tuple[str, ...] = (),
-        env: dict[str, str] | None = None,
     ) -> LocalWorker:
-        """Start it (``overrides``: ``--set`` values; ``env``: added to this process's)."""
+        """Start it, its state in ``data_dir`` (``overrides``: ``--set`` values).
+
+        It signs and checks models with a key of its own run: it does not own the
+        broker, whose development key anyone who reaches it knows."""
         cmd = [sys.executable, "-m", "pipelines.cli", "up", topology, "--broker", broker]
         cmd += ["--http-port", str(http_port), "--crowd", crowd]
         for override in overrides:
@@ -50,7 +54,11 @@ class LocalWorker:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, **(env or {})},
+                env={
+                    **os.environ,
+                    "CROWDSTREAM_DATA_DIR": str(data_dir),
+                    "CROWDSTREAM_MODEL_KEY": secrets.token_hex(16),
+                },
             )
         return cls(proc, http_port, log)
 
@@ -79,11 +87,16 @@ class LocalWorker:
             return str(answer.read().decode())
 
     def stop(self) -> None:
-        """SIGTERM, then kill if it has not exited within 30 s."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+            terminate(self.proc)
+
+
+def terminate(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (a worker finishes and commits its batches), then kill if it has not
+    exited within 30 s."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)

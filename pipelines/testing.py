@@ -33,6 +33,7 @@ from aiokafka import ConsumerRecord
 from pydantic import BaseModel
 
 from channels.records import ModelMetrics, ModelUpdate
+from channels.signing import ModelSigner
 from config import Settings, load_settings
 from pe.common.hashing import sparse_rows
 from pe.common.heap import tune_collector
@@ -295,14 +296,15 @@ def _json_or_bytes(value: bytes) -> Any:
         return value
 
 
-def sample_models(topology: Topology, settings: Settings | None = None) -> list[bytes]:
+def sample_models(topology: Topology, signer: ModelSigner | None = None) -> list[bytes]:
     """A model of each classifier of ``topology``, trained on the bundled sample's
-    truth and signed as a harness worker checks them: ``control.models`` records
-    to start a :class:`PeHarness` with (``logs={"control.models": ...}``)."""
+    truth, as ``control.models`` records: signed with ``signer``, by default as a
+    harness worker checks them (to start a :class:`PeHarness` with
+    ``logs={"control.models": ...}``)."""
     sample = load_sample()
     space = FeatureSpace(params_of(topology.params, FeaturesParams))
     rows = sparse_rows(space.matrix([str(row["text"]) for row in sample]))
-    signer = model_signer(settings or load_settings(crowd="simulated"), embedded=True)
+    signer = signer or model_signer(load_settings(crowd="simulated"), embedded=True)
     records = []
     for spec in topology.classifiers:
         examples = [

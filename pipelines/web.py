@@ -23,7 +23,7 @@ from aiohttp.typedefs import Handler, Middleware
 from mode import Service
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from pe.common.api import Endpoint, api_routes
+from pe.common.api import Endpoint, api_routes, refusal
 from pe.common.http import LIMITS, SECURITY_HEADERS, HttpError, HttpLimits
 from pipelines.connections import ClientConnections, request_started
 from pipelines.hosts import HostRules
@@ -70,7 +70,7 @@ def _checks(rules: HostRules) -> Middleware:
         try:
             rules.check(request.headers.get("Host"), request.headers.get("Origin"))
         except HttpError as exc:
-            return web.json_response({"error": exc.message}, status=exc.status)
+            return refusal(exc)
         return await handler(request)
 
     return check

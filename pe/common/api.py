@@ -38,7 +38,7 @@ __all__ = [
     "Endpoint",
     "Limited",
     "api_routes",
-    "json_response",
+    "refusal",
 ]
 
 OPENAPI_PATH = "/api/v1/openapi.json"
@@ -155,13 +155,18 @@ class Endpoint:
         return tuple(sorted(codes))
 
 
-def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> web.Response:
+def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
         body=orjson.dumps(body),
         status=status,
         content_type="application/json",
         headers={**SECURITY_HEADERS, **(headers or {})},
     )
+
+
+def refusal(exc: HttpError) -> web.Response:
+    """The answer to a refused request: its status, ``{"error", ...}`` and headers."""
+    return _json(exc.status, {"error": exc.message, **exc.fields}, exc.headers)
 
 
 def _details(exc: ValidationError) -> list[dict[str, Any]]:
@@ -217,12 +222,12 @@ def _handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.Stream
                 call.query = _query(endpoint.query, request)
             result = await endpoint.run(call)
         except HttpError as exc:
-            return json_response(exc.status, {"error": exc.message, **exc.fields}, exc.headers)
+            return refusal(exc)
         if isinstance(result, web.StreamResponse):
             return result
         if result is None:
             return web.Response(status=endpoint.status, headers=SECURITY_HEADERS)
-        return json_response(endpoint.status, result.model_dump(mode="json"))
+        return _json(endpoint.status, result.model_dump(mode="json"))
 
     return handle
 

@@ -67,7 +67,10 @@ class CompiledModel:
     def predict(self, x: sp.csr_matrix) -> tuple[list[str], FloatArray]:
         """Each row's tag (by the model's decision, else the most probable) and its
         probability."""
-        proba = self.predict_proba(x)
+        return self.decide(self.predict_proba(x))
+
+    def decide(self, proba: FloatArray) -> tuple[list[str], FloatArray]:
+        """:meth:`predict` from the rows' class probabilities."""
         if self.decision is None:
             best = proba.argmax(axis=1)
         else:

@@ -39,7 +39,7 @@ def evaluate(model: LinearModel, holdout: Sequence[Example], tags: list[str]) ->
     x = feature_matrix([(e.idx, e.val) for e in holdout], model.n_features)
     truth = np.array([e.tag for e in holdout])
     proba = compiled.predict_proba(x)
-    predicted = np.array(compiled.predict(x)[0])
+    predicted = np.array(compiled.decide(proba)[0])
     per_tag: dict[str, TagMetrics] = {}
     aucs: list[tuple[float, Interval]] = []
     for tag in tags:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import yaml
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 from pipelines.broker import EmbeddedBroker, free_port
+from pipelines.local import terminate
 
 #: A worker joins its consumer groups in a few seconds; this bound is for a loaded CI
 #: machine.
@@ -88,12 +88,7 @@ class Worker:
         if self.proc.poll() is not None:
             tail = self.log.read_text(errors="replace")[-4000:]
             raise AssertionError(f"worker had exited with {self.proc.returncode}:\n{tail}")
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        terminate(self.proc)
 
 
 CRISIS_YAML = Path(__file__).parents[2] / "pipelines" / "crisis.yaml"
