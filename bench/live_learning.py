@@ -6,8 +6,10 @@ seed gets a fresh embedded broker and a worker running the ``crisis`` topology i
 its default configuration, with the simulated ``live`` crowd with 10% spammers
 (``annotator.population: live``, ``annotator.spammers: 0.1``) and a training budget
 of ``--answers`` crowd answers per classifier, gold questions included
-(``taskgen.answer_budget``). Only the crowd's clock (``annotator.speed``) and the
-task rate cap are raised, so that minutes of crowd work take seconds.
+(``taskgen.answer_budget``). Only the crowd's clock (``annotator.speed``), the task
+rate cap and the rate at which the learner samples the stream for its teacher
+(``learner.teacher_rate``, to the stream's ``--rate``) are raised, so that minutes of
+crowd work, and the stream that flows meanwhile, take seconds.
 
 1. The messages of the shared data set (both classifiers' truth known, the text
    field non-empty) are shuffled by the seed; the last ``--holdout`` (5,000) are held
@@ -16,9 +18,13 @@ task rate cap are raised, so that minutes of crowd work take seconds.
    if the stream ends first) while the annotator buys answers, the learner trains and
    the classifier's models improve.
 3. Once the budget is spent (no training label for ``--quiet-s``) and the learner's
-   last model is out, the held-out messages are pushed into ``items.raw`` and scored
-   from ``items.classified``: AUC of the probability of ``yes``, and precision,
-   recall and F1 of the ``yes`` tag.
+   last training has seen every label (``crowdstream_learner_trained_labels``), the
+   held-out messages are pushed into ``items.raw`` and scored from
+   ``items.classified``: AUC of the probability of ``yes``, and precision, recall and
+   F1 of the ``yes`` tag. Each held-out item's first classification (revision 0) is
+   scored, and only where its tag is the model's: held-out items are never labeled,
+   but one may be a near-duplicate of a labeled item and take that label's tag
+   (``source: propagated``); those are counted (``holdout_propagated``), not scored.
 
 Prints a table (mean and worst seed) and writes JSON to
 reports/bench-live-learning-<timestamp>.json.
@@ -45,6 +51,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer
+from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -116,7 +123,10 @@ class _Observed:
                 self.last_model = time.monotonic()
             elif topic.endswith("items.classified"):
                 item = decode(ClassifiedItem, value)
-                self.classified.setdefault(item.id, item)  # the sink deduplicates by id
+                # The first classification of each item: a revision (a crowd label's)
+                # or a repeat after a crash is not the model's first word on it.
+                if item.revision == 0:
+                    self.classified.setdefault(item.id, item)
         except DecodeError:
             pass  # not the pipeline's: nothing to measure
 
@@ -148,7 +158,22 @@ async def _stream_forever(bootstrap: str, items: list[dict[str, Any]], rate: flo
         lap += 1
 
 
-async def _measure(bootstrap: str, split: _Split, args: argparse.Namespace) -> dict[str, Any]:
+def _trained_on_all(worker: LocalWorker) -> bool:
+    """Has the learner finished a training on every label it holds, per classifier?"""
+    held: dict[str, float] = {}
+    trained: dict[str, float] = {}
+    for family in text_string_to_metric_families(worker.metrics()):
+        for sample in family.samples:
+            if sample.name == "crowdstream_learner_labels":
+                held[sample.labels["classifier"]] = sample.value
+            elif sample.name == "crowdstream_learner_trained_labels":
+                trained[sample.labels["classifier"]] = sample.value
+    return all(0 < held.get(name, 0) <= trained.get(name, 0) for name in CLASSIFIERS)
+
+
+async def _measure(
+    bootstrap: str, worker: LocalWorker, split: _Split, args: argparse.Namespace
+) -> dict[str, Any]:
     topics = ("crowd.labels", "control.models", "items.classified")
     consumer = AIOKafkaConsumer(
         *(f"{PIPELINE}.{topic}" for topic in topics),
@@ -168,13 +193,9 @@ async def _measure(bootstrap: str, split: _Split, args: argparse.Namespace) -> d
             return quiet and all(seen.answers[name] > 0 for name in CLASSIFIERS)
 
         budget_spent = await _read(consumer, seen, spent, args.timeout_s)
-        # The learner's last model: none for a while after the last label.
-        await _read(
-            consumer,
-            seen,
-            lambda: time.monotonic() - max(seen.last_model, seen.last_label) >= args.quiet_s,
-            args.timeout_s,
-        )
+        # The learner's last model: its last training saw every label it holds.
+        await _read(consumer, seen, lambda: _trained_on_all(worker), args.timeout_s)
+        await _read(consumer, seen, lambda: False, 2.0)  # the last model reaches the classifier
     finally:
         push.cancel()
     training_s = time.monotonic() - started
@@ -213,7 +234,10 @@ async def _measure(bootstrap: str, split: _Split, args: argparse.Namespace) -> d
             "model_version": model.version if model else 0,
             "model_trained_on": model.n_train if model else 0,
             "learner_holdout_auc": model.metrics.auc if model else None,
-            **stream_quality(items, truth, name, POSITIVE),
+            # The model's predictions: a held-out item whose tag was propagated from
+            # a labeled near-duplicate is counted, not scored.
+            "holdout_propagated": sum(item.labels[name].source == "propagated" for item in items),
+            **stream_quality(items, truth, name, POSITIVE, sources={"model"}),
         }
     return result
 
@@ -231,6 +255,7 @@ def _run_seed(seed: int, split: _Split, args: argparse.Namespace, out: Path) -> 
         f"taskgen.answer_budget={args.answers}",
         f"taskgen.max_tasks_per_minute={args.task_rate}",
         "taskgen.round_interval_s=0.25",
+        f"learner.teacher_rate={args.rate}",
         *args.set,
     )
     try:
@@ -245,7 +270,7 @@ def _run_seed(seed: int, split: _Split, args: argparse.Namespace, out: Path) -> 
             overrides=overrides,
         )
         worker.wait_ready()
-        return {"seed": seed, **asyncio.run(_measure(broker.bootstrap, split, args))}
+        return {"seed": seed, **asyncio.run(_measure(broker.bootstrap, worker, split, args))}
     finally:
         if worker is not None:
             worker.stop()

@@ -387,6 +387,7 @@ class _Soak:
         self.delivery_errors = 0
         self.classified = 0
         self.duplicates = 0
+        self.revisions = 0  # records revising an item after a crowd label: not repeats
         self.foreign = 0
         self.read_errors = 0
         self.max_behind_s = 0.0  # how late the producer ran behind its schedule
@@ -532,6 +533,9 @@ class _Soak:
                     i = self._index(item.get("id")) if isinstance(item, dict) else None
                     if i is None:
                         self.foreign += 1
+                        continue
+                    if item.get("revision"):
+                        self.revisions += 1
                         continue
                     if self.seen[i]:
                         self.duplicates += 1
@@ -1042,6 +1046,7 @@ class _Run:
                 "classified": soak.classified,
                 "missing": missing,
                 "duplicates": soak.duplicates,
+                "revisions": soak.revisions,
                 "foreign": soak.foreign,
                 "read_errors": soak.read_errors,
                 "stalls_over_1s": [{"at_s": at, "gap_s": gap} for at, gap in soak.gaps],

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
 import orjson
@@ -14,6 +14,7 @@ from channels.records import InputItem, Rejected
 __all__ = [
     "DecodeError",
     "decode",
+    "decode_valid",
     "encode",
     "iter_json_lines",
     "parse_input",
@@ -61,6 +62,16 @@ def decode(model: type[M], data: bytes | str | None) -> M:
         if first["type"] == "model_type" and not first["loc"]:
             raise DecodeError("expected a JSON object", "schema") from None
         raise DecodeError(summarise(exc), "schema") from None
+
+
+def decode_valid(model: type[M], values: Iterable[bytes | str | None]) -> Iterator[M]:
+    """The records of ``values`` that decode into ``model``, skipping the others: for
+    a reader of a log whose bad records another stage rejects and counts."""
+    for value in values:
+        try:
+            yield decode(model, value)
+        except DecodeError:
+            continue
 
 
 def parse_input(data: bytes | str | None) -> InputItem:

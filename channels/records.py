@@ -30,6 +30,7 @@ __all__ = [
     "ModelMetrics",
     "ModelHeader",
     "ModelUpdate",
+    "Provenance",
     "Rejected",
     "SparseRow",
     "TagMetrics",
@@ -124,10 +125,22 @@ class FeatureItem(Item, _SparseFeatures):
     sig: int = Field(ge=0, lt=2**64)  #: 64-bit SimHash of the normalised tokens
 
 
+#: Where a classified item's tag came from: the active ``model``; the ``crowd``, which
+#: labeled this item; or a crowd label ``propagated`` from a labeled near-duplicate.
+Provenance = Literal["model", "crowd", "propagated"]
+
+
 class TagPrediction(_Record):
-    tag: str | None  #: null while the classifier has no model
+    tag: str | None  #: null while the classifier has neither a model nor a crowd label
+    #: The model's probability of ``tag``; from the crowd, the label's posterior
+    #: (else the share of answers that agreed).
     confidence: float | None
-    model_version: int  #: 0 while the classifier has no model
+    #: The active model's version, whichever gave the tag (0 while there is none).
+    model_version: int
+    #: None only while the tag is null; records written before provenance have none.
+    source: Provenance | None = None
+    #: ``propagated``: the labeled near-duplicate whose crowd tag this is.
+    from_item: str | None = None
 
 
 class ClassifiedItem(_Record):
@@ -137,6 +150,11 @@ class ClassifiedItem(_Record):
     ts_out: float
     source: str | None = None
     labels: dict[str, TagPrediction]
+    #: 0 for an item's first classification. A crowd label of the item revises it:
+    #: the record again, that classifier's tag from the crowd, with the label's time
+    #: in microseconds as its revision (a later label, a higher revision; the same
+    #: number when a crash makes it written twice).
+    revision: int = Field(0, ge=0)
 
 
 class BatchItem(_Record):
@@ -170,6 +188,10 @@ class Task(_SparseFeatures):
     kind: TaskKind
     created: float
     sig: int = 0  #: the item's near-duplicate signature
+    #: Training tasks: the item's arrival time and producer's source, which a
+    #: revised classification of the item carries (see ClassifiedItem.revision).
+    ts_in: float | None = None
+    source: str | None = None
     #: Ground truth from ``meta.truth``, for simulated crowds only; never shown to
     #: people, never read by the learner.
     truth: str | None = None
@@ -235,6 +257,19 @@ class Label(_SparseFeatures):
     #: The quality loop's posterior probability of ``tag`` (None without the loop):
     #: the learner weights the example by it.
     posterior: float | None = Field(None, ge=0, le=1)
+    #: The item as its task had it (None in labels written before they were kept):
+    #: the classifier propagates the label to near-duplicates by ``sig`` (the
+    #: task's SimHash; None where the task had none) and revises the item's
+    #: classification with ``text``, ``ts_in`` and ``source`` (the producer's); the
+    #: learner's teacher reads ``text`` (pe.learner.teacher).
+    text: str | None = None
+    sig: int | None = Field(None, ge=0, lt=2**64)
+    ts_in: float | None = None
+    source: str | None = None
+    #: Who set ``tag`` over the crowd's (an operator correcting a label; None: the
+    #: crowd's own). A correction repeats the label it corrects, answers included,
+    #: with the new tag and a later ``ts``; the newest label of an item wins.
+    corrected_by: str | None = Field(None, min_length=1, max_length=100)
 
 
 class SparseRow(_Record):

@@ -143,6 +143,12 @@ class Settings(BaseSettings):
         ge=60,
         description="Web crowd: lifetime of a worker token (renewed by heartbeats).",
     )
+    webhook_secret: SecretStr | None = Field(
+        None,
+        min_length=16,
+        description="Key of the HMAC-SHA256 signature on every webhook (the notifier "
+        "PE); needed when the topology lists webhooks.",
+    )
     operator_token: SecretStr | None = Field(
         None,
         min_length=16,

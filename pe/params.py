@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
 from channels.records import NA_TAG
 
@@ -26,6 +26,37 @@ class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: What a webhook may be told of (pe.notifier).
+WebhookEvent = Literal[
+    "model.published",
+    "classifier.added",
+    "classifier.paused",
+    "classifier.resumed",
+    "classifier.retired",
+    "job.finished",
+]
+
+
+class Webhook(_Params):
+    """An HTTP endpoint told of the pipeline's events, by a signed POST."""
+
+    url: HttpUrl
+    #: The events it is sent (default: all).
+    events: list[WebhookEvent] = Field(default_factory=lambda: list(get_args(WebhookEvent)))
+
+
+class NotifierParams(_Params):
+    webhooks: list[Webhook] = Field(default_factory=list)
+    #: Events older than this when read are not sent (a notifier's first start does
+    #: not announce the pipeline's history; one back from a long outage sends only
+    #: what is still news).
+    max_age_s: float = Field(3600.0, gt=0)
+    #: Tries of one delivery (backoff from 1 s, doubling, at most 60 s apart), and
+    #: how long one try may take.
+    attempts: int = Field(8, ge=1, le=20)
+    timeout_s: float = Field(10.0, gt=0)
+
+
 class CollectorParams(_Params):
     #: An existing Kafka topic to ingest (validated, then written to items.raw).
     source_topic: str | None = None
@@ -40,7 +71,7 @@ class _BatchParams(_Params):
 
 
 #: Dimensions of each sentence-embedding model (pe.common.embedding).
-EMBEDDING_DIMS = {"none": 0, "wordllama": 256, "minilm": 384}
+EMBEDDING_DIMS = {"none": 0, "wordllama": 256, "minilm": 384, "use": 512, "e5": 384}
 
 
 class FeaturesParams(_BatchParams):
@@ -51,9 +82,13 @@ class FeaturesParams(_BatchParams):
     #: inflections; docs/quality.md measures what they buy.
     char_ngrams: bool = False
     #: A sentence embedding appended to the hashed features: ``wordllama`` (fast; the
-    #: ``embeddings`` extra) or ``minilm`` (a sentence transformer, the most accurate
-    #: with few labels; the ``minilm`` extra). Each model ships inside its package.
-    embedding: Literal["none", "wordllama", "minilm"] = "none"
+    #: ``embeddings`` extra), ``minilm`` (a sentence transformer, accurate with few
+    #: labels but slow; the ``minilm`` extra) or ``use`` (the multilingual Universal
+    #: Sentence Encoder, 20 times faster than minilm, always installed) or ``e5``
+    #: (multilingual-e5-small, for messages in their original language; the
+    #: ``multilingual`` extra). Each model ships inside its package; docs/quality.md
+    #: measures them.
+    embedding: Literal["none", "wordllama", "minilm", "use", "e5"] = "none"
     #: Weight of the (unit-length) embedding block against the hashed block.
     embedding_weight: float = Field(0.7, gt=0, le=10)
 
@@ -68,6 +103,16 @@ class ClassifierParams(_BatchParams):
     #: items, none older than ``recent_window_s``; 0 turns the API off.
     recent_items: int = Field(10_000, ge=0, le=1_000_000)
     recent_window_s: float = Field(3600.0, gt=0)
+    #: Crowd labels (every classifier's together) kept to tag items with: an item
+    #: the crowd labeled, or a near-duplicate of one (``taskgen.near_dup_bits``),
+    #: gets the crowd's tag. Past this many the oldest is forgotten; each takes
+    #: about 0.5 KB, besides 4 MiB of lookup tables. 0: every tag from the model.
+    crowd_labels: int = Field(20_000, ge=0, le=1_000_000)
+    #: A crowd label read within this many seconds of its time revises the labeled
+    #: item's classification (a new record of the item on ``items.classified``);
+    #: older ones (a new deployment reading the whole log, a long outage) only tag
+    #: items to come. 0: no revisions.
+    revise_within_s: float = Field(3600.0, ge=0)
 
 
 class TaskgenParams(_Params):
@@ -224,6 +269,12 @@ class AnnotatorParams(_Params):
 
 class LearnerParams(_Params):
     retrain_every: int = Field(50, ge=1)
+    #: Fewer new labels than ``retrain_every`` are trained on once none has come for
+    #: this long (the crowd paused, or the budget is spent): else the last ones would
+    #: wait for the next 50.
+    retrain_idle_s: float = Field(30.0, gt=0)
+    #: The newest labels the labels API (review and correction) holds in memory.
+    review_labels: int = Field(20_000, ge=1)
     #: Share of all labels held out for evaluation. They are taken from the passive
     #: (randomly picked) labels only, at the rate that makes up this share.
     holdout_fraction: float = Field(0.2, gt=0, lt=1)
@@ -241,6 +292,22 @@ class LearnerParams(_Params):
     #: probability with the best F1 on out-of-fold predictions (sklearn family,
     #: pe.learner.threshold) among those with at least this precision.
     min_precision: float = Field(0.0, ge=0, le=1)
+    #: Distillation (pe.learner.teacher): the sentence encoder whose model, trained on
+    #: the crowd's labels, teaches the word model on a sample of the stream (sklearn
+    #: family; ``none``: the word model learns from the crowd's labels alone). The
+    #: classifier still runs on word features only, at their speed.
+    teacher: Literal["none", "wordllama", "minilm", "use", "e5"] = "use"
+    #: Inverse regularisation of the teacher's logistic regression.
+    teacher_c: float = Field(0.1, gt=0)
+    #: Weight of each sampled item's soft labels (they sum to this) against a crowd
+    #: label's (at most 1). Offline, with 1,000 single answers, from 4 up the word
+    #: model reaches its teacher's AUC (0.819 at 8 against 0.805 at 1; docs/quality.md).
+    teacher_weight: float = Field(8.0, gt=0)
+    #: The stream's sample the teacher scores: the latest this many items ...
+    teacher_pool: int = Field(20_000, ge=0, le=200_000)
+    #: ... taken at most this many a second (each is embedded once, off the event
+    #: loop: ``use`` embeds about 540 a second on one thread).
+    teacher_rate: float = Field(50.0, gt=0)
     #: Learning rate of river's online logistic regression.
     river_lr: float = Field(0.5, gt=0)
     family_default: Literal["sklearn", "river"] = "sklearn"

@@ -53,6 +53,7 @@ BUILTIN_MODULES = (
     "pe.jobs",
     "pe.annotator",
     "pe.learner",
+    "pe.notifier",
 )
 
 

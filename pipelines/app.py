@@ -17,10 +17,15 @@ from prometheus_client import CollectorRegistry, Gauge
 from channels.signing import DEVELOPMENT_KEY, ModelSigner
 from channels.topics import TopicSpec
 from config import Settings
+from pe.common.catalog import ClassifierCatalog, follow_catalog
+from pe.common.catalog_api import serve_catalog
+from pe.common.export import serve_export
 from pe.common.heap import tune_collector
 from pe.common.http import HttpLimits
+from pe.common.lifecycle import stop_helpers
 from pe.common.metrics import Metrics
 from pe.registry import pe_spec, pe_specs
+from pipelines.console import serve_console
 from pipelines.topology import Topology
 from pipelines.web import WebServer
 from runtime.admin import declare_topics
@@ -138,6 +143,11 @@ class _Runner(faust.Worker):
         await self._plane.stop()
         await super().on_stop()
 
+    async def on_shutdown(self) -> None:
+        # The app has stopped: nothing awaits its helpers' work any more.
+        stop_helpers()
+        await super().on_shutdown()
+
     async def on_startup_finished(self) -> None:
         await super().on_startup_finished()
         tune_collector()
@@ -221,7 +231,7 @@ def build_worker(
     ctx = PipelineContext(
         app=app,
         pipeline=topology.name,
-        classifiers=list(topology.classifiers),
+        catalog=ClassifierCatalog(topology.classifiers),
         params=topology.params,
         topics=topology.topics(settings.partitions),
         bootstrap_servers=settings.bootstrap_servers,
@@ -233,6 +243,10 @@ def build_worker(
         new_follower=new_follower,
         security=security,
     )
+    follow_catalog(ctx)
+    serve_catalog(ctx)
+    serve_export(ctx)
+    serve_console(ctx)
     for pe in chosen:
         pe_spec(pe).start(ctx)
 

@@ -112,6 +112,12 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("--pipeline", help="pipeline name [default: crisis]")
     tail.add_argument("--classifier", help="only items with a tag from this classifier")
     tail.add_argument("--tag", help="only items with this tag (needs --classifier)")
+    tail.add_argument(
+        "--source",
+        choices=["model", "crowd", "propagated"],
+        help="only items whose tag came from the model, the crowd (the item was labeled) "
+        "or a labeled near-duplicate (needs --classifier)",
+    )
     tail.add_argument("--count", type=int, help="stop after this many items")
     tail.add_argument("--json", action="store_true", help="print records as JSON lines")
     tail.add_argument(
@@ -133,6 +139,30 @@ def _parser() -> argparse.ArgumentParser:
     for action in (submit, status, cancel):
         action.add_argument("--pipeline", help="pipeline name or topology YAML [default: crisis]")
         action.add_argument("--timeout", type=float, help="--wait at most this many seconds")
+        _settings_args(action)
+
+    clf = sub.add_parser("classifier", help="add, pause, resume, retire and list classifiers")
+    clf_sub = clf.add_subparsers(dest="classifier_command", required=True, metavar="ACTION")
+    add = clf_sub.add_parser("add", help="add a classifier to the running pipeline")
+    add.add_argument("name", help="its name: lower case letters, digits and _")
+    add.add_argument("--question", required=True, help="what the crowd is asked")
+    add.add_argument("--tags", nargs="+", required=True, help="its tags (at least two)")
+    add.add_argument(
+        "--gold", help="gold questions: a JSON lines file of {id, text, tag} (docs/console.md)"
+    )
+    listing = clf_sub.add_parser("list", help="every classifier and its state")
+    listing.add_argument("--json", action="store_true", help="print records as JSON lines")
+    changes = [add, listing]
+    for verb, what in (
+        ("pause", "stop its crowd tasks and retrains; it is still classified"),
+        ("resume", "make a paused classifier active again"),
+        ("retire", "stop classifying on it for good (its labels and models stay)"),
+    ):
+        change = clf_sub.add_parser(verb, help=what)
+        change.add_argument("name", help="the classifier")
+        changes.append(change)
+    for action in changes:
+        action.add_argument("--pipeline", help="pipeline name or topology YAML [default: crisis]")
         _settings_args(action)
 
     status = sub.add_parser("status", help="a live view of running workers, from their metrics")
@@ -166,12 +196,18 @@ def _topology(name: str | None, settings: Settings, overrides: Sequence[str] = (
     data = topology.model_dump(mode="json")
     for item in overrides:
         key, sep, value = item.partition("=")
-        pe_name, dot, param = key.partition(".")
-        if not (sep and dot and pe_name and param):
+        pe_name, *path = key.split(".")
+        if not (sep and path and all([pe_name, *path])):
             raise TopologyError(f"--set {item!r}: expected PE.PARAM=VALUE")
         if pe_name not in data["params"]:
             raise TopologyError(f"--set {item!r}: unknown PE {pe_name!r}")
-        data["params"][pe_name][param] = yaml.safe_load(value)
+        # A dotted PARAM reaches into a group of parameters (annotator.quality.threshold).
+        node = data["params"][pe_name]
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise TopologyError(f"--set {item!r}: {part!r} is not a group of parameters")
+        node[path[-1]] = yaml.safe_load(value)
     try:
         return Topology.model_validate(data)
     except ValidationError as exc:
@@ -321,9 +357,10 @@ def _cmd_push(args: argparse.Namespace) -> int:
 def _cmd_tail(args: argparse.Namespace) -> int:
     from pipelines.client import tail_classified
 
-    if args.tag and not args.classifier:
-        print("crowdstream tail: --tag needs --classifier", file=sys.stderr)
-        return 2
+    for given in ("tag", "source"):
+        if getattr(args, given) and not args.classifier:
+            print(f"crowdstream tail: --{given} needs --classifier", file=sys.stderr)
+            return 2
     settings = load_settings(broker=args.broker)
     pipeline = args.pipeline or settings.pipeline
     with contextlib.suppress(KeyboardInterrupt):
@@ -333,6 +370,7 @@ def _cmd_tail(args: argparse.Namespace) -> int:
                 pipeline,
                 classifier=args.classifier,
                 tag=args.tag,
+                source=args.source,
                 count=args.count,
                 as_json=args.json,
                 from_beginning=args.from_beginning,
@@ -372,6 +410,47 @@ def _cmd_job(args: argparse.Namespace) -> int:
     return asyncio.run(show_status(settings, pipeline, args.job_id, args.wait, args.timeout))
 
 
+def _cmd_classifier(args: argparse.Namespace) -> int:
+    from pe.common.catalog import ClassifierRecord
+    from pe.params import ClassifierSpec, GoldQuestion
+    from pipelines.classifierclient import read_catalog, state_change, write_change
+
+    settings = load_settings(broker=args.broker)
+    name = args.pipeline or settings.pipeline
+    try:
+        topology = _topology(name, settings)
+        pipeline, seed = topology.name, list(topology.classifiers)
+    except TopologyError:
+        if Path(name).suffix in {".yaml", ".yml"} or "/" in name:
+            raise
+        pipeline, seed = name, []  # as for `job`: the workers check the change too
+    catalog = asyncio.run(read_catalog(settings, pipeline, seed))
+    if args.classifier_command == "list":
+        for record in catalog.records():
+            if args.json:
+                print(record.model_dump_json())
+            else:
+                spec = record.spec
+                print(
+                    f"{spec.name:<24} {record.state:<8} {'/'.join(spec.tags):<24} {spec.question}"
+                )
+        return 0
+    if args.classifier_command == "add":
+        gold = []
+        if args.gold:
+            lines = Path(args.gold).read_text().splitlines()
+            gold = [GoldQuestion.model_validate_json(line) for line in lines if line.strip()]
+        spec = ClassifierSpec(name=args.name, question=args.question, tags=args.tags, gold=gold)
+        change = ClassifierRecord(spec=spec, by="cli")
+    else:
+        change = state_change(catalog, args.name, args.classifier_command)
+    asyncio.run(write_change(settings, pipeline, catalog, change))
+    print(
+        f"classifier {change.name} {change.state} on {pipeline} (workers apply it within a second)"
+    )
+    return 0
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     from pipelines.status import run_status
 
@@ -404,6 +483,7 @@ COMMANDS = {
     "push": _cmd_push,
     "tail": _cmd_tail,
     "job": _cmd_job,
+    "classifier": _cmd_classifier,
     "status": _cmd_status,
     "topology": _cmd_topology,
     "demo": _cmd_demo,

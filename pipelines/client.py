@@ -6,16 +6,26 @@ import asyncio
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from channels.codec import DecodeError, decode
 from channels.dedup import FirstById
-from channels.records import ClassifiedItem
+from channels.records import ClassifiedItem, TagPrediction
+from pe.classifier.recent import Query
 from pipelines.pushwatch import PushReport, ReaderLag, Tally, item_id
 from runtime.cluster import PLAINTEXT, Security
 
-__all__ = ["format_item", "item_key", "push_and_follow", "push_lines", "tail_classified"]
+__all__ = [
+    "format_item",
+    "item_key",
+    "push_and_follow",
+    "push_lines",
+    "tail_classified",
+    "tail_shows",
+]
 
 #: Sends in flight before the pusher waits for acknowledgements.
 _WINDOW = 5000
@@ -161,14 +171,36 @@ async def _settle(lag: ReaderLag, tally: Tally, wait_s: float) -> bool:
 
 
 def format_item(item: ClassifiedItem) -> str:
+    """One line for people: ``id  name=tag(confidence,vN[,source])...  text``; a
+    revision's id is marked ``(revised)``."""
     tags = " ".join(
-        f"{name}={p.tag}({p.confidence:.2f},v{p.model_version})"
+        f"{name}={p.tag}({p.confidence or 0.0:.2f},v{p.model_version}{_origin(p)})"
         if p.tag is not None
         else f"{name}=-"
         for name, p in item.labels.items()
     )
     text = item.text.replace("\n", " ")
-    return f"{item.id}  {tags}  {text[:100]}"
+    revised = " (revised)" if item.revision else ""
+    return f"{item.id}{revised}  {tags}  {text[:100]}"
+
+
+def _origin(prediction: TagPrediction) -> str:
+    """Where a tag came from, when not from the model."""
+    if prediction.source == "crowd":
+        return ",crowd"
+    if prediction.source == "propagated":
+        return f",from {prediction.from_item}"
+    return ""
+
+
+def tail_shows(record: dict[str, Any], query: Query) -> bool:
+    """Does ``crowdstream tail`` show this record? With a classifier: a record that has
+    a tag of it matching the query's tag and source."""
+    if query.classifier is not None:
+        prediction = record.get("labels", {}).get(query.classifier) or {}
+        if prediction.get("tag") is None:
+            return False
+    return query.matches(record)
 
 
 async def tail_classified(
@@ -177,13 +209,15 @@ async def tail_classified(
     *,
     classifier: str | None = None,
     tag: str | None = None,
+    source: str | None = None,
     count: int | None = None,
     as_json: bool = False,
     from_beginning: bool = False,
     idle_timeout_s: float | None = None,
     security: Security = PLAINTEXT,
 ) -> int:
-    """Print classified items as they arrive; returns how many were printed."""
+    """Print classified items and their revisions as they arrive (each once); returns
+    how many were printed."""
     consumer = AIOKafkaConsumer(
         f"{pipeline}.items.classified",
         bootstrap_servers=bootstrap,
@@ -194,7 +228,8 @@ async def tail_classified(
     )
     await consumer.start()
     shown = 0
-    once = FirstById()  # at least once upstream: show each id once
+    query = Query(classifier, tag, source=source)
+    once = FirstById()  # at least once upstream: show each (id, revision) once
     idle_since = time.monotonic()
     try:
         while count is None or shown < count:
@@ -210,14 +245,10 @@ async def tail_classified(
                     item = decode(ClassifiedItem, record.value)
                 except DecodeError:
                     continue
-                if not once.first(item.id):
+                if not once.first(item.id, item.revision):
                     continue
-                if classifier is not None:
-                    prediction = item.labels.get(classifier)
-                    if prediction is None or prediction.tag is None:
-                        continue
-                    if tag is not None and prediction.tag != tag:
-                        continue
+                if not tail_shows(orjson.loads(record.value), query):
+                    continue
                 line = record.value.decode() if as_json else format_item(item)
                 sys.stdout.write(line + "\n")
                 shown += 1

@@ -129,7 +129,9 @@ def _observe(run: RunLog, topic: str, value: bytes | None, window: list[float]) 
     try:
         if topic.endswith("items.classified"):
             item = decode(ClassifiedItem, value)
-            if item.id not in run.classified:  # the sink deduplicates by id
+            if item.revision:  # a crowd label's revision of an item already out
+                run.revisions += 1
+            elif item.id not in run.classified:  # the sink deduplicates by id
                 run.classified[item.id] = item
                 window.append(item.ts_out - item.ts_in)
         elif topic.endswith("control.models"):
@@ -175,7 +177,8 @@ def _print_summary(report: dict[str, Any], out_dir: Path) -> None:
     print("\n=== crowdstream demo report ===")
     print(
         f"items: {report['items_classified']} classified of {report['items_pushed']} pushed, "
-        f"{report['items_rejected']} rejected, in {report['duration_s']} s"
+        f"{report['items_rejected']} rejected, in {report['duration_s']} s; "
+        f"{report['items_revised']} revised by crowd labels"
     )
     print(f"end-to-end latency (s): {report['latency_s']}")
     classifiers: dict[str, Any] = report["classifiers"]

@@ -93,10 +93,11 @@ class LocalWorker:
 
 def terminate(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM (a worker finishes and commits its batches), then kill if it has not
-    exited within 30 s."""
+    exited within 60 s: its data plane may take 20 s for the batches in hand, and an
+    embedded broker 30 s more for its controlled shutdown."""
     proc.send_signal(signal.SIGTERM)
     try:
-        proc.wait(timeout=30)
+        proc.wait(timeout=60)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=10)

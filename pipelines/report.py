@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,9 @@ class RunLog:
     """What a demo run observed on the output topics."""
 
     started: float
+    #: Each item's first classification (revision 0).
     classified: dict[str, ClassifiedItem] = field(default_factory=dict)
+    revisions: int = 0  #: records that revised an item after a crowd label
     models: list[ModelUpdate] = field(default_factory=list)
     labels: dict[str, int] = field(default_factory=dict)  #: aggregated labels per classifier
     pushed: int = 0
@@ -78,14 +80,19 @@ def stream_quality(
     truth: dict[str, dict[str, str]],
     classifier: str,
     positive: str,
+    sources: Collection[str] | None = None,
 ) -> dict[str, Any]:
     """Accuracy and AUC of the stream's output against ground truth, and precision,
-    recall and F1 of its ``positive`` tag, over the items a model classified (items
-    classified before a first model have no tag)."""
+    recall and F1 of its ``positive`` tag, over the items tagged (items classified
+    before a first model or label have no tag); with ``sources``, over the items
+    whose tag came from one of them (``{"model"}``: the model's predictions)."""
     scored = [
         (item.labels[classifier], truth[item.id][classifier])
         for item in items
-        if item.id in truth and classifier in truth[item.id] and item.labels[classifier].tag
+        if item.id in truth
+        and classifier in truth[item.id]
+        and item.labels[classifier].tag
+        and (sources is None or item.labels[classifier].source in sources)
     ]
     if not scored:
         return {"items": 0, "accuracy": None, "auc": None} | dict.fromkeys(_TAG_SCORES)
@@ -142,6 +149,7 @@ def write_report(
         "duration_s": round(duration, 1),
         "items_pushed": run.pushed,
         "items_classified": len(items),
+        "items_revised": run.revisions,
         "items_rejected": run.rejected,
         "throughput_items_per_s": round(len(items) / span, 1) if span > 0 else None,
         "latency_s": percentiles(latencies),

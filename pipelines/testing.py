@@ -14,8 +14,9 @@ agents run, the data plane decodes, sheds and fuses stages, and dead letters go 
 ``items.rejected``. Only the broker is replaced: records written are kept in
 order, and a channel written by one of the PEs is read back by those that read it,
 its writer included (as a log is). Timers run when :meth:`PeHarness.tick` says, so
-a test decides when a task round or a retrain happens. ``logs`` hands the PEs a
-channel's earlier records before they start: that is how a restart is tested.
+a test decides when a task round or a retrain happens. ``logs`` hands the PEs'
+followers a channel's earlier records before they start: that is how a restart is
+tested (readers in consumer groups go on from their committed offsets).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from pydantic import BaseModel
 from channels.records import ModelMetrics, ModelUpdate
 from channels.signing import ModelSigner
 from config import Settings, load_settings
+from pe.common.catalog import CHANNEL as CATALOG_CHANNEL
 from pe.common.hashing import sparse_rows
 from pe.common.heap import tune_collector
 from pe.common.space import FeatureSpace
@@ -158,8 +160,16 @@ class PeHarness:
     async def __aenter__(self) -> PeHarness:
         for agent in self.context.app.agents.values():
             await agent.start()
-        for channel, records in self._logs.items():
-            await self._hand_over(self._topic(channel), self._consumer_records(channel, records))
+        # The classifiers first: the other logs' readers wait for them, as in a worker.
+        for channel in sorted({CATALOG_CHANNEL, *self._logs}, key=lambda c: c != CATALOG_CHANNEL):
+            # Only followers read a log again on a restart: the data plane's consumer
+            # groups go on from their committed offsets.
+            topic = self._topic(channel)
+            records = self._logs.get(channel, [])
+            await self._follow(topic, self._consumer_records(channel, records))
+            for follower in self.followers:
+                if follower.topic == topic:
+                    follower.caught_up.set()
         for follower in self.followers:
             follower.caught_up.set()
         self._tasks = [asyncio.ensure_future(work()) for work in self.context.tasks]
@@ -234,6 +244,9 @@ class PeHarness:
         plane = self.context.plane
         if topic in plane.topics_read():
             await self.context.flush(await plane.take(topic, records))
+        await self._follow(topic, records)
+
+    async def _follow(self, topic: str, records: list[ConsumerRecord]) -> None:
         for follower in self.followers:
             if follower.topic == topic:
                 await follower.take(records)

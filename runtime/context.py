@@ -22,6 +22,7 @@ from channels.signing import ModelSigner
 from channels.topics import TopicSpec
 from config import Settings
 from pe.common.api import Endpoint
+from pe.common.catalog import ClassifierCatalog
 from pe.common.metrics import Metrics
 from pe.params import ClassifierSpec
 from pe.registry import params_of, pe_spec
@@ -50,7 +51,8 @@ class PipelineContext:
 
     app: faust.App
     pipeline: str
-    classifiers: list[ClassifierSpec]
+    #: The classifiers, as the topology seeds them and operators change them.
+    catalog: ClassifierCatalog
     #: The topology's ``params``, an instance of pe.registry.params_model().
     params: BaseModel
     topics: dict[str, TopicSpec]
@@ -284,6 +286,11 @@ class PipelineContext:
     @property
     def crowd(self) -> str:
         return self.settings.crowd
+
+    @property
+    def classifiers(self) -> list[ClassifierSpec]:
+        """The classifiers items are classified on now (see pe.common.catalog)."""
+        return self.catalog.serving()
 
     def classifier_names(self) -> list[str]:
         return [spec.name for spec in self.classifiers]

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from aiokafka import ConsumerRecord
 
-from channels.codec import DecodeError, decode, encode
+from channels.codec import DecodeError, decode, decode_valid, encode
 from channels.jobs import TERMINAL, job_status
 from channels.records import NA_TAG, Answer, Label, PoolMember, Task
 from pe.annotator.aggregate import majority_vote
@@ -79,13 +79,10 @@ def pool_config(params: AnnotatorParams) -> PoolConfig:
     )
 
 
-def quality_loop(
-    params: AnnotatorParams, classifiers: list[ClassifierSpec], gold: list[GoldItem]
-) -> QualityLoop:
-    """The quality assurance loop of a topology's annotator parameters, asking
-    ``gold`` questions at its gold rate."""
-    model = worker_model(params.quality, classifiers)
-    return QualityLoop(model, gold, _gold_task, random.Random(params.seed))
+def quality_loop(params: AnnotatorParams) -> QualityLoop:
+    """The quality assurance loop of a topology's annotator parameters, asking gold
+    questions at its gold rate (each classifier's, as it is added: add_topic)."""
+    return QualityLoop(worker_model(params.quality, []), [], _gold_task, random.Random(params.seed))
 
 
 def _gold_task(item: GoldItem, task_id: str, now: float) -> Task:
@@ -129,10 +126,10 @@ class Annotator:
         q = self.params.quality
         # Qualification quizzes and the loop's gold questions share one gold set.
         wants_gold = self.params.qualification > 0 or (q.enabled and q.gold_rate > 0)
-        self._gold = gold_items(list(ctx.classifiers)) if wants_gold else []
-        self.quality = (
-            quality_loop(self.params, list(ctx.classifiers), self._gold) if q.enabled else None
-        )
+        self._wants_gold = wants_gold
+        self._gold: list[GoldItem] = []
+        self.quality = quality_loop(self.params) if q.enabled else None
+        ctx.catalog.on_added(self._add_classifier)
         self.pool = RetainerPool(
             pool_config(self.params), random.Random(self.params.seed), judge=self.quality
         )
@@ -143,6 +140,14 @@ class Annotator:
         self._done: set[str] = set()  #: tasks with an outcome
         self._ended: set[str] = set()  #: jobs that ended
         self.journal = PoolJournal()
+
+    def _add_classifier(self, spec: ClassifierSpec) -> None:
+        """Gold questions and the quality loop's judgement for a classifier (the
+        topology's, or one added on the running pipeline)."""
+        gold = gold_items([spec]) if self._wants_gold else []
+        self._gold.extend(gold)
+        if self.quality is not None:
+            self.quality.add_topic(spec.name, spec.tags, gold)
 
     def start(self, crowd: CrowdAdapter, clock: LoopClock) -> None:
         """Start the pool and queue the tasks read so far, oldest first."""
@@ -300,6 +305,7 @@ class Annotator:
             status=status,
             cost=round(pooled.paid * self.params.pay_per_record, 6),
             posterior=posterior,
+            **_item_of(task),
         )
 
     def _settle(self, pooled: PoolTask) -> Verdict | None:
@@ -349,6 +355,16 @@ class Annotator:
 
 
 LabelStatus = Literal["labeled", "shed", "withdrawn"]
+
+
+def _item_of(task: Task) -> dict[str, Any]:
+    """The item a label task asked about, as its label carries it (Label.text): the
+    classifier propagates the label and revises the item's classification with it.
+    A task without a signature (0: jobs) gives none; gold questions, never propagated,
+    keep their text off the log."""
+    if task.form != "label" or task.kind == "gold":
+        return {}
+    return {"text": task.text, "sig": task.sig or None, "ts_in": task.ts_in, "source": task.source}
 
 
 def _legacy_key(record: Task | Label) -> str:
@@ -444,11 +460,9 @@ class AnnotatorPE:
             self.annotator.take_task(task)
 
     def on_labels(self, records: Sequence[ConsumerRecord]) -> None:
-        for record in records:
-            try:
-                self.annotator.take_outcome(decode(Label, record.value))
-            except DecodeError:
-                continue  # the learner rejects and counts bad labels
+        # The learner rejects and counts bad labels.
+        for label in decode_valid(Label, (record.value for record in records)):
+            self.annotator.take_outcome(label)
 
     def on_pool(self, records: Sequence[ConsumerRecord]) -> None:
         if self.annotator.started:

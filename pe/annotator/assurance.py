@@ -42,6 +42,12 @@ class QualityLoop:
         self._pending: dict[str, GoldItem] = {}  #: gold task id -> its question
         self.gold_answers = {"correct": 0, "wrong": 0}
 
+    def add_topic(self, topic: str, tags: Sequence[str], gold: Sequence[GoldItem]) -> None:
+        """Judge the answers of a classifier added on a running pipeline, and ask its
+        gold questions too."""
+        self.quality.register(topic, tags)
+        self._gold.extend(g for g in gold if g.topic == topic)
+
     # -- the pool's judge ---------------------------------------------------------
 
     def more_answers(self, task: PoolTask, limit: int) -> bool:

@@ -3,22 +3,36 @@
 Input: ``items.features`` (FeatureItem), in batches: straight from the features PE
 when it runs in this process (fused), else read from Kafka by the data plane;
 ``control.models`` (ModelUpdate), followed whole by every instance so each has the
-latest model of every classifier.
-Output: ``items.classified`` (ClassifiedItem: tag, confidence and model version per
-classifier; tag null before a first model, so items never wait for humans);
-``items.rejected``.
+latest model of every classifier; ``crowd.labels`` (Label), followed whole by every
+instance into its crowd labels index, and read once more in the classifier's
+consumer group to revise labeled items.
+Output: ``items.classified`` (ClassifiedItem: per classifier the tag, its
+confidence, the active model's version, and the tag's ``source``: ``model``;
+``crowd``, the item was labeled; or ``propagated``, from the labeled near-duplicate
+``from_item``. Tag null before a first model or label, so items never wait for
+humans. When a usable training label of an item arrives, the item's record again
+with that tag from the crowd, as a *revision* numbered by the label's time;
+first classifications are revision 0); ``items.rejected``.
 State: the active models (rebuilt from the compacted ``control.models`` on start;
 the stage waits until it has read them before classifying). Only signed models of
-a known schema version are applied (pe.common.modelbook).
+a known schema version are applied (pe.common.modelbook). The crowd labels index
+(pe.classifier.crowdlabels), rebuilt from ``crowd.labels`` on start: the newest
+usable label of each (classifier, item), bounded by ``crowd_labels`` (20,000 labels
+by default, about 0.5 KB each besides 4 MiB of lookup tables; the oldest is
+forgotten first). Items classified while it catches up get the labels read so far.
 Guarantee: at least once; a batch is classified by one model per classifier, and a
-new model is swapped in between batches, so no item is dropped by a swap.
+new model is swapped in between batches, so no item is dropped by a swap. A label
+revises its item at least once (its offset is committed after the revision is
+acknowledged), with the same revision number each time; labels older than
+``revise_within_s`` when read only tag later items.
 Load shedding: as the features PE, on the age of its input (see channels.shedding),
 when it reads ``items.features`` from Kafka; fused, the features PE has decided.
 Metrics: items in/out/rejected/shed (pe="classifier"), batch time, end-to-end
-latency, model version and AUC per classifier.
+latency, model version and AUC per classifier, tags taken from the crowd
+(``crowd_tags`` by source) and revisions.
 Query API: every classifier worker follows ``items.classified`` into a bounded
-window of recent results (pe.classifier.recent) and serves
-``GET /api/v1/classified`` and its event stream (pe.classifier.api).
+window of recent results (pe.classifier.recent), the latest revision of each item,
+and serves ``GET /api/v1/classified`` and its event stream (pe.classifier.api).
 """
 
 from pe.params import ClassifierParams
@@ -30,8 +44,14 @@ SPEC = register_pe(
     PeSpec(
         name="classifier",
         package=__name__,
-        summary="every item tagged by every classifier's active model",
-        inputs=("items.features", "control.models", "items.classified", "jobs.results"),
+        summary="every item tagged by every classifier's active model, or by the crowd",
+        inputs=(
+            "items.features",
+            "control.models",
+            "crowd.labels",
+            "items.classified",
+            "jobs.results",
+        ),
         outputs=("items.classified", "items.rejected"),
         agents="pe.classifier.agent:register",
         params=ClassifierParams,

@@ -1,49 +1,61 @@
-"""The classifier stage: applies the active models to each batch of features."""
+"""The classifier stage: applies the active models to each batch of features, and
+the crowd's tags to the items it labeled and their near-duplicates."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import orjson
 from aiokafka import ConsumerRecord
 
+from channels.codec import decode_valid
+from channels.records import Item, Label
 from pe.classifier.api import ResultsApi
+from pe.classifier.crowdlabels import CrowdLabels, CrowdTag
 from pe.classifier.recent import RecentResults
 from pe.common.featurebatch import FeatureBatch, decode_feature_batch
-from pe.common.linear import CompiledModel
+from pe.common.linear import CompiledModel, feature_matrix, features_in_range
 from pe.common.modelbook import model_book
 from pe.common.text import normalize
-from pe.params import ClassifierParams, FeaturesParams
+from pe.params import ClassifierParams, ClassifierSpec, FeaturesParams, TaskgenParams
 from runtime.context import PipelineContext
 from runtime.dataflow import Pending
+from runtime.follower import Follower
 
-__all__ = ["classify", "register"]
+__all__ = ["classify", "register", "revision_of"]
 
 PE = "classifier"
+#: Labels read at a time to revise items: a few milliseconds of the event loop each.
+REVISION_BATCH = 500
+
+#: A model per classifier, with its version.
+Models = Mapping[str, tuple[CompiledModel, int]]
 
 
 def classify(
     batch: FeatureBatch,
-    models: Mapping[str, tuple[CompiledModel, int]],
+    models: Models,
     classifiers: list[str],
     now: float,
+    crowd: CrowdLabels | None = None,
+    tally: Counter[tuple[str, str]] | None = None,
 ) -> list[dict[str, Any]]:
-    """ClassifiedItem records (as dicts) of a batch, with ``models``: name -> (model, version)."""
-    columns: dict[str, list[dict[str, Any]]] = {}
-    for name in classifiers:
-        if name not in models:
-            none = {"tag": None, "confidence": None, "model_version": 0}
-            columns[name] = [none] * len(batch)
-            continue
-        model, version = models[name]
-        tags, confidences = model.predict(batch.matrix)
-        columns[name] = [
-            {"tag": tag, "confidence": conf, "model_version": version}
-            for tag, conf in zip(tags, np.round(confidences, 4).tolist(), strict=True)
-        ]
+    """ClassifiedItem records (as dicts) of a batch, with ``models``: name -> (model,
+    version). An item ``crowd`` holds a label of, or of a near-duplicate of, takes the
+    crowd's tag for that classifier; ``tally`` counts those by (classifier, source)."""
+    columns = {name: _model_column(batch, models.get(name)) for name in classifiers}
+    if crowd is not None:
+        ids = [item.id for item in batch.items]
+        for name, i, label, own in crowd.tags(ids, batch.sigs):
+            if name in columns:
+                version = models[name][1] if name in models else 0
+                columns[name][i] = _from_crowd(label, own, version)
+                if tally is not None:
+                    tally[name, "crowd" if own else "propagated"] += 1
     return [
         {
             "id": item.id,
@@ -52,18 +64,57 @@ def classify(
             "ts_out": now,
             "source": item.source,
             "labels": {name: columns[name][i] for name in classifiers},
+            "revision": 0,
         }
         for i, item in enumerate(batch.items)
     ]
 
 
+def _model_column(
+    batch: FeatureBatch, model: tuple[CompiledModel, int] | None
+) -> list[dict[str, Any]]:
+    """One classifier's predictions of a batch (TagPrediction dicts)."""
+    if model is None:
+        none = {"tag": None, "confidence": None, "model_version": 0, "source": None}
+        return [none] * len(batch)
+    compiled, version = model
+    tags, confidences = compiled.predict(batch.matrix)
+    return [
+        {"tag": tag, "confidence": conf, "model_version": version, "source": "model"}
+        for tag, conf in zip(tags, np.round(confidences, 4).tolist(), strict=True)
+    ]
+
+
+def _from_crowd(label: CrowdTag, own: bool, version: int) -> dict[str, Any]:
+    """The prediction a crowd label gives: the item's own, or a near-duplicate's."""
+    prediction = {
+        "tag": label.tag,
+        "confidence": round(label.confidence, 4),
+        "model_version": version,
+        "source": "crowd" if own else "propagated",
+    }
+    if not own:
+        prediction["from_item"] = label.item_id
+    return prediction
+
+
+def revision_of(label: Label) -> int:
+    """The revision a crowd label makes of its item: the label's time in microseconds
+    (later labels revise later; the same label always gives the same number)."""
+    return max(round(label.ts * 1_000_000), 1)
+
+
 def register(ctx: PipelineContext) -> None:
     book = model_book(ctx)
-    names = ctx.classifier_names()
     n_features = ctx.params_of(FeaturesParams).dimensions
+    params = ctx.params_of(ClassifierParams)
     metrics = ctx.metrics
     labels = (ctx.pipeline, PE)
     latency = metrics.e2e_latency.labels(ctx.pipeline)
+    crowd = _follow_labels(ctx)
+
+    def current_models() -> dict[str, tuple[CompiledModel, int]]:
+        return {name: (model, book.version(name)) for name, model in book.compiled.items()}
 
     async def decode(records: Sequence[ConsumerRecord]) -> tuple[FeatureBatch, Pending]:
         batch, bad = decode_feature_batch(records, n_features)
@@ -76,13 +127,17 @@ def register(ctx: PipelineContext) -> None:
         await book.caught_up.wait()  # a restarted classifier starts from the latest models
         started = time.perf_counter()
         metrics.items_in.labels(*labels).inc(len(batch))
-        models = {name: (model, book.version(name)) for name, model in book.compiled.items()}
-        out = classify(batch, models, names, time.time())
+        tally: Counter[tuple[str, str]] = Counter()
+        index = crowd[0] if crowd is not None else None
+        names = ctx.classifier_names()  # as operators change them
+        out = classify(batch, current_models(), names, time.time(), index, tally)
         pending = await ctx.publish(
             "items.classified", [(r["id"].encode(), orjson.dumps(r)) for r in out]
         )
         for record in out:
             latency.observe(max(record["ts_out"] - record["ts_in"], 0.0))
+        for (name, source), count in tally.items():
+            metrics.crowd_tags.labels(ctx.pipeline, name, source).inc(count)
         metrics.items_out.labels(*labels).inc(len(out))
         metrics.batch_seconds.labels(*labels).observe(time.perf_counter() - started)
         return pending
@@ -96,8 +151,106 @@ def register(ctx: PipelineContext) -> None:
         PE,
         decode,
         classifier,
-        ctx.params_of(ClassifierParams).batch_size,
+        params.batch_size,
         shed_key=normalize,
+    )
+    if crowd is not None and params.revise_within_s > 0:
+        _revise(ctx, *crowd, current_models)
+
+
+def _follow_labels(ctx: PipelineContext) -> tuple[CrowdLabels, Follower] | None:
+    """The crowd labels index, fed by a follower of ``crowd.labels`` (the whole log, in
+    every classifier process, as models are followed); None when it is off."""
+    capacity = ctx.params_of(ClassifierParams).crowd_labels
+    if capacity == 0:
+        return None
+    crowd = CrowdLabels({}, capacity, ctx.params_of(TaskgenParams).near_dup_bits)
+    ctx.catalog.on_added(lambda spec: crowd.add_classifier(spec.name, spec.tags))
+
+    async def take(records: Sequence[ConsumerRecord]) -> None:
+        await ctx.catalog.caught_up.wait()  # labels of classifiers added at run time
+        # The learner rejects bad labels; here they are skipped.
+        for label in decode_valid(Label, (record.value for record in records)):
+            crowd.take(label)
+
+    follower = ctx.follow("crowd.labels", "crowd_labels", take)
+    ctx.durable(PE, crowd.snapshot)
+    return crowd, follower
+
+
+def _revise(
+    ctx: PipelineContext,
+    crowd: CrowdLabels,
+    follower: Follower,
+    current_models: Callable[[], Models],
+) -> None:
+    """Revise an item's classification when a crowd label of it arrives.
+
+    ``crowd.labels`` is read a second way here, in the classifier's consumer group
+    (the data plane), so each label revises its item once in a pipeline, at least
+    once: its offset is committed after the revision is acknowledged. A label the
+    follower has not reached yet is indexed here first, so the revision carries it.
+    """
+    params = ctx.params_of(ClassifierParams)
+    n_features = ctx.params_of(FeaturesParams).dimensions
+    book = model_book(ctx)
+    revisions = ctx.metrics.revisions
+
+    async def decode_labels(records: Sequence[ConsumerRecord]) -> tuple[list[Label], Pending]:
+        # The learner rejects bad labels; here they are skipped.
+        return list(decode_valid(Label, (record.value for record in records))), []
+
+    async def revise(batch: list[Label]) -> Pending:
+        await book.caught_up.wait()
+        await follower.caught_up.wait()  # the item's labels of other classifiers
+        now = time.time()
+        chosen = [
+            label
+            for label in batch
+            if crowd.take(label) and _revisable(label, now - params.revise_within_s, n_features)
+        ]
+        if not chosen:
+            return []
+        names = ctx.classifier_names()
+        out = classify(_items_of(chosen, n_features), current_models(), names, now, crowd)
+        for record, label in zip(out, chosen, strict=True):
+            record["revision"] = revision_of(label)
+            revisions.labels(ctx.pipeline, label.classifier).inc()
+        return await ctx.publish(
+            "items.classified", [(r["id"].encode(), orjson.dumps(r)) for r in out]
+        )
+
+    ctx.consume("crowd.labels", PE, decode_labels, revise, REVISION_BATCH)
+
+
+def _revisable(label: Label, since: float, n_features: int) -> bool:
+    """Does this (usable) label revise its item? A training label (a job's items need
+    not be the stream's) that carries its item, written since ``since``."""
+    return (
+        label.job is None
+        and label.text is not None
+        and label.ts >= since
+        and features_in_range(label.idx, n_features)
+    )
+
+
+def _items_of(chosen: Sequence[Label], n_features: int) -> FeatureBatch:
+    """The labeled items, as the features stage gave them to their tasks."""
+    rows = [(label.idx, label.val) for label in chosen]
+    return FeatureBatch(
+        items=[
+            Item(
+                id=label.item_id,
+                text=label.text or "",
+                ts=label.ts_in or label.ts,
+                ts_in=label.ts_in or label.ts,
+                source=label.source,
+            )
+            for label in chosen
+        ],
+        rows=rows,
+        sigs=[label.sig or 0 for label in chosen],
+        matrix=feature_matrix(rows, n_features),
     )
 
 
@@ -123,9 +276,15 @@ def _serve_recent(ctx: PipelineContext) -> None:
     since_ms = int((time.time() - params.recent_window_s) * 1000)
     ctx.follow("items.classified", PE, take, since_ms=since_ms)
     token = ctx.settings.results_token
+    tags: dict[str, list[str]] = {}
+
+    def filter_on(spec: ClassifierSpec) -> None:
+        tags[spec.name] = spec.tags
+
+    ctx.catalog.on_added(filter_on)
     api = ResultsApi(
         recent,
-        {c.name: c.tags for c in ctx.classifiers},
+        tags,
         token=token.get_secret_value() if token is not None else None,
         streams_per_client=ctx.settings.results_streams_per_client,
     )

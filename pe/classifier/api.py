@@ -1,10 +1,12 @@
 """The results API: recent classified items, filtered, as a list or an event stream.
 
 ``GET /api/v1/classified`` returns the newest items of the window (pe.classifier.recent)
-that match ``classifier``, ``tag``, ``min_confidence``, ``since`` and ``until``, at most
-``limit``. ``GET /api/v1/classified/stream`` sends each new matching item as a
-server-sent event (``event: item``, its id as the event id), after the window's
-matching items since ``since`` or after the ``Last-Event-ID`` a client resumes from.
+that match ``classifier``, ``tag``, ``source``, ``min_confidence``, ``since`` and
+``until``, at most ``limit``; the window holds the latest revision of each item.
+``GET /api/v1/classified/stream`` sends each new matching item or revision as a
+server-sent event (``event: item``, its id as the event id, ``id#revision`` for a
+revision), after the window's matching items since ``since`` or after the
+``Last-Event-ID`` a client resumes from.
 
 Both need the ``results_token`` as a bearer token when it is set. A client address
 holds at most ``streams_per_client`` streams, so a few clients cannot take every
@@ -21,7 +23,8 @@ from typing import Annotated, Any
 from aiohttp import web
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
-from pe.classifier.recent import Item, Query, RecentResults, Subscription
+from channels.records import Provenance
+from pe.classifier.recent import Item, Query, RecentResults, Subscription, event_id
 from pe.common.api import Call, Endpoint, address
 from pe.common.http import HttpError, TokenAccess
 from pe.common.sse import Event, event_stream
@@ -69,12 +72,18 @@ Time = Annotated[
 
 
 class Filters(BaseModel):
-    """Which classified items: a classifier's, with a tag, confident enough, in a time."""
+    """Which classified items: a classifier's, with a tag from a source, confident
+    enough, in a time."""
 
     model_config = ConfigDict(extra="forbid")
 
     classifier: str | None = None
     tag: str | None = Field(None, description="Needs a classifier.")
+    source: Provenance | None = Field(
+        None,
+        description="Where the tag came from: the model, the crowd (the item was "
+        "labeled) or propagated (from a labeled near-duplicate). Needs a classifier.",
+    )
     min_confidence: Annotated[float, BeforeValidator(_confidence)] | None = Field(
         None, description="From 0 to 1; needs a classifier."
     )
@@ -121,7 +130,7 @@ class ResultsApi:
                 "GET",
                 "/api/v1/classified",
                 "classified",
-                "The newest classified items that match the filters.",
+                "The newest classified items that match the filters (the latest revision of each).",
                 self.latest,
                 access=self._access,
                 query=Page,
@@ -132,9 +141,10 @@ class ResultsApi:
                 "GET",
                 "/api/v1/classified/stream",
                 "classified_stream",
-                "Server-sent events: each new matching item (event `item`, its id the "
-                "event id), `dropped` where the client fell behind; resumes after "
-                "`Last-Event-ID`, or starts from `since`.",
+                "Server-sent events: each new matching item or revision (event `item`, "
+                "its id the event id, `id#revision` for a revision), `dropped` where "
+                "the client fell behind; resumes after `Last-Event-ID`, or starts from "
+                "`since`.",
                 self.stream,
                 access=self._access,
                 query=Filters,
@@ -149,12 +159,20 @@ class ResultsApi:
         if classifier is not None and classifier not in self._tags:
             known = ", ".join(sorted(self._tags))
             raise HttpError(400, f"unknown classifier {classifier[:100]!r}; known: {known}")
-        if (tag is not None or filters.min_confidence is not None) and classifier is None:
-            raise HttpError(400, "tag and min_confidence need a classifier")
+        needs = (tag, filters.source, filters.min_confidence)
+        if classifier is None and any(value is not None for value in needs):
+            raise HttpError(400, "tag, source and min_confidence need a classifier")
         if classifier is not None and tag is not None and tag not in self._tags[classifier]:
             known = ", ".join(self._tags[classifier])
             raise HttpError(400, f"{classifier} has no tag {tag[:100]!r}; its tags: {known}")
-        return Query(classifier, tag, filters.min_confidence, filters.since, filters.until)
+        return Query(
+            classifier,
+            tag,
+            filters.min_confidence,
+            filters.since,
+            filters.until,
+            filters.source,
+        )
 
     async def latest(self, call: Call) -> Classified:
         page: Page = call.query
@@ -188,7 +206,7 @@ class ResultsApi:
         matching = list(self._recent.newest_first(query))
         if last_id is not None:
             for at, item in enumerate(matching):
-                if str(item.get("id")) == last_id:
+                if event_id(item) == last_id:
                     return matching[:at][::-1]
         return matching[::-1] if query.since is not None else []
 
@@ -200,7 +218,7 @@ class _Events:
     def __init__(self, subscription: Subscription, backlog: list[Item]) -> None:
         self._subscription = subscription
         self._backlog = backlog
-        self._sent = {str(item.get("id")) for item in backlog}
+        self._sent = {event_id(item) for item in backlog}
 
     async def next(self) -> Event | None:
         if self._backlog:
@@ -213,8 +231,8 @@ class _Events:
             item = await subscription.queue.get()
             if item is None:
                 return None
-            if str(item.get("id")) not in self._sent:  # already sent from the backlog
+            if event_id(item) not in self._sent:  # already sent from the backlog
                 return self._item(item)
 
     def _item(self, item: Item) -> Event:
-        return Event("item", item, str(item.get("id")))
+        return Event("item", item, event_id(item))

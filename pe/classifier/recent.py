@@ -1,7 +1,9 @@
 """A bounded, windowed table of recent classified items, and the filters users query it by.
 
-Items are kept in arrival order, one per id (a repeat after a crash carries the same
-id and is ignored while the first is in the window), and evicted when the window
+Items are kept in arrival order, one per id: the latest revision of the item (a crowd
+label revises an item's classification: ``revision`` above the first's 0). A newer
+revision replaces the item and counts as arriving now; a repeat after a crash (same
+id and revision) or an older revision is ignored. Items are evicted when the window
 holds ``max_items`` or an item is older than ``max_age_s`` (by ``ts_out``, the time
 it was classified). Subscribers (event streams) get each new matching item through
 a bounded queue; a subscriber that falls behind loses items, counted, never the
@@ -17,21 +19,41 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Query", "RecentResults", "Subscription"]
+__all__ = ["Query", "RecentResults", "Subscription", "event_id", "revision"]
 
 Item = Mapping[str, Any]
 
 
+def revision(item: Item) -> int:
+    """An item's revision (0, its first classification, if it has none)."""
+    value = item.get("revision")
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def event_id(item: Item) -> str:
+    """What names an item's record in an event stream: its id, and ``#revision`` for
+    a revision."""
+    number = revision(item)
+    return f"{item.get('id')}#{number}" if number else str(item.get("id"))
+
+
+def _source(label: Mapping[str, Any]) -> object:
+    # Records written before tags had a source: a tag then was the model's.
+    return label.get("source", "model" if label.get("tag") is not None else None)
+
+
 @dataclass(frozen=True)
 class Query:
-    """Which items a caller wants. ``tag`` and ``min_confidence`` are of ``classifier``'s
-    prediction; ``since``/``until`` bound ``ts_out`` (epoch seconds, inclusive)."""
+    """Which items a caller wants. ``tag``, ``min_confidence`` and ``source`` (where the
+    tag came from: model, crowd, propagated) are of ``classifier``'s prediction;
+    ``since``/``until`` bound ``ts_out`` (epoch seconds, inclusive)."""
 
     classifier: str | None = None
     tag: str | None = None
     min_confidence: float | None = None
     since: float | None = None
     until: float | None = None
+    source: str | None = None
 
     def matches(self, item: Item) -> bool:
         ts = item.get("ts_out", 0.0)
@@ -45,6 +67,8 @@ class Query:
         if label is None:
             return False
         if self.tag is not None and label.get("tag") != self.tag:
+            return False
+        if self.source is not None and _source(label) != self.source:
             return False
         if self.min_confidence is not None:
             confidence = label.get("confidence")
@@ -79,13 +103,17 @@ class RecentResults:
         return len(self._items)
 
     def add(self, items: Iterable[Item]) -> int:
-        """Take new items (repeats of an id in the window are ignored); returns how many
-        were new. Each new item is offered to the subscribers it matches."""
+        """Take new items and newer revisions of items in the window (repeats and older
+        revisions are ignored); returns how many were taken. Each is offered to the
+        subscribers it matches."""
         added = 0
         for item in items:
             item_id = str(item.get("id"))
-            if item_id in self._items:
-                continue
+            held = self._items.get(item_id)
+            if held is not None:
+                if revision(item) <= revision(held):
+                    continue
+                del self._items[item_id]  # the revision arrives now: at the end
             self._items[item_id] = item
             added += 1
             for subscription in self.subscribers:

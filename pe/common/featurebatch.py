@@ -7,7 +7,7 @@ a stage in another process decodes the same thing from the topic with
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,7 @@ from channels.records import FeatureItem, Item
 from pe.common.hashing import Row, rounded_values
 from pe.common.linear import feature_matrix, features_in_range
 
-__all__ = ["FeatureBatch", "decode_feature_batch"]
+__all__ = ["FeatureBatch", "decode_feature_batch", "skipping_decoder"]
 
 
 @dataclass(frozen=True)
@@ -95,3 +95,18 @@ def decode_feature_batch(
         matrix=feature_matrix(rows, n_features),
     )
     return batch, bad
+
+
+def skipping_decoder(
+    n_features: int,
+) -> Callable[[Sequence[ConsumerRecord]], Awaitable[tuple[FeatureBatch, list[Any]]]]:
+    """The decoder of a reader of ``items.features`` other than the classifier: bad
+    records are the classifier's to reject and count; the others skip them."""
+
+    async def decode_skipping(
+        records: Sequence[ConsumerRecord],
+    ) -> tuple[FeatureBatch, list[Any]]:
+        batch, _ = decode_feature_batch(records, n_features)
+        return batch, []
+
+    return decode_skipping

@@ -7,6 +7,7 @@ import asyncio
 import hmac
 import ipaddress
 from dataclasses import dataclass
+from importlib import resources
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from aiohttp import web
@@ -27,7 +28,9 @@ __all__ = [
     "is_loopback",
     "limits",
     "read_body",
+    "ready_or_503",
     "require_json",
+    "static_asset",
 ]
 
 #: Sent with every response of a worker's HTTP server (pipelines.web adds them to
@@ -39,6 +42,28 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
 }
+
+
+async def ready_or_503(ready: asyncio.Event, timeout_s: float, what: str) -> None:
+    """Wait up to ``timeout_s`` for ``ready`` (a log read to its end by a starting
+    worker), else refuse the call with 503: an answer from half a log is wrong."""
+    try:
+        await asyncio.wait_for(asyncio.shield(ready.wait()), timeout_s)
+    except TimeoutError:
+        raise HttpError(503, f"this worker is still reading {what}: try again shortly") from None
+
+
+def static_asset(package: str, name: str, content_type: str) -> web.Response:
+    """A page or asset shipped in ``package``'s ``static`` folder, with the security
+    headers, revalidated at each load (a new version shows at once)."""
+    body = resources.files(package).joinpath("static", name).read_bytes()
+    return web.Response(
+        body=body,
+        content_type=content_type,
+        charset="utf-8",
+        headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"},
+    )
+
 
 #: Bytes a second a request body must arrive at, on average, once the read timeout has
 #: passed: a big body on a slow link gets the time it needs, a trickle does not.

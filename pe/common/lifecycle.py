@@ -9,7 +9,7 @@ import signal
 import sys
 from concurrent.futures import ProcessPoolExecutor
 
-__all__ = ["background_helper", "die_with_parent", "helper_pool"]
+__all__ = ["background_helper", "die_with_parent", "helper_pool", "stop_helpers"]
 
 _PR_SET_PDEATHSIG = 1
 
@@ -40,3 +40,14 @@ def helper_pool() -> ProcessPoolExecutor:
         mp_context=multiprocessing.get_context("spawn"),
         initializer=background_helper,
     )
+
+
+def stop_helpers() -> None:
+    """Kill this process's helpers, as its worker stops.
+
+    What they were doing (a refit, a command being read) is redone from the logs
+    after a restart, and a helper still working would hold the interpreter's exit
+    until it finished: concurrent.futures waits for its pools' work at exit.
+    """
+    for child in multiprocessing.active_children():
+        child.kill()

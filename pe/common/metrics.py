@@ -68,11 +68,15 @@ class Metrics:
     model_auc_high: Gauge
     models_trained: Counter
     learner_labels: Gauge
+    learner_trained: Gauge
     models_refused: Counter
     jobs: Gauge
     job_tasks: Counter
     crowd_backlog: Gauge
     confidence_cap: Gauge
+    crowd_tags: Counter
+    revisions: Counter
+    webhooks: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> Metrics:
@@ -208,6 +212,11 @@ class Metrics:
                 "Crowd labels the learner holds for a classifier (training and held out).",
                 ["classifier"],
             ),
+            learner_trained=gauge(
+                "learner_trained_labels",
+                "Crowd labels the learner's last finished training of a classifier saw.",
+                ["classifier"],
+            ),
             models_trained=counter(
                 "models_trained", "Models the learner trained.", ["classifier", "outcome"]
             ),
@@ -229,5 +238,22 @@ class Metrics:
                 "Model confidence under which the task generator still sends items to the "
                 "crowd (1: no limit; it falls as the crowd backlog grows).",
                 [],
+            ),
+            crowd_tags=counter(
+                "crowd_tags",
+                "Tags the classifier took from crowd labels rather than its model: the "
+                "item's own (source crowd) or a near-duplicate's (propagated).",
+                ["classifier", "source"],
+            ),
+            revisions=counter(
+                "revisions",
+                "Records the classifier wrote again on items.classified, revised by a crowd "
+                "label of the item, by the label's classifier.",
+                ["classifier"],
+            ),
+            webhooks=counter(
+                "webhooks",
+                "Webhook deliveries by event and outcome (delivered, or failed after every try).",
+                ["event", "outcome"],
             ),
         )

@@ -33,12 +33,12 @@ log = logging.getLogger(__name__)
 class ModelBook:
     def __init__(self, ctx: PipelineContext) -> None:
         self._ctx = ctx
-        self._names = set(ctx.classifier_names())
+        self._catalog = ctx.catalog
         self._n_features = ctx.params_of(FeaturesParams).dimensions
         # Headers only: the weights live on in ``compiled``.
         self.updates: dict[str, ModelHeader] = {}
         self.compiled: dict[str, CompiledModel] = {}
-        self._follower = ctx.follow("control.models", "models", self.apply)
+        self._follower = ctx.follow("control.models", "models", self._take)
 
     @property
     def caught_up(self) -> asyncio.Event:
@@ -48,6 +48,11 @@ class ModelBook:
     def version(self, classifier: str) -> int:
         update = self.updates.get(classifier)
         return update.version if update else 0
+
+    async def _take(self, records: Sequence[ConsumerRecord]) -> None:
+        # A model of a classifier added on the running pipeline needs it known.
+        await self._catalog.caught_up.wait()
+        self.apply(records)
 
     def apply(self, records: Sequence[ConsumerRecord]) -> None:
         """Take the newest valid model of each classifier from ``records``."""
@@ -102,7 +107,7 @@ class ModelBook:
 
     def _compile(self, update: ModelUpdate) -> CompiledModel:
         """The update's model, ready to apply; refused if this pipeline cannot."""
-        if update.classifier not in self._names:
+        if self._catalog.get(update.classifier) is None:
             raise ModelRefused(f"unknown classifier {update.classifier!r}", "invalid")
         if update.model.n_features != self._n_features:
             msg = (

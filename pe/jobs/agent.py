@@ -17,7 +17,7 @@ from aiokafka import ConsumerRecord
 from channels.codec import DecodeError, decode, encode
 from channels.jobs import JobCommand, JobItem, decode_result
 from channels.records import Label, Task
-from pe.common.featurebatch import FeatureBatch, decode_feature_batch
+from pe.common.featurebatch import FeatureBatch, decode_feature_batch, skipping_decoder
 from pe.common.http import OperatorAccess
 from pe.common.linear import feature_matrix
 from pe.common.modelbook import model_book
@@ -25,9 +25,9 @@ from pe.jobs.api import JobsApi
 from pe.jobs.counting import CountingRun
 from pe.jobs.intake import Featurizer, read_command
 from pe.jobs.manager import JobManager
-from pe.jobs.run import JobRun, Plan
+from pe.jobs.run import JobRun, Plan, assured
 from pe.jobs.windows import Reservoir
-from pe.params import AnnotatorParams, CollectorParams, FeaturesParams
+from pe.params import AnnotatorParams, ClassifierSpec, CollectorParams, FeaturesParams
 from runtime.context import PipelineContext
 from runtime.dataflow import Pending
 from runtime.follower import Follower
@@ -57,9 +57,10 @@ class JobsPE:
         self.dimensions = ctx.params_of(FeaturesParams).dimensions
         self.featurizer = Featurizer(ctx.params_of(FeaturesParams))
         self.book = model_book(ctx)
-        self.classifiers = {spec.name: spec for spec in ctx.classifiers}
+        self.classifiers: dict[str, ClassifierSpec] = {}
         self.manager = JobManager(self.classifiers, quality=self.annotator.quality)
-        self.gold = {spec.name: [(q.text, q.tag) for q in spec.gold] for spec in ctx.classifiers}
+        self.gold: dict[str, list[tuple[str, str]]] = {}
+        ctx.catalog.on_added(self.add_classifier)
         self.windows: dict[str, Reservoir] = {}  #: open counting/enumeration windows
         self.ready = asyncio.Event()
         self.replay: dict[str, list[Any]] = {
@@ -70,6 +71,12 @@ class JobsPE:
         }
         self.last_heartbeat = 0.0
         self.logs: list[Follower] = []
+
+    def add_classifier(self, spec: ClassifierSpec) -> None:
+        """Take jobs on ``spec`` (a classifier of the topology, or one added since)."""
+        self.classifiers[spec.name] = spec
+        self.gold[spec.name] = [(q.text, q.tag) for q in spec.gold]
+        self.manager.workers.register(spec.name, spec.tags)
 
     def wire(self) -> None:
         """Create the PE's agents, timer, task and routes."""
@@ -105,7 +112,7 @@ class JobsPE:
             label_tasks_only=ctx.crowd == "web",
         )
         ctx.endpoints.extend(api.endpoints())
-        ctx.consume("items.features", PE, self.decode_batch, self.take_stream)
+        ctx.consume("items.features", PE, skipping_decoder(self.dimensions), self.take_stream)
         ctx.task(self.start)
         ctx.timer(TICK_S, f"{ctx.pipeline}.jobs.tick", self.tick)
 
@@ -210,10 +217,7 @@ class JobsPE:
 
     def plan(self, now: float) -> Plan:
         book, annotator = self.book, self.annotator
-        metrics = {
-            name: (update.version, update.metrics.auc, update.metrics.accuracy)
-            for name, update in book.updates.items()
-        }
+        metrics = {name: (u.version, *assured(u.metrics)) for name, u in book.updates.items()}
         return Plan(
             now=now,
             pay_per_record=annotator.pay_per_record,
@@ -294,11 +298,6 @@ class JobsPE:
                 window.seen = sample.seen  # for the status while the window fills
 
     # -- the stream --------------------------------------------------------------
-
-    async def decode_batch(self, records: Sequence[ConsumerRecord]) -> tuple[FeatureBatch, Pending]:
-        # Bad records are the classifier's to reject and count; here they are skipped.
-        batch, _ = decode_feature_batch(records, self.dimensions)
-        return batch, []
 
     async def take_stream(self, batch: FeatureBatch) -> Pending:
         """Stream items into the open windows: a labeling window's go to the log at

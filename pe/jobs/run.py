@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from channels.jobs import TERMINAL, ItemResult, JobItem, JobStatus, StreamWindow
-from channels.records import Label, Task
+from channels.records import Label, ModelMetrics, Task
 from pe.common.linear import CompiledModel
 from pe.params import ClassifierSpec
 
-__all__ = ["JobRun", "Plan", "Window", "truth_of", "truth_tag"]
+__all__ = ["JobRun", "Plan", "Window", "assured", "truth_of", "truth_tag"]
 
 
 def truth_of(item: JobItem, key: str | None) -> Any:
@@ -37,6 +37,16 @@ def truth_tag(item: JobItem, key: str) -> str | None:
     return str(value) if value is not None else None
 
 
+def assured(metrics: ModelMetrics) -> tuple[float | None, float | None]:
+    """The held-out AUC and accuracy a job may rely on: the low end of each one's 95%
+    interval (the point value for models published before intervals existed). A
+    model scored on 40 held-out labels at 0.85 may well be a 0.75 model; a job that
+    stops asking the crowd at ``target_auc`` should not bet its items on that."""
+    auc = metrics.auc_ci.low if metrics.auc_ci is not None else metrics.auc
+    accuracy = metrics.accuracy_ci.low if metrics.accuracy_ci is not None else metrics.accuracy
+    return auc, accuracy
+
+
 @dataclass(frozen=True)
 class Plan:
     """What a run may use to plan tasks."""
@@ -48,7 +58,8 @@ class Plan:
     in_flight: int  #: most tasks of one job waiting or being answered at once
     classifiers: Mapping[str, ClassifierSpec]
     models: Mapping[str, CompiledModel]
-    model_metrics: Mapping[str, tuple[int, float | None, float | None]]  #: version, auc, accuracy
+    #: classifier -> (model version, AUC, accuracy), each as :func:`assured` gives it
+    model_metrics: Mapping[str, tuple[int, float | None, float | None]]
     gold: Mapping[str, list[tuple[str, str]]]  #: classifier -> (text, true tag) gold items
 
 

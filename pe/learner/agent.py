@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from aiokafka import ConsumerRecord
+from aiokafka.errors import KafkaError
 
-from channels.codec import DecodeError, decode
+from channels.codec import DecodeError, decode, encode
 from channels.records import Label
+from pe.common.featurebatch import FeatureBatch, skipping_decoder
+from pe.common.http import OperatorAccess
 from pe.common.lifecycle import helper_pool
 from pe.common.modelbook import model_book
+from pe.learner.review import LabelReview, LabelsApi
 from pe.learner.state import ClassifierLearner
+from pe.learner.teacher import PoolItem, StreamSample, Teacher
 from pe.learner.trainers import make_trainer
-from pe.params import FeaturesParams, LearnerParams, TaskgenParams
+from pe.params import ClassifierSpec, FeaturesParams, LearnerParams, TaskgenParams
 from runtime.context import PipelineContext
+from runtime.dataflow import Pending
 
 __all__ = ["register"]
 
@@ -29,6 +36,10 @@ TRAIN_CHECK_S = 0.5
 
 def _held(learner: ClassifierLearner) -> Callable[[], float]:
     return lambda: learner.n_labels
+
+
+def _finished(learner: ClassifierLearner) -> Callable[[], float]:
+    return lambda: learner.finished_at
 
 
 class Fitter:
@@ -54,30 +65,52 @@ class Fitter:
 def register(ctx: PipelineContext) -> None:
     params = ctx.params_of(LearnerParams)
     book = model_book(ctx)
-    learners = {
-        spec.name: ClassifierLearner(
+    n_features = ctx.params_of(FeaturesParams).dimensions
+    sample = StreamSample(params.teacher_pool, params.teacher_rate)
+    teacher = (
+        None
+        if params.teacher == "none"
+        else Teacher(params.teacher, params.teacher_c, params.teacher_weight, sample)
+    )
+    learners: dict[str, ClassifierLearner] = {}
+    passive_share = ctx.params_of(TaskgenParams).passive_share
+
+    def add(spec: ClassifierSpec) -> None:
+        learner = ClassifierLearner(
             spec,
             params,
             make_trainer(
                 spec.family or params.family_default,
                 spec.tags,
-                ctx.params_of(FeaturesParams).dimensions,
+                n_features,
                 c=params.c,
                 lr=params.river_lr,
                 min_precision=params.min_precision,
+                teacher=teacher,
             ),
-            passive_share=ctx.params_of(TaskgenParams).passive_share,
+            passive_share=passive_share,
         )
-        for spec in ctx.classifiers
-    }
-    for name, learner in learners.items():
+        learners[spec.name] = learner
         # Read at scrape time; after a restart it shows the count coming back.
-        ctx.metrics.learner_labels.labels(ctx.pipeline, name).set_function(_held(learner))
+        ctx.metrics.learner_labels.labels(ctx.pipeline, spec.name).set_function(_held(learner))
+        ctx.metrics.learner_trained.labels(ctx.pipeline, spec.name).set_function(_finished(learner))
+
+    # Retired ones too: their labels are read (and ignored) like any other's.
+    ctx.catalog.on_added(add)
     published: dict[str, int] = {}
     fitter = Fitter()
     labels_in = ctx.metrics.items_in.labels(ctx.pipeline, PE)
 
+    review = LabelReview(params.review_labels)
+
+    async def append(label: Label) -> None:
+        await (await ctx.send("crowd.labels", label.item_id, encode(label)))
+
+    def correctable() -> dict[str, ClassifierSpec]:
+        return {spec.name: spec for spec in ctx.catalog.serving()}
+
     async def on_labels(records: Sequence[ConsumerRecord]) -> None:
+        await ctx.catalog.caught_up.wait()  # labels of classifiers added at run time
         for record in records:
             labels_in.inc()
             try:
@@ -85,11 +118,29 @@ def register(ctx: PipelineContext) -> None:
             except DecodeError as exc:
                 await (await ctx.reject(PE, exc.kind, str(exc), record.value))
                 continue
+            review.take(label)
             learner = learners.get(label.classifier)
-            if learner is not None:
+            if learner is not None and ctx.catalog.state(label.classifier) != "retired":
                 learner.add(label)
 
     labels_log = ctx.follow("crowd.labels", PE, on_labels)
+    api = LabelsApi(
+        review,
+        correctable,
+        append,
+        operator=OperatorAccess.from_settings(ctx.settings),
+        ready=labels_log.caught_up,
+    )
+    ctx.endpoints.extend(api.endpoints())
+
+    async def take_sample(batch: FeatureBatch) -> Pending:
+        for i in sample.choose(len(batch), time.monotonic()):
+            idx, val = batch.rows[i]
+            sample.add(PoolItem(batch.items[i].id, batch.items[i].text, idx, val, batch.sigs[i]))
+        return []
+
+    if teacher is not None:
+        ctx.consume("items.features", PE, skipping_decoder(n_features), take_sample)
     ctx.durable(
         PE,
         lambda: {
@@ -106,7 +157,8 @@ def register(ctx: PipelineContext) -> None:
         # Until both logs are read, a retrain would repeat models already published.
         if not (book.caught_up.is_set() and labels_log.caught_up.is_set()):
             return
-        for name, learner in learners.items():
+        for spec in ctx.catalog.labeling():  # not while paused
+            name, learner = spec.name, learners[spec.name]
             active = book.updates.get(name)
             learner.sync(active)
             if not learner.due():
@@ -123,11 +175,19 @@ def register(ctx: PipelineContext) -> None:
                 )
                 fitter.renew()
                 return
+            if update is not None:
+                try:
+                    await (await ctx.send("control.models", name, ctx.signer.sign(update)))
+                except KafkaError as exc:
+                    # The broker refused the model (too large for its message limit, a
+                    # topic misconfigured): the active model stays, the learner goes on.
+                    log.error("classifier %s: model v%d not published: %r", name, version, exc)
+                    update, outcome = None, "unpublishable"
             ctx.metrics.models_trained.labels(ctx.pipeline, name, outcome).inc()
+            learner.finish_training()
             if update is None:
                 log.info("classifier %s: trained on %d labels, %s", name, learner.n_train, outcome)
                 continue
-            await (await ctx.send("control.models", name, ctx.signer.sign(update)))
             published[name] = version
             ctx.metrics.items_out.labels(ctx.pipeline, PE).inc()
             log.info(

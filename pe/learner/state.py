@@ -74,6 +74,12 @@ class ClassifierLearner:
         self.n_train = 0
         self.items: set[str] = set()
         self.trained_at = 0  #: labels (train + held out) when last trained
+        #: labels the last finished training saw (trained_at, once its model is out)
+        self.finished_at = 0
+        self.last_label_at = time.monotonic()  #: when the last label was taken
+        #: Operators' corrections taken, and how many of them the last training saw.
+        self.corrections = 0
+        self.corrections_trained = 0
 
     @property
     def n_labels(self) -> int:
@@ -82,8 +88,11 @@ class ClassifierLearner:
     def add(self, label: Label) -> bool:
         """Take a crowd label; False if it cannot train (no agreement, N/A, unknown tag,
         no features or features that do not fit the model, or an item already labeled:
-        the first label of an item wins)."""
-        if label.tag is None or label.tag not in self.spec.tags or label.item_id in self.items:
+        the first label of an item wins, unless an operator corrects it)."""
+        if label.tag is None or label.tag not in self.spec.tags:
+            return False
+        correction = label.corrected_by is not None and label.item_id in self.items
+        if label.item_id in self.items and not correction:
             return False
         # Gold questions (the annotator's, or a counting job's) measure workers and
         # carry no features.
@@ -92,43 +101,75 @@ class ClassifierLearner:
         if not features_in_range(label.idx, self.trainer.n_features):
             return False
         self.items.add(label.item_id)
+        self.last_label_at = time.monotonic()
         weight = 1.0 if label.posterior is None else label.posterior
         # Kept for every retrain until the budget is spent: as machine arrays (12 bytes a
         # feature) rather than the label's lists of Python numbers (about 60).
-        example = Example(array("i", label.idx), array("d", label.val), label.tag, weight)
-        if label.kind in self._holdout_kinds and in_holdout(label.item_id, self._holdout_rate):
+        idx, val = array("i", label.idx), array("d", label.val)
+        example = Example(idx, val, label.tag, weight, label.item_id, label.text)
+        if correction:
+            self._correct(example)
+        elif label.kind in self._holdout_kinds and in_holdout(label.item_id, self._holdout_rate):
             self.holdout.append(example)
         else:
             self.trainer.add(example)
             self.n_train += 1
         return True
 
+    def _correct(self, example: Example) -> None:
+        """An operator's tag replaces the crowd's, where the item's label is kept."""
+        self.corrections += 1
+        for i, held in enumerate(self.holdout):
+            if held.item_id == example.item_id:
+                self.holdout[i] = example
+                return
+        self.trainer.correct(example)
+
     def sync(self, active: ModelHeader | None) -> None:
         """After a restart, do not retrain for labels the active model already saw."""
         if active is not None:
             self.trained_at = max(self.trained_at, active.n_train + active.n_holdout)
+            self.finished_at = max(self.finished_at, active.n_train + active.n_holdout)
 
-    def due(self) -> bool:
-        return (
-            self.n_train >= self.params.min_train
-            and self.n_labels - self.trained_at >= self.params.retrain_every
+    def due(self, now: float | None = None) -> bool:
+        """Retrain? After ``retrain_every`` new labels, or after any once labels have
+        stopped coming for ``retrain_idle_s`` (``now``: time.monotonic())."""
+        new = self.n_labels - self.trained_at + self.corrections - self.corrections_trained
+        idle = (time.monotonic() if now is None else now) - self.last_label_at
+        return self.n_train >= self.params.min_train and (
+            new >= self.params.retrain_every or (new > 0 and idle >= self.params.retrain_idle_s)
         )
-
-    def train(self, active: ModelHeader | None, version: int) -> tuple[ModelUpdate | None, str]:
-        """Train; return the update to publish (or None) and an outcome for metrics."""
-        n_train = self.start_training()
-        return self.judge(self.trainer.export(), n_train, active, version)
 
     async def train_off_loop(
         self, active: ModelHeader | None, version: int, executor: Executor
     ) -> tuple[ModelUpdate | None, str]:
-        """:meth:`train`, with the trainer's long computations sent to ``executor``."""
+        """Train, with the trainer's long computations sent to ``executor``; the update
+        to publish (or None) and an outcome for metrics.
+
+        A model to be published is then refitted on its training labels and the
+        held-out ones (scikit-learn family): the held-out labels judge the recipe,
+        then teach the model too. Its metrics are the first fit's, which learned from
+        fewer labels: they understate the published model a little, never flatter it.
+        """
         n_train = self.start_training()
-        return self.judge(await self.trainer.export_off_loop(executor), n_train, active, version)
+        update, outcome = self.judge(
+            await self.trainer.export_off_loop(executor), n_train, active, version
+        )
+        if update is not None and self.holdout:
+            held_out = list(self.holdout)
+            final = await self.trainer.refit_off_loop(executor, n_train, held_out)
+            if final is not None:
+                update = update.model_copy(update={"model": final})
+        return update, outcome
+
+    def finish_training(self) -> None:
+        """The last training's model is judged, and published if it was to be."""
+        self.finished_at = self.trained_at
 
     def start_training(self) -> int:
         """Mark the labels seen now as trained on; the training-set size."""
         self.trained_at = self.n_labels
+        self.corrections_trained = self.corrections
         return self.n_train
 
     def judge(

@@ -10,12 +10,12 @@ from collections.abc import Sequence
 
 from aiokafka import ConsumerRecord
 
-from channels.codec import DecodeError, decode, encode
+from channels.codec import decode_valid, encode
 from channels.records import Label, Task
-from pe.common.featurebatch import FeatureBatch, decode_feature_batch
+from pe.common.featurebatch import FeatureBatch, skipping_decoder
 from pe.common.linear import feature_matrix
 from pe.common.modelbook import ModelBook, model_book
-from pe.params import AnnotatorParams, FeaturesParams, TaskgenParams
+from pe.params import AnnotatorParams, ClassifierSpec, FeaturesParams, TaskgenParams
 from pe.taskgen.budget import AnswerBudget
 from pe.taskgen.sampler import Candidate, ClassifierSampler, LoadGovernor, Scorer, TokenBucket
 from runtime.context import PipelineContext
@@ -47,8 +47,12 @@ def register(ctx: PipelineContext) -> None:
     n_features = ctx.params_of(FeaturesParams).dimensions
     book = model_book(ctx)
     rng = random.Random(params.seed)
-    samplers = {
-        spec.name: ClassifierSampler(
+    per_second = params.max_tasks_per_minute / 60.0
+    samplers: dict[str, ClassifierSampler] = {}
+    buckets: dict[str, TokenBucket] = {}
+
+    def add(spec: ClassifierSpec) -> None:
+        samplers[spec.name] = ClassifierSampler(
             buffer_size=params.buffer_size,
             active_fraction=params.active_fraction,
             strategy=params.strategy,
@@ -59,26 +63,21 @@ def register(ctx: PipelineContext) -> None:
             rng=rng,
             answers=AnswerBudget(params.answer_budget, annotator.most_answers),
         )
-        for spec in ctx.classifiers
-    }
-    now = time.monotonic()
-    per_second = params.max_tasks_per_minute / 60.0
-    buckets = {
-        name: TokenBucket(per_second, max(per_second * params.round_interval_s, 1.0), now)
-        for name in samplers
-    }
+        buckets[spec.name] = TokenBucket(
+            per_second, max(per_second * params.round_interval_s, 1.0), time.monotonic()
+        )
+
+    ctx.catalog.on_added(add)
 
     governor = LoadGovernor(params.backlog_low, params.backlog_high, params.load_floor)
     #: Crowd tasks from every source without an outcome yet: the crowd's backlog.
     unanswered: set[str] = set()
     answered: set[str] = set()
 
-    def restore(records: Sequence[ConsumerRecord]) -> None:
-        for record in records:
-            try:
-                task = decode(Task, record.value)
-            except DecodeError:
-                continue  # not ours to judge: the annotator rejects bad tasks
+    async def restore(records: Sequence[ConsumerRecord]) -> None:
+        await ctx.catalog.caught_up.wait()  # tasks of classifiers added at run time
+        # Not ours to judge: the annotator rejects bad tasks.
+        for task in decode_valid(Task, (record.value for record in records)):
             if task.task_id not in answered:
                 unanswered.add(task.task_id)
             if task.job is not None:
@@ -87,12 +86,10 @@ def register(ctx: PipelineContext) -> None:
             if sampler is not None:
                 sampler.mark_issued(task.item_id, task.sig, task.task_id)
 
-    def outcomes(records: Sequence[ConsumerRecord]) -> None:
-        for record in records:
-            try:
-                label = decode(Label, record.value)
-            except DecodeError:
-                continue  # the learner rejects bad labels
+    async def outcomes(records: Sequence[ConsumerRecord]) -> None:
+        await ctx.catalog.caught_up.wait()
+        # The learner rejects bad labels.
+        for label in decode_valid(Label, (record.value for record in records)):
             if label.task_id is None:
                 continue
             answered.add(label.task_id)
@@ -106,21 +103,17 @@ def register(ctx: PipelineContext) -> None:
 
     logs = (ctx.follow("crowd.tasks", PE, restore), ctx.follow("crowd.labels", PE, outcomes))
 
-    async def decode_batch(records: Sequence[ConsumerRecord]) -> tuple[FeatureBatch, Pending]:
-        # Bad records are the classifier's to reject and count; here they are skipped.
-        batch, _ = decode_feature_batch(records, n_features)
-        return batch, []
-
     async def taskgen(batch: FeatureBatch) -> Pending:
         # The buffers keep the latest buffer_size items: older ones of a big batch
         # would be evicted by the batch itself.
         tail = slice(max(len(batch) - params.buffer_size, 0), None)
+        labeling = ctx.catalog.labeling()  # a paused classifier gets no new picks
         for item, (idx, val), sig in zip(
             batch.items[tail], batch.rows[tail], batch.sigs[tail], strict=True
         ):
             truth = item.meta.get("truth")
             truth_map = truth if isinstance(truth, dict) else {}
-            for spec in ctx.classifiers:
+            for spec in labeling:
                 value = truth_map.get(spec.truth_field)
                 samplers[spec.name].offer(
                     Candidate(
@@ -130,6 +123,8 @@ def register(ctx: PipelineContext) -> None:
                         val,
                         sig,
                         {spec.name: str(value)} if value is not None else {},
+                        item.ts_in,
+                        item.source,
                     )
                 )
         ctx.metrics.items_in.labels(ctx.pipeline, PE).inc(len(batch))
@@ -143,7 +138,7 @@ def register(ctx: PipelineContext) -> None:
         ctx.metrics.crowd_backlog.labels(ctx.pipeline).set(backlog)
         ctx.metrics.confidence_cap.labels(ctx.pipeline).set(cap)
         pending = []
-        for spec in ctx.classifiers:
+        for spec in ctx.catalog.labeling():
             sampler, bucket = samplers[spec.name], buckets[spec.name]
             skipped = sampler.near_duplicates
             # A round is one task per pool worker (CLAMShell's p), within the cap.
@@ -176,6 +171,8 @@ def register(ctx: PipelineContext) -> None:
                     created=time.time(),
                     truth=candidate.truth.get(spec.name),
                     sig=candidate.sig,
+                    ts_in=candidate.ts_in,
+                    source=candidate.source,
                     priority=params.priority,
                 )
                 sampler.mark_issued(task.item_id, task.sig, task.task_id)
@@ -200,5 +197,5 @@ def register(ctx: PipelineContext) -> None:
             "unanswered": sorted(unanswered),
         },
     )
-    ctx.consume("items.features", PE, decode_batch, taskgen)
+    ctx.consume("items.features", PE, skipping_decoder(n_features), taskgen)
     ctx.timer(params.round_interval_s, f"{ctx.pipeline}.taskgen.round", issue_round)

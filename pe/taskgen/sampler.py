@@ -31,6 +31,8 @@ class Candidate:
     val: list[float]
     sig: int
     truth: dict[str, str]
+    ts_in: float | None = None  #: the item's arrival, for its task (Task.ts_in)
+    source: str | None = None  #: the item's producer source, for its task
 
 
 class TokenBucket:

@@ -18,15 +18,19 @@ import orjson
 import pytest
 import yaml
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from playwright.sync_api import Browser, sync_playwright
 
 from pipelines.broker import EmbeddedBroker, free_port
 from pipelines.local import terminate
+from tests.integration.browser import CHROMIUM, CHROMIUM_ARGS
 
 #: A worker joins its consumer groups in a few seconds; this bound is for a loaded CI
 #: machine.
 READY_TIMEOUT_S = 90.0
 #: The model key of every test worker: they do not own the broker, so they need one.
 TEST_MODEL_KEY = b"crowdstream integration-test model key"
+#: The webhook secret of test workers that send webhooks (CROWDSTREAM_WEBHOOK_SECRET).
+WEBHOOK_SECRET = b"webhook secret of the tests"
 
 pytestmark = pytest.mark.integration
 
@@ -219,3 +223,22 @@ async def wait_until(check: Callable[[], bool], timeout_s: float = 60.0) -> bool
             return True
         await asyncio.sleep(0.2)
     return check()
+
+
+@pytest.fixture(scope="module")
+def output() -> Path:
+    folder = Path(os.environ.get("CROWDSTREAM_TEST_OUTPUT", "test-output")) / "browser"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail("chromium is not installed: run `make test` (it installs chromium)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        yield launched
+        launched.close()

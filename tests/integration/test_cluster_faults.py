@@ -99,7 +99,8 @@ def _round(value: float | None) -> float | None:
 
 class TopicReader:
     """Reads a topic from its start while the run goes on: every record's item id,
-    and its ``ts_out`` (when it was classified) if it has one."""
+    and its ``ts_out`` (when it was classified) if it has one. Revisions (a crowd
+    label's new record of an item classified before) are only counted."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
         self.consumer = AIOKafkaConsumer(
@@ -113,6 +114,7 @@ class TopicReader:
         self.ids: list[str] = []
         self.seen: set[str] = set()
         self.ts_out: list[float] = []
+        self.revisions = 0
         self.last_read = time.monotonic()
         self._task: asyncio.Task[None] | None = None
 
@@ -141,11 +143,14 @@ class TopicReader:
             for batch in batches.values():
                 for record in batch:
                     item = orjson.loads(record.value)
+                    self.last_read = time.monotonic()
+                    if item.get("revision"):
+                        self.revisions += 1
+                        continue
                     self.ids.append(item["id"])
                     self.seen.add(item["id"])
                     if "ts_out" in item:
                         self.ts_out.append(item["ts_out"])
-                    self.last_read = time.monotonic()
 
 
 @dataclass
@@ -158,6 +163,7 @@ class FaultRun:
     delivery_errors: list[str]
     raw: set[str]  #: the pushed ids items.raw holds
     classified: list[str]  #: ids in the order items.classified holds them
+    revisions: int  #: records of items.classified that revise an item (crowd labels)
     labels: list[dict[str, Any]]
     tasks: list[dict[str, Any]]
     kills: list[Kill]
@@ -210,6 +216,7 @@ class FaultRun:
             "missing_in_raw": len(set(self.pushed) - self.raw),
             "classified_records": len(self.classified),
             "classified_items": len(set(self.classified)),
+            "revisions": self.revisions,
             "missing": len(missing),
             "missing_mandatory": len(missing & self.mandatory),
             "shed": self.shed,
@@ -436,6 +443,7 @@ async def run_faults(
         delivery_errors=producer.errors,
         raw=raw.seen,
         classified=classified.ids,
+        revisions=classified.revisions,
         labels=labels,
         tasks=tasks,
         kills=kills,

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.integration
 
 PIPELINE = "fuzztest"
 PER_INGRESS = 150
-_QUERY_KEYS = ("classifier", "tag", "min_confidence", "since", "until", "limit", "other")
+_QUERY_KEYS = ("classifier", "tag", "source", "min_confidence", "since", "until", "limit", "other")
 
 T = TypeVar("T")
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -96,10 +99,19 @@ async def test_jobs_finish_with_balanced_books_at_3x_the_sustainable_rate(
             assert worker.post("/api/v1/jobs", orjson.dumps(job))[0] == 202
         assert await wait_until(lambda: _job(worker, "load-count").get("status") == "running")
 
-        # 3x the sustainable rate for about 8 seconds.
+        # 3x the sustainable rate for about 8 seconds. The worker is paused for the
+        # first 1.5: a run where it kept up with 3x its measured rate shed nothing.
         rate = 3 * sustainable
         n = int(rate * 8)
-        await push_lines([broker.bootstrap], PIPELINE, _stream(n, 0, sample), rate=rate)
+        os.kill(worker.proc.pid, signal.SIGSTOP)
+        try:
+            pushing = asyncio.ensure_future(
+                push_lines([broker.bootstrap], PIPELINE, _stream(n, 0, sample), rate=rate)
+            )
+            await asyncio.sleep(1.5)
+        finally:
+            os.kill(worker.proc.pid, signal.SIGCONT)
+        await pushing
 
         def finished() -> bool:
             return all(

@@ -72,15 +72,17 @@ async def test_every_item_appears_exactly_once_and_models_change_the_output(
         return ids <= {r.key.decode() for r in records}
 
     records = await read_topic(broker.bootstrap, f"{PIPELINE}.items.classified", all_first)
-    seen = Counter(r.key.decode() for r in records)
+    items = values(records)
+    # Once each: a crowd label's revision of an item is another record, not a repeat.
+    seen = Counter(item["id"] for item in items if item["revision"] == 0)
     assert set(seen) >= ids
     assert [i for i in ids if seen[i] != 1] == []
-    items = values(records)
     # Items never wait for humans: the first ones were classified before any model.
     assert items[0]["labels"]["aid_related"] == {
         "tag": None,
         "confidence": None,
         "model_version": 0,
+        "source": None,
     }
 
     # The simulated crowd labels, the learner trains and publishes models...
@@ -137,6 +139,8 @@ async def test_every_item_appears_exactly_once_and_models_change_the_output(
                 prediction = item["labels"][name]
                 assert prediction["model_version"] >= 1
                 assert prediction["tag"] in {"yes", "no"}
+                if prediction["source"] != "model":
+                    continue  # the crowd's tag (the item, or a near-duplicate, labeled)
                 # The tag is the model's decision: its first tag at or above the
                 # threshold chosen from the labels, else the other (a model from too
                 # few labels of a tag to choose one: the most probable tag); the
@@ -149,7 +153,9 @@ async def test_every_item_appears_exactly_once_and_models_change_the_output(
                 p_yes = prediction["confidence"]
                 if prediction["tag"] != "yes":
                     p_yes = 1.0 - p_yes
-                assert (prediction["tag"] == "yes") == (p_yes >= decision["threshold"] - 1e-4)
+                if abs(p_yes - decision["threshold"]) < 1e-4:
+                    continue  # the confidence is rounded to 4 places: too close to call
+                assert (prediction["tag"] == "yes") == (p_yes >= decision["threshold"])
                 decided += 1
     assert decided > 0
     labels = await read_topic(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -62,7 +63,13 @@ async def test_a_burst_is_shed_by_policy_and_every_item_is_accounted(
                 item["meta"] = {"mandatory": True}
             lines.append(orjson.dumps(item))
         lines.append(b"not json")
-        await push_lines([broker.bootstrap], PIPELINE, lines)
+        # The worker is paused while the burst lands, so it all waits when it reads
+        # again: a worker that kept up with the push would see no burst at all.
+        os.kill(worker.proc.pid, signal.SIGSTOP)
+        try:
+            await push_lines([broker.bootstrap], PIPELINE, lines)
+        finally:
+            os.kill(worker.proc.pid, signal.SIGCONT)
 
         # Until both stages' books balance: a batch is counted in when it is read and
         # out when it is done, so a scrape can fall between the two.

@@ -7,24 +7,22 @@ The worker runs ``crowdstream up --crowd web``; Playwright drives Debian's chrom
 
 from __future__ import annotations
 
-import asyncio
 import os
-import shutil
 import time
 import urllib.request
-from collections.abc import Callable, Coroutine, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from playwright.sync_api import Browser, Page, ViewportSize, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from pipelines.broker import EmbeddedBroker
 from pipelines.client import push_lines
 from pipelines.sample import load_sample
 from pipelines.topology import load_topology
+from tests.integration.browser import MOBILE, run
 from tests.integration.conftest import (
     Worker,
     read_all,
@@ -38,27 +36,7 @@ pytestmark = pytest.mark.integration
 PIPELINE = "webtest"
 BUDGET = 4  #: tasks per classifier
 OPERATOR = "operator-secret-for-tests"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-#: Flags for a root, offline, headless run: background networking would reach for
-#: Google's hosts and be refused by a closed network.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 XSS = 'Water needed <script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
-MOBILE = ViewportSize(width=390, height=844)
-
-
-@pytest.fixture(scope="module")
-def output() -> Path:
-    folder = Path(os.environ.get("CROWDSTREAM_TEST_OUTPUT", "test-output")) / "browser"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -96,18 +74,6 @@ def worker(
     running.stop()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail("chromium is not installed: run `make test` (it installs chromium)")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        yield launched
-        launched.close()
-
-
 def gold_answers(topology: Path) -> dict[tuple[str, str], str]:
     """The known tag of each qualification item, by (question, text)."""
     specs = load_topology(str(topology)).classifiers
@@ -118,12 +84,6 @@ def gold_answers(topology: Path) -> dict[tuple[str, str], str]:
             if truth.get(spec.truth_field) in spec.tags:
                 known[(spec.question, record["text"])] = str(truth[spec.truth_field])
     return known
-
-
-def run(coroutine: Coroutine[Any, Any, Any]) -> Any:
-    """Run a coroutine to its end from this thread, where Playwright's loop runs."""
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coroutine).result()
 
 
 def wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> None:

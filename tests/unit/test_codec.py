@@ -9,6 +9,7 @@ from channels.codec import (
     RAW_EXCERPT_BYTES,
     DecodeError,
     decode,
+    decode_valid,
     encode,
     iter_json_lines,
     parse_input,
@@ -106,3 +107,9 @@ def test_records_with_features_refuse_mismatched_or_negative_indices(model: type
         decode(model, orjson.dumps({**base, "idx": [1, 2], "val": [0.5]}))
     with pytest.raises(DecodeError, match="negative"):
         decode(model, orjson.dumps({**base, "idx": [-1], "val": [0.5]}))
+
+
+def test_a_reader_that_skips_bad_records_keeps_the_good_ones_in_order() -> None:
+    good = [encode(InputItem(text=f"item {i}")) for i in range(3)]
+    values = [good[0], None, b"{not json", good[1], b'{"text": 5}', good[2]]
+    assert [item.text for item in decode_valid(InputItem, values)] == ["item 0", "item 1", "item 2"]

@@ -95,6 +95,14 @@ def test_set_overrides_parameters_and_validates_them() -> None:
         _topology("crisis", settings, ["speed=20"])
     with pytest.raises(TopologyError, match="invalid --set"):
         _topology("crisis", settings, ["annotator.speed=-1"])
+    # A dotted parameter reaches into a group; a scalar is not one.
+    nested = _topology("crisis", settings, ["annotator.quality.threshold=0.8"])
+    assert params_of(nested.params, AnnotatorParams).quality.threshold == 0.8
+    assert params_of(nested.params, AnnotatorParams).quality.max_answers == 5
+    with pytest.raises(TopologyError, match="'speed' is not a group"):
+        _topology("crisis", settings, ["annotator.speed.x=1"])
+    with pytest.raises(TopologyError, match="invalid --set"):
+        _topology("crisis", settings, ["annotator.quality.threshold=2"])
 
 
 def test_gold_questions_come_from_the_topology_s_gold_file(tmp_path: Path) -> None:

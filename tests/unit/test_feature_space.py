@@ -73,3 +73,28 @@ def test_the_bundled_sentence_transformer_loads_offline_and_ranks_meaning() -> N
 def test_an_unknown_embedding_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown embedding"):
         load_embedder("nonesuch")
+
+
+def test_the_multilingual_encoder_loads_offline_and_matches_meaning_across_languages() -> None:
+    params = FeaturesParams(n_features=2**12, embedding="use", embedding_weight=0.7)
+    space = FeatureSpace(params)
+    assert space.dimensions == 2**12 + 512
+    dense = space.matrix(["we need water", "the match was great"])[:, 2**12 :].toarray()
+    assert np.allclose(np.linalg.norm(dense, axis=1), 0.7, atol=1e-3)
+    # French and English share no word: the encoder, not the spelling, pairs them.
+    vectors = load_embedder("use")(["nous avons besoin d'eau potable", "we need drinking water"])
+    other = load_embedder("use")(["the football match was great"])[0]
+    assert vectors[0] @ vectors[1] > max(vectors[0] @ other, vectors[1] @ other) + 0.3
+    assert load_embedder("use")([]).shape == (0, 512)
+
+
+def test_the_e5_encoder_matches_haitian_creole_to_english() -> None:
+    space = FeatureSpace(FeaturesParams(n_features=2**12, embedding="e5", embedding_weight=0.7))
+    assert space.dimensions == 2**12 + 384
+    embed = load_embedder("e5")
+    # "We need water, we are thirsty" in Creole; no word in common with the English.
+    creole, english, other = embed(
+        ["nou bezwen dlo, nou swaf anpil", "we need water, we are thirsty", "the match was great"]
+    )
+    assert creole @ english > creole @ other + 0.05
+    assert embed([]).shape == (0, 384)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from sklearn.feature_extraction.text import HashingVectorizer
 
 from pe.common.hashing import FeatureHasher, sparse_rows
@@ -97,3 +98,57 @@ def test_a_discarded_signature_no_longer_matches() -> None:
     assert sigs.has_near(1 << 40, 0)
     sigs.add(0)  # every value is a signature, 0 too
     assert sigs.has_near(0, 0)
+
+
+def _naive_nearest(
+    sigs: SignatureSet, stored: list[tuple[int, int, bool]], query: int, bits: int
+) -> list[int]:
+    """Each group's nearest live stored signature (slot), the newest of equals; -1."""
+    best: dict[int, tuple[int, int, int]] = {}
+    for slot, (sig, group, live) in enumerate(stored):
+        distance = hamming(sig, query)
+        if live and distance <= bits:
+            key = (distance, -slot, slot)
+            if group not in best or key < best[group]:
+                best[group] = key
+    return [best[g][2] if g in best else -1 for g in range(sigs.groups)]
+
+
+@pytest.mark.parametrize("bits", [0, 3, 6, 7, 9, 12])
+def test_nearest_finds_each_groups_nearest_signature_as_a_full_scan_would(bits: int) -> None:
+    rng = np.random.default_rng(bits)
+    centres = [int(c) for c in rng.integers(0, 2**63, 15, dtype=np.uint64)]
+
+    def near(centre: int, most: int) -> int:
+        for bit in rng.integers(0, 64, int(rng.integers(0, most + 1))):
+            centre ^= 1 << int(bit)
+        return centre
+
+    sigs = SignatureSet(capacity=200, groups=3)
+    stored: list[tuple[int, int, bool]] = []
+    for _ in range(150):
+        sig, group = near(centres[int(rng.integers(0, 15))], 8), int(rng.integers(0, 3))
+        assert sigs.add(sig, group) == len(stored)
+        stored.append((sig, group, True))
+        if rng.random() < 0.1:
+            sigs.drop(len(stored) - 1)
+            stored[-1] = (sig, group, False)
+    queries = [near(centres[int(rng.integers(0, 15))], 10) for _ in range(300)]
+    found = sigs.nearest(np.array(queries, dtype=np.uint64), bits)
+    assert found.shape == (300, 3)
+    for query, row in zip(queries, found.tolist(), strict=True):
+        assert row == _naive_nearest(sigs, stored, query, bits)
+    assert (found >= 0).any()
+
+
+def test_nearest_prefers_the_newest_of_equally_near_and_forgets_dropped_slots() -> None:
+    sigs = SignatureSet(capacity=3)
+    first, second = sigs.add(0b1111), sigs.add(0b1111)
+    query = np.array([0b1110, 1 << 60], dtype=np.uint64)
+    assert sigs.nearest(query, 1).tolist() == [[second], [-1]]
+    sigs.drop(second)
+    assert sigs.nearest(query, 1).tolist() == [[first], [-1]]
+    third = sigs.add(1 << 60)
+    assert sigs.add(1 << 61) == first  # the ring reuses the oldest slot
+    assert sigs.nearest(query, 1).tolist() == [[-1], [third]]
+    assert SignatureSet(4).nearest(query, 6).tolist() == [[-1], [-1]]

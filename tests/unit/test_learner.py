@@ -8,7 +8,6 @@ from typing import Literal
 import numpy as np
 import pytest
 from pydantic import ValidationError
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from channels.codec import decode, encode
@@ -24,8 +23,10 @@ from pe.common.hashing import FeatureHasher
 from pe.common.intervals import auc_interval
 from pe.common.linear import compile_model, feature_matrix
 from pe.common.text import grams, tokens
+from pe.learner import trainers
 from pe.learner.evaluate import evaluate
 from pe.learner.state import ClassifierLearner, in_holdout, replaces
+from pe.learner.teacher import logistic
 from pe.learner.trainers import Example, RiverTrainer, SklearnTrainer, fit_logistic, make_trainer
 from pe.params import ClassifierSpec, LearnerParams
 from pipelines.sample import load_sample
@@ -88,7 +89,7 @@ def test_exported_sklearn_model_predicts_like_sklearn(data: tuple) -> None:  # t
     model = fit_logistic(examples, N_FEATURES, 1.0)
     assert model is not None
     x = feature_matrix(features[:500], N_FEATURES)
-    reference = LogisticRegression(C=1.0, class_weight="balanced", max_iter=1000).fit(x, tags[:500])
+    reference = logistic(1.0).fit(x, tags[:500])  # scikit-learn, as the learner sets it
     ours = compile_model(model).predict_proba(feature_matrix(features[500:800], N_FEATURES))
     theirs = reference.predict_proba(feature_matrix(features[500:800], N_FEATURES))
     np.testing.assert_allclose(ours, theirs, atol=1e-4)
@@ -253,7 +254,9 @@ def test_every_held_out_metric_comes_with_its_interval() -> None:
     assert metrics.auc_ci.high - metrics.auc_ci.low < high - low + 2e-4
 
 
-def test_learner_retrains_every_n_labels_and_holds_out_only_passive_labels(data: tuple) -> None:  # type: ignore[type-arg]
+async def test_learner_retrains_every_n_labels_and_holds_out_only_passive_labels(
+    data: tuple,  # type: ignore[type-arg]
+) -> None:
     features, tags = data
     params = LearnerParams(retrain_every=50, min_train=20, holdout_fraction=0.2)
     learner = ClassifierLearner(
@@ -272,7 +275,8 @@ def test_learner_retrains_every_n_labels_and_holds_out_only_passive_labels(data:
     idx, val = features[49]
     learner.add(_label(49, idx, val, tags[49]))
     assert learner.due()
-    update, outcome = learner.train(None, version=1)
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        update, outcome = await learner.train_off_loop(None, 1, executor)
     assert outcome == "published" and update is not None
     assert update.n_train + update.n_holdout == 50 and update.version == 1
     assert not learner.due()
@@ -280,9 +284,22 @@ def test_learner_retrains_every_n_labels_and_holds_out_only_passive_labels(data:
         idx, val = features[i]
         learner.add(_label(i, idx, val, tags[i]))
     assert 40 < len(learner.holdout) < 80  # 0.2 / 0.5 = 40% of the 150 passive labels
-    update2, _ = learner.train(update, version=2)
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        update2, _ = await learner.train_off_loop(update, 2, executor)
     assert update2 is not None and update2.metrics.auc is not None
     assert set(update2.metrics.per_tag) == {"yes", "no"}
+
+
+def test_labels_short_of_retrain_every_are_trained_on_once_the_crowd_is_idle() -> None:
+    params = LearnerParams(retrain_every=50, min_train=5, retrain_idle_s=30.0)
+    learner = ClassifierLearner(SPEC, params, SklearnTrainer(SPEC.tags, 8, 1.0))
+    for i in range(12):
+        learner.add(_label(i, [i % 8], [1.0], "yes" if i % 2 else "no"))
+    last = learner.last_label_at
+    assert not learner.due(now=last + 29.0)  # 12 new labels, and the crowd still at work
+    assert learner.due(now=last + 30.0)  # quiet for 30 s: train on what there is
+    learner.start_training()
+    assert not learner.due(now=last + 3600.0)  # nothing new since
 
 
 def test_a_restarted_learner_does_not_retrain_what_the_active_model_saw() -> None:
@@ -319,24 +336,29 @@ def test_without_random_picks_every_label_may_be_held_out() -> None:
 
 
 @pytest.mark.parametrize("family", ["sklearn", "river"])
-async def test_training_off_the_loop_publishes_the_same_model(family: str, data: tuple) -> None:  # type: ignore[type-arg]
+async def test_held_out_labels_judge_the_model_then_teach_it(family: str, data: tuple) -> None:  # type: ignore[type-arg]
     features, tags = data
-
-    def learner() -> ClassifierLearner:
-        built = ClassifierLearner(
-            SPEC, LearnerParams(), make_trainer(family, SPEC.tags, N_FEATURES, c=1.0, lr=0.5)
-        )
-        for i in range(300):
-            idx, val = features[i]
-            built.add(_label(i, idx, val, tags[i]))
-        return built
-
-    inline, _ = learner().train(None, version=1)
+    learner = ClassifierLearner(
+        SPEC, LearnerParams(), make_trainer(family, SPEC.tags, N_FEATURES, c=1.0, lr=0.5)
+    )
+    for i in range(300):
+        idx, val = features[i]
+        learner.add(_label(i, idx, val, tags[i]))
+    assert learner.holdout
     with ThreadPoolExecutor(max_workers=1) as executor:
-        off_loop, outcome = await learner().train_off_loop(None, 1, executor)
-    assert outcome == "published" and inline is not None and off_loop is not None
-    assert off_loop.model == inline.model
-    assert (off_loop.n_train, off_loop.n_holdout) == (inline.n_train, inline.n_holdout)
+        update, outcome = await learner.train_off_loop(None, 1, executor)
+    assert outcome == "published" and update is not None
+    first = learner.trainer.export()  # the training labels alone
+    assert first is not None
+    # The metrics are the first fit's, on labels it never saw.
+    assert update.metrics == evaluate(first, learner.holdout, SPEC.tags)
+    if family == "sklearn":  # then the held-out labels teach the published model too
+        assert isinstance(learner.trainer, SklearnTrainer)
+        every = fit_logistic([*learner.trainer.examples, *learner.holdout], N_FEATURES, 1.0, "yes")
+        assert update.model == every and update.model != first
+    else:  # river learns online: its held-out labels stay unseen
+        assert update.model == first
+    assert (update.n_train, update.n_holdout) == (learner.n_train, len(learner.holdout))
 
 
 def test_examples_are_weighted_by_their_posterior_and_gold_labels_never_train() -> None:
@@ -365,3 +387,74 @@ def test_a_weighted_example_pulls_the_model_less() -> None:
     x = feature_matrix([([0], [1.0])], 2)
     yes = full.classes.index("yes")
     assert light.predict_proba(x)[0, yes] > full.predict_proba(x)[0, yes] + 0.02
+
+
+@pytest.mark.parametrize("tags", [["yes", "no"], ["a", "b", "c"]])
+def test_a_model_message_keeps_its_largest_weights_within_the_cap(
+    tags: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(0)
+    examples = [
+        Example(
+            sorted(rng.choice(2000, 20, replace=False).tolist()), [1.0] * 20, tags[i % len(tags)]
+        )
+        for i in range(300)
+    ]
+    full = fit_logistic(examples, 2048, 1.0)
+    monkeypatch.setattr(trainers, "MAX_WEIGHTS", 120)
+    capped = fit_logistic(examples, 2048, 1.0)
+    assert full is not None and capped is not None
+    assert sum(len(row.idx) for row in full.rows) > 120
+    assert sum(len(row.idx) for row in capped.rows) <= 120
+    for whole, row in zip(full.rows, capped.rows, strict=True):
+        kept = dict(zip(row.idx, row.val, strict=True))
+        assert kept == {i: v for i, v in zip(whole.idx, whole.val, strict=True) if i in kept}
+        # Every weight dropped is no larger than every weight kept.
+        dropped = [abs(v) for i, v in zip(whole.idx, whole.val, strict=True) if i not in kept]
+        assert max(dropped) <= min(abs(v) for v in kept.values())
+
+
+def test_a_training_counts_as_finished_once_its_model_is_out() -> None:
+    learner = ClassifierLearner(
+        SPEC, LearnerParams(retrain_every=10, min_train=2), SklearnTrainer(SPEC.tags, 8, 1.0)
+    )
+    for i in range(20):
+        learner.add(_label(i, [i % 8], [1.0], "yes" if i % 2 else "no"))
+    learner.start_training()
+    assert (learner.trained_at, learner.finished_at) == (20, 0)  # not yet published
+    learner.finish_training()
+    assert learner.finished_at == 20
+    restarted = ClassifierLearner(SPEC, LearnerParams(), SklearnTrainer(SPEC.tags, 8, 1.0))
+    restarted.sync(_update(n_train=100, auc=0.7))  # the active model saw 110 labels
+    assert restarted.finished_at == 110
+
+
+def test_an_operators_correction_replaces_the_crowds_tag_and_is_trained_on() -> None:
+    params = LearnerParams(retrain_every=3, min_train=2, holdout_fraction=0.2)
+    learner = ClassifierLearner(SPEC, params, SklearnTrainer(SPEC.tags, 8, 1.0))
+    labels = [_label(i, [i % 8], [1.0], "yes" if i % 2 else "no") for i in range(40)]
+    for label in labels:
+        learner.add(label)
+    learner.start_training()
+    held = learner.holdout[0].item_id
+    trained = next(e.item_id for e in learner.trainer.examples)  # type: ignore[attr-defined]
+    assert held != trained and not learner.due()
+
+    def corrected(item_id: str) -> Label:
+        crowd = next(label for label in labels if label.item_id == item_id)
+        tag = "no" if crowd.tag == "yes" else "yes"
+        return crowd.model_copy(update={"tag": tag, "corrected_by": "operator", "ts": 9.0})
+
+    # A crowd label of a labeled item is still refused; the operator's is taken.
+    assert not learner.add(labels[0].model_copy(update={"ts": 9.0}))
+    for item_id in (held, trained):
+        assert learner.add(corrected(item_id))
+    tags = {e.item_id: e.tag for e in learner.trainer.examples}  # type: ignore[attr-defined]
+    assert tags[trained] == corrected(trained).tag
+    assert {e.item_id: e.tag for e in learner.holdout}[held] == corrected(held).tag
+    assert learner.n_labels == 40  # replaced, not added
+    assert len(learner.trainer.examples) + len(learner.holdout) == 40  # type: ignore[attr-defined]
+    learner.add(corrected(labels[5].item_id))
+    assert learner.due()  # three corrections are three changes to train on
+    learner.start_training()
+    assert not learner.due()

@@ -30,16 +30,25 @@ class Clock:
         return self.now
 
 
-def item(n: int, ts: float, tag: str = "yes", confidence: float | None = 0.9) -> dict[str, Any]:
+def item(
+    n: int,
+    ts: float,
+    tag: str = "yes",
+    confidence: float | None = 0.9,
+    source: str = "model",
+    revision: int = 0,
+) -> dict[str, Any]:
+    prediction = {"tag": tag, "confidence": confidence, "model_version": 1, "source": source}
     return {
         "id": f"i{n}",
         "text": f"message {n}",
         "ts_in": ts - 0.1,
         "ts_out": ts,
         "labels": {
-            "aid_related": {"tag": tag, "confidence": confidence, "model_version": 1},
-            "request": {"tag": None, "confidence": None, "model_version": 0},
+            "aid_related": prediction,
+            "request": {"tag": None, "confidence": None, "model_version": 0, "source": None},
         },
+        "revision": revision,
     }
 
 
@@ -74,6 +83,45 @@ def test_filters_by_classifier_tag_confidence_and_time() -> None:
     assert ids(Query(since=15.0, until=30.0)) == ["i3", "i2"]
     assert ids(Query(classifier="request", tag="yes")) == []
     assert ids(Query(classifier="other")) == []
+
+
+def test_a_newer_revision_replaces_its_item_and_counts_as_arriving_now() -> None:
+    clock = Clock()
+    recent = RecentResults(max_items=3, max_age_s=60.0, clock=clock)
+    recent.add([item(1, 990.0), item(2, 991.0), item(3, 992.0)])
+    subscription = recent.subscribe(Query(classifier="aid_related", source="crowd"))
+    assert subscription is not None
+    crowd = item(1, 995.0, "no", 1.0, source="crowd", revision=7)
+    assert recent.add([crowd]) == 1
+    assert [i["id"] for i in recent.query(Query(), 10)] == ["i1", "i3", "i2"]
+    assert recent.query(Query(), 1)[0] is crowd and subscription.queue.get_nowait() is crowd
+    # A repeat of the revision or of the first record (after a crash), or an older
+    # revision, changes nothing.
+    assert recent.add([item(1, 996.0), dict(crowd), item(1, 997.0, revision=3)]) == 0
+    assert recent.query(Query(), 1)[0] is crowd and subscription.queue.empty()
+    # The revised item left the window last: the next item evicts the oldest first.
+    recent.add([item(4, 998.0)])
+    assert [i["id"] for i in recent.query(Query(), 10)] == ["i4", "i1", "i3"]
+    assert recent.add([item(2, 999.0, revision=9)]) == 1  # evicted: back as new
+    assert len(recent) == 3
+
+
+def test_filters_by_where_the_tag_came_from() -> None:
+    recent = RecentResults(max_items=100, max_age_s=1e9, clock=Clock())
+    old = item(4, 40.0)
+    del old["labels"]["aid_related"]["source"]  # written before tags had a source
+    recent.add(
+        [item(1, 10.0), item(2, 20.0, source="crowd"), item(3, 30.0, source="propagated"), old]
+    )
+
+    def ids(query: Query) -> list[str]:
+        return [i["id"] for i in recent.query(query, 100)]
+
+    assert ids(Query(classifier="aid_related", source="model")) == ["i4", "i1"]
+    assert ids(Query(classifier="aid_related", source="crowd")) == ["i2"]
+    assert ids(Query(classifier="aid_related", tag="yes", source="propagated")) == ["i3"]
+    assert ids(Query(classifier="aid_related", tag="no", source="propagated")) == []
+    assert ids(Query(classifier="request", source="model")) == []
 
 
 async def test_a_slow_subscriber_loses_items_counted_never_the_table() -> None:
@@ -122,6 +170,8 @@ async def test_list_filters_and_limits(client: Any) -> None:
     [
         ({"classifier": "nope"}, "unknown classifier"),
         ({"tag": "yes"}, "need a classifier"),
+        ({"source": "crowd"}, "need a classifier"),
+        ({"classifier": "aid_related", "source": "people"}, "source"),
         ({"classifier": "aid_related", "tag": "maybe"}, "has no tag"),
         ({"classifier": "aid_related", "min_confidence": "2"}, "from 0 to 1"),
         ({"classifier": "aid_related", "min_confidence": "nan"}, "from 0 to 1"),
@@ -176,6 +226,31 @@ async def test_the_stream_sends_the_backlog_then_new_matching_items_once(client:
     assert [(name, event_id) for name, event_id, _ in await _events(response, 1)] == [
         ("item", "i5")
     ]
+    response.close()
+
+
+async def test_the_list_and_the_stream_filter_by_source_and_stream_revisions(
+    client: Any,
+) -> None:
+    http, recent = client
+    recent.add([item(1, 100.0), item(2, 200.0, source="propagated")])
+    answer = await http.get(
+        "/api/v1/classified", params={"classifier": "aid_related", "source": "propagated"}
+    )
+    assert [i["id"] for i in (await answer.json())["items"]] == ["i2"]
+    response = await http.get(
+        "/api/v1/classified/stream", params={"classifier": "aid_related", "source": "crowd"}
+    )
+    assert response.status == 200
+    await asyncio.sleep(0.05)
+    recent.add([item(1, 300.0, "no", 1.0, source="crowd", revision=42)])
+    [(name, event, data)] = await _events(response, 1)
+    assert (name, event, data["revision"]) == ("item", "i1#42", 42)
+    response.close()
+    # A client resumes after a revision's event id.
+    recent.add([item(3, 400.0)])
+    response = await http.get("/api/v1/classified/stream", headers={"Last-Event-ID": "i1#42"})
+    assert [event for _, event, _ in await _events(response, 1)] == ["i3"]
     response.close()
 
 

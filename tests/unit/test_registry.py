@@ -49,7 +49,7 @@ def sneaky() -> Iterator[PeSpec]:
 
 
 def test_the_built_in_pes_are_declared_once_in_data_flow_order() -> None:
-    names = [spec.name for spec in pe_specs()][:7]
+    names = [spec.name for spec in pe_specs()][:8]
     assert names == [
         "collector",
         "features",
@@ -58,9 +58,10 @@ def test_the_built_in_pes_are_declared_once_in_data_flow_order() -> None:
         "jobs",
         "annotator",
         "learner",
+        "notifier",
     ]
     singletons = {spec.name for spec in pe_specs() if spec.singleton}
-    assert singletons == {"taskgen", "jobs", "annotator", "learner"}
+    assert singletons == {"taskgen", "jobs", "annotator", "learner", "notifier"}
 
 
 def test_a_topology_naming_an_unknown_pe_is_refused_with_the_known_ones() -> None:

@@ -13,17 +13,28 @@ from channels.records import (
     LinearModel,
     ModelMetrics,
     ModelUpdate,
+    Provenance,
     SparseRow,
     TagPrediction,
 )
-from pipelines.demo import _print_summary, _progress
+from pipelines.demo import _observe, _print_summary, _progress
 from pipelines.report import RunLog, crowd_summary, percentiles, stream_quality, write_report
 
 
 def _item(
-    i: int, tag: str | None, confidence: float | None, ts_out: float, classifier: str = "c"
+    i: int,
+    tag: str | None,
+    confidence: float | None,
+    ts_out: float,
+    classifier: str = "c",
+    source: Provenance = "model",
 ) -> ClassifiedItem:
-    prediction = TagPrediction(tag=tag, confidence=confidence, model_version=1 if tag else 0)
+    prediction = TagPrediction(
+        tag=tag,
+        confidence=confidence,
+        model_version=1 if tag else 0,
+        source=source if tag else None,
+    )
     return ClassifiedItem(
         id=f"i{i}", text="t", ts_in=0.0, ts_out=ts_out, labels={classifier: prediction}
     )
@@ -49,6 +60,28 @@ def test_stream_quality_scores_only_items_a_model_classified() -> None:
     assert result["auc"] == 1.0  # P(yes): 0.9 > 0.6 > 0.2
     # The yes tag: i1 right, i3 wrong; no true yes missed.
     assert (result["precision"], result["recall"], result["f1"]) == (0.5, 1.0, 0.6667)
+
+
+def test_stream_quality_can_score_only_the_models_tags() -> None:
+    items = [
+        _item(1, "yes", 0.9, 1.0),
+        _item(2, "no", 1.0, 1.0, source="propagated"),
+        _item(3, "yes", 0.8, 1.0, source="crowd"),
+    ]
+    truth = {f"i{i}": {"c": "yes"} for i in (1, 2, 3)}
+    assert stream_quality(items, truth, "c", "yes")["items"] == 3
+    model = stream_quality(items, truth, "c", "yes", sources={"model"})
+    assert model["items"] == 1 and model["accuracy"] == 1.0
+
+
+def test_the_demo_counts_revisions_apart_from_the_items_classified() -> None:
+    run = RunLog(started=0.0)
+    first = _item(1, "yes", 0.9, 2.0)
+    revised = first.model_copy(update={"revision": 5, "ts_out": 9.0})
+    window: list[float] = []
+    for item in (first, revised, first):
+        _observe(run, "crisis.items.classified", item.model_dump_json().encode(), window)
+    assert run.classified == {"i1": first} and run.revisions == 1 and window == [2.0]
 
 
 def test_report_files(tmp_path: Path) -> None:

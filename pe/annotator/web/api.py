@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from functools import partial
-from importlib import resources
 from typing import Protocol
 
 from aiohttp import web
@@ -26,7 +25,7 @@ from pe.annotator.web import schemas as s
 from pe.annotator.web.crowd import Invite, Session, WebCrowd, WebCrowdError
 from pe.annotator.web.tokens import TokenError, TokenSigner
 from pe.common.api import OPEN, Body, Call, Endpoint, Limited, address, retry_after
-from pe.common.http import SECURITY_HEADERS, HttpError, OperatorAccess, bearer
+from pe.common.http import SECURITY_HEADERS, HttpError, OperatorAccess, bearer, static_asset
 from pe.common.ratelimit import RateLimiter
 from pe.common.sse import Event, event_stream
 
@@ -405,13 +404,7 @@ class CrowdApi:
         return self._asset(name, STATIC[name])
 
     def _asset(self, name: str, content_type: str) -> web.Response:
-        body = resources.files("pe.annotator.web").joinpath("static", name).read_bytes()
-        return web.Response(
-            body=body,
-            content_type=content_type,
-            charset="utf-8",
-            headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"},
-        )
+        return static_asset("pe.annotator.web", name, content_type)
 
 
 def _invite(invite: Invite) -> s.InviteView:

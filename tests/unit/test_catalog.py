@@ -1,0 +1,145 @@
+"""Classifiers changed on a running pipeline (pe.common.catalog): the rules of a
+change, and a classifier added, paused and retired with the whole pipeline in
+memory and the simulated crowd answering."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from pe.common.catalog import ClassifierCatalog, ClassifierRecord
+from pe.params import ClassifierSpec
+from pipelines.sample import load_sample
+from pipelines.testing import PeHarness, Record
+from pipelines.topology import Topology, load_topology
+
+NEW = ClassifierSpec(
+    name="needs_help",
+    question="Does the author ask for help?",
+    tags=["yes", "no"],
+    truth_key="request",  # the simulated crowd answers from the sample's truth
+)
+
+
+def _record(spec: ClassifierSpec = NEW, state: str = "active") -> ClassifierRecord:
+    return ClassifierRecord.model_validate(
+        {"spec": spec.model_dump(), "state": state, "by": "test", "at": time.time()}
+    )
+
+
+def test_a_change_follows_the_rules_and_listeners_hear_each_new_classifier() -> None:
+    seed = load_topology("crisis").classifiers
+    catalog = ClassifierCatalog(seed)
+    heard: list[str] = []
+    catalog.on_added(lambda spec: heard.append(spec.name))
+    assert heard == ["aid_related", "request"]  # the topology's, at once
+
+    assert catalog.apply(_record()) is None
+    assert heard[-1] == "needs_help"
+    assert [s.name for s in catalog.labeling()] == ["aid_related", "request", "needs_help"]
+
+    assert catalog.apply(_record(state="paused")) is None
+    assert "needs_help" in [s.name for s in catalog.serving()]
+    assert "needs_help" not in [s.name for s in catalog.labeling()]
+
+    other = NEW.model_copy(update={"question": "Another question?"})
+    assert "another question" in (catalog.apply(_record(other)) or "")
+    assert catalog.get("needs_help").spec == NEW  # type: ignore[union-attr]
+
+    assert catalog.apply(_record(state="retired")) is None
+    assert "needs_help" not in [s.name for s in catalog.serving()]
+    assert "retired" in (catalog.apply(_record(state="active")) or "")
+    assert "no classifier" in (
+        catalog.apply(_record(NEW.model_copy(update={"name": "x"}), "retired")) or ""
+    )
+    assert heard.count("needs_help") == 1
+
+
+def _topology() -> Topology:
+    data = load_topology("crisis").model_dump(mode="json")
+    params = data["params"]
+    params["annotator"] = {**params.get("annotator", {}), "speed": 50, "pool_size": 10}
+    params["taskgen"] = {**params.get("taskgen", {}), "max_tasks_per_minute": 6000}
+    params["learner"] = {
+        **params.get("learner", {}),
+        "retrain_every": 10,
+        "min_train": 10,
+        "teacher": "none",
+    }
+    return Topology.model_validate(data)
+
+
+def _new(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in records if r.get("classifier") == "needs_help"]
+
+
+async def _run_until(run: PeHarness, done: Any, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not done() and time.monotonic() < deadline:
+        await run.tick()
+        await asyncio.sleep(0.05)
+
+
+async def test_a_classifier_added_on_a_running_pipeline_is_classified_labelled_and_learned() -> (
+    None
+):
+    sample = load_sample(1200)
+    async with PeHarness(_topology()) as run:
+        await run.feed("items.raw", sample[:100])
+        before = run.outputs("items.classified")
+        assert all("needs_help" not in r["labels"] for r in before)
+
+        await run.feed("control.classifiers", [("needs_help", _record())])
+        await run.feed("items.raw", sample[100:600])
+        # A model comes after retrain_every labels, from the crowd's answers.
+        await _run_until(run, lambda: _new(run.outputs("control.models")))
+        classified = run.outputs("items.classified")[len(before) :]
+        assert classified and all("needs_help" in r["labels"] for r in classified)
+        # Tag null until a model exists.
+        assert classified[0]["labels"]["needs_help"]["tag"] is None
+        assert _new(run.outputs("crowd.tasks"))
+        labels = _new(run.outputs("crowd.labels"))
+        assert len(labels) >= 10
+        assert _new(run.outputs("control.models"))
+        await run.feed("items.raw", sample[600:700])
+        last = run.outputs("items.classified")[-1]["labels"]["needs_help"]
+        assert last["tag"] in ("yes", "no") and last["model_version"] >= 1
+
+        # Paused: still classified, no new crowd tasks.
+        await run.feed("control.classifiers", [("needs_help", _record(state="paused"))])
+        await run.tick(5)
+        tasks = len(_new(run.outputs("crowd.tasks")))
+        await run.feed("items.raw", sample[700:1000])
+        await run.tick(20)
+        assert len(_new(run.outputs("crowd.tasks"))) == tasks
+        assert len(run.outputs("crowd.tasks")) > 0
+        assert "needs_help" in run.outputs("items.classified")[-1]["labels"]
+
+        # Retired: no longer classified.
+        await run.feed("control.classifiers", [("needs_help", _record(state="retired"))])
+        await run.feed("items.raw", sample[1000:1100])
+        assert "needs_help" not in run.outputs("items.classified")[-1]["labels"]
+        assert "aid_related" in run.outputs("items.classified")[-1]["labels"]
+
+
+async def test_after_a_restart_the_learner_holds_the_labels_of_an_added_classifier() -> None:
+    # Its labels are the learner's again once the catalog, read from its log, knows it.
+    label = {
+        "item_id": "i1",
+        "classifier": "needs_help",
+        "tag": "yes",
+        "agreement": 1.0,
+        "answers": [],
+        "idx": [1],
+        "val": [1.0],
+        "ts": time.time(),
+        "text": "we need water",
+    }
+    logs: dict[str, list[Record]] = {
+        "crowd.labels": [("i1", label)],
+        "control.classifiers": [("needs_help", _record())],
+    }
+    async with PeHarness(_topology(), ["learner"], logs=logs) as run:
+        state = run.state("learner")
+    assert state is not None and state["needs_help"]["items"] == ["i1"]  # type: ignore[index]

@@ -1,0 +1,265 @@
+"""Distillation: the teacher's soft labels on the stream's sample teach the word model
+words the crowd's few labels never showed it."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from sklearn.metrics import log_loss, roc_auc_score
+
+from pe.common.linear import compile_model, feature_matrix
+from pe.common.space import FeatureSpace
+from pe.learner import teacher as teacher_module
+from pe.learner.teacher import (
+    PoolItem,
+    SampleUpdate,
+    StreamSample,
+    Teacher,
+    Teaching,
+    embed_cached,
+)
+from pe.learner.trainers import Example, SklearnTrainer, fit_logistic
+from pe.params import FeaturesParams
+
+N_FEATURES = 2**12
+# Made-up words (the feature space folds digits, so no numbered words): 40 of each kind.
+WATER = [f"aqua{a}{b}" for a in "bcdefghi" for b in "klmno"]
+OTHER = [f"sport{a}{b}" for a in "bcdefghi" for b in "klmno"]
+
+
+def _concept(texts: Sequence[str]) -> npt.NDArray[np.float32]:
+    """A stand-in encoder that knows what every word is about (as a sentence encoder
+    knows more than a few labels show): the share of water words, and of the others."""
+    rows = []
+    for text in texts:
+        words = text.split()
+        water = sum(w.startswith("aqua") for w in words) / len(words)
+        rows.append([water, 1.0 - water])
+    return np.asarray(rows, dtype=np.float32)
+
+
+@pytest.fixture
+def encoder(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The stand-in encoder under the name ``fake``; counts the texts it embeds."""
+    embedded: list[int] = []
+
+    def load(name: str) -> object:
+        assert name == "fake"
+
+        def embed(texts: Sequence[str]) -> npt.NDArray[np.float32]:
+            embedded.append(len(texts))
+            return _concept(texts)
+
+        return embed
+
+    monkeypatch.setattr(teacher_module, "load_embedder", load)
+    teacher_module.EMBEDDINGS.clear()
+    teacher_module.SAMPLE.clear()
+    return embedded
+
+
+def _teaching(pool: Sequence[PoolItem]) -> Teaching:
+    """The whole of ``pool`` as one fit's sample."""
+    return Teaching("fake", 1.0, 1.0, SampleUpdate([item.item_id for item in pool], list(pool)))
+
+
+def _texts(rng: random.Random, n: int, vocab_range: range) -> list[tuple[str, str]]:
+    out = []
+    for _ in range(n):
+        tag = rng.choice(["yes", "no"])
+        vocab = WATER if tag == "yes" else OTHER
+        out.append((" ".join(vocab[rng.choice(vocab_range)] for _ in range(5)), tag))
+    return out
+
+
+def _rows(texts: Sequence[str]) -> list[tuple[list[int], list[float]]]:
+    matrix = FeatureSpace(FeaturesParams(n_features=N_FEATURES)).matrix(list(texts))
+    return [
+        (matrix.indices[a:b].tolist(), matrix.data[a:b].tolist())
+        for a, b in zip(matrix.indptr[:-1], matrix.indptr[1:], strict=True)
+    ]
+
+
+def _setup() -> tuple[list[Example], list[PoolItem], list[tuple[str, str]]]:
+    rng = random.Random(3)
+    # The crowd labelled 30 items, which use only the first 5 words of each kind; the
+    # stream's sample and the test use the others.
+    labelled = _texts(rng, 30, range(5))
+    pool = [text for text, _ in _texts(rng, 400, range(5, 40))]
+    test = _texts(rng, 200, range(20, 40))
+    examples = [
+        Example(idx, val, tag, 1.0, f"l{i}", text)
+        for i, ((text, tag), (idx, val)) in enumerate(
+            zip(labelled, _rows([t for t, _ in labelled]), strict=True)
+        )
+    ]
+    items = [
+        PoolItem(f"p{i}", text, idx, val)
+        for i, (text, (idx, val)) in enumerate(zip(pool, _rows(pool), strict=True))
+    ]
+    return examples, items, test
+
+
+def _auc(model: object, test: list[tuple[str, str]]) -> float:
+    compiled = compile_model(model)  # type: ignore[arg-type]
+    x = feature_matrix(_rows([t for t, _ in test]), N_FEATURES)
+    yes = compiled.classes.index("yes")
+    return float(
+        roc_auc_score([tag == "yes" for _, tag in test], compiled.predict_proba(x)[:, yes])
+    )
+
+
+def test_the_student_learns_the_words_only_the_teacher_saw(encoder: list[int]) -> None:
+    examples, pool, test = _setup()
+    alone = fit_logistic(examples, N_FEATURES, 1.0, "yes")
+    taught = fit_logistic(examples, N_FEATURES, 1.0, "yes", teaching=_teaching(pool))
+    assert alone is not None and taught is not None
+    assert _auc(alone, test) < 0.6  # the test's words never appear in a label
+    assert _auc(taught, test) > 0.95
+    # The model is a word model, decided by a threshold the teacher was refitted for
+    # on every fold of the labels.
+    assert taught.n_features == N_FEATURES and taught.decision is not None
+    assert max(max(row.idx) for row in taught.rows) < N_FEATURES
+
+
+def test_labels_without_text_teach_only_the_student(encoder: list[int]) -> None:
+    examples, pool, test = _setup()
+    untaught = [e._replace(text=None) for e in examples]
+    model = fit_logistic(untaught, N_FEATURES, 1.0, "yes", teaching=_teaching(pool))
+    assert model is not None
+    assert _auc(model, test) < 0.6  # no teacher without texts: the plain word model
+    assert encoder == []  # and the sample is not embedded for nothing
+
+
+def test_each_text_is_embedded_once_across_retrains(encoder: list[int]) -> None:
+    examples, pool, _ = _setup()
+    keys = [f"pool:{item.item_id}" for item in pool]
+    embed_cached("fake", keys, [item.text for item in pool])
+    embed_cached("fake", keys[100:] + ["pool:new"], [item.text for item in pool[100:]] + ["aquabk"])
+    assert encoder == [400, 1]
+    # The cache keeps only what the last retrain used.
+    assert len(teacher_module.EMBEDDINGS) == 301
+
+
+def test_the_sample_takes_items_at_its_rate_and_keeps_the_latest() -> None:
+    sample = StreamSample(size=50, rate=10.0, rng=random.Random(1))
+    taken = 0
+    for step in range(100):  # 10 s of 1,000-item batches every 0.1 s
+        chosen = sample.choose(1000, now=step * 0.1)
+        assert chosen == sorted(set(chosen))
+        for i in chosen:
+            sample.add(PoolItem(f"{step}:{i}", "text", [], [], sig=step * 1000 + i))
+        taken += len(chosen)
+    assert 100 <= taken <= 111  # a second's worth at first, then 10 a second
+    kept = [int(item.item_id.split(":")[0]) for item in list(sample.items)]
+    assert len(kept) == 50 and min(kept) >= 45  # the last 5 s or so, at 10 a second
+    quiet = sample.choose(1000, now=3600.0)  # an hour later: no burst saved up
+    assert len(quiet) == 10
+
+
+def test_an_empty_sample_takes_nothing() -> None:
+    assert StreamSample(size=0, rate=10.0).choose(100, now=0.0) == []
+
+
+def test_the_sample_keeps_one_copy_of_a_text_until_it_leaves() -> None:
+    sample = StreamSample(size=3, rate=100.0)
+    assert sample.add(PoolItem("a", "flood in town", [], [], sig=7))
+    assert not sample.add(PoolItem("a-retweet", "flood in town", [], [], sig=7))
+    for name, sig in (("b", 8), ("c", 9), ("d", 10)):  # "a" leaves the sample
+        assert sample.add(PoolItem(name, "other", [], [], sig=sig))
+    assert sample.add(PoolItem("a-again", "flood in town", [], [], sig=7))
+    assert [item.item_id for item in list(sample.items)] == ["c", "d", "a-again"]
+
+
+def _taught_trainer(examples: list[Example], size: int) -> tuple[SklearnTrainer, StreamSample]:
+    """A trainer of ``examples`` with a teacher, and the (empty) sample it teaches from."""
+    sample = StreamSample(size=size, rate=1.0)
+    trainer = SklearnTrainer(
+        ["yes", "no"], N_FEATURES, 1.0, teacher=Teacher("fake", 1.0, 1.0, sample)
+    )
+    for example in examples:
+        trainer.add(example)
+    return trainer, sample
+
+
+def test_a_trainer_teaches_from_the_live_sample_as_it_is_at_each_fit(encoder: list[int]) -> None:
+    examples, pool, _ = _setup()
+    trainer, sample = _taught_trainer(examples, len(pool))
+    for i, item in enumerate(pool):  # added after the trainer was made
+        assert sample.add(dataclasses.replace(item, sig=i + 1))
+    expected = fit_logistic(examples, N_FEATURES, 1.0, "yes", teaching=_teaching(pool))
+    assert trainer.export() == expected
+
+
+async def test_a_fit_receives_only_the_sample_items_new_to_the_fitting_process(
+    encoder: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    examples, pool, _ = _setup()
+    trainer, sample = _taught_trainer(examples, len(pool))
+    received: list[int] = []
+    items = SampleUpdate.items
+
+    def receive(update: SampleUpdate) -> list[PoolItem]:
+        received.append(len(update.new))
+        return items(update)
+
+    monkeypatch.setattr(SampleUpdate, "items", receive)
+    # A thread stands in for the fitting process: the copy it keeps is the module's.
+    with ThreadPoolExecutor(1) as executor:
+        for i, item in enumerate(pool[:300]):
+            sample.add(dataclasses.replace(item, sig=i + 1))
+        await trainer.export_off_loop(executor)
+        for i, item in enumerate(pool[300:]):
+            sample.add(dataclasses.replace(item, sig=i + 301))
+        second = await trainer.export_off_loop(executor)
+        assert received == [300, 100]
+        assert len(teacher_module.SAMPLE) == len(pool)
+        teacher_module.SAMPLE.clear()  # the fitting process died; a new one knows nothing
+        third = await trainer.export_off_loop(executor)
+    assert received == [300, 100, 0, len(pool)]  # refused, then sent whole
+    expected = fit_logistic(examples, N_FEATURES, 1.0, "yes", teaching=_teaching(pool))
+    assert second == third == expected
+
+
+def test_the_fitting_process_keeps_only_the_current_sample() -> None:
+    teacher_module.SAMPLE.clear()
+    a, b, c = (PoolItem(key, key, [], []) for key in "abc")
+    assert SampleUpdate(["a", "b"], [a, b]).items() == [a, b]
+    assert SampleUpdate(["b", "c"], [c]).items() == [b, c]
+    assert set(teacher_module.SAMPLE) == {"b", "c"}
+    with pytest.raises(teacher_module.SampleUnknown, match="1 of 2"):
+        SampleUpdate(["a", "c"], []).items()
+
+
+def test_the_teacher_s_weight_sets_how_much_its_soft_labels_count(encoder: list[int]) -> None:
+    examples, pool, test = _setup()
+    truth = [tag == "yes" for _, tag in test]
+    x = feature_matrix(_rows([text for text, _ in test]), N_FEATURES)
+
+    def loss(weight: float) -> float:
+        """The student's log loss on the test items, whose words only the pool has."""
+        teaching = dataclasses.replace(_teaching(pool), weight=weight)
+        compiled = compile_model(fit_logistic(examples, N_FEATURES, 1.0, "yes", teaching=teaching))  # type: ignore[arg-type]
+        return float(log_loss(truth, compiled.predict_proba(x)[:, compiled.classes.index("yes")]))
+
+    faint, heard, heeded = loss(0.01), loss(1.0), loss(8.0)
+    assert faint > heard > heeded
+
+
+def test_a_fit_that_learns_nothing_still_keeps_the_sample_s_update(encoder: list[int]) -> None:
+    examples, pool, _ = _setup()
+    one_tag = [e._replace(tag="yes") for e in examples]  # nothing to learn
+    untaught = [e._replace(text=None) for e in examples]  # nothing to teach the teacher
+    for unused, result in ((one_tag, None), (untaught, "model")):
+        teacher_module.SAMPLE.clear()
+        model = fit_logistic(unused, N_FEATURES, 1.0, "yes", teaching=_teaching(pool))
+        assert (model is None) == (result is None)
+        # The fit did not use the sample, yet the fitting process keeps it for the next.
+        assert set(teacher_module.SAMPLE) == {item.item_id for item in pool}
+    assert encoder == []
