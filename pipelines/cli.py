@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import faulthandler
 import gzip
 import logging
 import signal
@@ -492,6 +493,9 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # A process that hangs or crashes (SIGABRT, SIGSEGV...) writes every thread's stack
+    # to stderr, where its log is: what held a stuck worker is then on record.
+    faulthandler.enable()
     try:
         settings = load_settings()
         configure_logs(settings.log_format, settings.log_level)

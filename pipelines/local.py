@@ -91,13 +91,20 @@ class LocalWorker:
             terminate(self.proc)
 
 
-def terminate(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM (a worker finishes and commits its batches), then kill if it has not
-    exited within 60 s: its data plane may take 20 s for the batches in hand, and an
-    embedded broker 30 s more for its controlled shutdown."""
+def terminate(proc: subprocess.Popen[bytes], grace_s: float = 60.0) -> None:
+    """SIGTERM (a worker finishes and commits its batches), then SIGABRT if it has not
+    exited within ``grace_s`` (60 s: its data plane may take 20 s for the batches in
+    hand, and an embedded broker 30 s more for its controlled shutdown). A worker
+    stuck past that writes the stack of each of its threads to its log as it aborts
+    (``crowdstream`` enables faulthandler), so the log says what held it; SIGKILL is
+    the last resort."""
     proc.send_signal(signal.SIGTERM)
     try:
-        proc.wait(timeout=60)
+        proc.wait(timeout=grace_s)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
+        proc.send_signal(signal.SIGABRT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)

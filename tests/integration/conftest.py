@@ -87,11 +87,15 @@ class Worker:
                     total += float(line.rsplit(" ", 1)[1])
         return total
 
+    def tail(self, chars: int = 6000) -> str:
+        """The end of the worker's log (with its threads' stacks if it had to be
+        aborted), for a failing assertion to show."""
+        return self.log.read_text(errors="replace")[-chars:]
+
     def stop(self) -> None:
         """Stop the worker; fail with its log if it had already died."""
         if self.proc.poll() is not None:
-            tail = self.log.read_text(errors="replace")[-4000:]
-            raise AssertionError(f"worker had exited with {self.proc.returncode}:\n{tail}")
+            raise AssertionError(f"worker had exited with {self.proc.returncode}:\n{self.tail()}")
         terminate(self.proc)
 
 
@@ -163,13 +167,11 @@ def spawn_worker(broker_url: str, topology: Path, log_dir: Path, *args: str) -> 
 
 def wait_ready(worker: Worker) -> None:
     """Wait until ``worker`` answers /healthz with 200; fail with its log if it does not."""
-    proc, log = worker.proc, worker.log
+    proc = worker.proc
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(
-                f"worker exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
-            )
+            raise AssertionError(f"worker exited with {proc.returncode}:\n{worker.tail()}")
         try:
             if worker.get("/healthz")[0] == 200:
                 return
@@ -177,7 +179,7 @@ def wait_ready(worker: Worker) -> None:
             pass
         time.sleep(0.3)
     worker.stop()
-    raise AssertionError(f"worker not ready in {READY_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
+    raise AssertionError(f"worker not ready in {READY_TIMEOUT_S} s:\n{worker.tail()}")
 
 
 async def read_topic(

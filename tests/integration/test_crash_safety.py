@@ -122,7 +122,7 @@ async def test_sigterm_finishes_and_commits_in_flight_batches(
     broker: EmbeddedBroker, topology: Path, tmp_path: Path, workers: list[Worker]
 ) -> None:
     wanted, ids = await _stop_mid_stream(broker, topology, tmp_path, workers, signal.SIGTERM)
-    assert workers[0].proc.returncode == 0, workers[0].log.read_text()[-3000:]
+    assert workers[0].proc.returncode == 0, workers[0].tail()
     # What the first worker read it finished and committed: the second one repeats
     # none of it, so there is nothing for the dedup rule to drop.
     assert len(ids) == len(wanted), f"{len(ids) - len(wanted)} items classified twice"

@@ -134,7 +134,7 @@ def test_the_stack_restarts_with_every_topic_and_survives_its_broker_dying(
 
     # The whole stack stops (the worker stops its broker) and comes back.
     first.stop()
-    assert first.proc.returncode == 0
+    assert first.proc.returncode == 0, first.tail()
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", port)) != 0, "the broker outlived its worker"
     second = _up(data, topology, port, log)

@@ -423,7 +423,7 @@ async def test_a_classifier_in_its_own_process_reads_the_features_topic(
         assert fresh.metric("crowdstream_items_rejected_total", pe="classifier") >= 1
     finally:
         fresh.stop()
-    assert fresh.proc.returncode == 0
+    assert fresh.proc.returncode == 0, fresh.tail()
 
 
 def _cli(*args: str) -> list[str]:

@@ -1,10 +1,14 @@
-"""Helper processes: they never hold up their worker's exit."""
+"""Helper processes never hold up their worker's exit; a worker that does not stop
+leaves the stacks of what held it in its log."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
+
+from pipelines.local import terminate
 
 _BUSY_HELPER = textwrap.dedent(
     """
@@ -28,3 +32,48 @@ def test_a_worker_exits_at_once_while_its_helper_is_busy() -> None:
         [sys.executable, "-c", _BUSY_HELPER], capture_output=True, timeout=60, check=False
     )
     assert done.returncode == 0, done.stderr.decode()
+
+
+_STUCK = textwrap.dedent(
+    """
+    import faulthandler, signal, sys, time
+
+    def held_at_exit():
+        time.sleep(600)
+
+    faulthandler.enable()
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    print("up", flush=True)
+    held_at_exit()
+    """
+)
+
+
+def test_a_worker_that_ignores_sigterm_is_aborted_with_its_stacks_on_record() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _STUCK], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout is not None and proc.stdout.readline() == b"up\n"
+    terminate(proc, grace_s=1.0)
+    assert proc.returncode == -6  # SIGABRT, not the SIGKILL that leaves nothing
+    assert proc.stderr is not None
+    assert "in held_at_exit" in proc.stderr.read().decode()
+
+
+_COMMAND = textwrap.dedent(
+    """
+    import faulthandler
+    from pipelines.cli import main
+
+    main(["up", "no-such-topology.yaml"])
+    print(faulthandler.is_enabled())
+    """
+)
+
+
+def test_every_crowdstream_command_writes_its_stacks_when_aborted() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONFAULTHANDLER"}
+    done = subprocess.run(
+        [sys.executable, "-c", _COMMAND], capture_output=True, env=env, timeout=60, check=False
+    )
+    assert done.stdout.decode().split() == ["True"], done.stderr.decode()
