@@ -494,8 +494,10 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # A process that hangs or crashes (SIGABRT, SIGSEGV...) writes every thread's stack
-    # to stderr, where its log is: what held a stuck worker is then on record.
-    faulthandler.enable()
+    # to stderr, where its log is: what held a stuck worker is then on record. (The
+    # process's own stderr: a caller may have replaced sys.stderr with no file.)
+    if sys.__stderr__ is not None:
+        faulthandler.enable(file=sys.__stderr__)
     try:
         settings = load_settings()
         configure_logs(settings.log_format, settings.log_level)

@@ -414,8 +414,8 @@ async def run_faults(
             # The crowd keeps answering: a label bought after this count would be in
             # crowd.labels but not in the count.
             await asyncio.to_thread(worker.stop)
-        labels = values(await read_all(cluster.bootstrap, f"{pipeline}.crowd.labels", 3.0))
-        tasks = values(await read_all(cluster.bootstrap, f"{pipeline}.crowd.tasks", 3.0))
+        labels = values(await read_all(cluster.bootstrap, f"{pipeline}.crowd.labels"))
+        tasks = values(await read_all(cluster.bootstrap, f"{pipeline}.crowd.tasks"))
     finally:
         controller_killed.set()
         worker_killed.set()

@@ -250,9 +250,8 @@ async def test_a_learner_whose_fitting_process_dies_goes_on_publishing(
     )
     worker = start_worker(broker, topology, tmp_path)
     workers.append(worker)
-    await push_lines(
-        [broker.bootstrap], pipeline, [orjson.dumps(r) for r in load_sample(3000)], rate=500
-    )
+    lines = [orjson.dumps(r) for r in load_sample(3000)]
+    await push_lines([broker.bootstrap], pipeline, lines[:1000], rate=500)
 
     def trained() -> float:  # every outcome: published or kept back by the rule
         return worker.metric("crowdstream_models_trained_total", classifier="aid_related")
@@ -262,6 +261,10 @@ async def test_a_learner_whose_fitting_process_dies_goes_on_publishing(
     assert len(fitters) == 1, _children(worker.proc.pid)
     os.kill(fitters[0], signal.SIGKILL)
     before = trained()
+    # More of the stream, more labels: retrains are due again. (Pushed at once, on a
+    # slow machine the first refit could end after the last label, and none would
+    # be due after the kill.)
+    await push_lines([broker.bootstrap], pipeline, lines[1000:], rate=500)
     assert await wait_until(lambda: trained() >= before + 2, timeout_s=120)
     assert worker.proc.poll() is None
     assert "the model-fitting process died" in worker.log.read_text()

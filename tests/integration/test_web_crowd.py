@@ -130,7 +130,7 @@ def answer(page: Page, key: str | None = None) -> str:
 
 
 def label_count(broker: EmbeddedBroker) -> list[dict[str, Any]]:
-    records = run(read_all(broker.bootstrap, f"{PIPELINE}.crowd.labels", timeout_s=1.0))
+    records = run(read_all(broker.bootstrap, f"{PIPELINE}.crowd.labels"))
     return values(records)
 
 
