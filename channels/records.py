@@ -182,6 +182,8 @@ class Task(_SparseFeatures):
     classifier: str  #: empty for enumeration tasks
     question: str
     tags: list[str]
+    #: Whether N/A ("cannot tell") is an answer too (ClassifierSpec.na_allowed).
+    na_allowed: bool = True
     text: str
     #: How the item was picked: by uncertainty, at random, or by a job; ``gold``: a
     #: question with a known answer, to measure the worker.
@@ -216,6 +218,9 @@ class Answer(_Record):
     count: int | None = None  #: count tasks
     values: list[str] | None = None  #: enumerate tasks
     latency_s: float
+    #: The quality loop's estimate of this worker's accuracy on the classifier when
+    #: the label was settled (None without the loop, and for count and enumerate).
+    accuracy: float | None = Field(None, ge=0, le=1)
 
 
 class PoolMember(_Record):
@@ -249,6 +254,9 @@ class Label(_SparseFeatures):
     answers: list[Answer]
     ts: float
     task_id: str | None = None
+    #: When the task generator made the task (None in labels written before it was
+    #: kept): ``ts - task_created`` is the label's latency.
+    task_created: float | None = None
     job: str | None = None
     form: TaskForm = "label"
     status: Literal["labeled", "shed", "withdrawn"] = "labeled"

@@ -80,6 +80,8 @@ CHANNELS: dict[str, Channel] = {
     "crowd.tasks": Channel(keep_forever=True),
     "crowd.labels": Channel(keep_forever=True),
     "control.models": Channel(data_flow=False, compacted=True),
+    # Every model published, without its weights (ModelHeader): its learning history.
+    "models.history": Channel(data_flow=False, keep_forever=True),
     # The classifiers operators added, paused or retired, by name (pe.common.catalog).
     "control.classifiers": Channel(data_flow=False, compacted=True),
     # The retainer pool's workers (qualification, marks, latency), by worker id.

@@ -33,7 +33,9 @@ WebhookEvent = Literal[
     "classifier.paused",
     "classifier.resumed",
     "classifier.retired",
+    "classifier.gold_added",
     "job.finished",
+    "label.latency_missed",
 ]
 
 
@@ -55,6 +57,13 @@ class NotifierParams(_Params):
     #: how long one try may take.
     attempts: int = Field(8, ge=1, le=20)
     timeout_s: float = Field(10.0, gt=0)
+    #: The label-latency objective (pe.notifier.latency): ``label.latency_missed``
+    #: when the 95th percentile of a classifier's label latency (task created to
+    #: label) over the last ``latency_window_s``, from at least
+    #: ``latency_min_labels`` labels, exceeds this many seconds. None: no objective.
+    label_latency_p95_s: float | None = Field(None, gt=0)
+    latency_window_s: float = Field(600.0, gt=0)
+    latency_min_labels: int = Field(20, ge=1)
 
 
 class CollectorParams(_Params):
@@ -338,6 +347,9 @@ class ClassifierSpec(BaseModel):
     #: Gold questions (qualification quizzes, the quality loop, counting jobs'
     #: calibration). A topology's ``gold_file`` fills them for every classifier.
     gold: list[GoldQuestion] = Field(default_factory=list)
+    #: Whether a worker may answer N/A ("cannot tell"); when false, every answer is
+    #: one of the tags.
+    na_allowed: bool = True
 
     @model_validator(mode="after")
     def _gold_in_tags(self) -> ClassifierSpec:

@@ -142,7 +142,9 @@ def _parser() -> argparse.ArgumentParser:
         action.add_argument("--timeout", type=float, help="--wait at most this many seconds")
         _settings_args(action)
 
-    clf = sub.add_parser("classifier", help="add, pause, resume, retire and list classifiers")
+    clf = sub.add_parser(
+        "classifier", help="add, pause, resume, retire and list classifiers; promote gold"
+    )
     clf_sub = clf.add_subparsers(dest="classifier_command", required=True, metavar="ACTION")
     add = clf_sub.add_parser("add", help="add a classifier to the running pipeline")
     add.add_argument("name", help="its name: lower case letters, digits and _")
@@ -151,9 +153,17 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument(
         "--gold", help="gold questions: a JSON lines file of {id, text, tag} (docs/console.md)"
     )
+    add.add_argument(
+        "--no-na", action="store_true", help="workers may not answer N/A: every answer is a tag"
+    )
     listing = clf_sub.add_parser("list", help="every classifier and its state")
     listing.add_argument("--json", action="store_true", help="print records as JSON lines")
-    changes = [add, listing]
+    gold = clf_sub.add_parser("gold", help="promote an item to a classifier's gold questions")
+    gold.add_argument("name", help="the classifier")
+    gold.add_argument("--id", required=True, help="the item's id")
+    gold.add_argument("--text", required=True, help="the item's text")
+    gold.add_argument("--tag", required=True, help="its known tag")
+    changes = [add, listing, gold]
     for verb, what in (
         ("pause", "stop its crowd tasks and retrains; it is still classified"),
         ("resume", "make a paused classifier active again"),
@@ -441,14 +451,25 @@ def _cmd_classifier(args: argparse.Namespace) -> int:
         if args.gold:
             lines = Path(args.gold).read_text().splitlines()
             gold = [GoldQuestion.model_validate_json(line) for line in lines if line.strip()]
-        spec = ClassifierSpec(name=args.name, question=args.question, tags=args.tags, gold=gold)
+        spec = ClassifierSpec(
+            name=args.name,
+            question=args.question,
+            tags=args.tags,
+            gold=gold,
+            na_allowed=not args.no_na,
+        )
         change = ClassifierRecord(spec=spec, by="cli")
+    elif args.classifier_command == "gold":
+        current = catalog.get(args.name)
+        if current is None:
+            raise ValueError(f"no classifier {args.name!r}")
+        question = GoldQuestion(id=args.id, text=args.text, tag=args.tag)
+        change = current.with_gold(question, "cli")
     else:
         change = state_change(catalog, args.name, args.classifier_command)
     asyncio.run(write_change(settings, pipeline, catalog, change))
-    print(
-        f"classifier {change.name} {change.state} on {pipeline} (workers apply it within a second)"
-    )
+    done = "gold question added" if change.change == "gold_added" else change.state
+    print(f"classifier {change.name} {done} on {pipeline} (workers apply it within a second)")
     return 0
 
 

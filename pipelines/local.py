@@ -39,8 +39,10 @@ class LocalWorker:
         crowd: str,
         data_dir: Path,
         overrides: tuple[str, ...] = (),
+        pes: tuple[str, ...] = (),
     ) -> LocalWorker:
-        """Start it, its state in ``data_dir`` (``overrides``: ``--set`` values).
+        """Start it, its state in ``data_dir`` (``overrides``: ``--set`` values;
+        ``pes``: only these PEs, default all).
 
         It signs and checks models with a key of its own run: it does not own the
         broker, whose development key anyone who reaches it knows."""
@@ -48,6 +50,8 @@ class LocalWorker:
         cmd += ["--http-port", str(http_port), "--crowd", crowd]
         for override in overrides:
             cmd += ["--set", override]
+        if pes:
+            cmd += ["--pe", *pes]
         with log.open("wb") as out:
             proc = subprocess.Popen(  # noqa: S603 (our own CLI)
                 cmd,

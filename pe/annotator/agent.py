@@ -130,6 +130,7 @@ class Annotator:
         self._gold: list[GoldItem] = []
         self.quality = quality_loop(self.params) if q.enabled else None
         ctx.catalog.on_added(self._add_classifier)
+        ctx.catalog.on_gold(self._add_gold)
         self.pool = RetainerPool(
             pool_config(self.params), random.Random(self.params.seed), judge=self.quality
         )
@@ -148,6 +149,16 @@ class Annotator:
         self._gold.extend(gold)
         if self.quality is not None:
             self.quality.add_topic(spec.name, spec.tags, gold)
+
+    def _add_gold(self, spec: ClassifierSpec) -> None:
+        """Gold questions an operator added to a classifier."""
+        if not self._wants_gold:
+            return
+        known = {g.gold_id for g in self._gold}
+        fresh = [g for g in gold_items([spec]) if g.gold_id not in known]
+        self._gold.extend(fresh)
+        if self.quality is not None:
+            self.quality.add_gold(fresh)
 
     def start(self, crowd: CrowdAdapter, clock: LoopClock) -> None:
         """Start the pool and queue the tasks read so far, oldest first."""
@@ -289,6 +300,14 @@ class Annotator:
                 tag = verdict.tag if verdict.tag != NA_TAG else None
                 share = tags.count(tag) / len(tags) if tag is not None else 0.0
                 posterior = round(verdict.posterior, 4)
+            if self.quality is not None:
+                # The estimates after this label's evidence, shown beside each answer
+                # when an operator reviews the label.
+                skill = self.quality.skill
+                answers = [
+                    a.model_copy(update={"accuracy": round(skill(a.worker_id, task.classifier), 4)})
+                    for a in answers
+                ]
         return Label(
             item_id=task.item_id,
             classifier=task.classifier,
@@ -300,6 +319,7 @@ class Annotator:
             val=task.val,
             ts=time.time(),
             task_id=task.task_id,
+            task_created=task.created,
             job=task.job,
             form=task.form,
             status=status,

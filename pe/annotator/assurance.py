@@ -48,6 +48,10 @@ class QualityLoop:
         self.quality.register(topic, tags)
         self._gold.extend(g for g in gold if g.topic == topic)
 
+    def add_gold(self, gold: Sequence[GoldItem]) -> None:
+        """More gold questions of topics the loop judges (items an operator promoted)."""
+        self._gold.extend(g for g in gold if g.topic is not None and self.quality.knows(g.topic))
+
     # -- the pool's judge ---------------------------------------------------------
 
     def more_answers(self, task: PoolTask, limit: int) -> bool:

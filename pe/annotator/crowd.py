@@ -194,9 +194,14 @@ class SimulatedCrowd(CrowdAdapter):
             return
         member.heartbeat = self.clock.call_later(self.heartbeat_s, lambda: self._beat(worker_id))
 
-    def _pick(self, member: _Member, truth: str | None, tags: list[str]) -> str:
+    def _pick(
+        self, member: _Member, truth: str | None, tags: list[str], na_allowed: bool = True
+    ) -> str:
         answer = member.worker.answer(truth, tags, self._rng)
-        return NA_TAG if answer is None else answer
+        if answer is not None:
+            return answer
+        # Cannot tell: N/A, or a guess where N/A is not an answer.
+        return NA_TAG if na_allowed or not tags else self._rng.choice(tags)
 
     def _respond(self, member: _Member, payload: Any) -> AnswerValue:
         """The worker's answer to a task of any form (label, count, enumerate)."""
@@ -207,7 +212,8 @@ class SimulatedCrowd(CrowdAdapter):
             return member.worker.count(truths, payload.count_tag, tags, self._rng)
         if form == "enumerate":
             return member.worker.enumerate(list(payload.truth_values or []), self._rng)
-        return self._pick(member, getattr(payload, "truth", None), tags)
+        na_allowed = bool(getattr(payload, "na_allowed", True))
+        return self._pick(member, getattr(payload, "truth", None), tags, na_allowed)
 
     def offer(self, worker_id: str, task: PoolTask) -> None:
         member = self.members.get(worker_id)

@@ -18,6 +18,7 @@ from pe.classifier.api import ResultsApi
 from pe.classifier.crowdlabels import CrowdLabels, CrowdTag
 from pe.classifier.recent import RecentResults
 from pe.common.featurebatch import FeatureBatch, decode_feature_batch
+from pe.common.http import OperatorAccess
 from pe.common.linear import CompiledModel, feature_matrix, features_in_range
 from pe.common.modelbook import model_book
 from pe.common.text import normalize
@@ -286,6 +287,7 @@ def _serve_recent(ctx: PipelineContext) -> None:
         recent,
         tags,
         token=token.get_secret_value() if token is not None else None,
+        operator=OperatorAccess.from_settings(ctx.settings),
         streams_per_client=ctx.settings.results_streams_per_client,
     )
     ctx.endpoints.extend(api.endpoints())

@@ -8,7 +8,8 @@ server-sent event (``event: item``, its id as the event id, ``id#revision`` for 
 revision), after the window's matching items since ``since`` or after the
 ``Last-Event-ID`` a client resumes from.
 
-Both need the ``results_token`` as a bearer token when it is set. A client address
+Both need the ``results_token`` as a bearer token when it is set (or the operator's
+credential, pe.common.http.OperatorAccess: the console shows the stream). A client address
 holds at most ``streams_per_client`` streams, so a few clients cannot take every
 stream of the worker.
 """
@@ -26,7 +27,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSche
 from channels.records import Provenance
 from pe.classifier.recent import Item, Query, RecentResults, Subscription, event_id
 from pe.common.api import Call, Endpoint, address
-from pe.common.http import HttpError, TokenAccess
+from pe.common.http import HttpError, OperatorAccess, TokenAccess
 from pe.common.sse import Event, event_stream
 
 __all__ = ["ResultsApi"]
@@ -114,12 +115,14 @@ class ResultsApi:
         tags: dict[str, list[str]],
         *,
         token: str | None = None,
+        operator: OperatorAccess | None = None,
         streams_per_client: int = 4,
     ) -> None:
-        """``tags``: each classifier's tags, to refuse filters that can match nothing."""
+        """``tags``: each classifier's tags, to refuse filters that can match nothing;
+        ``operator``: who may read with the operator's credential too (the console)."""
         self._recent = recent
         self._tags = tags
-        self._access = TokenAccess(token, "results token", "resultsToken")
+        self._access = TokenAccess(token, "results token", "resultsToken", operator)
         self._per_client = streams_per_client
         #: Open streams per client address.
         self._streams: Counter[str] = Counter()

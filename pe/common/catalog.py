@@ -13,6 +13,9 @@ A classifier's state says what the pipeline does with it:
   labels are kept and learned once it is active again);
 - ``retired``: no longer classified, labelled or trained. Its labels and models
   stay in their logs; its name cannot be used again.
+
+A classifier's question and tags never change (the labels bought answer them); its
+gold questions may grow: an operator promotes an item to gold (``gold_added``).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from aiokafka import ConsumerRecord
 from pydantic import BaseModel, ConfigDict, Field
 
 from channels.codec import DecodeError, decode
-from pe.params import ClassifierSpec
+from pe.params import ClassifierSpec, GoldQuestion
 
 if TYPE_CHECKING:
     from runtime.context import PipelineContext
@@ -46,7 +49,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ClassifierState = Literal["active", "paused", "retired"]
-ClassifierChange = Literal["added", "paused", "resumed", "retired"]
+ClassifierChange = Literal["added", "paused", "resumed", "retired", "gold_added"]
 #: The state each operator action sets.
 STATE_OF: dict[str, ClassifierState] = {"pause": "paused", "resume": "active", "retire": "retired"}
 #: The change each operator action makes.
@@ -88,6 +91,19 @@ class ClassifierRecord(BaseModel):
             }
         )
 
+    def with_gold(self, question: GoldQuestion, by: str) -> ClassifierRecord:
+        """This classifier with one more gold question (an item an operator promoted)."""
+        spec = self.spec.model_copy(update={"gold": [*self.spec.gold, question]})
+        return self.model_copy(
+            update={
+                # Validated again: the question's tag must be one of the tags.
+                "spec": ClassifierSpec.model_validate(spec.model_dump()),
+                "change": "gold_added",
+                "by": by,
+                "at": time.time(),
+            }
+        )
+
 
 def change_refused(current: ClassifierRecord | None, change: ClassifierRecord) -> str | None:
     """Why ``change`` may not follow ``current`` (None: it may)."""
@@ -95,13 +111,31 @@ def change_refused(current: ClassifierRecord | None, change: ClassifierRecord) -
         return None if change.state != "retired" else f"no classifier {change.name!r}"
     if current.state == "retired":
         return f"classifier {change.name!r} is retired; choose another name"
-    if change.spec != current.spec:
-        # Labels and models already bought hold the old question and tags.
+    if change.spec == current.spec:
+        return None
+    if change.change == "gold_added":
+        if _gold_grown(current.spec, change.spec):
+            return None
         return (
-            f"classifier {change.name!r} exists with another question, tags or gold: "
-            "add a classifier under a new name"
+            f"classifier {change.name!r}: gold questions are only added, each under a new "
+            "id; its question and tags stay"
         )
-    return None
+    # Labels and models already bought hold the old question and tags.
+    return (
+        f"classifier {change.name!r} exists with another question, tags or gold: "
+        "add a classifier under a new name"
+    )
+
+
+def _gold_grown(before: ClassifierSpec, after: ClassifierSpec) -> bool:
+    """Whether ``after`` is ``before`` with gold questions of new ids appended."""
+    old = len(before.gold)
+    ids = {q.id for q in before.gold}
+    return (
+        after.model_copy(update={"gold": after.gold[:old]}) == before
+        and len(after.gold) > old
+        and all(q.id not in ids for q in after.gold[old:])
+    )
 
 
 class ClassifierCatalog:
@@ -112,6 +146,7 @@ class ClassifierCatalog:
             spec.name: ClassifierRecord(spec=spec, by="topology", at=0.0) for spec in seed
         }
         self._listeners: list[Callable[[ClassifierSpec], None]] = []
+        self._gold_listeners: list[Callable[[ClassifierSpec], None]] = []
         #: Set once the changes already on the topic are applied (follow_catalog).
         self.caught_up = asyncio.Event()
         #: Set (and replaced) at each change applied.
@@ -140,6 +175,11 @@ class ClassifierCatalog:
         self._listeners.append(listener)
         for record in self._records.values():
             listener(record.spec)
+
+    def on_gold(self, listener: Callable[[ClassifierSpec], None]) -> None:
+        """Call ``listener(spec)`` when a classifier gets more gold questions (its
+        new spec, every question in it)."""
+        self._gold_listeners.append(listener)
 
     async def applied(self, record: ClassifierRecord, timeout_s: float) -> bool:
         """Wait until ``record`` is the classifier's (at most ``timeout_s``)."""
@@ -173,6 +213,10 @@ class ClassifierCatalog:
                 listener(record.spec)
         elif current.state != record.state:
             log.info("classifier %s %s by %s", record.name, record.state, record.by)
+        elif current.spec != record.spec:
+            log.info("classifier %s: gold question added by %s", record.name, record.by)
+            for gold_listener in self._gold_listeners:
+                gold_listener(record.spec)
         return None
 
 

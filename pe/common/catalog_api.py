@@ -1,5 +1,5 @@
 """The classifiers HTTP API: list, add, pause, resume and retire classifiers on a
-running pipeline.
+running pipeline, and promote an item to one's gold questions.
 
 A change is checked against this worker's catalog, then written to
 ``control.classifiers``; every worker (this one too) applies it from there, within
@@ -29,7 +29,7 @@ from pe.common.catalog import (
 )
 from pe.common.http import HttpError, OperatorAccess, ready_or_503
 from pe.common.modelbook import model_book
-from pe.params import ClassifierSpec
+from pe.params import ClassifierSpec, GoldQuestion
 from runtime.context import PipelineContext
 
 __all__ = ["ClassifiersApi", "Publish", "serve_catalog"]
@@ -139,6 +139,19 @@ class ClassifiersApi:
                 errors=(404, 503),
             ),
         ]
+        endpoints.append(
+            route(
+                "POST",
+                f"{one}/gold",
+                "add_gold_question",
+                "Promote an item to gold: workers are measured on it from now on.",
+                run=self.add_gold,
+                body=Body(GoldQuestion, MAX_BODY_BYTES),
+                response=ClassifierChanged,
+                status=202,
+                errors=(404, 409, 422, 503),
+            )
+        )
         for action, state in STATE_OF.items():
             endpoints.append(
                 route(
@@ -186,6 +199,20 @@ class ClassifiersApi:
     async def act(self, call: Call, action: str) -> ClassifierChanged:
         await self._ready()
         return await self._write(self._record(call).after(action, call.caller))
+
+    async def add_gold(self, call: Call) -> ClassifierChanged:
+        question: GoldQuestion = call.body
+        await self._ready()
+        record = self._record(call)
+        if question.tag not in record.spec.tags:
+            tags = ", ".join(record.spec.tags)
+            msg = f"{record.name} has no tag {question.tag[:100]!r}; its tags: {tags}"
+            raise HttpError(422, msg)
+        if any(q.id == question.id for q in record.spec.gold):
+            raise HttpError(409, f"{record.name} has a gold question {question.id!r} already")
+        if record.state == "retired":
+            raise HttpError(409, f"classifier {record.name!r} is retired")
+        return await self._write(record.with_gold(question, call.caller))
 
     async def _write(self, change: ClassifierRecord) -> ClassifierChanged:
         # One change at a time, each answered once this worker has applied it: a

@@ -220,11 +220,14 @@ class OperatorAccess:
 
 @dataclass(frozen=True)
 class TokenAccess:
-    """Whoever sends ``token`` as the bearer token; anyone when it is None."""
+    """Whoever sends ``token`` as the bearer token, or an ``operator`` (the console
+    reads what consumers read with the operator's credential); anyone when ``token``
+    is None."""
 
     token: str | None
     name: str  #: what the token is called in a refusal
     security: str  #: its OpenAPI security scheme
+    operator: OperatorAccess | None = None
 
     @property
     def scheme(self) -> str | None:
@@ -235,6 +238,15 @@ class TokenAccess:
         return (401,) if self.token is not None else ()
 
     def check(self, request: web.Request) -> str:
-        if self.token is not None:
+        if self.token is None:
+            return ""
+        try:
             check_bearer(request, self.token, self.name)
+        except HttpError:
+            if self.operator is None or not self.operator.enabled:
+                raise
+            try:
+                return self.operator.check(request)
+            except HttpError:
+                raise HttpError(401, f"wrong {self.name} (or operator token)") from None
         return ""

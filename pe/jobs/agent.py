@@ -61,6 +61,7 @@ class JobsPE:
         self.manager = JobManager(self.classifiers, quality=self.annotator.quality)
         self.gold: dict[str, list[tuple[str, str]]] = {}
         ctx.catalog.on_added(self.add_classifier)
+        ctx.catalog.on_gold(self.add_gold)
         self.windows: dict[str, Reservoir] = {}  #: open counting/enumeration windows
         self.ready = asyncio.Event()
         self.replay: dict[str, list[Any]] = {
@@ -74,9 +75,13 @@ class JobsPE:
 
     def add_classifier(self, spec: ClassifierSpec) -> None:
         """Take jobs on ``spec`` (a classifier of the topology, or one added since)."""
+        self.add_gold(spec)
+        self.manager.workers.register(spec.name, spec.tags)
+
+    def add_gold(self, spec: ClassifierSpec) -> None:
+        """Calibrate counting jobs with the gold questions an operator added too."""
         self.classifiers[spec.name] = spec
         self.gold[spec.name] = [(q.text, q.tag) for q in spec.gold]
-        self.manager.workers.register(spec.name, spec.tags)
 
     def wire(self) -> None:
         """Create the PE's agents, timer, task and routes."""

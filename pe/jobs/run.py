@@ -302,6 +302,7 @@ class JobRun(ABC):
             classifier=spec.name,
             question=spec.question,
             tags=list(spec.tags),
+            na_allowed=spec.na_allowed,
             text=item.text,
             idx=item.idx,
             val=item.val,

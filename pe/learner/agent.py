@@ -12,11 +12,12 @@ from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaError
 
 from channels.codec import DecodeError, decode, encode
-from channels.records import Label
+from channels.records import Label, ModelHeader
 from pe.common.featurebatch import FeatureBatch, skipping_decoder
 from pe.common.http import OperatorAccess
 from pe.common.lifecycle import helper_pool
 from pe.common.modelbook import model_book
+from pe.learner.progress import LearningProgress, ProgressApi
 from pe.learner.review import LabelReview, LabelsApi
 from pe.learner.state import ClassifierLearner
 from pe.learner.teacher import PoolItem, StreamSample, Teacher
@@ -36,6 +37,10 @@ TRAIN_CHECK_S = 0.5
 
 def _held(learner: ClassifierLearner) -> Callable[[], float]:
     return lambda: learner.n_labels
+
+
+def _of(header: ModelHeader) -> tuple[str, int]:
+    return header.classifier, header.version
 
 
 def _finished(learner: ClassifierLearner) -> Callable[[], float]:
@@ -102,6 +107,7 @@ def register(ctx: PipelineContext) -> None:
     labels_in = ctx.metrics.items_in.labels(ctx.pipeline, PE)
 
     review = LabelReview(params.review_labels)
+    progress = LearningProgress()
 
     async def append(label: Label) -> None:
         await (await ctx.send("crowd.labels", label.item_id, encode(label)))
@@ -119,6 +125,7 @@ def register(ctx: PipelineContext) -> None:
                 await (await ctx.reject(PE, exc.kind, str(exc), record.value))
                 continue
             review.take(label)
+            progress.take_label(label)
             learner = learners.get(label.classifier)
             if learner is not None and ctx.catalog.state(label.classifier) != "retired":
                 learner.add(label)
@@ -132,6 +139,31 @@ def register(ctx: PipelineContext) -> None:
         ready=labels_log.caught_up,
     )
     ctx.endpoints.extend(api.endpoints())
+
+    async def on_history(records: Sequence[ConsumerRecord]) -> None:
+        for record in records:
+            try:
+                progress.take_model(decode(ModelHeader, record.value))
+            except DecodeError as exc:
+                await (await ctx.reject(PE, exc.kind, str(exc), record.value))
+
+    history = ctx.follow("models.history", PE, on_history)
+    ctx.endpoints.extend(
+        ProgressApi(
+            progress,
+            lambda: {record.name for record in ctx.catalog.records()},
+            operator=OperatorAccess.from_settings(ctx.settings),
+            ready=(labels_log.caught_up, history.caught_up),
+        ).endpoints()
+    )
+
+    async def record_history(header: ModelHeader) -> None:
+        try:
+            await (await ctx.send("models.history", header.classifier, encode(header)))
+        except KafkaError as exc:  # the next retrain's check writes it again
+            log.error("classifier %s: model v%d not in models.history: %r", *_of(header), exc)
+            return
+        progress.take_model(header)
 
     async def take_sample(batch: FeatureBatch) -> Pending:
         for i in sample.choose(len(batch), time.monotonic()):
@@ -157,6 +189,11 @@ def register(ctx: PipelineContext) -> None:
         # Until both logs are read, a retrain would repeat models already published.
         if not (book.caught_up.is_set() and labels_log.caught_up.is_set()):
             return
+        if history.caught_up.is_set():
+            # A model published just before a crash may have missed its history.
+            for header in list(book.updates.values()):
+                if not progress.knows(header):
+                    await record_history(header)
         for spec in ctx.catalog.labeling():  # not while paused
             name, learner = spec.name, learners[spec.name]
             active = book.updates.get(name)
@@ -189,6 +226,7 @@ def register(ctx: PipelineContext) -> None:
                 log.info("classifier %s: trained on %d labels, %s", name, learner.n_train, outcome)
                 continue
             published[name] = version
+            await record_history(update.header())
             ctx.metrics.items_out.labels(ctx.pipeline, PE).inc()
             log.info(
                 "classifier %s: published model v%d (held-out AUC %s on %d labels, trained on %d)",

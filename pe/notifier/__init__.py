@@ -2,8 +2,10 @@
 
 Input: ``control.models`` (a model published: ``model.published``, only models
 signed with ``model_key``), ``control.classifiers`` (``classifier.added``,
-``.paused``, ``.resumed``, ``.retired``) and ``jobs.results`` (a job's final status:
-``job.finished``), read in the notifier's consumer groups.
+``.paused``, ``.resumed``, ``.retired``, ``.gold_added``), ``jobs.results`` (a job's
+final status: ``job.finished``) and, with ``label_latency_p95_s`` set,
+``crowd.labels`` (``label.latency_missed``: pe.notifier.latency), read in the
+notifier's consumer groups.
 Output: POSTs to each webhook subscribed to the event: a JSON body ``{"event",
 "pipeline", "delivery", "data"}``, signed with ``webhook_secret`` (headers
 ``X-Crowdstream-Signature: sha256=<HMAC-SHA256 of "<timestamp>.<body>">``,
@@ -29,7 +31,7 @@ SPEC = register_pe(
         name="notifier",
         package=__name__,
         summary="the pipeline's events as signed webhooks",
-        inputs=("control.models", "control.classifiers", "jobs.results"),
+        inputs=("control.models", "control.classifiers", "jobs.results", "crowd.labels"),
         outputs=("http:webhooks",),
         agents="pe.notifier.agent:register",
         params=NotifierParams,

@@ -1,4 +1,5 @@
-"""The notifier's agents: events from the control logs, posted to the webhooks."""
+"""The notifier's agents: events from the control logs (and, with a label-latency
+objective, from the crowd's labels), posted to the webhooks."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ from typing import Any
 from aiokafka import ConsumerRecord
 from pydantic import BaseModel, Field, ValidationError
 
+from channels.codec import decode_valid
 from channels.jobs import TERMINAL, job_status
+from channels.records import Label
 from channels.signing import ModelRefused
 from pe.common.api import Call, Endpoint
 from pe.common.catalog import ClassifierRecord
 from pe.common.http import OperatorAccess
 from pe.notifier.delivery import Delivery, Event, Sender
+from pe.notifier.latency import LatencyObjective
 from pe.params import NotifierParams
 from runtime.context import PipelineContext
 from runtime.dataflow import Decoder, Pending
@@ -108,6 +112,19 @@ def register(ctx: PipelineContext) -> None:
         ctx.metrics.items_out.labels(ctx.pipeline, PE).inc(len(wanted))
         return []
 
+    if params.label_latency_p95_s is not None:
+        objective = LatencyObjective(
+            params.label_latency_p95_s, params.latency_window_s, params.latency_min_labels
+        )
+
+        async def label_events(records: Sequence[ConsumerRecord]) -> tuple[list[Event], Pending]:
+            oldest_ms = (time.time() - params.max_age_s) * 1000
+            fresh = [r.value for r in records if r.timestamp >= oldest_ms]
+            ctx.metrics.items_in.labels(ctx.pipeline, PE).inc(len(records))
+            # A malformed label is dead-lettered by the PEs that own the log.
+            return objective.take(decode_valid(Label, fresh)), []
+
+        ctx.consume("crowd.labels", PE, label_events, deliver)
     ctx.consume("control.models", PE, decoder(model_events), deliver)
     ctx.consume("control.classifiers", PE, decoder(classifier_events), deliver)
     ctx.consume("jobs.results", PE, decoder(job_events), deliver)

@@ -164,6 +164,7 @@ def register(ctx: PipelineContext) -> None:
                     classifier=spec.name,
                     question=spec.question,
                     tags=spec.tags,
+                    na_allowed=spec.na_allowed,
                     text=candidate.text,
                     idx=candidate.idx,
                     val=candidate.val,

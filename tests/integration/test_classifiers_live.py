@@ -129,6 +129,18 @@ def test_classifiers_change_on_a_running_pipeline_and_survive_a_restart(
             return any(m["classifier"] == "needs_help" for m in read("control.models"))
 
         assert until(learned, 120), "no model of the added classifier"
+        # Its history: every version published, in the learning API and the export.
+        published = {
+            m["version"] for m in read("control.models") if m["classifier"] == "needs_help"
+        }
+        status, raw = worker.get("/api/v1/learning/needs_help")
+        assert status == 200
+        progress = orjson.loads(raw)
+        assert published <= {m["version"] for m in progress["models"]}
+        assert sum(point["labels"] for point in progress["crowd"]) >= 10
+        status, raw = worker.get("/api/v1/export/models?classifier=needs_help")
+        exported = [orjson.loads(line) for line in raw.splitlines()]
+        assert published <= {row["version"] for row in exported}
         classified = read("items.classified")
         assert all({"needs_help", "roads"} <= set(r["labels"]) for r in classified[-100:])
         tasks = read("crowd.tasks")

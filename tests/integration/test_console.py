@@ -1,8 +1,9 @@
 """The operator console in headless Chromium, on a running pipeline with the
 simulated crowd: an operator adds a classifier and sees its first model appear
-with its AUC, corrects a label, submits a counting job and watches its estimate,
-cancels a job, exports the labels, and sees a webhook's failed deliveries; at phone
-width too.
+with its AUC, watches it learn in plots, follows the classified stream filtered by
+provenance, corrects a label, promotes an item to gold, submits a counting job and
+watches its estimate, cancels a job, exports the labels, and sees a webhook's failed
+deliveries; at phone width too.
 Screenshots go to test-output/browser (docs/console.md shows them)."""
 
 from __future__ import annotations
@@ -86,12 +87,44 @@ def test_an_operator_adds_a_classifier_corrects_a_label_and_exports_in_the_conso
         assert page.inner_text(f"{row} td:nth-child(4)").startswith("v")
         page.screenshot(path=str(output / "console-classifiers.png"), full_page=True)
 
+        # Watch it learn: the crowd's work and each model's held-out metrics, plotted.
+        page.click("nav button[data-tab=learning]")
+        page.select_option("#learning-classifier", "request")
+        page.click("#learning-form button[type=submit]")
+        page.wait_for_selector(
+            "#learning-plots[data-classifier=request] figure[data-plot=auc] polyline"
+        )
+        summary = page.inner_text("#learning-summary")
+        assert re.match(r"\d+ labels bought, \d+ answers, cost \d+\.\d\d; model v\d+", summary)
+        for plot, series in (("labels", "labels"), ("latency", "p95"), ("tags", "yes recall")):
+            points = page.get_attribute(
+                f"figure[data-plot={plot}] polyline[data-series='{series}']", "data-points"
+            )
+            assert int(points or 0) >= 1, (plot, series)
+        page.screenshot(path=str(output / "console-learning.png"), full_page=True)
+
+        # The live classified stream, filtered: the model's aid_related tags only.
+        page.click("nav button[data-tab=stream]")
+        page.select_option("#stream-classifier", "aid_related")
+        page.select_option("#stream-source", "model")
+        page.click("#stream-form button[type=submit]")
+        page.wait_for_selector("#stream-status:has-text('following')")
+        fresh = [orjson.dumps({**row, "id": f"live-{row['id']}"}) for row in sample[:50]]
+        run(push_lines([broker.bootstrap], PIPELINE, fresh))
+        page.wait_for_selector("#stream-items li[data-item^='live-']")
+        shown = page.locator("#stream-items li").all_inner_texts()
+        assert shown and all(re.search(r"aid_related: \w+ [01]\.\d\d, model v\d", t) for t in shown)
+        page.screenshot(path=str(output / "console-stream.png"))  # the top: the list is long
+        page.click("#stream-stop")
+
         # Review its labels and correct one.
         page.click("nav button[data-tab=labels]")
         page.select_option("#labels-classifier", "request")
         page.click("#labels-form button[type=submit]")
-        page.wait_for_selector("#label-list li[data-item] .fix button")
+        page.wait_for_selector("#label-list li[data-classifier=request] .fix button")
         first = page.locator("#label-list li[data-item]").first
+        # Each answer with the quality loop's estimate of its worker.
+        assert re.search(r"\S+ (yes|no|N/A) \(est\. accuracy [01]\.\d\d\)", first.inner_text())
         item_id = first.get_attribute("data-item")
         page.screenshot(path=str(output / "console-labels.png"))
         first.locator(".fix button").first.click()
@@ -99,6 +132,15 @@ def test_an_operator_adds_a_classifier_corrects_a_label_and_exports_in_the_conso
         status, raw = worker.get("/api/v1/labels?corrected=true")
         [corrected] = orjson.loads(raw)["labels"]
         assert corrected["item_id"] == item_id and corrected["corrected_by"] == "operator"
+
+        # Promote a labeled item to gold: workers are measured on it from now on.
+        promote = page.locator("button", has_text="Make gold")
+        promoted = page.locator("#label-list li[data-item]", has=promote).first
+        gold_id = promoted.get_attribute("data-item")
+        promoted.locator("button", has_text="Make gold").click()
+        page.wait_for_selector("#notice:has-text('gold question added')")
+        status, raw = worker.get("/api/v1/classifiers/request")
+        assert gold_id in [q["id"] for q in orjson.loads(raw)["spec"]["gold"]]
 
         # Export the labels as CSV: the correction is among them.
         page.click("nav button[data-tab=export]")
@@ -149,7 +191,7 @@ def test_an_operator_adds_a_classifier_corrects_a_label_and_exports_in_the_conso
         page.click("nav button[data-tab=webhooks]")
         page.wait_for_selector("#delivery-rows tr.outcome-failed")
         assert "classifier.added" in page.inner_text("#delivery-rows")
-        page.screenshot(path=str(output / "console-webhooks.png"), full_page=True)
+        page.screenshot(path=str(output / "console-webhooks.png"))  # the top: the list is long
         page.close()
 
         # At phone width the page fits, and works the same.

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -214,23 +213,31 @@ def test_two_browser_workers_label_a_stream(
     assert "finished first by others" in slow.inner_text("#earnings-detail")
     assert slow.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
 
-    # The operator releases the slow worker: their page thanks them and ends.
-    status = orjson.loads(
-        urllib.request.urlopen(
-            urllib.request.Request(
-                worker.http + "/api/v1/operator/workers",
-                headers={"Authorization": f"Bearer {OPERATOR}"},
-            ),
-            timeout=5,
-        ).read()
-    )
-    slow_id = next(w["worker_id"] for w in status["workers"] if w["name"] == "Slow Sam")
-    code, _ = worker.post(
-        f"/api/v1/operator/workers/{slow_id}/release",
-        b"",
-        {"Authorization": f"Bearer {OPERATOR}"},
-    )
-    assert code == 200
+    # In the console's crowd tab the operator sees both workers, makes an invite code
+    # and releases the slow worker: their page thanks them and ends.
+    console = browser.new_page()
+    console.on("dialog", lambda dialog: dialog.accept())
+    console.goto(worker.http + "/console")
+    console.fill("#token", OPERATOR)
+    console.click("#token-form button[type=submit]")
+    console.wait_for_selector("#notice:has-text('signed in')")
+    console.click("nav button[data-tab=crowd]")
+    console.wait_for_selector("#worker-rows tr[data-worker]")
+    rows = console.locator("#worker-rows tr[data-worker]")
+    names = [row.split("(")[0].strip() for row in rows.locator("td:first-child").all_inner_texts()]
+    assert sorted(names) == ["Fast Fran", "Slow Sam"]
+    assert console.inner_text("#pool-summary").startswith("Pool of 2")
+    console.fill("#invite-name", "Riley")
+    console.click("#invite-form button[type=submit]")
+    console.wait_for_selector("#invite-rows tr[data-invite]")
+    assert "Riley" in console.inner_text("#invite-rows")
+    slow_row = rows.filter(has_text="Slow Sam")
+    slow_row.locator("td.actions button").click()
+    console.wait_for_selector("#notice:has-text('Slow Sam released')")
+    # The table refreshes itself every 3 s.
+    wait_for(lambda: slow_row.locator("td.state").inner_text() == "ended", 15, "the release")
+    console.screenshot(path=str(output / "console-crowd.png"), full_page=True)
+    console.close()
     slow.wait_for_selector("body[data-view=ended]")
     assert "Thank you" in slow.inner_text("#ended-title")
     assert slow.is_hidden("#rejoin")  # released people are not invited back

@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from pe.common.catalog import ClassifierCatalog, ClassifierRecord
-from pe.params import ClassifierSpec
+from pe.params import ClassifierSpec, GoldQuestion
 from pipelines.sample import load_sample
 from pipelines.testing import PeHarness, Record
 from pipelines.topology import Topology, load_topology
@@ -143,3 +143,52 @@ async def test_after_a_restart_the_learner_holds_the_labels_of_an_added_classifi
     async with PeHarness(_topology(), ["learner"], logs=logs) as run:
         state = run.state("learner")
     assert state is not None and state["needs_help"]["items"] == ["i1"]  # type: ignore[index]
+
+
+async def test_an_item_promoted_to_gold_is_asked_as_a_gold_question() -> None:
+    data = _topology().model_dump(mode="json")
+    for spec in data["classifiers"]:
+        spec["gold"] = []  # the promoted question is the only gold question
+    data["params"]["annotator"]["quality"] = {"enabled": True, "gold_rate": 0.5}
+    topology = Topology.model_validate(data)
+    aid = topology.classifiers[0]
+    record = ClassifierRecord(spec=aid, by="topology", at=0.0).with_gold(
+        GoldQuestion(id="promoted-1", text="we need water and food in Jacmel", tag="yes"), "op"
+    )
+    sample = load_sample(400)
+    async with PeHarness(topology) as run:
+        await run.feed("control.classifiers", [(aid.name, record.model_dump_json().encode())])
+        await run.feed("items.raw", sample)
+
+        def asked() -> list[dict[str, Any]]:
+            return [
+                label
+                for label in run.outputs("crowd.labels")
+                if label["kind"] == "gold" and label["item_id"].endswith("promoted-1")
+            ]
+
+        await _run_until(run, asked, timeout_s=30)
+        assert asked() and asked()[0]["classifier"] == aid.name
+
+
+async def test_where_n_a_is_not_allowed_the_simulated_crowd_guesses_a_tag() -> None:
+    # Its truth is unknown to the simulated crowd, who cannot tell: N/A where allowed.
+    unknown = {"question": "Is it about roads?", "tags": ["yes", "no"], "truth_key": "nope"}
+    specs = [
+        ClassifierSpec(name="roads_na", **unknown),
+        ClassifierSpec(name="roads_tag", na_allowed=False, **unknown),
+    ]
+    async with PeHarness(_topology()) as run:
+        for spec in specs:
+            await run.feed("control.classifiers", [(spec.name, _record(spec))])
+        await run.feed("items.raw", load_sample(300))
+
+        def answers(name: str) -> set[str]:
+            labels = run.outputs("crowd.labels")
+            return {a["tag"] for x in labels if x["classifier"] == name for a in x["answers"]}
+
+        await _run_until(run, lambda: answers("roads_na") and answers("roads_tag"), 30)
+        tasks = [t for t in run.outputs("crowd.tasks") if t["classifier"] == "roads_tag"]
+        assert tasks and not any(t["na_allowed"] for t in tasks)
+    assert answers("roads_na") == {"N/A"}
+    assert answers("roads_tag") and answers("roads_tag") <= {"yes", "no"}

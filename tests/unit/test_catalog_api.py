@@ -117,3 +117,37 @@ async def test_a_worker_still_reading_the_changes_answers_503_not_the_topology(
         assert "try again" in (await answer.json())["error"]
     catalog.caught_up.set()
     assert (await client.get("/api/v1/classifiers", headers=AUTH)).status == 200
+
+
+async def test_an_operator_promotes_an_item_to_gold_and_the_catalog_tells_its_listeners(
+    serve: Any,
+) -> None:
+    client, catalog = await serve(OperatorAccess(OPERATOR, loopback_only=False))
+    heard: list[list[str]] = []
+    catalog.on_gold(lambda spec: heard.append([q.id for q in spec.gold]))
+    question = {"id": "item-7", "text": "we need water in Leogane", "tag": "yes"}
+    path = "/api/v1/classifiers/aid_related/gold"
+    promoted = await client.post(path, data=orjson.dumps(question), headers=AUTH)
+    assert promoted.status == 202, await promoted.text()
+    record = catalog.get("aid_related")
+    assert record is not None and record.change == "gold_added" and record.by == "operator"
+    assert [q.id for q in record.spec.gold] == ["item-7"] and heard == [["item-7"]]
+    for body, status, reason in (
+        (question, 409, "already"),
+        ({**question, "id": "item-8", "tag": "maybe"}, 422, "no tag 'maybe'"),
+        ({"id": "item-9", "text": ""}, 422, "text"),
+    ):
+        answer = await client.post(path, data=orjson.dumps(body), headers=AUTH)
+        assert answer.status == status and reason in await answer.text(), body
+    missing = await client.post(
+        "/api/v1/classifiers/nope/gold", data=orjson.dumps(question), headers=AUTH
+    )
+    assert missing.status == 404
+    assert heard == [["item-7"]]
+    # The question and tags stay what the labels answered: only gold may grow, by
+    # questions of new ids.
+    assert "new id" in (catalog.apply(record.with_gold(record.spec.gold[0], "x")) or "")
+    changed = ClassifierRecord(
+        spec=record.spec.model_copy(update={"question": "Other?"}), change="gold_added"
+    )
+    assert "question and tags stay" in (catalog.apply(changed) or "")

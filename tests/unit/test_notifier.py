@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,9 +14,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from channels.records import Label
 from config import load_settings
 from pe.common.catalog import ClassifierRecord
 from pe.notifier.delivery import Event, Sender
+from pe.notifier.latency import LatencyObjective
 from pe.params import ClassifierSpec
 from pipelines.testing import PeHarness, sample_models
 from pipelines.topology import Topology, load_topology
@@ -152,3 +155,55 @@ async def test_old_events_are_not_sent(receiver: tuple[Receiver, str]) -> None:
 def test_webhooks_without_a_secret_are_refused_at_start() -> None:
     with pytest.raises(ValueError, match="webhook_secret"):
         PeHarness(_topology("http://127.0.0.1:9/hook"), ["notifier"])
+
+
+def _timed(classifier: str, ts: float, latency: float, **fields: Any) -> Label:
+    return Label(
+        item_id=f"{classifier}-{ts}",
+        classifier=classifier,
+        tag="yes",
+        agreement=1.0,
+        answers=[],
+        idx=[],
+        val=[],
+        ts=ts,
+        task_created=ts - latency,
+        **fields,
+    )
+
+
+def test_the_latency_objective_is_missed_once_until_it_is_met_again() -> None:
+    objective = LatencyObjective(p95_s=60.0, window_s=600.0, min_labels=5)
+    fast = [_timed("aid", t, 10.0) for t in range(0, 50, 10)]
+    assert objective.take(fast) == []
+    # Slow labels, some not counted: a gold question's, a correction, an old label.
+    slow = [_timed("aid", t, 300.0) for t in range(100, 160, 10)]
+    ignored = [
+        _timed("aid", 161, 900.0, kind="gold"),
+        _timed("aid", 162, 900.0, corrected_by="operator"),
+        _timed("aid", 163, 900.0, status="shed"),
+    ]
+    [event] = objective.take(slow + ignored + [_timed("request", 150, 999.0)])
+    assert event.name == "label.latency_missed" and event.data["classifier"] == "aid"
+    assert event.data["p95_s"] == 300.0 and event.data["labels"] == 11
+    assert objective.take([_timed("aid", 170, 300.0)]) == []  # still missed: said once
+    # 600 s later the slow ones left the window: met again, and a new miss is news.
+    assert objective.take([_timed("aid", t, 5.0) for t in range(800, 850, 10)]) == []
+    [again] = objective.take([_timed("aid", t, 200.0) for t in range(900, 1000, 10)])
+    assert again.key != event.key
+
+
+async def test_the_notifier_tells_a_webhook_of_a_missed_latency_objective(
+    receiver: tuple[Receiver, str],
+) -> None:
+    target, url = receiver
+    topology = _topology(url, label_latency_p95_s=30.0, latency_min_labels=3)
+    settings = load_settings(crowd="none", webhook_secret=SECRET.decode())
+    now = time.time()
+    labels = [(f"i{n}", _timed("aid_related", now - n, 120.0)) for n in range(3)]
+    async with PeHarness(topology, ["notifier"], settings=settings) as run:
+        await run.feed("crowd.labels", labels)
+    [missed] = [e for e in target.events() if e["event"] == "label.latency_missed"]
+    assert missed["data"]["classifier"] == "aid_related" and missed["data"]["p95_s"] == 120.0
+    # Only the webhook that wants every event was told.
+    assert [h["X-Crowdstream-Event"] for h, _ in target.received].count("label.latency_missed") == 1

@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from pe.classifier.api import ResultsApi
 from pe.classifier.recent import Query, RecentResults
 from pe.common.api import api_routes
-from pe.common.http import LIMITS, HttpLimits
+from pe.common.http import LIMITS, HttpLimits, OperatorAccess
 
 TAGS = {"aid_related": ["yes", "no"], "request": ["yes", "no"]}
 
@@ -329,6 +329,17 @@ async def test_with_a_results_token_the_list_and_the_stream_need_it(serve: Any) 
     stream = await http.get("/api/v1/classified/stream", headers=mine)
     assert stream.status == 200
     stream.close()
+
+
+async def test_an_operator_reads_the_results_with_the_operator_token(serve: Any) -> None:
+    recent = RecentResults(max_items=1000, max_age_s=1e12)
+    recent.add([item(1, 100.0)])
+    operator = OperatorAccess("operator-token-0123456789", loopback_only=False)
+    http = await serve(recent, token=RESULTS, operator=operator)
+    for bearer, status in ((RESULTS, 200), (operator.token, 200), ("wrong-token-0123456", 401)):
+        listed = await http.get("/api/v1/classified", headers={"Authorization": f"Bearer {bearer}"})
+        assert listed.status == status, bearer
+    assert "operator token" in (await listed.json())["error"]
 
 
 async def test_a_stream_client_that_reads_nothing_is_dropped(serve: Any) -> None:

@@ -63,7 +63,9 @@ class Env:
         body = {"assignment_id": assignment_id, "tag": tag}
         return await self.call("POST", "/api/v1/workers/me/answers", token, body)
 
-    def submit(self, n: int = 1, classifier: str = "aid_related") -> list[str]:
+    def submit(
+        self, n: int = 1, classifier: str = "aid_related", na_allowed: bool = True
+    ) -> list[str]:
         ids = []
         for _ in range(n):
             task_id = f"t{len(self.pool.tasks) + len(self.finished)}-{random.random():.6f}"
@@ -73,6 +75,7 @@ class Env:
                 classifier=classifier,
                 question="Is this message about aid?",
                 tags=["yes", "no"],
+                na_allowed=na_allowed,
                 text=f"message for {task_id}",
                 kind="active",
                 created=0.0,
@@ -311,9 +314,23 @@ async def test_answers_are_checked_against_the_workers_own_open_assignments(env:
     status, body = await env.answer(ana["token"], ana_task.assignment_id, "maybe")
     assert status == 422 and "not one of: yes, no, N/A" in body["error"]
     assert not env.finished and env.pool.ledger.workers[ana["worker_id"]].records == 0
-    # N/A (skip) is always a valid answer
+    # N/A (skip) is a valid answer where the classifier allows it
     status, body = await env.answer(ana["token"], ana_task.assignment_id, "N/A")
     assert status == 200 and body["outcome"] == "vote"
+
+
+async def test_where_n_a_is_not_allowed_the_page_shows_no_skip_and_the_api_refuses_it(
+    env: Env,
+) -> None:
+    ana = await env.join("ana")
+    events = await stream(env, ana["token"])
+    env.submit(na_allowed=False)
+    task = await events.until("task")
+    assert task["na_allowed"] is False and task["tags"] == ["yes", "no"]
+    status, body = await env.answer(ana["token"], task["assignment_id"], "N/A")
+    assert status == 422 and "not one of: yes, no" in body["error"]
+    status, body = await env.answer(ana["token"], task["assignment_id"], "no")
+    assert status == 200
 
 
 async def test_a_terminated_assignment_is_paid_and_not_a_vote(env: Env) -> None:

@@ -79,8 +79,14 @@ class Assignment:
     response: dict[str, Any] | None = None  #: the first answer's response, for repeats
 
     @property
+    def na_allowed(self) -> bool:
+        return bool(getattr(self.task.payload, "na_allowed", True))
+
+    @property
     def tags(self) -> list[str]:
-        return [*getattr(self.task.payload, "tags", []), NA_TAG]
+        """The answers a worker may give."""
+        tags = list(getattr(self.task.payload, "tags", []))
+        return [*tags, NA_TAG] if self.na_allowed else tags
 
     def view(self) -> dict[str, Any]:
         """What the worker sees: never the ground truth a simulated payload carries."""
@@ -92,6 +98,7 @@ class Assignment:
             "question": str(getattr(payload, "question", "")),
             "text": str(getattr(payload, "text", "")),
             "tags": list(getattr(payload, "tags", [])),
+            "na_allowed": self.na_allowed,
             "offered_at": round(self.offered, 3),
         }
 

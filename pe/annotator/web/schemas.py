@@ -91,7 +91,8 @@ class TaskView(BaseModel):
     classifier: str
     question: str
     text: str = Field(description="The message; plain text, to be shown escaped.")
-    tags: list[str] = Field(description="Answer with one of these, or N/A to skip.")
+    tags: list[str] = Field(description="Answer with one of these, or N/A when allowed.")
+    na_allowed: bool = Field(description="Whether N/A (cannot tell, skip) is an answer.")
     offered_at: float
 
 

@@ -145,6 +145,7 @@ function showTask(assignment) {
   $("task-question").textContent = assignment.question;
   $("task-text").textContent = assignment.text;
   tagButtons($("task-tags"), assignment.tags, answerTask);
+  $("skip").hidden = assignment.na_allowed === false;  // every answer is a tag then
   setBusy(false);
   show("task");
 }
@@ -334,7 +335,7 @@ document.addEventListener("keydown", (event) => {
   const container = view === "task" ? $("task-tags") : view === "qualify" ? $("quiz-tags") : null;
   if (!container) return;
   if (view === "task" && (event.key === "0" || event.key.toLowerCase() === "s")) {
-    $("skip").click();
+    if (!$("skip").hidden) $("skip").click();
     return;
   }
   const index = Number(event.key) - 1;
