@@ -1,14 +1,16 @@
 """Crowd annotator PE: a CLAMShell retainer pool labels tasks at interactive speed.
 
 Input: ``crowd.tasks`` (Task: training tasks and jobs' tasks), ``crowd.labels``
-(outcomes already written) and ``jobs.results`` (jobs that ended), each read from
+(outcomes already written; an operator's correction is gold evidence about the
+workers who answered) and ``jobs.results`` (jobs that ended), each read from
 its start by a follower: every task without an outcome waits in the pool's queue,
 after a restart too; ``crowd.pool`` (PoolMember), read at start only: the pool's
 workers before a restart.
-Output: ``crowd.labels`` (Label: the answers of a task and, for label tasks, the
-quality loop's tag and its posterior, null when they disagree; gold questions'
-answers with ``kind`` gold and the known tag; or ``status`` shed / withdrawn, with
-no answers, for a task the full queue shed or whose job ended); ``crowd.pool``
+Output: ``crowd.labels`` (Label: the answers of a task, each with the quality
+loop's estimate of its worker, and, for label tasks, the loop's tag and its
+posterior, null when they disagree; gold questions' answers with ``kind`` gold
+and the known tag; or ``status`` shed / withdrawn, with no answers, for a task the
+full queue shed or whose job ended); ``crowd.pool``
 (PoolMember: each qualified worker's marks and latency records when they change,
 and ``present`` false when they leave; every second, by ``journal``);
 ``items.rejected`` (malformed tasks).

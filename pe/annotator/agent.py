@@ -208,7 +208,11 @@ class Annotator:
         """An outcome from the log (this annotator's own, or one from before a restart,
         whose answers the quality loop learns from again)."""
         key = label.task_id or _legacy_key(label)
-        if key not in self._done and self.quality is not None:
+        if label.corrected_by is not None:
+            # The task's outcome came before: this tells the quality loop who was wrong.
+            if self.quality is not None:
+                self.quality.correct(label)
+        elif key not in self._done and self.quality is not None:
             self.quality.replay(label)
         self._done.add(key)
         self._waiting.pop(key, None)

@@ -3,8 +3,9 @@ joined to the retainer pool as its :class:`~pe.annotator.pool.Judge`.
 
 The loop owns a :class:`~pe.common.quality.WorkerQuality` model and the gold
 questions. It settles finished tasks (their posterior, and the workers' matrices
-learn from their answers), scores gold answers, and replays outcomes read back from
-the log after a restart, so workers keep their records. Each gold question is shown
+learn from their answers), scores gold answers, takes an operator's correction of a
+label as gold evidence about the workers who answered it, and replays outcomes read
+back from the log after a restart, so workers keep their records. Each gold question is shown
 to a worker at most once, qualification quizzes included.
 """
 
@@ -112,6 +113,19 @@ class QualityLoop:
             worker_id, right = scored
             self.shown(worker_id, [label.item_id])
             self.gold_answers["correct" if right else "wrong"] += 1
+
+    def correct(self, label: Label) -> None:
+        """An operator's correction of a label: the item's right tag, hard evidence
+        about each worker who answered it, as a gold question's answer is."""
+        if label.tag is None or not self.quality.knows(label.classifier):
+            return
+        for answer in label.answers:
+            if answer.tag is None:
+                continue
+            try:
+                self.quality.gold(label.classifier, answer.worker_id, answer.tag, label.tag)
+            except ValueError:
+                return  # a tag the classifier does not have: the learner refuses it too
 
     def qualified(self, worker_id: str, quiz: dict[str, GoldItem], answers: dict[str, str]) -> None:
         """A qualification quiz's answers are gold evidence too."""

@@ -283,3 +283,25 @@ def test_a_replayed_gold_answer_with_an_unknown_truth_is_skipped() -> None:
     )
     _loop(model).replay(label)  # a bad record in the log must not stop the annotator
     assert model.tag_counts("c", "a", "yes") == (3.0, 1.0, 1.0, 3.0)
+
+
+def test_an_operators_correction_is_gold_evidence_about_the_workers_who_answered() -> None:
+    model = _model(prior_accuracy=0.75, prior_strength=4.0)
+    answers = [
+        Answer(task_id="t", worker_id=worker, tag=tag, latency_s=1.0)
+        for worker, tag in (("a", "yes"), ("b", "yes"), ("c", "no"), ("d", "N/A"))
+    ]
+    crowd = Label(
+        item_id="i", classifier="c", tag="yes", agreement=2 / 3, answers=answers,
+        ts=1.0, idx=[], val=[],
+    )  # fmt: skip
+    correction = crowd.model_copy(update={"tag": "no", "corrected_by": "operator", "ts": 2.0})
+    before = {w: model.skill(w, "c") for w in "abcd"}
+    _loop(model).correct(correction)
+    assert model.tag_counts("c", "a", "yes") == (3.0, 1.0, 2.0, 3.0)  # said yes: wrong
+    assert model.skill("a", "c") < before["a"] and model.skill("b", "c") < before["b"]
+    assert model.skill("c", "c") > before["c"]  # said no: right
+    assert model.skill("d", "c") == before["d"]  # N/A says nothing
+    # A tag the classifier does not have changes nothing and does not raise.
+    _loop(model).correct(correction.model_copy(update={"tag": "maybe"}))
+    assert model.skill("c", "c") > before["c"] and model.tag_counts("c", "a", "yes")[2] == 2.0
