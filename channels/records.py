@@ -36,6 +36,7 @@ __all__ = [
     "TagMetrics",
     "TagPrediction",
     "Task",
+    "TaskExample",
     "TaskForm",
     "TaskKind",
     "format_auc",
@@ -169,6 +170,11 @@ TaskForm = Literal["label", "count", "enumerate"]
 TaskKind = Literal["active", "passive", "job", "gold"]
 
 
+class TaskExample(_Record):
+    text: str
+    tag: str
+
+
 class Task(_SparseFeatures):
     """One crowd task.
 
@@ -184,6 +190,8 @@ class Task(_SparseFeatures):
     tags: list[str]
     #: Whether N/A ("cannot tell") is an answer too (ClassifierSpec.na_allowed).
     na_allowed: bool = True
+    #: Worked examples shown beside the question (ClassifierSpec.examples).
+    examples: list[TaskExample] = Field(default_factory=list)
     text: str
     #: How the item was picked: by uncertainty, at random, or by a job; ``gold``: a
     #: question with a known answer, to measure the worker.

@@ -6,7 +6,7 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
-from channels.records import NA_TAG
+from channels.records import NA_TAG, TaskExample
 
 __all__ = [
     "ClassifierSpec",
@@ -332,6 +332,15 @@ class GoldQuestion(BaseModel):
     tag: str
 
 
+class TagExample(BaseModel):
+    """A worked example shown to workers beside a classifier's question."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    text: str = Field(min_length=1, max_length=1000)
+    tag: str
+
+
 class ClassifierSpec(BaseModel):
     """A nominal attribute every item is classified on."""
 
@@ -350,13 +359,22 @@ class ClassifierSpec(BaseModel):
     #: Whether a worker may answer N/A ("cannot tell"); when false, every answer is
     #: one of the tags.
     na_allowed: bool = True
+    #: A few worked examples (text and its tag) the worker page shows beside the
+    #: question; unlike gold questions, they measure nobody.
+    examples: list[TagExample] = Field(default_factory=list, max_length=5)
 
     @model_validator(mode="after")
     def _gold_in_tags(self) -> ClassifierSpec:
-        wrong = sorted({q.tag for q in self.gold} - set(self.tags))
+        used = {q.tag for q in self.gold} | {e.tag for e in self.examples}
+        wrong = sorted(used - set(self.tags))
         if wrong:
-            raise ValueError(f"gold questions with tags not among the tags: {', '.join(wrong)}")
+            msg = f"gold questions or examples with tags not among the tags: {', '.join(wrong)}"
+            raise ValueError(msg)
         return self
+
+    def task_examples(self) -> list[TaskExample]:
+        """The examples as a task carries them."""
+        return [TaskExample(text=e.text, tag=e.tag) for e in self.examples]
 
     @field_validator("tags")
     @classmethod

@@ -156,6 +156,9 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument(
         "--no-na", action="store_true", help="workers may not answer N/A: every answer is a tag"
     )
+    add.add_argument(
+        "--examples", help="examples shown to workers: a JSON lines file of {text, tag} (at most 5)"
+    )
     listing = clf_sub.add_parser("list", help="every classifier and its state")
     listing.add_argument("--json", action="store_true", help="print records as JSON lines")
     gold = clf_sub.add_parser("gold", help="promote an item to a classifier's gold questions")
@@ -423,7 +426,7 @@ def _cmd_job(args: argparse.Namespace) -> int:
 
 def _cmd_classifier(args: argparse.Namespace) -> int:
     from pe.common.catalog import ClassifierRecord
-    from pe.params import ClassifierSpec, GoldQuestion
+    from pe.params import ClassifierSpec, GoldQuestion, TagExample
     from pipelines.classifierclient import read_catalog, state_change, write_change
 
     settings = load_settings(broker=args.broker)
@@ -447,16 +450,18 @@ def _cmd_classifier(args: argparse.Namespace) -> int:
                 )
         return 0
     if args.classifier_command == "add":
-        gold = []
-        if args.gold:
-            lines = Path(args.gold).read_text().splitlines()
-            gold = [GoldQuestion.model_validate_json(line) for line in lines if line.strip()]
+
+        def json_lines(path: str | None) -> list[str]:
+            lines = Path(path).read_text().splitlines() if path else []
+            return [line for line in lines if line.strip()]
+
         spec = ClassifierSpec(
             name=args.name,
             question=args.question,
             tags=args.tags,
-            gold=gold,
+            gold=[GoldQuestion.model_validate_json(line) for line in json_lines(args.gold)],
             na_allowed=not args.no_na,
+            examples=[TagExample.model_validate_json(line) for line in json_lines(args.examples)],
         )
         change = ClassifierRecord(spec=spec, by="cli")
     elif args.classifier_command == "gold":

@@ -303,6 +303,7 @@ class JobRun(ABC):
             question=spec.question,
             tags=list(spec.tags),
             na_allowed=spec.na_allowed,
+            examples=spec.task_examples(),
             text=item.text,
             idx=item.idx,
             val=item.val,

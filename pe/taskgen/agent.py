@@ -165,6 +165,7 @@ def register(ctx: PipelineContext) -> None:
                     question=spec.question,
                     tags=spec.tags,
                     na_allowed=spec.na_allowed,
+                    examples=spec.task_examples(),
                     text=candidate.text,
                     idx=candidate.idx,
                     val=candidate.val,

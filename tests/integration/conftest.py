@@ -215,7 +215,7 @@ async def read_all(bootstrap: str, topic: str) -> list[ConsumerRecord]:
     """What ``topic`` holds now: each partition read up to the end it had at the call
     (at once, where waiting for the topic to go quiet took seconds a read)."""
     records: list[ConsumerRecord] = []
-    async for batch in read_range([bootstrap], topic, 0, 2**62, PLAINTEXT):
+    async for batch in read_range(bootstrap.split(","), topic, 0, 2**62, PLAINTEXT):
         records.extend(batch)
     return records
 

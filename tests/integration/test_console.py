@@ -69,6 +69,8 @@ def test_an_operator_adds_a_classifier_corrects_a_label_and_exports_in_the_conso
         page.fill("#add-name", "request")
         page.fill("#add-question", "Is the author asking for something?")
         page.fill("#add-tags", "yes, no")
+        example = {"text": "please send water to Carrefour", "tag": "yes"}
+        page.fill("#add-examples", orjson.dumps(example).decode())
         page.click("#add-form button[type=submit]")
         page.wait_for_selector("#notice:has-text('classifier added')")
         row = 'tr[data-classifier="request"]'
@@ -140,7 +142,8 @@ def test_an_operator_adds_a_classifier_corrects_a_label_and_exports_in_the_conso
         promoted.locator("button", has_text="Make gold").click()
         page.wait_for_selector("#notice:has-text('gold question added')")
         status, raw = worker.get("/api/v1/classifiers/request")
-        assert gold_id in [q["id"] for q in orjson.loads(raw)["spec"]["gold"]]
+        spec = orjson.loads(raw)["spec"]
+        assert gold_id in [q["id"] for q in spec["gold"]] and spec["examples"] == [example]
 
         # Export the labels as CSV: the correction is among them.
         page.click("nav button[data-tab=export]")

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
+import yaml
 from playwright.sync_api import Browser, Page
 
 from pipelines.broker import EmbeddedBroker
@@ -38,9 +39,12 @@ OPERATOR = "operator-secret-for-tests"
 XSS = 'Water needed <script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
 
 
+EXAMPLE = {"text": "The bridge on the road to Leogane is down", "tag": "yes"}
+
+
 @pytest.fixture(scope="module")
 def topology(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_topology(
+    path = write_topology(
         tmp_path_factory.mktemp("topology"),
         PIPELINE,
         annotator={
@@ -56,6 +60,11 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Path:
         taskgen={"max_tasks_per_minute": 6000, "round_interval_s": 0.2, "label_budget": BUDGET},
         learner={"retrain_every": 4, "min_train": 4},
     )
+    # aid_related's workers see a worked example beside the question.
+    data = yaml.safe_load(path.read_text())
+    data["classifiers"][0]["examples"] = [EXAMPLE]
+    path.write_text(yaml.safe_dump(data))
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +169,7 @@ def test_two_browser_workers_label_a_stream(
     # The slow worker holds their task; the fast one answers everything, by keyboard,
     # until straggler mitigation gives them a duplicate of the slow one's task and
     # their answer terminates it.
-    saw_markup = False
+    saw_markup = saw_example = False
     wait_for(lambda: view(slow) == "task", 60, "the slow worker's task")
     slow.screenshot(path=str(output / "task-mobile.png"), full_page=True)
     slow_text = slow.text_content("#task-text")
@@ -169,6 +178,12 @@ def test_two_browser_workers_label_a_stream(
     while not notice and time.monotonic() < deadline:
         if view(fast) == "task":
             text = fast.text_content("#task-text") or ""
+            if fast.inner_text("#task-classifier") == "aid_related":
+                assert fast.is_visible("#task-examples summary")
+                assert EXAMPLE["text"] in (fast.text_content("#task-example-list") or "")
+                saw_example = True
+            else:
+                assert fast.is_hidden("#task-examples")
             if "<script>" in text and not saw_markup:
                 saw_markup = True
                 fast.screenshot(path=str(output / "task.png"), full_page=True)
@@ -180,6 +195,7 @@ def test_two_browser_workers_label_a_stream(
                 slow.screenshot(path=str(output / "terminated.png"), full_page=True)
         time.sleep(0.05)
     assert "finished this task first" in notice, "the slow worker's task was never terminated"
+    assert saw_example, "no task of aid_related showed its example"
     assert worker.metric("crowdstream_pool_events_total", event="termination") >= 1
     assert worker.metric("crowdstream_pool_events_total", event="duplicate") >= 1
 

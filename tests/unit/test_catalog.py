@@ -8,8 +8,10 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
+
 from pe.common.catalog import ClassifierCatalog, ClassifierRecord
-from pe.params import ClassifierSpec, GoldQuestion
+from pe.params import ClassifierSpec, GoldQuestion, TagExample
 from pipelines.sample import load_sample
 from pipelines.testing import PeHarness, Record
 from pipelines.topology import Topology, load_topology
@@ -171,12 +173,21 @@ async def test_an_item_promoted_to_gold_is_asked_as_a_gold_question() -> None:
         assert asked() and asked()[0]["classifier"] == aid.name
 
 
+def test_examples_and_gold_questions_must_use_the_classifiers_tags() -> None:
+    base = {"name": "roads", "question": "Roads?", "tags": ["yes", "no"]}
+    with pytest.raises(ValueError, match="not among the tags: maybe"):
+        ClassifierSpec(**base, examples=[TagExample(text="x", tag="maybe")])
+    with pytest.raises(ValueError, match="at most 5"):
+        ClassifierSpec(**base, examples=[TagExample(text="x", tag="yes")] * 6)
+
+
 async def test_where_n_a_is_not_allowed_the_simulated_crowd_guesses_a_tag() -> None:
     # Its truth is unknown to the simulated crowd, who cannot tell: N/A where allowed.
     unknown = {"question": "Is it about roads?", "tags": ["yes", "no"], "truth_key": "nope"}
+    example = TagExample(text="the bridge to Jacmel is down", tag="yes")
     specs = [
         ClassifierSpec(name="roads_na", **unknown),
-        ClassifierSpec(name="roads_tag", na_allowed=False, **unknown),
+        ClassifierSpec(name="roads_tag", na_allowed=False, examples=[example], **unknown),
     ]
     async with PeHarness(_topology()) as run:
         for spec in specs:
@@ -190,5 +201,7 @@ async def test_where_n_a_is_not_allowed_the_simulated_crowd_guesses_a_tag() -> N
         await _run_until(run, lambda: answers("roads_na") and answers("roads_tag"), 30)
         tasks = [t for t in run.outputs("crowd.tasks") if t["classifier"] == "roads_tag"]
         assert tasks and not any(t["na_allowed"] for t in tasks)
+        # Each carries the classifier's examples, for the worker page to show.
+        assert all(t["examples"] == [example.model_dump()] for t in tasks)
     assert answers("roads_na") == {"N/A"}
     assert answers("roads_tag") and answers("roads_tag") <= {"yes", "no"}

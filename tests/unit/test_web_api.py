@@ -14,7 +14,7 @@ import pytest
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 
-from channels.records import Task
+from channels.records import Task, TaskExample
 from pe.annotator.clock import LoopClock
 from pe.annotator.crowd import GoldItem
 from pe.annotator.lifeguard import LifeGuard
@@ -64,7 +64,11 @@ class Env:
         return await self.call("POST", "/api/v1/workers/me/answers", token, body)
 
     def submit(
-        self, n: int = 1, classifier: str = "aid_related", na_allowed: bool = True
+        self,
+        n: int = 1,
+        classifier: str = "aid_related",
+        na_allowed: bool = True,
+        examples: list[TaskExample] | None = None,
     ) -> list[str]:
         ids = []
         for _ in range(n):
@@ -76,6 +80,7 @@ class Env:
                 question="Is this message about aid?",
                 tags=["yes", "no"],
                 na_allowed=na_allowed,
+                examples=examples or [],
                 text=f"message for {task_id}",
                 kind="active",
                 created=0.0,
@@ -319,14 +324,16 @@ async def test_answers_are_checked_against_the_workers_own_open_assignments(env:
     assert status == 200 and body["outcome"] == "vote"
 
 
-async def test_where_n_a_is_not_allowed_the_page_shows_no_skip_and_the_api_refuses_it(
+async def test_a_task_without_n_a_shows_no_skip_refuses_it_and_carries_its_examples(
     env: Env,
 ) -> None:
     ana = await env.join("ana")
     events = await stream(env, ana["token"])
-    env.submit(na_allowed=False)
+    example = TaskExample(text="we need water", tag="yes")
+    env.submit(na_allowed=False, examples=[example])
     task = await events.until("task")
     assert task["na_allowed"] is False and task["tags"] == ["yes", "no"]
+    assert task["examples"] == [{"text": "we need water", "tag": "yes"}]
     status, body = await env.answer(ana["token"], task["assignment_id"], "N/A")
     assert status == 422 and "not one of: yes, no" in body["error"]
     status, body = await env.answer(ana["token"], task["assignment_id"], "no")

@@ -99,6 +99,7 @@ class Assignment:
             "text": str(getattr(payload, "text", "")),
             "tags": list(getattr(payload, "tags", [])),
             "na_allowed": self.na_allowed,
+            "examples": [e.model_dump() for e in getattr(payload, "examples", [])],
             "offered_at": round(self.offered, 3),
         }
 

@@ -93,6 +93,9 @@ class TaskView(BaseModel):
     text: str = Field(description="The message; plain text, to be shown escaped.")
     tags: list[str] = Field(description="Answer with one of these, or N/A when allowed.")
     na_allowed: bool = Field(description="Whether N/A (cannot tell, skip) is an answer.")
+    examples: list[dict[str, str]] = Field(
+        description="Worked examples ({text, tag}) to show beside the question."
+    )
     offered_at: float
 
 

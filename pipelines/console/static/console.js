@@ -114,12 +114,14 @@ async function loadClassifiers() {
 async function addClassifier(event) {
   event.preventDefault();
   await act(async () => {
-    const gold = $("add-gold").value.split("\n").filter((line) => line.trim()).map((line) => JSON.parse(line));
+    const lines = (id) => $(id).value.split("\n").filter((line) => line.trim()).map((line) => JSON.parse(line));
+    const gold = lines("add-gold");
     const spec = {
       name: $("add-name").value.trim(),
       question: $("add-question").value.trim(),
       tags: $("add-tags").value.split(",").map((t) => t.trim()).filter((t) => t),
       na_allowed: $("add-na").checked,
+      examples: lines("add-examples"),
       gold,
     };
     await call("POST", "/api/v1/classifiers", spec);

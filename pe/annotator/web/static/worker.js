@@ -143,6 +143,15 @@ function showTask(assignment) {
   document.body.dataset.assignment = assignment.assignment_id;
   $("task-classifier").textContent = assignment.classifier;
   $("task-question").textContent = assignment.question;
+  const examples = assignment.examples || [];
+  $("task-example-list").replaceChildren(...examples.map((e) => {
+    const item = document.createElement("li");
+    const tag = document.createElement("strong");
+    tag.textContent = e.tag;
+    item.append(e.text, " → ", tag);  // text nodes: never markup
+    return item;
+  }));
+  $("task-examples").hidden = examples.length === 0;
   $("task-text").textContent = assignment.text;
   tagButtons($("task-tags"), assignment.tags, answerTask);
   $("skip").hidden = assignment.na_allowed === false;  // every answer is a tag then
