@@ -64,6 +64,9 @@ class LifeGuard:
         self._rng = rng or random.Random(0)
         self._quality = quality
         self._quizzes: dict[str, dict[str, GoldItem]] = {}  #: worker -> gold id -> item
+        #: Why each released worker was released (operator, slow, low_quality), for
+        #: the operator's list of workers (the adapter hears only that they were).
+        self.release_reasons: dict[str, str] = {}
         self._crowd: CrowdAdapter | None = None
 
     def start(self, crowd: CrowdAdapter, returning: list[str] | None = None) -> None:
@@ -206,6 +209,7 @@ class LifeGuard:
                 crowd.terminate(effect.worker_id, effect.task_id)
         elif isinstance(effect, Release):
             self._quizzes.pop(effect.worker_id, None)
+            self.release_reasons[effect.worker_id] = effect.reason
             if crowd is not None:
                 crowd.release(effect.worker_id)
         elif isinstance(effect, Left):

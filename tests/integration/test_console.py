@@ -201,8 +201,12 @@ def test_an_operator_adds_a_classifier_corrects_a_label_and_exports_in_the_conso
         phone = browser.new_page(viewport=MOBILE, is_mobile=True, has_touch=True)
         phone.goto(worker.http + "/console")
         phone.wait_for_selector(row)
-        width = phone.evaluate("document.documentElement.scrollWidth")
-        assert width <= MOBILE["width"], f"the page is {width}px wide on a phone"
+        for name in ("classifiers", "learning", "labels", "stream", "crowd", "jobs", "export"):
+            phone.click(f"nav button[data-tab={name}]")
+            phone.wait_for_timeout(300)  # the tab's content loads
+            width = phone.evaluate("document.documentElement.scrollWidth")
+            assert width <= MOBILE["width"], f"the {name} tab is {width}px wide on a phone"
+        phone.click("nav button[data-tab=classifiers]")
         phone.screenshot(path=str(output / "console-mobile.png"), full_page=True)
         phone.close()
     finally:

@@ -252,6 +252,7 @@ def test_two_browser_workers_label_a_stream(
     console.wait_for_selector("#notice:has-text('Slow Sam released')")
     # The table refreshes itself every 3 s.
     wait_for(lambda: slow_row.locator("td.state").inner_text() == "ended", 15, "the release")
+    assert slow_row.locator("td.why").inner_text() == "released, operator"
     console.screenshot(path=str(output / "console-crowd.png"), full_page=True)
     console.close()
     slow.wait_for_selector("body[data-view=ended]")

@@ -493,7 +493,16 @@ async def test_operator_lists_and_releases_workers(env: Env) -> None:
     status, listed = await env.call("GET", "/api/v1/operator/workers", OPERATOR)
     gone = listed["workers"][0]
     assert gone["state"] == "ended" and gone["answers"] == 1 and gone["terminated"] == 0
-    assert gone["earnings"]["records"] == 1
+    assert gone["earnings"]["records"] == 1 and gone["ended"] == "released:operator"
+    # Released once marked by pool maintenance: the list says why.
+    ben = await env.join("ben")
+    env.pool.workers[ben["worker_id"]].marked = "low_quality"
+    assert env.guard.release(ben["worker_id"])
+    status, listed = await env.call("GET", "/api/v1/operator/workers", OPERATOR)
+    assert {w["name"]: w["ended"] for w in listed["workers"]} == {
+        "ana": "released:operator",
+        "ben": "released:low_quality",
+    }
     # the released worker can still read their final earnings
     status, _ = await env.call("GET", "/api/v1/workers/me/earnings", joined["token"])
     assert status == 200

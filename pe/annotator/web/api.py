@@ -341,6 +341,7 @@ class CrowdApi:
 
     async def _workers(self, call: Call) -> BaseModel:
         pool = self.host.pool
+        released = self.host.guard.release_reasons if self.host.guard is not None else {}
         listed = []
         for session in self.crowd.sessions.values():
             worker = pool.workers.get(session.worker_id)
@@ -365,6 +366,11 @@ class CrowdApi:
                         else None
                     ),
                     earnings=s.Earnings(**self.crowd.earnings(session)),
+                    ended=(
+                        f"released:{released.get(session.worker_id, 'operator')}"
+                        if session.ended == "released"
+                        else session.ended
+                    ),
                 )
             )
         return s.WorkerList(workers=listed)

@@ -166,6 +166,12 @@ class WorkerInfo(BaseModel):
     accuracy: float | None = Field(
         description="The quality loop's estimate of the worker's accuracy (null without it)."
     )
+    ended: str | None = Field(
+        None,
+        description="Why the session ended: left, vanished, failed_qualification, or "
+        "released by the operator (released:operator) or pool maintenance "
+        "(released:slow, released:low_quality).",
+    )
     earnings: Earnings
 
 

@@ -393,7 +393,9 @@ async function loadCrowd() {
     row.append(el("td", w.mean_latency_s === null ? "-" : w.mean_latency_s.toFixed(1) + " s"));
     row.append(el("td", w.accuracy === null ? "-" : w.accuracy.toFixed(2), { class: "accuracy" }));
     row.append(el("td", w.earnings.total.toFixed(2)));
-    row.append(el("td", w.marked === "low_quality" ? "low quality" : (w.marked || "-")));
+    // Why maintenance will release them, or why their session ended.
+    const why = w.ended ? w.ended.replace("released:", "released, ").replace("_", " ") : w.marked ? "marked, " + w.marked.replace("_", " ") : "-";
+    row.append(el("td", why, { class: "why" }));
     const actions = el("td", null, { class: "actions" });
     if (w.state !== "ended") {
       actions.append(button("Release", () => act(async () => {
