@@ -20,6 +20,7 @@ from pydantic_settings import (
 )
 
 from channels.topics import TopicPolicy
+from pipelines.proxies import TrustedProxies
 from runtime.cluster import Security
 
 __all__ = ["DEFAULTS_FILE", "Settings", "load_settings"]
@@ -52,6 +53,13 @@ class Settings(BaseSettings):
         gt=0,
         description="How long an event stream (results, crowd tasks) waits for its client "
         "to take what it is sent; a client that reads nothing is dropped.",
+    )
+    trusted_proxies: str = Field(
+        "",
+        description="Reverse proxies in front of the HTTP server, comma separated "
+        "addresses or networks (10.0.0.0/8): from them, the client address of every "
+        "per-client limit is the one Forwarded or X-Forwarded-For names, and they may "
+        "hold any number of connections. Unset: the peer's address, always.",
     )
     http_allowed_hosts: str = Field(
         "",
@@ -216,6 +224,17 @@ class Settings(BaseSettings):
     def topic_policy(self) -> TopicPolicy:
         """How the topics crowdstream creates are replicated and kept."""
         return TopicPolicy(self.replication_factor, self.retention_ms, self.retention_bytes)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: str) -> str:
+        TrustedProxies.parse(value)  # a bad entry is refused at start, with its name
+        return value
+
+    @property
+    def proxies(self) -> TrustedProxies:
+        """``trusted_proxies``, parsed."""
+        return TrustedProxies.parse(self.trusted_proxies)
 
     @property
     def allowed_hosts(self) -> frozenset[str]:

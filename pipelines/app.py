@@ -307,5 +307,6 @@ def build_worker(
         closing=ctx.web_closing,
         limits=HttpLimits.from_settings(settings),
         allowed_hosts=settings.allowed_hosts,
+        proxies=settings.proxies,
     )
     return Worker(app=app, context=ctx, web=web, pes=chosen)

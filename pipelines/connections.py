@@ -39,9 +39,16 @@ class ClientConnections:
     accepted connection, around the protocol ``server`` makes."""
 
     def __init__(
-        self, server: Callable[[], asyncio.Protocol], per_client: int, first_request_s: float
+        self,
+        server: Callable[[], asyncio.Protocol],
+        per_client: int,
+        first_request_s: float,
+        uncapped: Callable[[str], bool] = lambda _: False,
     ) -> None:
+        """``uncapped(address)``: whether a client may hold any number of connections
+        (a trusted reverse proxy carries many people's)."""
         self.server = server
+        self.uncapped = uncapped
         self.per_client = per_client
         self.first_request_s = first_request_s
         self.refusal = _refusal(per_client)
@@ -63,7 +70,7 @@ class _Connection(asyncio.Protocol):
         owner = self._owner
         peer = transport.get_extra_info("peername")
         client = str(peer[0]) if isinstance(peer, tuple) else "local"
-        if owner.open[client] >= owner.per_client:
+        if owner.open[client] >= owner.per_client and not owner.uncapped(client):
             cast(asyncio.WriteTransport, transport).write(owner.refusal)
             transport.close()
             return

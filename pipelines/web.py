@@ -27,6 +27,7 @@ from pe.common.api import Endpoint, api_routes, refusal
 from pe.common.http import LIMITS, SECURITY_HEADERS, HttpError, HttpLimits
 from pipelines.connections import ClientConnections, request_started
 from pipelines.hosts import HostRules
+from pipelines.proxies import TrustedProxies
 
 __all__ = ["WebServer", "check_port_free"]
 
@@ -60,9 +61,10 @@ async def _harden(request: web.Request, response: web.StreamResponse) -> None:
     response.headers["Server"] = "crowdstream"
 
 
-def _checks(rules: HostRules) -> Middleware:
+def _checks(rules: HostRules, proxies: TrustedProxies) -> Middleware:
     """Before every handler: the connection has started a request; Host and Origin
-    are this server's."""
+    are this server's; behind a trusted proxy, the request's ``remote`` is the client
+    the proxy names (pipelines.proxies), for every per-client limit."""
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -71,6 +73,14 @@ def _checks(rules: HostRules) -> Middleware:
             rules.check(request.headers.get("Host"), request.headers.get("Origin"))
         except HttpError as exc:
             return refusal(exc)
+        if proxies.networks:
+            client = proxies.client(
+                request.remote,
+                [str(element["for"]) for element in request.forwarded if "for" in element],
+                request.headers.getall("X-Forwarded-For", []),
+            )
+            if client is not None and client != request.remote:
+                request = request.clone(remote=client)
         return await handler(request)
 
     return check
@@ -90,6 +100,7 @@ class WebServer(Service):
         closing: list[Callable[[], None]] | None = None,
         limits: HttpLimits | None = None,
         allowed_hosts: frozenset[str] = frozenset(),
+        proxies: TrustedProxies | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -100,7 +111,10 @@ class WebServer(Service):
         self._health = health
         self._limits = limits or HttpLimits()
         rules = HostRules.create(host, allowed_hosts)
-        self._app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[_checks(rules)])
+        self._proxies = proxies or TrustedProxies()
+        self._app = web.Application(
+            client_max_size=64 * 1024 * 1024, middlewares=[_checks(rules, self._proxies)]
+        )
         self._app[LIMITS] = self._limits
         self._app.on_response_prepare.append(_harden)
         self._app.add_routes(
@@ -123,6 +137,7 @@ class WebServer(Service):
             server,
             self._limits.connections_per_client,
             self._limits.read_timeout_s,
+            self._proxies.trusts,
         )
         # Listening here rather than through a TCPSite: its protocol factory is fixed.
         self._listener = await asyncio.get_running_loop().create_server(

@@ -7,10 +7,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import aiohttp
+import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from pe.common.http import SECURITY_HEADERS, HttpError, HttpLimits, read_body
+from pipelines.proxies import TrustedProxies
 from pipelines.web import WebServer
 
 
@@ -45,6 +47,11 @@ async def test_every_response_has_the_security_headers_and_no_versions() -> None
         await server.stop()
 
 
+async def _whoami(request: web.Request) -> web.Response:
+    """The client address every per-client limit keys on."""
+    return web.json_response(request.remote)
+
+
 async def _upload(request: web.Request) -> web.Response:
     try:
         body = await read_body(request, 1024)
@@ -58,16 +65,18 @@ async def _serving(
     limits: HttpLimits | None = None,
     host: str = "127.0.0.1",
     allowed_hosts: frozenset[str] = frozenset(),
+    proxies: str = "",
 ) -> AsyncIterator[WebServer]:
     server = WebServer(
         host,
         0,
         [],
-        [web.post("/upload", _upload)],
+        [web.post("/upload", _upload), web.get("/whoami", _whoami)],
         CollectorRegistry(),
         lambda: {"ready": True},
         limits=limits,
         allowed_hosts=allowed_hosts,
+        proxies=TrustedProxies.parse(proxies),
     )
     await server.start()
     try:
@@ -211,3 +220,44 @@ async def test_requests_from_pages_of_other_sites_are_refused() -> None:
             headers = {"Origin": origin, "Host": f"127.0.0.1:{port}"}
             assert await _call(port, "POST", "/upload", headers) == status, origin
         assert await _call(port, "POST", "/upload", {}) == 200  # no Origin: not a browser
+
+
+async def _whoami_from(port: int, source: str, headers: dict[str, str]) -> str:
+    connector = aiohttp.TCPConnector(local_addr=(source, 0))
+    async with (
+        aiohttp.ClientSession(connector=connector) as client,
+        client.get(f"http://127.0.0.1:{port}/whoami", headers=headers) as response,
+    ):
+        return str(await response.json())
+
+
+async def test_behind_a_trusted_proxy_the_client_is_the_one_it_names_and_nobody_else_can() -> None:
+    async with _serving(HttpLimits(connections_per_client=2), proxies="127.0.0.1") as server:
+        port = server.port
+        forwarded = {"X-Forwarded-For": "198.51.100.9, 203.0.113.7"}
+        assert await _whoami_from(port, "127.0.0.1", forwarded) == "203.0.113.7"
+        rfc = {"Forwarded": 'for="[2001:db8::1]:4711";proto=https', **forwarded}
+        assert await _whoami_from(port, "127.0.0.1", rfc) == "2001:db8::1"
+        # Another peer writing the header is not believed.
+        assert await _whoami_from(port, "127.0.0.2", forwarded) == "127.0.0.2"
+        # The proxy carries many people's connections: no cap on it.
+        held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+        assert await _health(port) == 200
+        for _, writer in held:
+            writer.close()
+
+
+def test_the_client_is_the_right_most_address_no_trusted_proxy_added() -> None:
+    proxies = TrustedProxies.parse("10.0.0.0/8, 192.0.2.1")
+    client = proxies.client
+    assert client("198.51.100.1", [], ["203.0.113.7"]) == "198.51.100.1"  # not a proxy
+    assert client("10.1.2.3", [], ["203.0.113.7, 10.9.9.9"]) == "203.0.113.7"
+    # Left of the first untrusted address the chain may be made up.
+    assert client("10.1.2.3", [], ["6.6.6.6", "203.0.113.7"]) == "203.0.113.7"
+    assert client("192.0.2.1", ["192.0.2.60:8080"], ["203.0.113.7"]) == "192.0.2.60"
+    assert client("10.1.2.3", [], ["10.0.0.5, 10.0.0.6"]) == "10.0.0.5"  # all proxies
+    assert client("10.1.2.3", ["unknown"], []) == "10.1.2.3"  # names nobody
+    assert client("10.1.2.3", [], []) == "10.1.2.3"
+    assert not TrustedProxies.parse("").trusts("127.0.0.1")
+    with pytest.raises(ValueError, match="'proxy.example' is not an address or network"):
+        TrustedProxies.parse("10.0.0.1, proxy.example")
