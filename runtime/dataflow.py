@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 #: How long a stopping worker waits for the batches in hand to finish.
 STOP_TIMEOUT_S = 20.0
+#: How long it then waits for the producer to deliver what it still holds.
+FLUSH_TIMEOUT_S = 10.0
 
 Pending = list[Awaitable[Any]]
 #: Handles one decoded batch; returns the futures of the records it sent.
@@ -144,7 +146,20 @@ class DataPlane(Service):
             await asyncio.wait(self._runs, timeout=STOP_TIMEOUT_S)
         for reader in self.readers():
             await reader.stop()
-        await self.publisher.stop()
+        try:
+            async with asyncio.timeout(FLUSH_TIMEOUT_S):
+                await self.publisher.stop()
+        except TimeoutError:
+            # Seen after the broker restarted under the worker: a produce retried
+            # without end held the exit until the worker was killed. Nothing is lost:
+            # the inputs of unacknowledged output were not committed, and are read
+            # again after a restart.
+            log.error(
+                "the producer did not deliver its last records within %.0f s; stopping "
+                "without them (their inputs are read again, their tasks asked again, after "
+                "a restart)",
+                FLUSH_TIMEOUT_S,
+            )
 
     async def _run(self, route: _Route, reader: BatchReader) -> None:
         async for records in reader.batches():
