@@ -89,16 +89,20 @@ def register(ctx: PipelineContext) -> None:
         data = status.model_dump(mode="json", exclude={"window"})
         yield Event("job.finished", f"{status.job_id}/{status.status}", data)
 
-    def decoder(
-        events_of: Callable[[ConsumerRecord], Iterable[Event]],
-    ) -> Decoder:
+    def batch_decoder(events_of: Callable[[list[ConsumerRecord]], list[Event]]) -> Decoder:
+        """The events of a batch's records still news (``max_age_s``)."""
+
         async def decode(records: Sequence[ConsumerRecord]) -> tuple[list[Event], Pending]:
             oldest_ms = (time.time() - params.max_age_s) * 1000
             fresh = [r for r in records if r.timestamp >= oldest_ms]
             ctx.metrics.items_in.labels(ctx.pipeline, PE).inc(len(records))
-            return [event for record in fresh for event in events_of(record)], []
+            return events_of(fresh), []
 
         return decode
+
+    def decoder(events_of: Callable[[ConsumerRecord], Iterable[Event]]) -> Decoder:
+        """The events of each record on its own."""
+        return batch_decoder(lambda fresh: [e for record in fresh for e in events_of(record)])
 
     async def deliver(events: list[Event]) -> Pending:
         wanted = [
@@ -117,14 +121,11 @@ def register(ctx: PipelineContext) -> None:
             params.label_latency_p95_s, params.latency_window_s, params.latency_min_labels
         )
 
-        async def label_events(records: Sequence[ConsumerRecord]) -> tuple[list[Event], Pending]:
-            oldest_ms = (time.time() - params.max_age_s) * 1000
-            fresh = [r.value for r in records if r.timestamp >= oldest_ms]
-            ctx.metrics.items_in.labels(ctx.pipeline, PE).inc(len(records))
+        def label_events(fresh: list[ConsumerRecord]) -> list[Event]:
             # A malformed label is dead-lettered by the PEs that own the log.
-            return objective.take(decode_valid(Label, fresh)), []
+            return objective.take(decode_valid(Label, (r.value for r in fresh)))
 
-        ctx.consume("crowd.labels", PE, label_events, deliver)
+        ctx.consume("crowd.labels", PE, batch_decoder(label_events), deliver)
     ctx.consume("control.models", PE, decoder(model_events), deliver)
     ctx.consume("control.classifiers", PE, decoder(classifier_events), deliver)
     ctx.consume("jobs.results", PE, decoder(job_events), deliver)
