@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from channels.topics import TopicPolicy
 from pipelines.broker import EmbeddedBroker, free_port
-from pipelines.local import LocalWorker
+from pipelines.local import LocalWorker, rss_mib
 from pipelines.sample import load_sample
 from pipelines.topology import load_topology
 from runtime.admin import declare_topics
@@ -91,13 +91,6 @@ async def _write_items(bootstrap: str, count: int) -> float:
     return time.monotonic() - started
 
 
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 class _Sampler:
     """The worker's memory and /healthz time, every 0.2 s until stopped."""
 
@@ -110,7 +103,7 @@ class _Sampler:
 
     def _run(self) -> None:
         while not self._stop.wait(0.2):
-            self.rss.append(_rss_mb(self._worker.proc.pid))
+            self.rss.append(rss_mib(self._worker.proc.pid))
             started = time.monotonic()
             with contextlib.suppress(OSError):
                 urllib.request.urlopen(self._worker.url + "/healthz", timeout=10).read()  # noqa: S310
@@ -126,7 +119,7 @@ class _Sampler:
 
 
 def _download(worker: LocalWorker, fmt: str) -> dict[str, Any]:
-    baseline = _rss_mb(worker.proc.pid)
+    baseline = rss_mib(worker.proc.pid)
     url = f"{worker.url}/api/v1/export/classified?format={fmt}&until={time.time()}"
     size = lines = 0
     started = time.monotonic()

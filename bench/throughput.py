@@ -65,6 +65,7 @@ from channels.topics import TopicPolicy, TopicSpec
 from pipelines.broker import EmbeddedBroker, free_port
 from pipelines.client import push_lines
 from pipelines.kafka.dist import kafka_version
+from pipelines.local import rss_mib
 from pipelines.report import percentiles
 from pipelines.sample import load_sample
 from pipelines.testing import sample_models
@@ -353,13 +354,6 @@ def _books(https: list[int]) -> dict[str, dict[str, float]]:
     return books
 
 
-def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 async def _memory(
     bootstrap: str, pid: int, rate: float, seconds: float, every_s: float = 5.0
 ) -> dict[str, Any]:
@@ -369,7 +363,7 @@ async def _memory(
 
     async def sample() -> None:
         while True:
-            samples.append((round(time.time() - started, 1), round(_rss_mib(pid), 1)))
+            samples.append((round(time.time() - started, 1), round(rss_mib(pid), 1)))
             await asyncio.sleep(every_s)
 
     sampler = asyncio.create_task(sample())

@@ -14,7 +14,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["LocalWorker", "terminate"]
+__all__ = ["LocalWorker", "cpu_seconds", "rss_mib", "terminate"]
 
 #: Longest wait for a worker to join its consumer group.
 READY_TIMEOUT_S = 90.0
@@ -40,12 +40,14 @@ class LocalWorker:
         data_dir: Path,
         overrides: tuple[str, ...] = (),
         pes: tuple[str, ...] = (),
+        model_key: str | None = None,
     ) -> LocalWorker:
         """Start it, its state in ``data_dir`` (``overrides``: ``--set`` values;
         ``pes``: only these PEs, default all).
 
-        It signs and checks models with a key of its own run: it does not own the
-        broker, whose development key anyone who reaches it knows."""
+        It signs and checks models with ``model_key`` (the workers of one pipeline
+        share one), by default a key of its own run: it does not own the broker,
+        whose development key anyone who reaches it knows."""
         cmd = [sys.executable, "-m", "pipelines.cli", "up", topology, "--broker", broker]
         cmd += ["--http-port", str(http_port), "--crowd", crowd]
         for override in overrides:
@@ -61,7 +63,7 @@ class LocalWorker:
                 env={
                     **os.environ,
                     "CROWDSTREAM_DATA_DIR": str(data_dir),
-                    "CROWDSTREAM_MODEL_KEY": secrets.token_hex(16),
+                    "CROWDSTREAM_MODEL_KEY": model_key or secrets.token_hex(16),
                 },
             )
         return cls(proc, http_port, log)
@@ -112,3 +114,27 @@ def terminate(proc: subprocess.Popen[bytes], grace_s: float = 60.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of process ``pid`` in MiB (0 if it is gone)."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except FileNotFoundError:
+        return 0.0
+    for line in lines:
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) process ``pid`` has used so far (0 if it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return 0.0
+    # Fields after the command name, which may hold spaces: utime and stime are the
+    # 14th and 15th of the line.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -14,7 +14,7 @@ import asyncio
 import csv
 import io
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
@@ -23,15 +23,15 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord
 from pydantic import BaseModel, Field, ValidationError
 
 from channels.records import ClassifiedItem, Label, ModelHeader
 from pe.common.api import Call, Endpoint
 from pe.common.http import OperatorAccess
-from runtime.admin import partitions_of
 from runtime.cluster import Security
 from runtime.context import PipelineContext
+from runtime.ranges import read_range
 
 __all__ = ["EXPORTS", "ExportApi", "Exporter", "serve_export"]
 
@@ -171,53 +171,6 @@ EXPORTS: dict[str, Export] = {
 }
 
 
-async def read_range(
-    bootstrap: list[str],
-    topic: str,
-    since_ms: int,
-    until_ms: int,
-    security: Security,
-) -> AsyncIterator[list[ConsumerRecord]]:
-    """Batches of ``topic``'s records written from ``since_ms`` to ``until_ms``, up to
-    the end each partition had when the read began."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        **security.client_options(),
-    )
-    await consumer.start()
-    try:
-        partitions = [
-            TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic, security)
-        ]
-        consumer.assign(partitions)
-        ends = await consumer.end_offsets(partitions)
-        starts = await consumer.offsets_for_times({tp: since_ms for tp in partitions})
-        open_ = set()
-        for tp in partitions:
-            start = starts.get(tp)
-            if start is not None and start.offset < ends[tp]:
-                consumer.seek(tp, start.offset)
-                open_.add(tp)
-        while open_:
-            batches = await consumer.getmany(*open_, timeout_ms=500, max_records=BATCH)
-            records: list[ConsumerRecord] = []
-            for tp, batch in batches.items():
-                for record in batch:
-                    if record.offset >= ends[tp] or record.timestamp > until_ms:
-                        open_.discard(tp)
-                        break
-                    records.append(record)
-                else:
-                    if batch and batch[-1].offset + 1 >= ends[tp]:
-                        open_.discard(tp)
-            if records:
-                yield records
-    finally:
-        await consumer.stop()
-
-
 class _Sink(io.RawIOBase):
     """Where the Parquet writer puts its bytes, taken out after each row group."""
 
@@ -340,6 +293,7 @@ class ExportApi:
             int(query.since * 1000),
             int(until * 1000),
             self._security,
+            max_records=BATCH,
         )
 
         def convert(records: list[ConsumerRecord]) -> bytes:

@@ -20,10 +20,10 @@ import yaml
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from playwright.sync_api import Browser, sync_playwright
 
-from pe.common.export import read_range
 from pipelines.broker import EmbeddedBroker, free_port
 from pipelines.local import terminate
 from runtime.cluster import PLAINTEXT
+from runtime.ranges import read_range
 from tests.integration.browser import CHROMIUM, CHROMIUM_ARGS
 
 #: A worker joins its consumer groups in a few seconds; this bound is for a loaded CI
