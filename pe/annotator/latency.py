@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, field
 from statistics import fmean, stdev
 
-from scipy.stats import t as student_t
+from scipy.special import stdtr
 
 __all__ = ["LatencyEstimate", "MaintenanceRule", "WorkerLatency", "termest"]
 
@@ -96,7 +96,9 @@ class MaintenanceRule:
         if estimate.std == 0.0:
             return 0.0 if estimate.mean > self.threshold_s else 1.0
         statistic = (estimate.mean - self.threshold_s) / (estimate.std / math.sqrt(estimate.n))
-        return float(student_t.sf(statistic, estimate.n - 1))
+        # Student's t upper tail; the special function, not scipy.stats.t.sf, which
+        # costs 30 times more on every answer of a busy crowd.
+        return float(stdtr(estimate.n - 1, -statistic))
 
     def estimate(self, latency: WorkerLatency) -> LatencyEstimate | None:
         """A worker's latency as this rule sees it (with or without TermEst)."""

@@ -54,6 +54,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from sortedcontainers import SortedKeyList
+
 from pe.annotator.costs import CostLedger
 from pe.annotator.latency import MaintenanceRule, WorkerLatency
 
@@ -84,6 +86,8 @@ AnswerValue = str | int | tuple[str, ...]
 #: How many terminated assignments per worker are remembered to tell a late answer
 #: (paid, not a vote) from one that was never theirs.
 _TERMINATED_MEMORY = 64
+#: A task's place in an order of the queue: priority, age, submission.
+_Order = tuple[int, float, int]
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,8 @@ class PoolTask:
     answers: list[Vote] = field(default_factory=list)
     active: dict[str, float] = field(default_factory=dict)  #: worker -> assignment start
     seen: set[str] = field(default_factory=set)
+    #: Order of submission to this pool (ties of priority and age keep it).
+    seq: int = field(default=0, compare=False, repr=False)
 
     @property
     def open_slots(self) -> int:
@@ -139,9 +145,13 @@ class PoolTask:
     def unstarted(self) -> bool:
         return not self.answers and not self.active
 
-    def order(self) -> tuple[int, float]:
+    def order(self) -> _Order:
         """Queue order: higher priority first, then older first."""
-        return (-self.priority, self.submitted)
+        return (-self.priority, self.submitted, self.seq)
+
+    def shed_order(self) -> _Order:
+        """Shedding order: lower priority first, then older first."""
+        return (self.priority, self.submitted, self.seq)
 
 
 @dataclass
@@ -270,6 +280,17 @@ class RetainerPool:
         self._batches: OrderedDict[str, _Batch] = OrderedDict()
         self._effects: list[Effect] = []
         self._rng = rng or random.Random(0)
+        # The queue kept in order as tasks change, so that an answer or a new task
+        # costs O(log n) rather than a scan of every task (a pool of hundreds of
+        # people with thousands of tasks queued spent its time in such scans):
+        # tasks that still need a worker, tasks nobody has started, and tasks that
+        # may get a straggler duplicate (every slot taken, no duplicate yet).
+        self._open: SortedKeyList[PoolTask, _Order] = SortedKeyList(key=PoolTask.order)
+        self._unstarted: SortedKeyList[PoolTask, _Order] = SortedKeyList(key=PoolTask.shed_order)
+        self._dupable: SortedKeyList[PoolTask, _Order] = SortedKeyList(key=PoolTask.order)
+        #: task -> whether it is in each order (open, unstarted, dupable)
+        self._indexed: dict[str, tuple[bool, ...]] = {}
+        self._submitted = 0
 
     # -- views --------------------------------------------------------------------
 
@@ -293,7 +314,7 @@ class RetainerPool:
     @property
     def waiting(self) -> int:
         """Tasks that still need a worker assigned."""
-        return sum(1 for t in self.tasks.values() if t.open_slots > 0)
+        return len(self._open)
 
     def drain(self) -> list[Effect]:
         """The effects queued since the last call, in order."""
@@ -415,10 +436,13 @@ class RetainerPool:
             priority=priority,
             topic=topic,
             adaptive=adaptive,
+            seq=self._submitted,
         )
+        self._submitted += 1
         if not self._make_room(task):
             return False
         self.tasks[task_id] = task
+        self._index(task)
         if batch is not None:
             state = self._batches.setdefault(batch, _Batch(now, 0, 0))
             state.left += 1
@@ -455,6 +479,7 @@ class RetainerPool:
             self.counts["extra_answers"] += 1
         if len(task.answers) >= task.votes:
             self._finish(task, worker, now)
+        self._index(task)
         self._maintain(worker, now)
         self._schedule(now)
         return "vote"
@@ -537,6 +562,7 @@ class RetainerPool:
         task.active[worker.worker_id] = now
         task.seen.add(worker.worker_id)
         worker.task_id = task.task_id
+        self._index(task)
         if duplicate:
             self.counts["duplicates"] += 1
         self._effects.append(Offer(worker.worker_id, task, duplicate))
@@ -545,12 +571,9 @@ class RetainerPool:
         """Shed the lowest-priority, oldest waiting task if the queue is full; False
         if that is ``task`` itself."""
         capacity = self.config.capacity
-        if capacity is None:
+        if capacity is None or len(self._unstarted) < capacity:
             return True
-        waiting = [t for t in self.tasks.values() if t.unstarted]
-        if len(waiting) < capacity:
-            return True
-        victim = min(waiting, key=lambda t: (t.priority, t.submitted))
+        victim = self._unstarted[0]
         if task.priority < victim.priority:
             self.counts["shed"] += 1
             self._effects.append(Shed(task, "queue_full"))
@@ -560,6 +583,7 @@ class RetainerPool:
 
     def _drop(self, task: PoolTask, reason: Literal["queue_full", "withdrawn"]) -> None:
         del self.tasks[task.task_id]
+        self._index(task)
         if task.batch is not None:
             state = self._batches[task.batch]
             state.left -= 1
@@ -570,14 +594,30 @@ class RetainerPool:
             self.counts["shed"] += 1
         self._effects.append(Shed(task, reason))
 
-    def _assignable(self) -> list[PoolTask]:
-        tasks: list[PoolTask] = list(self.tasks.values())
+    def _index(self, task: PoolTask) -> None:
+        """Put ``task`` in the queue's orders, or take it out, as its slots now say
+        (called after every change of its assignments, answers or presence)."""
+        live = not task.gold and self.tasks.get(task.task_id) is task
+        now = (
+            live and task.open_slots > 0,
+            live and task.unstarted,
+            live and task.open_slots == 0 and bool(task.active),
+        )
+        was = self._indexed.pop(task.task_id, (False, False, False))
+        for order, member, was_member in zip(
+            (self._open, self._unstarted, self._dupable), now, was, strict=True
+        ):
+            if member != was_member:
+                (order.add if member else order.remove)(task)
+        if any(now):
+            self._indexed[task.task_id] = now
+
+    def _batch_filter(self) -> str | None:
+        """In batch mode, the only batch whose tasks are assignable (with tasks of no
+        batch); None: every task is."""
         if self.config.mode == "batch" and self._batches:
-            current = next(iter(self._batches))
-            tasks = [t for t in tasks if t.batch in (current, None)]
-        if any(t.priority != tasks[0].priority for t in tasks):
-            tasks.sort(key=PoolTask.order)  # stable: submission order within a priority
-        return tasks
+            return next(iter(self._batches))
+        return None
 
     def _schedule(self, now: float) -> None:
         self._release_replaced(now)
@@ -586,27 +626,31 @@ class RetainerPool:
         )
         if not idle or not self.tasks:
             return
-        tasks = [t for t in self._assignable() if not t.gold]
-        if self.config.gold_rate > 0 and any(t.open_slots > 0 for t in tasks):
+        current = self._batch_filter()
+
+        def assignable(task: PoolTask) -> bool:
+            return current is None or task.batch in (current, None)
+
+        if self.config.gold_rate > 0 and any(assignable(t) for t in self._open):
             idle = [w for w in idle if not self._give_gold(w, now)]
-        for task in tasks:
-            while idle and task.open_slots > 0:
+        position = 0
+        while idle and position < len(self._open):
+            task = self._open[position]
+            while assignable(task) and idle and task.open_slots > 0:
                 fresh = [w for w in idle if w.worker_id not in task.seen]
                 if not fresh:
                     break
                 worker = self._best(fresh, task)
                 idle.remove(worker)
                 self._assign(worker, task, now, duplicate=False)
-            if not idle:
-                return
-        if not self.config.mitigation:
+            if task.open_slots > 0:
+                position += 1  # else it left the order: the next task took its place
+        if not idle or not self.config.mitigation:
             return
         for worker in idle:
             # Straggler mitigation: one extra worker per task at a time, random task.
             candidates = [
-                t
-                for t in tasks
-                if t.open_slots == 0 and t.active and worker.worker_id not in t.seen
+                t for t in self._dupable if assignable(t) and worker.worker_id not in t.seen
             ]
             if candidates:
                 top = max(t.priority for t in candidates)
@@ -638,6 +682,7 @@ class RetainerPool:
         for worker_id in list(task.active):
             self._terminate(self.workers[worker_id], task, now, finisher=finisher)
         del self.tasks[task.task_id]
+        self._index(task)
         self._effects.append(Finished(task, now - task.submitted))
         if task.batch is not None:
             state = self._batches[task.batch]
@@ -653,6 +698,7 @@ class RetainerPool:
         task.active.pop(worker.worker_id, None)
         if task.gold:
             self.tasks.pop(task.task_id, None)  # made for this worker alone
+        self._index(task)
         worker.task_id = None
         worker.terminated.append(task.task_id)
         self.ledger.work(task.job, task.size, worker.worker_id, terminated=True)
@@ -694,6 +740,7 @@ class RetainerPool:
         elif task is not None:
             # Unfinished work returns to the queue, unpaid.
             task.active.pop(worker_id, None)
+            self._index(task)
         self._settle_wait(worker, now)
         self._effects.append(Left(worker_id, reason))
         self._recruit()

@@ -38,7 +38,7 @@ from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
-from scipy.stats import beta
+from scipy.special import betainc
 
 from channels.records import NA_TAG, Label
 from pe.params import ClassifierSpec, QualityParams
@@ -187,7 +187,10 @@ class WorkerQuality:
         if total < self.config.min_evidence:
             return False
         a, b = self._beta(correct, total)
-        return float(beta.sf(self.config.bar, a, b)) < self.config.significance
+        # P(accuracy > bar) under Beta(a, b): the upper tail, I_{1-bar}(b, a). The
+        # special function, not scipy.stats.beta.sf, which costs 40 times more on
+        # every answer of a busy crowd.
+        return float(betainc(b, a, 1.0 - self.config.bar)) < self.config.significance
 
     # -- learning -----------------------------------------------------------------
 

@@ -326,3 +326,63 @@ def test_a_task_records_the_work_paid_for_it_duplicates_included() -> None:
     finished = [e for e in pool.drain() if isinstance(e, Finished)]
     assert finished[0].task.paid == 6  # 3 records answered + 3 terminated
     assert pool.ledger.job_cost("pool") == pytest.approx(6 * 0.02)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_queue_stays_in_order_through_any_sequence_of_events(seed: int) -> None:
+    """The pool keeps its queue ordered as tasks change (not rescanned per event):
+    after every event, no idle worker is left beside a task they could take (or
+    duplicate), the waiting count is the tasks that need a worker, and a full queue
+    sheds the lowest-priority, oldest task nobody has started."""
+    rng = random.Random(seed)
+    pool = _pool(0, target=12, capacity=15)
+    now, workers, tasks = 0.0, 0, 0
+    for _ in range(400):
+        now += rng.uniform(0.1, 2.0)
+        working = [w for w in pool.workers.values() if w.task_id is not None]
+        event = rng.choice(["join", "submit", "submit", "answer", "answer", "leave", "beat"])
+        if event == "join" and len(pool.workers) < 12:
+            pool.join(f"w{workers}", now)
+            workers += 1
+        elif event == "submit":
+            before = {t.task_id for t in pool.tasks.values() if t.unstarted}
+            pool.submit(f"t{tasks}", None, now, votes=rng.randint(1, 3), priority=rng.randint(0, 2))
+            tasks += 1
+            for shed in (e for e in pool.drain() if isinstance(e, Shed)):
+                rivals = [pool.tasks[t] for t in before if t in pool.tasks]
+                assert all(
+                    (shed.task.priority, shed.task.submitted) <= (t.priority, t.submitted)
+                    for t in rivals
+                )
+            # The cap holds at submission (a task whose worker left waits again).
+            assert sum(t.unstarted for t in pool.tasks.values()) <= max(15, len(before))
+        elif event == "answer" and working:
+            worker = rng.choice(working)
+            assert worker.task_id is not None
+            pool.answer(worker.worker_id, worker.task_id, "yes", now)
+        elif event == "leave" and working:
+            pool.leave(rng.choice(working).worker_id, now)
+        elif event == "beat":
+            # Everyone but one sends a heartbeat; that one may vanish.
+            for worker in list(pool.workers.values())[1:]:
+                pool.heartbeat(worker.worker_id, now)
+            pool.expire(now)
+        pool.drain()
+        open_tasks = [t for t in pool.tasks.values() if not t.gold and t.open_slots > 0]
+        assert pool.waiting == len(open_tasks)
+        # Straggler mitigation: every slot taken, no duplicate yet.
+        dupable = [t for t in pool.tasks.values() if t.open_slots == 0 and t.active]
+        for worker in (w for w in pool.workers.values() if w.idle):
+            assert all(worker.worker_id in t.seen for t in open_tasks + dupable)
+
+
+def test_workers_freed_together_take_the_next_tasks_in_order() -> None:
+    pool = _pool(2)
+    pool.submit("t1", None, 1.0)
+    pool.drain()  # w0 takes t1; w1, idle, gets a duplicate of it
+    pool.submit("t2", None, 2.0)
+    pool.submit("t3", None, 3.0)
+    assert pool.waiting == 2
+    pool.answer("w0", "t1", "yes", 4.0)  # w1's duplicate ends with it: both are free
+    offers = _offers(pool.drain())
+    assert sorted(task for _, task, _ in offers) == ["t2", "t3"] and pool.waiting == 0
