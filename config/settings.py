@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -27,6 +27,7 @@ __all__ = ["DEFAULTS_FILE", "Settings", "load_settings"]
 
 DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
 
+#: The built-in crowds; the ``crowd`` setting also takes ``package.module:factory``.
 CrowdMode = Literal["simulated", "web", "none"]
 
 
@@ -55,11 +56,12 @@ class Settings(BaseSettings):
         "to take what it is sent; a client that reads nothing is dropped.",
     )
     trusted_proxies: str = Field(
-        "",
+        "127.0.0.1,::1",
         description="Reverse proxies in front of the HTTP server, comma separated "
         "addresses or networks (10.0.0.0/8): from them, the client address of every "
         "per-client limit is the one Forwarded or X-Forwarded-For names, and they may "
-        "hold any number of connections. Unset: the peer's address, always.",
+        "hold any number of connections. Default: a proxy on this host (loopback), as "
+        "uvicorn and gunicorn trust; empty: the peer's address, always.",
     )
     http_allowed_hosts: str = Field(
         "",
@@ -134,7 +136,12 @@ class Settings(BaseSettings):
         description="Longest a consumer fetch waits when no data is there (Kafka answers "
         "as soon as data arrives, so this adds no latency).",
     )
-    crowd: CrowdMode = Field("simulated", description="Which crowd the annotator uses.")
+    crowd: str = Field(
+        "simulated",
+        description="Which crowd the annotator uses: `simulated`, `web` (people in "
+        "browsers), `none` (no annotator), or `package.module:factory`, a crowd adapter "
+        "of your own (docs/crowd.md).",
+    )
     crowd_join: Literal["open", "invite"] = Field(
         "open",
         description="Web crowd: `open` lets anyone with a display name join while the pool "
@@ -185,10 +192,16 @@ class Settings(BaseSettings):
         "key is used.",
     )
     crowd_rate_per_ip: float = Field(
-        20.0, gt=0, description="Web crowd: requests a second allowed per client address."
+        20.0,
+        gt=0,
+        description="Web crowd: requests a second allowed per client address, for calls "
+        "without a valid worker token (joins, operator calls, bad tokens).",
     )
     crowd_rate_per_worker: float = Field(
-        5.0, gt=0, description="Web crowd: requests a second allowed per worker."
+        5.0,
+        gt=0,
+        description="Web crowd: requests a second allowed per worker (a person answering "
+        "as fast as tasks come sends under one a second).",
     )
     log_level: Literal["debug", "info", "warn", "error"] = "info"
     log_format: Literal["text", "json"] = Field(
@@ -206,6 +219,16 @@ class Settings(BaseSettings):
             if not sep or not host or not port.isdigit():
                 msg = f"broker URL {url!r} is not of the form kafka://host:port"
                 raise ValueError(msg)
+        return value
+
+    @field_validator("crowd")
+    @classmethod
+    def _check_crowd(cls, value: str) -> str:
+        if value not in get_args(CrowdMode):
+            # Imported here: only a plug-in crowd needs the annotator's modules.
+            from pe.annotator.plugin import crowd_factory
+
+            crowd_factory(value)  # a spec that names no callable is refused at start
         return value
 
     def security(self) -> Security:

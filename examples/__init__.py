@@ -1,1 +1,2 @@
-"""Examples of extending crowdstream: PEs written the way a user writes one."""
+"""Examples of extending crowdstream, written the way a user writes them: a PE
+(``language``) and a crowd adapter (``replay_crowd``)."""

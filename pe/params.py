@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    field_validator,
+    model_validator,
+)
 
 from channels.records import NA_TAG, TaskExample
 
@@ -226,6 +234,16 @@ class QualityParams(_Params):
         return self
 
 
+def _as_text(value: object) -> object:
+    # YAML (a topology file, --set) reads 2 and true as a number and a boolean: an
+    # option is text whatever it looks like.
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
 class AnnotatorParams(_Params):
     #: Workers the retainer pool keeps (recruiting in the background).
     pool_size: int = Field(10, ge=1, le=10_000)
@@ -256,6 +274,11 @@ class AnnotatorParams(_Params):
     #: Simulated time runs this many times faster than real time.
     speed: float = Field(1.0, gt=0)
     seed: int = 11
+    #: A crowd adapter of your own (the ``crowd`` setting ``package.module:factory``):
+    #: its options, as text (docs/crowd.md). ``--set annotator.crowd_options.KEY=VALUE``.
+    crowd_options: dict[str, Annotated[str, BeforeValidator(_as_text)]] = Field(
+        default_factory=dict
+    )
 
     @model_validator(mode="after")
     def _check(self) -> AnnotatorParams:

@@ -124,23 +124,32 @@ class Worker:
 
     def runner(self, **options: Any) -> faust.Worker:
         """The Faust worker that runs the app and the services beside it."""
-        return _Runner(self.app, self.context.plane, self.web, **options)
+        return _Runner(self.app, self.context, self.web, **options)
 
 
 class _Runner(faust.Worker):
-    """Starts the data plane and the web server before the app; stops the plane first.
+    """Starts the data plane and the web server before the app; stops the web server
+    first, then the plane.
 
-    mode stops a worker's services newest first, the app before them. The data plane
-    finishes the batches in hand when it stops, and the app's agents do that work, so
-    the plane must stop while they still run.
+    mode stops a worker's services newest first, the app before them. Requests write
+    through the plane (a crowd answer's label), so the web server stops first and the
+    PEs finish what requests started (``draining``). The data plane finishes the
+    batches in hand when it stops, and the app's agents do that work, so the plane
+    must stop while they still run.
     """
 
-    def __init__(self, app: faust.App, plane: DataPlane, *services: Any, **options: Any) -> None:
-        super().__init__(app, plane, *services, **options)
-        self._plane = plane
+    def __init__(
+        self, app: faust.App, context: PipelineContext, web: WebServer, **options: Any
+    ) -> None:
+        super().__init__(app, context.plane, web, **options)
+        self._context = context
+        self._web = web
 
     async def on_stop(self) -> None:
-        await self._plane.stop()
+        await self._web.stop()
+        for drain in self._context.draining:
+            await drain()
+        await self._context.plane.stop()
         await super().on_stop()
 
     async def on_shutdown(self) -> None:

@@ -65,8 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--broker-port", type=int, help="port of the embedded broker [default: 9092]")
     up.add_argument(
         "--crowd",
-        choices=["simulated", "web", "none"],
-        help="crowd behind the annotator [env: CROWDSTREAM_CROWD]",
+        metavar="CROWD",
+        help="crowd behind the annotator: simulated, web, none, or package.module:factory "
+        "for an adapter of your own (docs/crowd.md) [env: CROWDSTREAM_CROWD]",
     )
     up.add_argument(
         "--pe",

@@ -37,6 +37,11 @@ log = logging.getLogger(__name__)
 #: begun but not finished by then included). Longer than the 60 s a proxy's pool
 #: commonly keeps an idle connection, so a proxy never reuses one that is closing.
 KEEPALIVE_S = 75.0
+#: Connections the kernel queues before the server accepts them (it caps this at
+#: net.core.somaxconn). aiohttp's 128 overflowed with a few hundred crowd workers
+#: behind a proxy that opens a connection per request: each dropped SYN is retried
+#: after a second, a second added to that request (bench/crowd_load.py).
+LISTEN_BACKLOG = 2048
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -141,7 +146,7 @@ class WebServer(Service):
         )
         # Listening here rather than through a TCPSite: its protocol factory is fixed.
         self._listener = await asyncio.get_running_loop().create_server(
-            connections, self.host, self.port, backlog=128
+            connections, self.host, self.port, backlog=LISTEN_BACKLOG
         )
         for sock in self._listener.sockets:
             self.port = int(sock.getsockname()[1])  # the real port when 0 was asked

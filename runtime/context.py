@@ -70,6 +70,9 @@ class PipelineContext:
     routes: list[web.RouteDef] = field(default_factory=list)
     #: Called when the web server stops, before it waits for open requests.
     web_closing: list[Callable[[], None]] = field(default_factory=list)
+    #: Awaited when the worker stops, once the web server has stopped and before the
+    #: data plane does: what requests started (a crowd answer's label) is written.
+    draining: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     #: How this worker connects to the cluster (TLS, SASL).
     security: Security = PLAINTEXT
     #: Makes the reader of a log followed from its start (see :meth:`follow`); the

@@ -28,7 +28,8 @@ questions, routing. The
 pool service (``lifeguard``) drives it on a clock (``clock``) for a crowd platform
 (``crowd``: the adapter interface and the simulated crowd, whose workers come from
 ``population``; ``web``: people in browsers, through the crowd API under ``/api/v1``
-and the worker page ``/work`` on the worker's HTTP port).
+and the worker page ``/work`` on the worker's HTTP port; ``plugin``: an adapter of
+the user's own, named by the ``crowd`` setting as ``package.module:factory``).
 Metrics: items in/out/rejected (pe="annotator"), answers, labels by outcome, answers
 per label and label posteriors, gold answers by outcome, answer and task latency,
 queue length, workers by state (away: restored, not back yet), pool events

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from aiokafka import ConsumerRecord
+from aiokafka.errors import KafkaError, ProducerClosed
 
 from channels.codec import DecodeError, decode, decode_valid, encode
 from channels.jobs import TERMINAL, job_status
@@ -23,6 +24,7 @@ from pe.annotator.crowd import CrowdAdapter, GoldItem, SimulatedCrowd
 from pe.annotator.journal import PoolJournal
 from pe.annotator.latency import MaintenanceRule
 from pe.annotator.lifeguard import LifeGuard
+from pe.annotator.plugin import CrowdSetup, make_crowd
 from pe.annotator.pool import (
     Effect,
     Finished,
@@ -53,6 +55,10 @@ log = logging.getLogger(__name__)
 PE = "annotator"
 #: How often changed pool workers are written to ``crowd.pool`` (what a crash loses).
 JOURNAL_EVERY_S = 1.0
+#: How long the label writer waits before it tries a failed write again.
+WRITE_RETRY_S = 1.0
+#: Longest a stopping worker waits for the crowd labels on their way.
+DRAIN_TIMEOUT_S = 10.0
 
 
 def pool_config(params: AnnotatorParams) -> PoolConfig:
@@ -136,7 +142,9 @@ class Annotator:
         )
         self.guard: LifeGuard | None = None
         self._clock: LoopClock | None = None
-        self._sending: set[asyncio.Future[Any]] = set()
+        #: Labels to write to ``crowd.labels``, and the task writing them.
+        self._outbox: list[Label] = []
+        self._writer: asyncio.Future[None] | None = None
         self._waiting: dict[str, Task] = {}  #: read before the pool started
         self._done: set[str] = set()  #: tasks with an outcome
         self._ended: set[str] = set()  #: jobs that ended
@@ -270,9 +278,42 @@ class Annotator:
 
     def _send(self, label: Label) -> None:
         self._done.add(label.task_id or _legacy_key(label))
-        future = asyncio.ensure_future(self._emit(label))
-        self._sending.add(future)
-        future.add_done_callback(self._sending.discard)
+        self._count(label)
+        self._outbox.append(label)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.ensure_future(self._write())
+
+    async def _write(self) -> None:
+        """Write the outbox to ``crowd.labels`` until it is empty: each turn takes
+        every label that came meanwhile in one publish. One publish per label held
+        one record batch per partition in flight at a time (aiokafka), so at a few
+        hundred answers a second they queued until they timed out and were lost.
+        A turn that fails is tried again: people were paid for those answers."""
+        while self._outbox:
+            labels, self._outbox = self._outbox, []
+            records = [(label.item_id.encode(), encode(label)) for label in labels]
+            try:
+                await self._ctx.flush(await self._ctx.publish("crowd.labels", records))
+            except ProducerClosed:
+                self._outbox = labels + self._outbox
+                log.error("the producer closed with %d crowd label(s) not written", len(labels))
+                return
+            except KafkaError as exc:
+                self._outbox = labels + self._outbox
+                log.warning("writing %d crowd label(s) failed (%r); retrying", len(labels), exc)
+                await asyncio.sleep(WRITE_RETRY_S)
+                continue
+            self._ctx.metrics.items_out.labels(self._ctx.pipeline, PE).inc(len(labels))
+
+    async def drain(self) -> None:
+        """Write the labels on their way (the worker is stopping, no more answers come
+        in over HTTP): people were paid for their answers, and the labels must not be
+        lost with the process. At most ``DRAIN_TIMEOUT_S``: a label not written then
+        leaves its task to be asked again after a restart."""
+        if self._writer is not None:
+            await asyncio.wait([self._writer], timeout=DRAIN_TIMEOUT_S)
+        if self._outbox:
+            log.error("stopping with %d crowd label(s) not written", len(self._outbox))
 
     def _observe(self, effect: Effect) -> None:
         m, p = self._ctx.metrics, self._ctx.pipeline
@@ -342,7 +383,7 @@ class Annotator:
             m.crowd_gold.labels(p, "correct" if right else "wrong").inc()
         return verdict
 
-    async def _emit(self, label: Label) -> None:
+    def _count(self, label: Label) -> None:
         m, p = self._ctx.metrics, self._ctx.pipeline
         for answer in label.answers:
             m.crowd_answers.labels(p, label.classifier).inc()
@@ -356,8 +397,6 @@ class Annotator:
                 if label.posterior is not None:
                     m.crowd_label_posterior.labels(p, label.classifier).observe(label.posterior)
             m.crowd_labels.labels(p, label.classifier, outcome).inc()
-        await (await self._ctx.send("crowd.labels", label.item_id, encode(label)))
-        m.items_out.labels(p, PE).inc()
         log.debug(
             "label %s: %s after %d answer(s)",
             label.status,
@@ -456,6 +495,7 @@ class AnnotatorPE:
             ctx.endpoints.extend(api.endpoints())
             ctx.routes.extend(api.pages())
             ctx.web_closing.append(self.web_crowd.close_streams)
+        ctx.draining.append(self.annotator.drain)
         # Outcomes and ended jobs first: a task already answered must not be queued.
         labels_log = ctx.follow("crowd.labels", PE, self.on_labels)
         results_log = ctx.follow("jobs.results", PE, self.on_results)
@@ -515,10 +555,14 @@ class AnnotatorPE:
             annotator.start(self.web_crowd, LoopClock())
         else:
             clock = LoopClock(params.speed)
-            population = dataclasses.replace(
-                PRESETS[params.population], spammer_share=params.spammers
-            )
-            crowd = SimulatedCrowd(population, clock, seed=params.seed)
+            crowd: CrowdAdapter
+            if self.ctx.crowd == "simulated":
+                population = dataclasses.replace(
+                    PRESETS[params.population], spammer_share=params.spammers
+                )
+                crowd = SimulatedCrowd(population, clock, seed=params.seed)
+            else:  # package.module:factory, checked by the settings
+                crowd = make_crowd(self.ctx.crowd, CrowdSetup(clock, params))
             annotator.start(crowd, clock)
         log.info("annotator: pool started with %d task(s) waiting", annotator.pool.waiting)
 

@@ -12,7 +12,7 @@ import pipelines
 from config import load_settings
 from pe.params import AnnotatorParams, TaskgenParams
 from pe.registry import params_of
-from pipelines.cli import _topology
+from pipelines.cli import _topology, main
 from pipelines.topology import TopologyError, load_topology, render_graph
 
 
@@ -21,6 +21,10 @@ def test_defaults_come_from_the_bundled_yaml(monkeypatch: pytest.MonkeyPatch) ->
     settings = load_settings()
     assert settings.broker == "kafka://localhost:9092"
     assert settings.bootstrap_servers == ["localhost:9092"]
+    # A reverse proxy on this host is trusted, no other peer.
+    proxies = settings.proxies
+    assert proxies.trusts("127.0.0.1") and proxies.trusts("::1")
+    assert not proxies.trusts("127.0.0.2") and not proxies.trusts("10.0.0.1")
 
 
 def test_yaml_file_then_environment_then_flags(
@@ -103,6 +107,25 @@ def test_set_overrides_parameters_and_validates_them() -> None:
         _topology("crisis", settings, ["annotator.speed.x=1"])
     with pytest.raises(TopologyError, match="invalid --set"):
         _topology("crisis", settings, ["annotator.quality.threshold=2"])
+    # A plug-in crowd's options are text, whatever YAML makes of them.
+    options = [f"annotator.crowd_options.{key}" for key in ("path=rec.jsonl", "n=7", "on=true")]
+    plugged = params_of(_topology("crisis", settings, options).params, AnnotatorParams)
+    assert plugged.crowd_options == {"path": "rec.jsonl", "n": "7", "on": "true"}
+
+
+def test_a_crowd_of_your_own_is_checked_when_settings_are_read(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    spec = "examples.replay_crowd:replay_crowd"
+    for crowd in ("simulated", "web", "none", spec):
+        assert load_settings(crowd=crowd).crowd == crowd
+    with pytest.raises(ValidationError, match="expected simulated, web, none or package.module"):
+        load_settings(crowd="simulted")
+    with pytest.raises(ValidationError, match="module 'examples.nope' cannot be imported"):
+        load_settings(crowd="examples.nope:make")
+    # The command line takes any spec, and says what is wrong with a bad one.
+    assert main(["up", "--crowd", "examples.replay_crowd:nothing"]) == 2
+    assert "module 'examples.replay_crowd' has no 'nothing'" in capsys.readouterr().err
 
 
 def test_gold_questions_come_from_the_topology_s_gold_file(tmp_path: Path) -> None:

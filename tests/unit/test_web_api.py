@@ -552,6 +552,27 @@ async def test_rate_limits_per_worker_and_per_address() -> None:
         await env.close()
 
 
+async def test_people_behind_one_address_are_limited_each_not_together() -> None:
+    # Three calls a second per address (a NAT, a proxy not listed): three people
+    # behind it make nine calls at once, each within their own limit ...
+    env = await make_env(size=3, rates=(3.0, 1000.0))
+    try:
+        tokens = [(await env.join())["token"] for _ in range(3)]
+        codes = [
+            (await env.call("GET", "/api/v1/workers/me", token))[0]
+            for token in tokens
+            for _ in range(3)
+        ]
+        assert codes == [200] * 9
+        # ... while calls without a valid token count against the address.
+        guesses = [
+            (await env.call("GET", "/api/v1/workers/me", "not-a-token"))[0] for _ in range(4)
+        ]
+        assert set(guesses) <= {401, 429} and 429 in guesses
+    finally:
+        await env.close()
+
+
 async def test_the_openapi_document_lists_every_endpoint(env: Env) -> None:
     response = await env.client.get("/api/v1/openapi.json")
     document = await response.json()

@@ -2,8 +2,9 @@
 
 One table (:meth:`CrowdApi.endpoints`) declares every endpoint: its auth, body and
 response models. The aiohttp routes and the OpenAPI document are both built from
-it. Every call is rate limited per client address, and worker calls per worker too;
-worker calls need a worker token (``Authorization: Bearer``), operator calls pass
+it. Worker calls are rate limited per worker, every other call (joins, operator
+calls, and worker calls without a valid token) per client address; worker calls
+need a worker token (``Authorization: Bearer``), operator calls pass
 the operator rule of every operator endpoint (pe.common.http.OperatorAccess). Bodies
 are JSON (``Content-Type: application/json``).
 """
@@ -63,10 +64,17 @@ class ApiConfig:
 @dataclass(frozen=True)
 class WorkerAccess:
     """A crowd worker with a valid token (pe.annotator.web.tokens), within the
-    per-worker rate limit."""
+    per-worker rate limit.
+
+    A call with a valid token counts against its worker's limit only: people behind
+    one NAT or an unlisted proxy share an address, and at a few hundred of them their
+    heartbeats alone used up a per-address limit. A call without one counts against
+    its address, so guessing tokens is slow.
+    """
 
     signer: TokenSigner
     limiter: RateLimiter
+    by_address: RateLimiter
     scheme = "workerToken"
     #: 410: the worker's session has ended (its calls say why).
     refusals = (401, 410, 429)
@@ -74,7 +82,8 @@ class WorkerAccess:
     def check(self, request: web.Request) -> str:
         try:
             worker_id = self.signer.verify(bearer(request))
-        except TokenError as exc:
+        except (HttpError, TokenError) as exc:  # no token, or a bad one
+            retry_after(self.by_address, address(request))
             raise HttpError(401, str(exc)) from None
         retry_after(self.limiter, worker_id)
         return worker_id
@@ -88,9 +97,8 @@ class CrowdApi:
         self.signer = TokenSigner(config.token_key, config.token_ttl_s)
         by_address = RateLimiter(config.ip_rate, config.ip_burst)
         by_worker = RateLimiter(config.worker_rate, config.worker_burst)
-        # Every crowd call is limited per client address first.
         self._anyone = Limited(OPEN, by_address)
-        self._worker = Limited(WorkerAccess(self.signer, by_worker), by_address)
+        self._worker = WorkerAccess(self.signer, by_worker, by_address)
         self._operator = Limited(config.operator, by_address)
 
     @property
