@@ -56,7 +56,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import numpy as np
 import orjson
 
 from channels.records import Label
@@ -65,6 +64,7 @@ from pe.params import AnnotatorParams
 from pipelines.broker import EmbeddedBroker, free_port
 from pipelines.client import push_lines
 from pipelines.local import LocalWorker, cpu_seconds, rss_mib
+from pipelines.report import ms_summary
 from pipelines.sample import load_sample
 from pipelines.topology import load_topology
 from runtime.admin import declare_topics
@@ -77,19 +77,6 @@ API = "/api/v1"
 ACCURACY = 0.9
 #: Seconds a person takes to answer a task.
 THINK_S = (2.0, 4.0)
-
-
-def _percentiles(values: list[float]) -> dict[str, Any]:
-    if not values:
-        return {"n": 0}
-    p50, p95, p99 = np.percentile(np.asarray(values), [50, 95, 99])
-    return {
-        "n": len(values),
-        "p50": round(float(p50), 1),
-        "p95": round(float(p95), 1),
-        "p99": round(float(p99), 1),
-        "max": round(max(values), 1),
-    }
 
 
 def _messages(seed: int) -> Iterator[tuple[dict[str, Any], dict[str, str]]]:
@@ -366,12 +353,12 @@ async def _drive(run: _Run, base: str, bootstrap: str, pids: dict[str, int]) -> 
             await asyncio.sleep(min(10.0, run.workers / 50) / run.workers)
         await asyncio.sleep(run.warmup)
         stats.start = time.monotonic()
-        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        cpu_before = {name: cpu_seconds(pid) or 0.0 for name, pid in pids.items()}
         lag.clear()
         await asyncio.sleep(run.seconds)
         stats.end = time.monotonic()
         cpu = {
-            name: round((cpu_seconds(pid) - cpu_before[name]) / run.seconds, 2)
+            name: round(((cpu_seconds(pid) or 0.0) - cpu_before[name]) / run.seconds, 2)
             for name, pid in pids.items()
         }
         memory = {name: round(rss_mib(pid)) for name, pid in pids.items()}
@@ -379,7 +366,7 @@ async def _drive(run: _Run, base: str, bootstrap: str, pids: dict[str, int]) -> 
             task.cancel()
         await asyncio.gather(pushing, lagging, *running, return_exceptions=True)
     return {
-        "calls_ms": {call: _percentiles(values) for call, values in sorted(stats.calls.items())},
+        "calls_ms": {call: ms_summary(values) for call, values in sorted(stats.calls.items())},
         "answers_per_s": round(len(stats.calls.get("answer", [])) / run.seconds, 1),
         "tasks_received": stats.tasks,
         "terminated": stats.terminated,
@@ -389,7 +376,7 @@ async def _drive(run: _Run, base: str, bootstrap: str, pids: dict[str, int]) -> 
         "most_people_on_one_task": stats.most_holders,
         "cpu_cores": cpu,
         "rss_mib": memory,
-        "generator_lag_ms": _percentiles(lag),
+        "generator_lag_ms": ms_summary(lag),
     }
 
 

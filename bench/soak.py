@@ -95,6 +95,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from pe.common.lifecycle import die_with_parent
 from pipelines.broker import free_port
 from pipelines.kafka.dist import kafka_version
+from pipelines.local import cpu_seconds
+from pipelines.report import ms_summary
 from pipelines.sample import load_sample
 
 PIPELINE = "crisis"
@@ -113,21 +115,6 @@ JSTAT_EVERY = 6
 #: Gaps without output longer than this are listed in the report.
 GAP_LISTED_S = 1.0
 MIB = 1024 * 1024
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _ms(values: Sequence[float]) -> dict[str, Any]:
-    """Count, p50, p95, p99 and max of ``values`` (milliseconds), rounded to 0.1 ms."""
-    if not values:
-        return {"n": 0, "p50": None, "p95": None, "p99": None, "max": None}
-    p50, p95, p99, top = np.percentile(np.asarray(values, dtype=np.float64), [50, 95, 99, 100])
-    return {
-        "n": len(values),
-        "p50": round(float(p50), 1),
-        "p95": round(float(p95), 1),
-        "p99": round(float(p99), 1),
-        "max": round(float(top), 1),
-    }
 
 
 def _slope_per_hour(points: Iterable[tuple[float, float]]) -> float | None:
@@ -156,16 +143,6 @@ def _proc_status(pid: int) -> dict[str, float]:
             if key in ("VmRSS", "RssAnon", "RssFile"):
                 fields[key] = int(rest.split()[0]) / 1024
     return fields
-
-
-def _cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of ``pid`` so far."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    rest = stat[stat.rfind(")") + 2 :].split()  # after "pid (comm) "
-    return (int(rest[11]) + int(rest[12])) / _TICK  # utime, stime: fields 14, 15
 
 
 def _is_broker(pid: int, data_dir: Path) -> bool:
@@ -235,7 +212,7 @@ class _CpuMeter:
     def percent(self, pid: int | None) -> float | None:
         if pid is None:
             return None
-        used, now = _cpu_seconds(pid), time.monotonic()
+        used, now = cpu_seconds(pid), time.monotonic()
         if used is None:
             return None
         before = self._last.get(pid)
@@ -670,7 +647,7 @@ class _Run:
         tree = [w, *(_proc_status(pid) for pid in helpers)]
         tree_cpu = [self.cpu.percent(pid) for pid in [worker, *helpers]]
         window, soak.window = soak.window, array("d")
-        latency = _ms(window)
+        latency = ms_summary(window)
         row: dict[str, Any] = {
             "t_s": round(time.time() - soak.start_wall, 1),
             "produced": soak.produced,
@@ -947,16 +924,16 @@ class _Run:
                     "out_in_minute": soak.out_by_receipt_minute.get(m, 0),
                     "shed_in_minute": self._shed_between(60 * m, 60 * (m + 1)),
                     **self._sampled_in(60 * m, 60 * (m + 1)),
-                    "e2e_ms": _ms(soak.e2e[m]),
-                    "pipeline_ms": _ms(soak.pipeline[m]),
-                    "egress_ms": _ms(soak.egress[m]),
-                    "producer_ack_ms": _ms(soak.ack[m]),
+                    "e2e_ms": ms_summary(soak.e2e[m]),
+                    "pipeline_ms": ms_summary(soak.pipeline[m]),
+                    "egress_ms": ms_summary(soak.egress[m]),
+                    "producer_ack_ms": ms_summary(soak.ack[m]),
                 }
             )
         after = [m for m in per_minute if m["minute"] >= warm and m["e2e_ms"]["n"]]
         over = [m["minute"] for m in after if m["e2e_ms"]["p99"] > args.p99_ms]
         worst = max(after, key=lambda m: m["e2e_ms"]["p99"], default=None)
-        overall_after = _ms(_concat(soak.e2e[warm:]))
+        overall_after = ms_summary(_concat(soak.e2e[warm:]))
         stall_s, stall_at = soak.longest_gap
         memory: dict[str, Any] = {
             # The worker with its helper processes (the learner's fitter), not its broker.
@@ -1052,11 +1029,11 @@ class _Run:
                 "stalls_over_1s": [{"at_s": at, "gap_s": gap} for at, gap in soak.gaps],
             },
             "latency_ms": {
-                "e2e_overall": _ms(_concat(soak.e2e)),
+                "e2e_overall": ms_summary(_concat(soak.e2e)),
                 "e2e_after_warmup": overall_after,
-                "pipeline_after_warmup": _ms(_concat(soak.pipeline[warm:])),
-                "egress_after_warmup": _ms(_concat(soak.egress[warm:])),
-                "producer_ack_after_warmup": _ms(_concat(soak.ack[warm:])),
+                "pipeline_after_warmup": ms_summary(_concat(soak.pipeline[warm:])),
+                "egress_after_warmup": ms_summary(_concat(soak.egress[warm:])),
+                "producer_ack_after_warmup": ms_summary(_concat(soak.ack[warm:])),
             },
             "worker_books": books,
             "memory": memory,

@@ -128,12 +128,12 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) process ``pid`` has used so far (0 if it is gone)."""
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) process ``pid`` has used so far (None if it is gone)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return 0.0
+    except OSError:
+        return None
     # Fields after the command name, which may hold spaces: utime and stime are the
     # 14th and 15th of the line.
     fields = stat[stat.rindex(")") + 2 :].split()

@@ -39,6 +39,20 @@ def percentiles(values: Sequence[float]) -> dict[str, float | None]:
     }
 
 
+def ms_summary(values: Sequence[float]) -> dict[str, Any]:
+    """Count, p50, p95, p99 and max of ``values`` (milliseconds), rounded to 0.1 ms."""
+    if not values:
+        return {"n": 0, "p50": None, "p95": None, "p99": None, "max": None}
+    p50, p95, p99, top = np.percentile(np.asarray(values, dtype=np.float64), [50, 95, 99, 100])
+    return {
+        "n": len(values),
+        "p50": round(float(p50), 1),
+        "p95": round(float(p95), 1),
+        "p99": round(float(p99), 1),
+        "max": round(float(top), 1),
+    }
+
+
 @dataclass
 class RunLog:
     """What a demo run observed on the output topics."""
