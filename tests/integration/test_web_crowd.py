@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 import yaml
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Browser, Page, Route
 
 from pipelines.broker import EmbeddedBroker
 from pipelines.client import push_lines
@@ -199,7 +199,19 @@ def test_two_browser_workers_label_a_stream(
     assert worker.metric("crowdstream_pool_events_total", event="termination") >= 1
     assert worker.metric("crowdstream_pool_events_total", event="duplicate") >= 1
 
-    # Then both label until every task is done (one skip on the way).
+    # Then both label until every task is done (one skip on the way). The slow
+    # worker's first answer is lost on its way (a dropped connection): the page sends
+    # it again.
+    sent: list[str] = []
+
+    def drop_first(route: Route) -> None:
+        sent.append(orjson.loads(route.request.post_data or "{}")["assignment_id"])
+        if len(sent) == 1:
+            route.abort("connectionreset")
+        else:
+            route.continue_()
+
+    slow.route("**/api/v1/workers/me/answers", drop_first)
     skipped = False
     deadline = time.monotonic() + 120
     while len(label_count(broker)) < 2 * BUDGET and time.monotonic() < deadline:
@@ -208,6 +220,8 @@ def test_two_browser_workers_label_a_stream(
                 saw_markup |= "<script>" in answer(page, "2" if skipped else None)
                 skipped = True
     labels = label_count(broker)
+    assert len(sent) >= 2 and sent[1] == sent[0], sent  # the lost answer, sent again
+    slow.unroute("**/api/v1/workers/me/answers")
     assert len(labels) == 2 * BUDGET
     assert len({(x["item_id"], x["classifier"]) for x in labels}) == 2 * BUDGET
     workers = {a["worker_id"] for x in labels for a in x["answers"]}

@@ -56,9 +56,32 @@ async function api(method, path, body) {
     const err = new Error((data && data.error) || res.statusText);
     err.status = res.status;
     err.reason = data && data.reason;
+    err.retryAfter = Number(res.headers.get("Retry-After")) || 0;
     throw err;
   }
   return data;
+}
+
+// A call that may succeed if sent again: the connection dropped (no status), the
+// server asked to slow down, or it was restarting.
+function transient(err) {
+  return err.status === undefined || err.status === 429 || err.status >= 500;
+}
+
+// An answer counts once however often it is sent (the server keeps the first), so
+// one lost on its way is sent again, as a browser resends a request whose kept-alive
+// connection the server had just closed.
+const ANSWER_TRIES = 4;
+
+async function sendAnswer(body) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await api("POST", "/workers/me/answers", body);
+    } catch (err) {
+      if (!transient(err) || attempt >= ANSWER_TRIES) throw err;
+      await sleep(1000 * (err.retryAfter || 2 ** (attempt - 1)));
+    }
+  }
 }
 
 function money(x) { return Number(x || 0).toFixed(2); }
@@ -169,19 +192,22 @@ async function answerTask(tag) {
   const current = state.assignment;
   if (!current) return;
   setBusy(true);
+  let received = true;
   try {
-    const result = await api("POST", "/workers/me/answers", {
-      assignment_id: current.assignment_id, tag,
-    });
+    const result = await sendAnswer({ assignment_id: current.assignment_id, tag });
     showEarnings(result.earnings);
     if (result.outcome === "terminated") notice(result.message, 4);
   } catch (err) {
     handleError(err);
+    received = !transient(err);
   }
   // The next task may already have arrived on the stream while this was sent.
-  if (state.assignment === current) {
+  if (state.assignment !== current) return;
+  if (received) {
     state.assignment = null;
     show("waiting");
+  } else {
+    setBusy(false);  // never received: the task is still theirs, to answer again
   }
 }
 
