@@ -17,7 +17,9 @@ After a warm-up it measures for ``--seconds``:
   p50/p95/p99/max, and how long a person waits from sending an answer to the next
   task (that also counts waiting for work when the crowd outruns the stream);
 - errors: every response that is not 2xx and every failed call or stream, by call
-  and status (429 counts: a person never asks fast enough to earn one);
+  and status (429 counts: a person never asks fast enough to earn one); an answer
+  that failed on its way is sent again as the worker page does (up to four tries,
+  each failed one counted), and ``answer:lost`` counts those that never arrived;
 - the CPU (cores) and resident memory of each worker process, of the broker, and of
   the load generator, with its event loop's lag (its own delays add to every figure
   it measures);
@@ -77,6 +79,8 @@ API = "/api/v1"
 ACCURACY = 0.9
 #: Seconds a person takes to answer a task.
 THINK_S = (2.0, 4.0)
+#: Tries of an answer in all, as the worker page makes them (pe/annotator/web/static).
+ANSWER_TRIES = 4
 
 
 def _messages(seed: int) -> Iterator[tuple[dict[str, Any], dict[str, str]]]:
@@ -158,25 +162,36 @@ class _Person:
             headers["Authorization"] = f"Bearer {self.token}"
         return headers
 
-    async def call(self, name: str, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
-        """POST ``body``; the answer's JSON, or None (counted) if it failed."""
-        sent = time.monotonic()
-        try:
-            async with self.http.post(
-                self.base + API + path, data=orjson.dumps(body), headers=self._headers()
-            ) as response:
-                data = await response.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            self.stats.failed(name, type(exc).__name__, sent)
-            return None
-        self.stats.took(name, sent, (time.monotonic() - sent) * 1000)
-        if response.status >= 300:
-            self.stats.failed(name, str(response.status), sent)
-            if response.status == 410:
-                self.ended = True
-            return None
-        answer: dict[str, Any] = orjson.loads(data)
-        return answer
+    async def call(
+        self, name: str, path: str, body: dict[str, Any], tries: int = 1
+    ) -> dict[str, Any] | None:
+        """POST ``body``; the answer's JSON, or None if it failed. Each failed try is
+        counted; one that may succeed if sent again (no answer, 429, 5xx) is, up to
+        ``tries`` times in all, after 1, 2, 4 s as the worker page does."""
+        for attempt in range(1, tries + 1):
+            sent = time.monotonic()
+            status = 0
+            try:
+                async with self.http.post(
+                    self.base + API + path, data=orjson.dumps(body), headers=self._headers()
+                ) as response:
+                    data, status = await response.read(), response.status
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                self.stats.failed(name, type(exc).__name__, sent)
+            else:
+                self.stats.took(name, sent, (time.monotonic() - sent) * 1000)
+                if status < 300:
+                    answer: dict[str, Any] = orjson.loads(data)
+                    return answer
+                self.stats.failed(name, str(status), sent)
+                self.ended |= status == 410
+            if status and status != 429 and status < 500:
+                break  # the server's final word
+            if attempt < tries:
+                await asyncio.sleep(2 ** (attempt - 1))
+        if tries > 1:
+            self.stats.failed(name, "lost", time.monotonic())
+        return None
 
     async def run(self) -> None:
         joined = await self.call("join", "/workers", {"name": self.name})
@@ -275,9 +290,8 @@ class _Person:
         self.answered_at = time.monotonic()
         self.stats.hold(key, -1)
         self.holding = None
-        await self.call(
-            "answer", "/workers/me/answers", {"assignment_id": task["assignment_id"], "tag": tag}
-        )
+        body = {"assignment_id": task["assignment_id"], "tag": tag}
+        await self.call("answer", "/workers/me/answers", body, tries=ANSWER_TRIES)
 
 
 async def _lag(samples: list[float], every_s: float = 0.05) -> None:
