@@ -10,30 +10,38 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 import yaml
+from aiokafka import AIOKafkaProducer
 from playwright.sync_api import Browser, Page
 
 from pipelines.broker import EmbeddedBroker
 from pipelines.client import push_lines
 from pipelines.sample import load_sample
 from tests.integration.browser import MOBILE, run
-from tests.integration.conftest import WEBHOOK_SECRET, start_worker, write_topology
+from tests.integration.conftest import (
+    WEBHOOK_SECRET,
+    read_all,
+    start_worker,
+    values,
+    wait_for,
+    write_topology,
+)
 
 PIPELINE = "consoletest"
 
 
-def wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.5)
+async def write(bootstrap: str, topic: str, value: bytes) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value)
+    finally:
+        await producer.stop()
 
 
 def test_an_operator_adds_a_classifier_corrects_a_label_and_exports_in_the_console(
@@ -119,6 +127,28 @@ def test_an_operator_adds_a_classifier_corrects_a_label_and_exports_in_the_conso
         page.screenshot(path=str(output / "console-stream.png"))  # the top: the list is long
         page.click("#stream-stop")
 
+        # A message with a long link, its label corrected by the operator: the labels
+        # tab wraps it rather than widen the page (checked at phone width below).
+        labels = values(run(read_all(broker.bootstrap, f"{PIPELINE}.crowd.labels")))
+        model = next(x for x in labels if x["classifier"] == "aid_related" and x["answers"])
+        link = {
+            **model,
+            "item_id": "link",
+            "task_id": "link",
+            "kind": "passive",
+            "text": "see https://example.org/" + "x" * 150,
+            "corrected_by": "operator",
+            "ts": time.time(),
+        }
+        run(write(broker.bootstrap, f"{PIPELINE}.crowd.labels", orjson.dumps(link)))
+        wait_for(
+            lambda: (
+                b'"link"' in worker.get("/api/v1/labels?classifier=aid_related&corrected=true")[1]
+            ),
+            60,
+            "the labels API to list the label with a long link",
+        )
+
         # Review its labels and correct one.
         page.click("nav button[data-tab=labels]")
         page.select_option("#labels-classifier", "request")
@@ -131,7 +161,7 @@ def test_an_operator_adds_a_classifier_corrects_a_label_and_exports_in_the_conso
         page.screenshot(path=str(output / "console-labels.png"))
         first.locator(".fix button").first.click()
         page.wait_for_selector("#notice:has-text('label corrected')")
-        status, raw = worker.get("/api/v1/labels?corrected=true")
+        status, raw = worker.get("/api/v1/labels?classifier=request&corrected=true")
         [corrected] = orjson.loads(raw)["labels"]
         assert corrected["item_id"] == item_id and corrected["corrected_by"] == "operator"
 
@@ -203,6 +233,11 @@ def test_an_operator_adds_a_classifier_corrects_a_label_and_exports_in_the_conso
         phone.wait_for_selector(row)
         for name in ("classifiers", "learning", "labels", "stream", "crowd", "jobs", "export"):
             phone.click(f"nav button[data-tab={name}]")
+            if name == "labels":  # the corrected ones: the long link
+                phone.select_option("#labels-classifier", "aid_related")
+                phone.check("#labels-corrected")
+                phone.click("#labels-form button[type=submit]")
+                phone.wait_for_selector("#label-list li[data-item=link]")
             phone.wait_for_timeout(300)  # the tab's content loads
             width = phone.evaluate("document.documentElement.scrollWidth")
             assert width <= MOBILE["width"], f"the {name} tab is {width}px wide on a phone"
