@@ -224,6 +224,16 @@ def values(records: list[ConsumerRecord]) -> list[dict[str, Any]]:
     return [orjson.loads(r.value) for r in records]
 
 
+def wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll ``check`` until it holds; an AssertionError naming ``what`` after
+    ``timeout_s`` (for the synchronous tests: browsers, CLI calls)."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(0.2)
+
+
 async def wait_until(check: Callable[[], bool], timeout_s: float = 60.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from tests.integration.conftest import (
     read_all,
     start_worker,
     values,
+    wait_for,
     write_topology,
 )
 
@@ -108,12 +108,6 @@ def test_classifiers_change_on_a_running_pipeline_and_survive_a_restart(
     def push(rows: list[dict[str, Any]]) -> None:
         asyncio.run(push_lines([broker.bootstrap], PIPELINE, [orjson.dumps(r) for r in rows]))
 
-    def until(check: Callable[[], bool], timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while not check() and time.monotonic() < deadline:
-            time.sleep(1)
-        return check()
-
     monkeypatch.setenv("CROWDSTREAM_WEBHOOK_SECRET", WEBHOOK_SECRET.decode())
     worker = start_worker(broker, topology, tmp_path)
     try:
@@ -128,7 +122,7 @@ def test_classifiers_change_on_a_running_pipeline_and_survive_a_restart(
         def learned() -> bool:
             return any(m["classifier"] == "needs_help" for m in read("control.models"))
 
-        assert until(learned, 120), "no model of the added classifier"
+        wait_for(learned, 120, "a model of the added classifier")
         # Its history: every version published, in the learning API and the export.
         published = {
             m["version"] for m in read("control.models") if m["classifier"] == "needs_help"
@@ -164,7 +158,7 @@ def test_classifiers_change_on_a_running_pipeline_and_survive_a_restart(
                 for r in read("items.classified")
             )
 
-        assert until(revised, 60), "the correction did not revise the item"
+        wait_for(revised, 60, "the correction to revise the item")
         [correction] = [label for label in read("crowd.labels") if label.get("corrected_by")]
         assert (correction["item_id"], correction["tag"]) == (crowd["item_id"], right)
         assert correction["answers"] == crowd["answers"]
@@ -206,7 +200,7 @@ def test_classifiers_change_on_a_running_pipeline_and_survive_a_restart(
         }
         # The webhook heard of each change and of the new classifier's model, signed.
         wanted = {"classifier.added", "classifier.paused", "classifier.retired"}
-        assert until(lambda: wanted <= {e["event"] for e in hooks.events()}, 30)
+        wait_for(lambda: wanted <= {e["event"] for e in hooks.events()}, 30, f"webhooks {wanted}")
         assert any(
             e["event"] == "model.published" and e["data"]["classifier"] == "needs_help"
             for e in hooks.events()
@@ -231,7 +225,7 @@ def test_classifiers_change_on_a_running_pipeline_and_survive_a_restart(
             ids = {r["id"] for r in read("items.classified")}
             return f"after-{sample[899]['id']}" in ids
 
-        assert until(reclassified, 60)
+        wait_for(reclassified, 60, "the item to be classified again")
         after = [r for r in read("items.classified") if r["id"].startswith("after-")]
         assert after and all("roads" in r["labels"] for r in after)
         assert all("needs_help" not in r["labels"] for r in after)

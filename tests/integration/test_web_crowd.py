@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from tests.integration.conftest import (
     read_all,
     start_worker,
     values,
+    wait_for,
     write_topology,
 )
 
@@ -92,15 +93,6 @@ def gold_answers(topology: Path) -> dict[tuple[str, str], str]:
             if truth.get(spec.truth_field) in spec.tags:
                 known[(spec.question, record["text"])] = str(truth[spec.truth_field])
     return known
-
-
-def wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def join(page: Page, base: str, name: str, gold: dict[tuple[str, str], str]) -> None:
