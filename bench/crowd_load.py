@@ -55,6 +55,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -171,13 +172,20 @@ class _Person:
         for attempt in range(1, tries + 1):
             sent = time.monotonic()
             status = 0
+            connection = SimpleNamespace(reused=False)  # set by _trace
             try:
                 async with self.http.post(
-                    self.base + API + path, data=orjson.dumps(body), headers=self._headers()
+                    self.base + API + path,
+                    data=orjson.dumps(body),
+                    headers=self._headers(),
+                    trace_request_ctx=connection,
                 ) as response:
                     data, status = await response.read(), response.status
             except (aiohttp.ClientError, TimeoutError) as exc:
-                self.stats.failed(name, type(exc).__name__, sent)
+                # On a kept-alive connection or a new one: a server closing idle
+                # connections, or one that could not accept.
+                kind = "reused" if connection.reused else "new"
+                self.stats.failed(name, f"{type(exc).__name__} ({kind} connection)", sent)
             else:
                 self.stats.took(name, sent, (time.monotonic() - sent) * 1000)
                 if status < 300:
@@ -294,6 +302,21 @@ class _Person:
         await self.call("answer", "/workers/me/answers", body, tries=ANSWER_TRIES)
 
 
+def _trace() -> aiohttp.TraceConfig:
+    """Marks a request sent on a kept-alive connection (``trace_request_ctx.reused``)."""
+
+    async def reused(
+        session: aiohttp.ClientSession,
+        context: SimpleNamespace,
+        params: aiohttp.TraceConnectionReuseconnParams,
+    ) -> None:
+        context.trace_request_ctx.reused = True
+
+    trace = aiohttp.TraceConfig()
+    trace.on_connection_reuseconn.append(reused)
+    return trace
+
+
 async def _lag(samples: list[float], every_s: float = 0.05) -> None:
     """The load generator's event-loop lag: how late a 50 ms sleep wakes."""
     while True:
@@ -356,7 +379,9 @@ async def _drive(run: _Run, base: str, bootstrap: str, pids: dict[str, int]) -> 
     lag: list[float] = []
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
     timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=timeout, trace_configs=[_trace()]
+    ) as http:
         pushing = asyncio.create_task(push_lines([bootstrap], PIPELINE, lines(), run.rate))
         lagging = asyncio.create_task(_lag(lag))
         people = [_Person(n, base, http, stats, truth) for n in range(run.workers)]
