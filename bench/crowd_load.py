@@ -310,7 +310,8 @@ def _trace() -> aiohttp.TraceConfig:
         context: SimpleNamespace,
         params: aiohttp.TraceConnectionReuseconnParams,
     ) -> None:
-        context.trace_request_ctx.reused = True
+        if context.trace_request_ctx is not None:  # the task stream passes none
+            context.trace_request_ctx.reused = True
 
     trace = aiohttp.TraceConfig()
     trace.on_connection_reuseconn.append(reused)
@@ -403,7 +404,9 @@ async def _drive(run: _Run, base: str, bootstrap: str, pids: dict[str, int]) -> 
         memory = {name: round(rss_mib(pid)) for name, pid in pids.items()}
         for task in (pushing, lagging, *running):
             task.cancel()
-        await asyncio.gather(pushing, lagging, *running, return_exceptions=True)
+        ended = await asyncio.gather(pushing, lagging, *running, return_exceptions=True)
+    # A simulated person (or the pusher) that died of an error of the bench's own.
+    crashed = Counter(type(x).__name__ for x in ended if isinstance(x, Exception))
     return {
         "calls_ms": {call: ms_summary(values) for call, values in sorted(stats.calls.items())},
         "answers_per_s": round(len(stats.calls.get("answer", [])) / run.seconds, 1),
@@ -416,6 +419,7 @@ async def _drive(run: _Run, base: str, bootstrap: str, pids: dict[str, int]) -> 
         "cpu_cores": cpu,
         "rss_mib": memory,
         "generator_lag_ms": ms_summary(lag),
+        "generator_crashes": dict(crashed),
     }
 
 
