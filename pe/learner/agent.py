@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from functools import partial
 
 from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaError
 
 from channels.codec import DecodeError, decode, encode
 from channels.records import Label, ModelHeader
+from pe.common.embedding import require
 from pe.common.featurebatch import FeatureBatch, skipping_decoder
 from pe.common.http import OperatorAccess
 from pe.common.lifecycle import helper_pool
@@ -20,7 +23,7 @@ from pe.common.modelbook import model_book
 from pe.learner.progress import LearningProgress, ProgressApi
 from pe.learner.review import LabelReview, LabelsApi
 from pe.learner.state import ClassifierLearner
-from pe.learner.teacher import PoolItem, StreamSample, Teacher
+from pe.learner.teacher import PoolItem, StreamSample, Teacher, warm, with_sample
 from pe.learner.trainers import make_trainer
 from pe.params import ClassifierSpec, FeaturesParams, LearnerParams, TaskgenParams
 from runtime.context import PipelineContext
@@ -55,6 +58,7 @@ class Fitter:
 
     def __init__(self) -> None:
         self.executor = self._start()
+        self.generation = 0  #: processes started before this one (what they held is lost)
 
     @staticmethod
     def _start() -> ProcessPoolExecutor:
@@ -62,9 +66,15 @@ class Fitter:
         executor.submit(int)
         return executor
 
-    def renew(self) -> None:
+    def renew(self, broken: ProcessPoolExecutor, why: BaseException) -> None:
+        """Start another process if ``broken`` (a call on it failed) is still the
+        current one: the retrains and the teacher's warm-up share it."""
+        if broken is not self.executor:
+            return
+        log.error("the model-fitting process died (%s); starting another", why)
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.executor = self._start()
+        self.generation += 1
 
 
 def register(ctx: PipelineContext) -> None:
@@ -72,11 +82,12 @@ def register(ctx: PipelineContext) -> None:
     book = model_book(ctx)
     n_features = ctx.params_of(FeaturesParams).dimensions
     sample = StreamSample(params.teacher_pool, params.teacher_rate)
-    teacher = (
-        None
-        if params.teacher == "none"
-        else Teacher(params.teacher, params.teacher_c, params.teacher_weight, sample)
-    )
+    teacher = None
+    if params.teacher != "none":
+        # At start, not at the first refit in the fitting process, where a missing
+        # encoder would only be logged.
+        require(params.teacher)
+        teacher = Teacher(params.teacher, params.teacher_c, params.teacher_weight, sample)
     learners: dict[str, ClassifierLearner] = {}
     passive_share = ctx.params_of(TaskgenParams).passive_share
 
@@ -201,16 +212,12 @@ def register(ctx: PipelineContext) -> None:
             if not learner.due():
                 continue
             version = max(book.version(name), published.get(name, 0)) + 1
+            executor = fitter.executor
             try:
-                update, outcome = await learner.train_off_loop(active, version, fitter.executor)
+                update, outcome = await learner.train_off_loop(active, version, executor)
             except BrokenProcessPool as exc:
-                log.error(
-                    "classifier %s: the model-fitting process died (%s); starting another, "
-                    "the retrain is tried again",
-                    name,
-                    exc,
-                )
-                fitter.renew()
+                fitter.renew(executor, exc)
+                log.info("classifier %s: the retrain is tried again", name)
                 return
             if update is not None:
                 try:
@@ -238,3 +245,30 @@ def register(ctx: PipelineContext) -> None:
             )
 
     ctx.timer(TRAIN_CHECK_S, f"{ctx.pipeline}.learner.train", train_due)
+
+    async def warm_teacher(teacher: Teacher) -> None:
+        # The fitting process embeds the sample a batch at a time, so that a refit
+        # finds it ready: a slow encoder (minilm, about 45 items/s a thread) embeds
+        # fewer items a second than a fast stream is sampled at. Its own task, not the
+        # retrain timer's: a batch takes seconds. The process runs one call at a time,
+        # so a refit waits for one batch at most.
+        done = {"added": -1, "embedded": 0, "generation": 0}
+        while True:
+            now = {"added": sample.added, "generation": fitter.generation}
+            if now.items() <= done.items() and done["embedded"] >= len(sample.items):
+                await asyncio.sleep(TRAIN_CHECK_S)
+                continue
+            executor = fitter.executor
+            try:
+                embedded, size = await with_sample(
+                    executor, warm, lambda whole: (teacher.teaching(whole),)
+                )
+            except BrokenProcessPool as exc:
+                fitter.renew(executor, exc)
+                continue
+            done.update(now, embedded=embedded)
+            ctx.metrics.teacher_sample.labels(ctx.pipeline, "sampled").set(size)
+            ctx.metrics.teacher_sample.labels(ctx.pipeline, "embedded").set(embedded)
+
+    if teacher is not None:
+        ctx.task(partial(warm_teacher, teacher))

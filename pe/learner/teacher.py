@@ -1,8 +1,9 @@
 """Distillation: a sentence encoder's model teaches the fast word model.
 
-The classifier keeps up with the stream only on hashed word n-grams; a sentence
-encoder learns far more from a few hundred crowd labels, but embeds about 540 items/s
-a core (docs/quality.md). So at each retrain the learner fits logistic regression on
+The classifier keeps up with the stream only on hashed word n-grams; sentence
+encoders learn far more from a few hundred crowd labels, but embed 40 (``use+minilm``,
+the default) to 540 (``use``) items/s a core (docs/quality.md). So at each retrain the
+learner fits logistic regression on
 the encoder's embeddings of the crowd-labelled items (the teacher), lets it score a
 sample of the stream, and fits the word model on the crowd's labels and on those soft
 labels (the student). Only the student is published: classification keeps the word
@@ -11,16 +12,19 @@ features' speed.
 :class:`StreamSample` is the learner's side (the sample of the stream, taken at a
 bounded rate). :class:`Lesson` runs in the fitting process, where the encoder and a
 cache of the embeddings it computed stay between retrains, so each retrain embeds only
-the items it has not seen.
+the items it has not seen, and no more than a batch of the sample: :func:`warm`
+embeds the rest between retrains.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -32,6 +36,7 @@ from pe.common.linear import feature_matrix
 
 __all__ = [
     "EMBEDDINGS",
+    "EMBED_BATCH",
     "Fit",
     "Lesson",
     "PoolItem",
@@ -43,9 +48,12 @@ __all__ = [
     "embed_cached",
     "learn_from_teacher",
     "logistic",
+    "warm",
+    "with_sample",
 ]
 
 FloatArray = npt.NDArray[np.float64]
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -106,6 +114,7 @@ class StreamSample:
         self._stamp: float | None = None
         self._rng = rng or random.Random(0)
         self._shipped: set[str] = set()
+        self.added = 0  #: items ever kept
 
     def update(self, whole: bool = False) -> SampleUpdate:
         """The sample for a fit in the fitting process: the items no earlier update
@@ -136,6 +145,7 @@ class StreamSample:
             self._sigs[self.items[0].sig] -= 1
         self.items.append(item)
         self._sigs[item.sig] += 1
+        self.added += 1
         return True
 
 
@@ -165,24 +175,87 @@ class Teacher:
         return Teaching(self.encoder, self.c, self.weight, self.sample.update(whole))
 
 
-#: The fitting process's embeddings by item id, most recently used last. Bounded by
-#: the retrain's own needs (see :func:`embed_cached`); derived data, lost with the
-#: process and computed again.
-EMBEDDINGS: OrderedDict[tuple[str, str], npt.NDArray[np.float32]] = OrderedDict()
+#: New sample items one call to the fitting process embeds at most, a refit or a
+#: warm-up between refits (:func:`warm`): about 12 s with ``minilm`` on one thread, so
+#: a refit never waits long for the teacher; the next calls embed the rest.
+EMBED_BATCH = 512
+#: Labelled items' embeddings kept, least recently used dropped first: a refit needs
+#: every one of its classifier's. 20,000 of ``use+minilm`` take 72 MB.
+LABELS_KEPT = 20_000
+
+#: The fitting process's embeddings, by (``pool`` or ``label``, encoder, item id),
+#: most recently used last: the current sample's items and the labelled items'.
+#: Derived data, lost with the process and computed again.
+EMBEDDINGS: OrderedDict[tuple[str, str, str], npt.NDArray[np.float32]] = OrderedDict()
 
 
-def embed_cached(encoder: str, keys: Sequence[str], texts: Sequence[str]) -> FloatArray:
-    """The embeddings of ``texts`` (by ``keys``), computing only those not cached; the
-    cache then keeps just these, so it never outgrows one retrain."""
-    missing = [i for i, key in enumerate(keys) if (encoder, key) not in EMBEDDINGS]
+def embed_cached(
+    kind: str, encoder: str, keys: Sequence[str], texts: Sequence[str], budget: int | None = None
+) -> list[int]:
+    """Embed those of ``texts`` whose key has no embedding yet, at most ``budget`` of
+    them (the last: the newest items of the sample stay in it longest); the positions
+    of ``keys`` that have one now, each marked as just used."""
+    missing = [i for i, key in enumerate(keys) if (kind, encoder, key) not in EMBEDDINGS]
+    if budget is not None:
+        missing = missing[max(len(missing) - budget, 0) :]
     if missing:
         vectors = load_embedder(encoder)([texts[i] for i in missing])
         for i, vector in zip(missing, vectors, strict=True):
-            EMBEDDINGS[(encoder, keys[i])] = vector.astype(np.float32)
-    wanted = {(encoder, key) for key in keys}
-    for stale in [key for key in EMBEDDINGS if key not in wanted]:
-        del EMBEDDINGS[stale]
-    return np.vstack([EMBEDDINGS[(encoder, key)] for key in keys]).astype(np.float64)
+            EMBEDDINGS[(kind, encoder, keys[i])] = vector.astype(np.float32)
+    cached = []
+    for i, key in enumerate(keys):
+        if (kind, encoder, key) in EMBEDDINGS:
+            EMBEDDINGS.move_to_end((kind, encoder, key))
+            cached.append(i)
+    return cached
+
+
+def _vectors(kind: str, encoder: str, keys: Sequence[str], dims: int) -> FloatArray:
+    rows = [EMBEDDINGS[(kind, encoder, key)] for key in keys]
+    return np.vstack(rows).astype(np.float64) if rows else np.zeros((0, dims))
+
+
+def _trim(sample: Sequence[PoolItem]) -> None:
+    """Keep the embeddings of ``sample`` (the current one) and of the
+    :data:`LABELS_KEPT` labelled items used last."""
+    current = {item.item_id for item in sample}
+    labels = 0
+    for key in reversed(list(EMBEDDINGS)):
+        kind, _, item_id = key
+        labels += kind == "label"
+        if (kind == "pool" and item_id not in current) or labels > LABELS_KEPT:
+            del EMBEDDINGS[key]
+
+
+def _embed_sample(encoder: str, pool: Sequence[PoolItem]) -> list[int]:
+    """The positions of ``pool``'s items with an embedding, after embedding a batch
+    more (:func:`embed_cached`)."""
+    return embed_cached(
+        "pool", encoder, [item.item_id for item in pool], [item.text for item in pool], EMBED_BATCH
+    )
+
+
+def warm(teaching: Teaching) -> tuple[int, int]:
+    """In the fitting process, between refits: embed up to :data:`EMBED_BATCH` items
+    of the sample that have no embedding yet, so that a refit finds them ready.
+    Returns how many of the sample's items have one, and the sample's size."""
+    pool = teaching.pool.items()
+    cached = _embed_sample(teaching.encoder, pool)
+    _trim(pool)
+    return len(cached), len(pool)
+
+
+async def with_sample(
+    executor: Executor, work: Callable[..., _T], args_of: Callable[[bool], Sequence[Any]]
+) -> _T:
+    """``work(*args_of(False))`` in the fitting process, which gets only the sample's
+    new items; again with the whole sample (``args_of(True)``) if that process is new
+    (the last one died) and lacks the rest."""
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.run_in_executor(executor, work, *args_of(False))
+    except SampleUnknown:
+        return await loop.run_in_executor(executor, work, *args_of(True))
 
 
 def logistic(c: float) -> LogisticRegression:
@@ -199,7 +272,7 @@ Fit = Callable[[sp.csr_matrix, list[str], list[float]], LogisticRegression]
 @dataclass(frozen=True)
 class Lesson:
     """What the teacher teaches from: the pool's word features and embeddings, and the
-    labelled items' embeddings (a zero row for a label without text)."""
+    labelled items' embeddings (a zero row for a label without text, or not embedded yet)."""
 
     pool_words: sp.csr_matrix
     pool_embeddings: FloatArray
@@ -217,17 +290,34 @@ class Lesson:
     ) -> Lesson:
         """``labelled``: each training example's item id and text, in order; ``pool``:
         the sample (``teaching.pool``'s items)."""
-        texts = [(f"label:{key}", text) for key, text in labelled if text]
-        texts += [(f"pool:{item.item_id}", item.text) for item in pool]
-        vectors = embed_cached(
-            teaching.encoder, [key for key, _ in texts], [text for _, text in texts]
-        )
-        n_labelled = len(texts) - len(pool)
+        named = [(i, key, text) for i, (key, text) in enumerate(labelled) if text]
+        # The labels and the sample's items embedded by now, and at most a batch more
+        # of each (after a restart, 20,000 labels would take minutes): the teacher
+        # learns from those labels and scores those items; the rest wait for the
+        # next call. The student learns from every label.
+        named = [
+            named[i]
+            for i in embed_cached(
+                "label",
+                teaching.encoder,
+                [key for _, key, _ in named],
+                [text for _, _, text in named],
+                EMBED_BATCH,
+            )
+        ]
+        label_keys = [key for _, key, _ in named]
+        ready = _embed_sample(teaching.encoder, pool)
+        vectors = _vectors("label", teaching.encoder, label_keys, 0)
         labels = np.zeros((len(labelled), vectors.shape[1]))
-        labels[[i for i, (_, text) in enumerate(labelled) if text]] = vectors[:n_labelled]
+        labels[[i for i, _, _ in named]] = vectors
+        taught = [pool[i] for i in ready]
+        pool_vectors = _vectors(
+            "pool", teaching.encoder, [item.item_id for item in taught], vectors.shape[1]
+        )
+        _trim(pool)
         return cls(
-            pool_words=feature_matrix([(item.idx, item.val) for item in pool], n_features),
-            pool_embeddings=vectors[n_labelled:],
+            pool_words=feature_matrix([(item.idx, item.val) for item in taught], n_features),
+            pool_embeddings=pool_vectors,
             label_embeddings=labels,
             teacher_c=teaching.c,
             teacher_weight=teaching.weight,

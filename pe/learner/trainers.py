@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
@@ -17,7 +16,7 @@ from sklearn.linear_model import LogisticRegression
 from channels.records import Decision, LinearModel, SparseRow
 from pe.common.heap import release_free_heap
 from pe.common.linear import feature_matrix
-from pe.learner.teacher import Fit, Lesson, SampleUnknown, Teacher, Teaching, logistic
+from pe.learner.teacher import Fit, Lesson, Teacher, Teaching, logistic, with_sample
 from pe.learner.threshold import choose_threshold, out_of_fold
 
 __all__ = [
@@ -153,16 +152,9 @@ class SklearnTrainer(Trainer):
     ) -> LinearModel | None:
         # A refit holds the GIL for long stretches: in a thread it would stall the
         # event loop, so callers pass a process pool. The snapshot is taken now.
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(
-                executor, fit_logistic, *self._fit_args(examples, whole=False)
-            )
-        except SampleUnknown:
-            # A new fitting process (the last one died): it gets the whole sample once.
-            return await loop.run_in_executor(
-                executor, fit_logistic, *self._fit_args(examples, whole=True)
-            )
+        return await with_sample(
+            executor, fit_logistic, lambda whole: self._fit_args(examples, whole)
+        )
 
 
 def _plain(c: float) -> Fit:

@@ -246,7 +246,10 @@ async def test_a_learner_whose_fitting_process_dies_goes_on_publishing(
         pipeline,
         annotator={"speed": 200.0, "pool_size": 6},
         taskgen={"max_tasks_per_minute": 3000, "round_interval_s": 0.1, "label_budget": 300},
-        learner={"retrain_every": 10, "min_train": 10},
+        # The fast teacher: the process's death is under test, and a new process embeds
+        # every label again, which with MiniLM (the default's) takes a loaded machine
+        # minutes.
+        learner={"retrain_every": 10, "min_train": 10, "teacher": "use"},
     )
     worker = start_worker(broker, topology, tmp_path)
     workers.append(worker)

