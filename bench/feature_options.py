@@ -6,10 +6,13 @@ running pipeline (``bench/live_learning.py``). Each seed shuffles the messages w
 are labelled by one answer each from the simulated ``live`` crowd with 10% spammers
 (a pool of 15 workers drawn from ``pe.annotator.population``): the design
 ``passive/nodedup/single`` of ``bench/learning_curve.py``, without its clock and
-pool. Each feature option trains the learner's logistic regression (``--c`` for the
-hashed n-grams, ``--dense-c`` for an embedding alone) and is scored on the held-out
-messages: AUC, and the tag's best F1 (its threshold chosen on the held-out set, so
-an upper bound of what a decision rule can reach).
+pool. With ``--accuracy A``, each of them instead gets a label right a share A of the
+time, at random: the quality loop's settled labels (in the pipeline, 350-450 labels
+right about 95% of the time from 1,000 answers). Each feature option trains the
+learner's logistic regression (``--c`` for the hashed n-grams, ``--dense-c`` for an
+embedding alone) and is scored on the held-out messages: AUC, and the tag's best F1
+(its threshold chosen on the held-out set, so an upper bound of what a decision rule
+can reach).
 
 ``distil`` rows: the embedding's model (the teacher, trained on the answers) scores
 ``--unlabelled`` more messages of the stream; the default word n-gram model (the
@@ -21,10 +24,15 @@ features' speed.
 French, mostly); ``--require original`` keeps the English texts of the same messages,
 the fair comparison.
 
-Speed: each option featurises 2,000 messages on one thread (items/s).
+Speed: each option featurises 2,000 messages on one thread (items/s). ``--cache DIR``
+keeps each embedding of the messages there for the next run.
 Usage: python bench/feature_options.py --data disaster_messages.jsonl.gz
-       [--answers 1000] [--seeds 3] [--text text|original] [--require text|original]
-       [--options word,word+char,wordllama,use,minilm] [--unlabelled 17000]
+       [--answers 1000] [--accuracy A] [--seeds 3] [--text text|original]
+       [--require text|original] [--cache DIR]
+       [--options word,word+char,wordllama,use,minilm,use+minilm] [--unlabelled 17000]
+
+An embedding option may join encoders with ``+`` (``use+minilm``, the learner's default
+teacher): their embeddings side by side.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gzip
+import hashlib
 import json
 import random
 import statistics
@@ -60,9 +69,9 @@ CLASSIFIERS = ("aid_related", "request")
 HOLDOUT = 5000
 POOL = 15
 SPEED_SAMPLE = 2000
-#: Hashed n-gram options (the features stage's own space) and embeddings alone.
+#: Hashed n-gram options (the features stage's own space); any other option names
+#: embeddings (pe.common.embedding.load_embedder).
 SPARSE = {"word": FeaturesParams(), "word+char": FeaturesParams(char_ngrams=True)}
-DENSE = ("wordllama", "use", "minilm")
 
 Matrix = Any  # a sparse matrix (n-grams) or a dense array (an embedding)
 
@@ -84,6 +93,22 @@ def _load(
     return texts, {name: np.array(values) for name, values in truth.items()}
 
 
+def _cached(option: str, texts: list[str], cache: Path | None) -> tuple[Matrix, float]:
+    """:func:`_featurise`, kept in ``cache`` for an embedding (MiniLM takes 10 minutes
+    to embed the shared data on one thread): by option and texts."""
+    if cache is None or option in SPARSE:
+        return _featurise(option, texts)
+    digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
+    path = cache / f"{option}-{digest}.npz"
+    if path.exists():
+        with np.load(path) as stored:
+            return stored["x"], float(stored["speed"])
+    x, speed = _featurise(option, texts)
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez(path, x=x, speed=speed)
+    return x, speed
+
+
 def _featurise(option: str, texts: list[str]) -> tuple[Matrix, float]:
     """The option's features of every text, and its speed on one thread (items/s)."""
     if option in SPARSE:
@@ -103,6 +128,17 @@ def _featurise(option: str, texts: list[str]) -> tuple[Matrix, float]:
     parts = [run(texts[i : i + 2048]) for i in range(0, len(texts), 2048)]
     matrix = sp.vstack(parts).tocsr() if option in SPARSE else np.concatenate(parts)
     return matrix, speed
+
+
+def _labels(
+    truth: npt.NDArray[np.bool_], seed: int, accuracy: float | None
+) -> npt.NDArray[np.bool_]:
+    """Crowd answers (:func:`_crowd_answers`), or with ``accuracy`` labels right that
+    share of the time, at random: what the quality loop's settled labels look like."""
+    if accuracy is None:
+        return _crowd_answers(truth, seed)
+    right = np.random.default_rng(seed + 100).random(len(truth)) < accuracy
+    return np.where(right, truth, ~truth)
 
 
 def _crowd_answers(truth: npt.NDArray[np.bool_], seed: int) -> npt.NDArray[np.bool_]:
@@ -149,7 +185,15 @@ def main() -> None:
         help="only messages with this field non-empty (compare languages on one set)",
     )
     parser.add_argument("--options", default="word,word+char,wordllama,use")
+    parser.add_argument(
+        "--accuracy",
+        type=float,
+        default=None,
+        help="labels right this share of the time instead of single crowd answers "
+        "(the quality loop's settled labels: about 0.95, 350-450 of them a 1,000 answers)",
+    )
     parser.add_argument("--unlabelled", type=int, default=17000)
+    parser.add_argument("--cache", type=Path, default=None, help="keep embeddings here")
     parser.add_argument("--c", type=float, default=1.0)
     parser.add_argument("--dense-c", type=float, default=0.1)
     parser.add_argument(
@@ -166,7 +210,13 @@ def main() -> None:
     features: dict[str, Matrix] = {}
     speed: dict[str, float] = {}
     for option in dict.fromkeys(["word", *options]):
-        features[option], speed[option] = _featurise(option, texts)
+        parts = option.split("+")
+        if option not in SPARSE and len(parts) > 1 and all(part in features for part in parts):
+            # Joined encoders listed after their parts: embedded once, side by side.
+            features[option] = np.hstack([features[part] for part in parts])
+            speed[option] = 1 / sum(1 / speed[part] for part in parts)
+        else:
+            features[option], speed[option] = _cached(option, texts, args.cache)
         print(f"{option}: {speed[option]:,.0f} items/s", flush=True)
 
     scores: dict[tuple[str, str], list[dict[str, float]]] = {}
@@ -176,7 +226,7 @@ def main() -> None:
         test, labelled = order[-HOLDOUT:], order[: args.answers]
         unlabelled = order[args.answers : args.answers + unlabelled_n]
         for name in CLASSIFIERS:
-            answers = _crowd_answers(truth[name][labelled], seed)
+            answers = _labels(truth[name][labelled], seed, args.accuracy)
             held = truth[name][test]
 
             for option in options:

@@ -44,6 +44,7 @@ import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -158,17 +159,45 @@ async def _stream_forever(bootstrap: str, items: list[dict[str, Any]], rate: flo
         lap += 1
 
 
+def _gauge(worker: LocalWorker, name: str, label: str) -> dict[str, float]:
+    """The worker's gauge ``name``, by the value of its label ``label``."""
+    return {
+        sample.labels[label]: sample.value
+        for family in text_string_to_metric_families(worker.metrics())
+        for sample in family.samples
+        if sample.name == name
+    }
+
+
 def _trained_on_all(worker: LocalWorker) -> bool:
     """Has the learner finished a training on every label it holds, per classifier?"""
-    held: dict[str, float] = {}
-    trained: dict[str, float] = {}
-    for family in text_string_to_metric_families(worker.metrics()):
-        for sample in family.samples:
-            if sample.name == "crowdstream_learner_labels":
-                held[sample.labels["classifier"]] = sample.value
-            elif sample.name == "crowdstream_learner_trained_labels":
-                trained[sample.labels["classifier"]] = sample.value
+    held = _gauge(worker, "crowdstream_learner_labels", "classifier")
+    trained = _gauge(worker, "crowdstream_learner_trained_labels", "classifier")
     return all(0 < held.get(name, 0) <= trained.get(name, 0) for name in CLASSIFIERS)
+
+
+def _embedded(worker: LocalWorker) -> float:
+    """Items of the learner's sample embedded for its teacher."""
+    return _gauge(worker, "crowdstream_learner_teacher_sample", "state").get("embedded", 0.0)
+
+
+def _set_classifiers(worker: LocalWorker, action: str) -> None:
+    """Pause or resume both classifiers through the classifiers API (an operator call;
+    open on loopback), and wait until the worker has read the change back."""
+    state = {"pause": "paused", "resume": "active"}[action]
+    for name in CLASSIFIERS:
+        url = f"{worker.url}/api/v1/classifiers/{name}"
+        request = urllib.request.Request(f"{url}/{action}", data=b"", method="POST")  # noqa: S310
+        with urllib.request.urlopen(request, timeout=10):  # noqa: S310 (our own worker)
+            pass
+        deadline = time.monotonic() + 30
+        while True:
+            with urllib.request.urlopen(url, timeout=10) as answer:  # noqa: S310
+                if json.load(answer)["state"] == state:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"classifier {name} not {state} after 30 s")
+            time.sleep(0.2)
 
 
 async def _measure(
@@ -184,9 +213,23 @@ async def _measure(
     )
     await consumer.start()
     seen = _Observed()
-    started = time.monotonic()
+    prefill_s = 0.0
+    if args.prefill:
+        await asyncio.to_thread(_set_classifiers, worker, "pause")
     push = asyncio.create_task(_stream_forever(bootstrap, split.stream, args.rate))
     try:
+        if args.prefill:
+            # The stream flows before the crowd starts, as in a crisis, until the
+            # teacher's sample holds --prefill embedded items.
+            begun = time.monotonic()
+            full = await _read(
+                consumer, seen, lambda: _embedded(worker) >= args.prefill, args.timeout_s
+            )
+            if not full:
+                raise RuntimeError(f"the teacher's sample did not reach {args.prefill} items")
+            prefill_s = time.monotonic() - begun
+            await asyncio.to_thread(_set_classifiers, worker, "resume")
+        started = time.monotonic()
 
         def spent() -> bool:
             quiet = time.monotonic() - max(seen.last_label, started) >= args.quiet_s
@@ -222,7 +265,9 @@ async def _measure(
         "budget_spent": budget_spent,
         "holdout_scored": scored,
         "holdout_items": len(items),
+        "prefill_s": round(prefill_s, 1),
         "training_s": round(training_s, 1),
+        "teacher_embedded": _embedded(worker),
         "classifiers": {},
     }
     for name in CLASSIFIERS:
@@ -255,7 +300,7 @@ def _run_seed(seed: int, split: _Split, args: argparse.Namespace, out: Path) -> 
         f"taskgen.answer_budget={args.answers}",
         f"taskgen.max_tasks_per_minute={args.task_rate}",
         "taskgen.round_interval_s=0.25",
-        f"learner.teacher_rate={args.rate}",
+        f"learner.teacher_rate={args.teacher_rate}",
         *args.set,
     )
     try:
@@ -305,6 +350,18 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=200.0, help="stream items/s")
     parser.add_argument("--speed", type=float, default=40.0, help="crowd clock speed-up")
     parser.add_argument("--task-rate", type=float, default=1200.0, help="tasks/min cap")
+    parser.add_argument(
+        "--teacher-rate",
+        type=float,
+        default=40.0,
+        help="items/s the learner samples for its teacher (learner.teacher_rate)",
+    )
+    parser.add_argument(
+        "--prefill",
+        type=int,
+        default=15_000,
+        help="the crowd starts once the teacher's sample holds this many embedded items",
+    )
     parser.add_argument("--quiet-s", type=float, default=20.0)
     parser.add_argument("--timeout-s", type=float, default=1800.0)
     parser.add_argument("--set", action="append", default=[], help="a topology override")
