@@ -30,12 +30,17 @@ from pipelines.topology import load_topology
 __all__ = ["DEMO_OVERRIDES", "run_demo"]
 
 #: The demo compresses a crisis into a minute: crowd time runs 40x faster, and the
-#: task rate and pool are sized so ~1,000 labels per classifier arrive meanwhile.
+#: task rate and pool are sized so ~1,000 labels per classifier arrive meanwhile. The
+#: learner's teacher is `use` alone, sampling 50 items a second: the default's MiniLM
+#: half embeds about 40 items a second, enough for a crowd's real pace but not for 25
+#: labels a second (request got no model within the minute).
 DEMO_OVERRIDES = (
     "annotator.speed=40",
     "annotator.pool_size=30",
     "taskgen.max_tasks_per_minute=1200",
     "taskgen.round_interval_s=0.25",
+    "learner.teacher=use",
+    "learner.teacher_rate=50",
 )
 #: After the last item is classified, labels and a last model still arrive.
 DRAIN_S = 8.0
