@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 PE = "learner"
 #: How often the learner checks whether a classifier is due for retraining.
 TRAIN_CHECK_S = 0.5
+#: After the teacher's warm-up failed, the wait before it is tried again.
+WARM_RETRY_S = 30.0
 
 
 def _held(learner: ClassifierLearner) -> Callable[[], float]:
@@ -265,6 +267,10 @@ def register(ctx: PipelineContext) -> None:
                 )
             except BrokenProcessPool as exc:
                 fitter.renew(executor, exc)
+                continue
+            except Exception:  # an encoder's fault: the warm-up waits, the refits go on
+                log.exception("the teacher's warm-up failed; tried again in %.0f s", WARM_RETRY_S)
+                await asyncio.sleep(WARM_RETRY_S)
                 continue
             done.update(now, embedded=embedded)
             ctx.metrics.teacher_sample.labels(ctx.pipeline, "sampled").set(size)

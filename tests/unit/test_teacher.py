@@ -18,6 +18,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 
 from pe.common.linear import compile_model, feature_matrix
 from pe.common.space import FeatureSpace
+from pe.learner import agent as learner_agent
 from pe.learner import teacher as teacher_module
 from pe.learner.teacher import (
     Lesson,
@@ -357,3 +358,25 @@ async def test_the_learner_embeds_its_sample_for_the_teacher_before_any_label() 
             await run.settle()
             await asyncio.sleep(0.1)
         assert sample() == {"sampled": 300, "embedded": 300}
+
+
+async def test_a_failed_warm_up_is_logged_and_tried_again(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(teaching: Teaching) -> tuple[int, int]:  # a local function: unpicklable
+        raise AssertionError("never runs")
+
+    monkeypatch.setattr(learner_agent, "warm", broken)
+    monkeypatch.setattr(learner_agent, "WARM_RETRY_S", 0.05)
+    data = load_topology("crisis").model_dump(mode="json")
+    data["params"]["learner"] = {"teacher": "use", "teacher_rate": 10_000}
+    async with PeHarness(
+        Topology.model_validate(data), pes=["collector", "features", "learner"]
+    ) as run:
+        await run.feed("items.raw", load_sample(50))
+        deadline = time.monotonic() + 30
+        while caplog.text.count("warm-up failed") < 3 and time.monotonic() < deadline:
+            await run.settle()
+            await asyncio.sleep(0.05)
+        # The warm-up goes on trying; the worker does not crash.
+        assert caplog.text.count("the teacher's warm-up failed; tried again") >= 3
