@@ -8,15 +8,19 @@ its default configuration, with the simulated ``live`` crowd with 10% spammers
 of ``--answers`` crowd answers per classifier, gold questions included
 (``taskgen.answer_budget``). Only the crowd's clock (``annotator.speed``), the task
 rate cap and the rate at which the learner samples the stream for its teacher
-(``learner.teacher_rate``, to the stream's ``--rate``) are raised, so that minutes of
+(``learner.teacher_rate``, to ``--teacher-rate``) are raised, so that minutes of
 crowd work, and the stream that flows meanwhile, take seconds.
 
 1. The messages of the shared data set (both classifiers' truth known, the text
    field non-empty) are shuffled by the seed; the last ``--holdout`` (5,000) are held
    out, as in the offline benchmark.
 2. The rest stream into ``items.raw`` at ``--rate`` items/s (again, with new ids,
-   if the stream ends first) while the annotator buys answers, the learner trains and
-   the classifier's models improve.
+   if the stream ends first). The classifiers are paused (no crowd tasks) until the
+   learner's sample holds ``--prefill`` items embedded for its teacher, as a crisis
+   stream flows before the crowd has bought much; the teacher embeds far fewer items
+   a second than the crowd, sped up, labels (``--prefill 0``: the crowd starts at
+   once). Then the annotator buys answers, the learner trains and the classifier's
+   models improve.
 3. Once the budget is spent (no training label for ``--quiet-s``) and the learner's
    last training has seen every label (``crowdstream_learner_trained_labels``), the
    held-out messages are pushed into ``items.raw`` and scored from
@@ -29,7 +33,8 @@ crowd work, and the stream that flows meanwhile, take seconds.
 Prints a table (mean and worst seed) and writes JSON to
 reports/bench-live-learning-<timestamp>.json.
 Usage: python bench/live_learning.py --data disaster_messages.jsonl.gz
-       [--answers 1000] [--seeds 3] [--rate 200] [--text text|original] [--set k=v ...]
+       [--answers 1000] [--seeds 3] [--rate 200] [--teacher-rate 40] [--prefill 15000]
+       [--text text|original] [--set k=v ...]
 """
 
 from __future__ import annotations
