@@ -254,10 +254,11 @@ def register(ctx: PipelineContext) -> None:
         # fewer items a second than a fast stream is sampled at. Its own task, not the
         # retrain timer's: a batch takes seconds. The process runs one call at a time,
         # so a refit waits for one batch at most.
-        done = {"added": -1, "embedded": 0, "generation": 0}
+        seen: tuple[int, int] | None = None  # the sample and process last warmed
+        embedded = 0
         while True:
-            now = {"added": sample.added, "generation": fitter.generation}
-            if now.items() <= done.items() and done["embedded"] >= len(sample.items):
+            now = (sample.added, fitter.generation)
+            if now == seen and embedded >= len(sample.items):
                 await asyncio.sleep(TRAIN_CHECK_S)
                 continue
             executor = fitter.executor
@@ -272,7 +273,7 @@ def register(ctx: PipelineContext) -> None:
                 log.exception("the teacher's warm-up failed; tried again in %.0f s", WARM_RETRY_S)
                 await asyncio.sleep(WARM_RETRY_S)
                 continue
-            done.update(now, embedded=embedded)
+            seen = now
             ctx.metrics.teacher_sample.labels(ctx.pipeline, "sampled").set(size)
             ctx.metrics.teacher_sample.labels(ctx.pipeline, "embedded").set(embedded)
 

@@ -340,12 +340,15 @@ def test_a_worker_whose_teacher_is_not_installed_refuses_to_start(
         PeHarness(load_topology("crisis"), pes=["learner"])
 
 
-async def test_the_learner_embeds_its_sample_for_the_teacher_before_any_label() -> None:
+def _sampling_learner() -> PeHarness:
+    """The PEs up to the learner, whose teacher (the fast `use`) samples every item."""
     data = load_topology("crisis").model_dump(mode="json")
     data["params"]["learner"] = {"teacher": "use", "teacher_rate": 10_000}
-    async with PeHarness(
-        Topology.model_validate(data), pes=["collector", "features", "learner"]
-    ) as run:
+    return PeHarness(Topology.model_validate(data), pes=["collector", "features", "learner"])
+
+
+async def test_the_learner_embeds_its_sample_for_the_teacher_before_any_label() -> None:
+    async with _sampling_learner() as run:
         await run.feed("items.raw", load_sample(300))
 
         def sample() -> dict[str, float]:
@@ -368,11 +371,7 @@ async def test_a_failed_warm_up_is_logged_and_tried_again(
 
     monkeypatch.setattr(learner_agent, "warm", broken)
     monkeypatch.setattr(learner_agent, "WARM_RETRY_S", 0.05)
-    data = load_topology("crisis").model_dump(mode="json")
-    data["params"]["learner"] = {"teacher": "use", "teacher_rate": 10_000}
-    async with PeHarness(
-        Topology.model_validate(data), pes=["collector", "features", "learner"]
-    ) as run:
+    async with _sampling_learner() as run:
         await run.feed("items.raw", load_sample(50))
         deadline = time.monotonic() + 30
         while caplog.text.count("warm-up failed") < 3 and time.monotonic() < deadline:
