@@ -27,6 +27,7 @@ __all__ = [
     "FeaturesParams",
     "LearnerParams",
     "TaskgenParams",
+    "encoder_names",
 ]
 
 
@@ -89,6 +90,17 @@ class _BatchParams(_Params):
 
 #: Dimensions of each sentence-embedding model (pe.common.embedding).
 EMBEDDING_DIMS = {"none": 0, "wordllama": 256, "minilm": 384, "use": 512, "e5": 384}
+
+
+def encoder_names(name: str) -> list[str]:
+    """The encoders ``name`` joins with ``+`` (``use+minilm``): each one known, none
+    named twice; else ValueError."""
+    names = name.split("+")
+    if len(set(names)) < len(names) or any(
+        part == "none" or part not in EMBEDDING_DIMS for part in names
+    ):
+        raise ValueError(f"unknown embedding {name!r}")
+    return names
 
 
 class FeaturesParams(_BatchParams):
@@ -348,15 +360,15 @@ class LearnerParams(_Params):
     @field_validator("teacher")
     @classmethod
     def _known_encoders(cls, value: str) -> str:
-        names = value.split("+")
-        encoders = [name for name in EMBEDDING_DIMS if name != "none"]
-        if value != "none" and (
-            len(set(names)) < len(names) or any(name not in encoders for name in names)
-        ):
+        if value == "none":
+            return value
+        try:
+            encoder_names(value)
+        except ValueError:
+            encoders = ", ".join(name for name in EMBEDDING_DIMS if name != "none")
             raise ValueError(
-                f"unknown teacher {value!r}: 'none', or one or more of "
-                f"{', '.join(encoders)} joined by '+'"
-            )
+                f"unknown teacher {value!r}: 'none', or one or more of {encoders} joined by '+'"
+            ) from None
         return value
 
     #: Learning rate of river's online logistic regression.

@@ -34,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pe.common.minilm import MiniLM
+from pe.params import encoder_names
 
 __all__ = ["MINILM_WEIGHTS", "Embedder", "load_embedder", "require"]
 
@@ -62,7 +63,7 @@ _NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
 def require(name: str) -> None:
     """Raise a clear error unless every encoder ``name`` names (``+``-joined) is
     installed, without loading any (a worker checks its settings at start)."""
-    for part in _parts(name):
+    for part in encoder_names(name):
         modules, how = _NEEDS[part]
         if not all(importlib.util.find_spec(module) for module in modules):
             raise RuntimeError(f"the embedding {part!r} needs {how}")
@@ -72,13 +73,6 @@ def require(name: str) -> None:
             raise RuntimeError(
                 f"the embedding 'minilm' needs the all-MiniLM-L6-v2 weights: {MINILM_WEIGHTS}"
             )
-
-
-def _parts(name: str) -> list[str]:
-    names = name.split("+")
-    if len(set(names)) < len(names) or any(part not in _NEEDS for part in names):
-        raise ValueError(f"unknown embedding {name!r}")
-    return names
 
 
 def _wordllama() -> Embedder:
@@ -156,7 +150,7 @@ def load_embedder(name: str) -> Embedder:
     Names joined by ``+`` (``use+minilm``) embed with each and join the vectors, each
     part unit length."""
     require(name)
-    names = _parts(name)
+    names = encoder_names(name)
     if len(names) > 1:
         return _joined([load_embedder(part) for part in names])
     return _LOADERS[name]()
