@@ -189,15 +189,12 @@ LABELS_KEPT = 20_000
 EMBEDDINGS: OrderedDict[tuple[str, str, str], npt.NDArray[np.float32]] = OrderedDict()
 
 
-def embed_cached(
-    kind: str, encoder: str, keys: Sequence[str], texts: Sequence[str], budget: int | None = None
-) -> list[int]:
-    """Embed those of ``texts`` whose key has no embedding yet, at most ``budget`` of
-    them (the last: the newest items of the sample stay in it longest); the positions
-    of ``keys`` that have one now, each marked as just used."""
+def embed_cached(kind: str, encoder: str, keys: Sequence[str], texts: Sequence[str]) -> list[int]:
+    """Embed those of ``texts`` whose key has no embedding yet, at most
+    :data:`EMBED_BATCH` of them (the last: the newest items of the sample stay in it
+    longest); the positions of ``keys`` that have one now, each marked as just used."""
     missing = [i for i, key in enumerate(keys) if (kind, encoder, key) not in EMBEDDINGS]
-    if budget is not None:
-        missing = missing[max(len(missing) - budget, 0) :]
+    missing = missing[max(len(missing) - EMBED_BATCH, 0) :]
     if missing:
         vectors = load_embedder(encoder)([texts[i] for i in missing])
         for i, vector in zip(missing, vectors, strict=True):
@@ -231,7 +228,7 @@ def _embed_sample(encoder: str, pool: Sequence[PoolItem]) -> list[int]:
     """The positions of ``pool``'s items with an embedding, after embedding a batch
     more (:func:`embed_cached`)."""
     return embed_cached(
-        "pool", encoder, [item.item_id for item in pool], [item.text for item in pool], EMBED_BATCH
+        "pool", encoder, [item.item_id for item in pool], [item.text for item in pool]
     )
 
 
@@ -302,7 +299,6 @@ class Lesson:
                 teaching.encoder,
                 [key for _, key, _ in named],
                 [text for _, _, text in named],
-                EMBED_BATCH,
             )
         ]
         label_keys = [key for _, key, _ in named]
