@@ -72,6 +72,8 @@ from pipelines.topology import load_topology
 PIPELINE = "crisis"
 CLASSIFIERS = ("aid_related", "request")
 POSITIVE = "yes"
+#: The prefix of the held-out items' ids (their key on items.classified).
+HELD = b"held-"
 
 
 @dataclass
@@ -112,7 +114,7 @@ class _Observed:
     last_label: float = 0.0
     last_model: float = 0.0
 
-    def take(self, topic: str, value: bytes | None) -> None:
+    def take(self, topic: str, key: bytes | None, value: bytes | None) -> None:
         try:
             if topic.endswith("crowd.labels"):
                 label = decode(Label, value)
@@ -127,7 +129,9 @@ class _Observed:
                 model = decode(ModelUpdate, value)
                 self.models[model.classifier] = model
                 self.last_model = time.monotonic()
-            elif topic.endswith("items.classified"):
+            elif topic.endswith("items.classified") and (key or b"").startswith(HELD):
+                # Only the held-out items are scored: the stream's (170,000 in a
+                # pre-fill) would cost the bench the CPU and memory the pipeline needs.
                 item = decode(ClassifiedItem, value)
                 # The first classification of each item: a revision (a crowd label's)
                 # or a repeat after a crash is not the model's first word on it.
@@ -144,7 +148,7 @@ async def _read(consumer: AIOKafkaConsumer, seen: _Observed, until: Any, timeout
         batches = await consumer.getmany(timeout_ms=200)
         for tp, records in batches.items():
             for record in records:
-                seen.take(tp.topic, record.value)
+                seen.take(tp.topic, record.key, record.value)
         if until():
             return True
     return False
@@ -247,7 +251,7 @@ async def _measure(
     finally:
         push.cancel()
     training_s = time.monotonic() - started
-    held = {f"held-{item['id']}": item for item in split.holdout}
+    held = {f"{HELD.decode()}{item['id']}": item for item in split.holdout}
     await push_lines(
         [bootstrap],
         PIPELINE,
