@@ -44,7 +44,8 @@ def _thread_pools() -> list[tuple[str, int]]:
 
 def test_a_helper_uses_one_thread_of_each_math_library() -> None:
     # Threads waiting on the worker's core slowed the learner's encoder three-fold.
-    pools = helper_pool().submit(_thread_pools).result(timeout=60)
+    with helper_pool() as pool:
+        pools = pool.submit(_thread_pools).result(timeout=60)
     assert {api for api, _ in pools} >= {"openblas", "openmp"}
     assert all(threads == 1 for _, threads in pools), pools
 
