@@ -343,8 +343,9 @@ class LearnerParams(_Params):
     #: the word model from 0.808 to 0.826 AUC offline (docs/quality.md). The
     #: classifier still runs on word features only, at their speed.
     teacher: str = "use+minilm"
-    #: Inverse regularisation of the teacher's logistic regression.
-    teacher_c: float = Field(0.1, gt=0)
+    #: Inverse regularisation of the teacher's logistic regression: 0.3 taught the word
+    #: model 0.003 more AUC than 0.1 offline, with ``use+minilm`` (docs/quality.md).
+    teacher_c: float = Field(0.3, gt=0)
     #: Weight of each sampled item's soft labels (they sum to this) against a crowd
     #: label's (at most 1). Offline, with 1,000 single answers, from 4 up the word
     #: model reaches its teacher's AUC (0.819 at 8 against 0.805 at 1; docs/quality.md).
@@ -352,10 +353,10 @@ class LearnerParams(_Params):
     #: The stream's sample the teacher scores: the latest this many items ...
     teacher_pool: int = Field(20_000, ge=0, le=200_000)
     #: ... taken at most this many a second. Each is embedded once, in the fitting
-    #: process, between refits: ``use+minilm`` embeds about 40 a second on one
-    #: thread (``use`` alone 540), so 20 a second take half a core and the sample is
-    #: filled in 17 minutes.
-    teacher_rate: float = Field(20.0, gt=0)
+    #: process, between refits: ``use+minilm`` embeds about 75 a second on one
+    #: thread (``use`` alone 540), so 30 a second take 40% of a core and the sample is
+    #: filled in 11 minutes.
+    teacher_rate: float = Field(30.0, gt=0)
 
     @field_validator("teacher")
     @classmethod
