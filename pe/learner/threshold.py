@@ -1,12 +1,16 @@
 """The decision rule of a two-tag classifier: the threshold on its first tag's
-probability that maximises that tag's F1 on out-of-fold predictions of the training
-labels, with a floor on its precision the operator sets (``learner.min_precision``).
+probability with the best expected F1 of that tag, with a floor on its expected
+precision the operator sets (``learner.min_precision``).
 
 At a fixed 0.5 a rare tag hardly ever fires (``request=yes``, 17% of messages: recall
 under 1% on a live stream): with few labels the model's probabilities of it stay low.
-Out-of-fold predictions score every label with a model that did not learn from it,
-so the threshold is chosen on as many labels as the model was trained on, not only on
-the few held out.
+Out-of-fold predictions score every label with a model that did not learn from it;
+Platt scaling fits two numbers to them, turning the model's scores into calibrated
+probabilities of the tag; the threshold is then the one with the best F1 expected
+under those probabilities over the items the model will classify (the stream's
+sample a distilled model learned from, else the labelled items). The F1 of the
+labels themselves, maximised directly, jumps between distant thresholds from one few
+hundred noisy labels to the next (docs/quality.md).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
-from sklearn.metrics import precision_recall_curve
+from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
 __all__ = ["choose_threshold", "out_of_fold"]
@@ -49,23 +53,43 @@ def out_of_fold(
     return scores
 
 
+def _logit(p: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    clipped = np.clip(p, 1e-9, 1 - 1e-9)
+    logit: npt.NDArray[np.float64] = np.log(clipped / (1 - clipped))
+    return logit
+
+
 def choose_threshold(
-    positive: npt.NDArray[np.bool_], score: npt.NDArray[np.float64], min_precision: float
+    positive: npt.NDArray[np.bool_],
+    score: npt.NDArray[np.float64],
+    min_precision: float,
+    population: npt.NDArray[np.float64] | None = None,
 ) -> float | None:
-    """The threshold on ``score`` whose rule ``score >= threshold`` has the best F1 of
-    the positive tag among those with precision at least ``min_precision`` (if none
-    has, the most precise); None without both positives and negatives."""
+    """The threshold on ``score`` (a probability) whose rule ``score >= threshold`` has
+    the best expected F1 of the positive tag over ``population`` (scores of the items to
+    classify; ``score`` itself if None), among the rules whose expected precision is at
+    least ``min_precision`` (if none is, the most precise). The expectation is under
+    ``score`` calibrated to ``positive`` by Platt scaling. None without both positives
+    and negatives, or when higher scores do not mean more positives."""
     if positive.all() or not positive.any():
         return None
-    precision, recall, thresholds = precision_recall_curve(positive, score)
-    # The curve's last point (precision 1, recall 0) has no threshold.
-    precision, recall = precision[:-1], recall[:-1]
-    f1 = np.divide(
-        2 * precision * recall,
-        precision + recall,
-        out=np.zeros_like(precision),
-        where=precision + recall > 0,
-    )
-    allowed = precision >= min_precision
-    best = int(np.argmax(np.where(allowed, f1, -1.0))) if allowed.any() else int(precision.argmax())
-    return float(thresholds[best])
+    # A (nearly) unregularised fit of two numbers: the slope and the intercept.
+    platt = LogisticRegression(C=1e6).fit(_logit(score)[:, None], positive)
+    if platt.coef_[0, 0] <= 0:
+        return None
+    ranked = np.sort(score if population is None or not len(population) else population)[::-1]
+    probability = platt.predict_proba(_logit(ranked)[:, None])[:, 1]
+    # Predicting the k highest scores positive: expected true positives, and F1 as
+    # 2 TP / (k + all positives).
+    true_positives = np.cumsum(probability)
+    predicted = np.arange(1, len(ranked) + 1)
+    f1 = 2 * true_positives / (predicted + true_positives[-1])
+    precision = true_positives / predicted
+    # A threshold cannot split equal scores: only the last of a run of them is a rule.
+    rule = np.append(ranked[:-1] > ranked[1:], True)
+    allowed = rule & (precision >= min_precision)
+    if allowed.any():
+        best = np.argmax(np.where(allowed, f1, -1.0))
+    else:
+        best = np.argmax(np.where(rule, precision, -1.0))
+    return float(ranked[best])

@@ -195,6 +195,9 @@ def fit_logistic(
     fit: Fit
     if teaching is not None and not any(e.text for e in examples):
         teaching = None  # nothing to teach the teacher: do not embed the pool for nothing
+    # The items the model is to classify, for its decision rule: the stream's sample
+    # a distilled model learned from (else, in _decision, the labelled items).
+    population: sp.csr_matrix | None = None
     if teaching is None:
         seen_features = np.unique(full.indices)
         x = full[:, seen_features]
@@ -204,6 +207,7 @@ def fit_logistic(
         seen_features = lesson.columns(full)
         x = lesson.matrix(full[:, seen_features])
         fit = lesson.student(seen_features, c)
+        population = lesson.pool_words[:, seen_features]
     model = fit(x, tags, weights)
     classes = [str(cls) for cls in model.classes_]
 
@@ -217,7 +221,7 @@ def fit_logistic(
             n_features=n_features,
             intercept=[float(model.intercept_[0])],
             rows=[row(model.coef_[0])],
-            decision=_decision(x, tags, weights, fit, positive, min_precision),
+            decision=_decision(x, tags, weights, fit, positive, min_precision, model, population),
         )
     return LinearModel(
         classes=classes,
@@ -235,7 +239,11 @@ def _decision(
     fit: Fit,
     positive: str | None,
     min_precision: float,
+    model: LogisticRegression,
+    population: sp.csr_matrix | None,
 ) -> Decision | None:
+    """``model``'s threshold on ``positive``'s probability (pe.learner.threshold),
+    chosen for ``population`` (word features) if given."""
     if positive is None or positive not in tags:
         return None
 
@@ -251,7 +259,11 @@ def _decision(
     if scores is None:
         return None
     truth = np.array([tag == positive for tag in tags])
-    threshold = choose_threshold(truth, scores, min_precision)
+    population_scores = None
+    if population is not None and population.shape[0]:
+        column = list(model.classes_).index(positive)
+        population_scores = model.predict_proba(population)[:, column]
+    threshold = choose_threshold(truth, scores, min_precision, population_scores)
     return None if threshold is None else Decision(tag=positive, threshold=round(threshold, 6))
 
 

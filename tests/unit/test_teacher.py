@@ -20,6 +20,8 @@ from pe.common.linear import compile_model, feature_matrix
 from pe.common.space import FeatureSpace
 from pe.learner import agent as learner_agent
 from pe.learner import teacher as teacher_module
+from pe.learner import threshold as threshold_module
+from pe.learner import trainers as trainers_module
 from pe.learner.teacher import (
     Lesson,
     PoolItem,
@@ -135,6 +137,30 @@ def test_the_student_learns_the_words_only_the_teacher_saw(encoder: list[int]) -
     # on every fold of the labels.
     assert taught.n_features == N_FEATURES and taught.decision is not None
     assert max(max(row.idx) for row in taught.rows) < N_FEATURES
+
+
+def test_a_distilled_models_threshold_is_chosen_for_the_streams_sample(
+    encoder: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    examples, pool, _ = _setup()
+    seen: list[npt.NDArray[np.float64] | None] = []
+    choose = threshold_module.choose_threshold
+
+    def spy(*args: object) -> float | None:
+        seen.append(args[3])  # type: ignore[arg-type]
+        return choose(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(trainers_module, "choose_threshold", spy)
+    model = fit_logistic(examples, N_FEATURES, 1.0, "yes", teaching=_teaching(pool))
+    assert model is not None and model.decision is not None
+    # The population is the published model's probability of yes on each sampled item.
+    compiled = compile_model(model)
+    on_pool = compiled.predict_proba(feature_matrix([(i.idx, i.val) for i in pool], N_FEATURES))
+    assert seen[-1] is not None
+    np.testing.assert_allclose(seen[-1], on_pool[:, compiled.classes.index("yes")], atol=1e-6)
+    # Without a teacher, the labelled items' own scores.
+    fit_logistic(examples, N_FEATURES, 1.0, "yes")
+    assert seen[-1] is None
 
 
 def test_labels_without_text_teach_only_the_student(encoder: list[int]) -> None:
