@@ -2,8 +2,8 @@
 the text's tokens, unit length, as sentence-transformers computes all-MiniLM-L6-v2.
 
 ONNX Runtime runs MiniLM about three times as fast as our earlier numpy port of it (85
-against 26-30 crisis messages a second on one thread), to the same embeddings, without PyTorch (a multi-gigabyte install, with CUDA by default on
-Linux, for one small model).
+against 26-30 crisis messages a second on one thread), to the same embeddings, without
+PyTorch (a multi-gigabyte install, with CUDA by default on Linux, for one small model).
 """
 
 from __future__ import annotations
