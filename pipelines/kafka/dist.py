@@ -11,11 +11,12 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+
+from pe.common.staged import staged_folder
 
 __all__ = [
     "POM",
@@ -122,11 +123,9 @@ class KafkaDist:
                 "(mvn), which fetches it, is not installed. Install it (Debian: apt-get "
                 "install maven; `make demo` and `make test` do this) and run again"
             )
-        self.libs.parent.mkdir(parents=True, exist_ok=True)
         # Resolve into a temporary folder beside the final one, then rename: a fetch
         # that breaks half-way never looks complete.
-        staging = Path(tempfile.mkdtemp(prefix=".fetch-", dir=self.libs.parent))
-        try:
+        with staged_folder(self.libs, _COMPLETE, self.version + "\n") as staging:
             try:
                 result = subprocess.run(  # noqa: S603 (mvn from PATH, fixed arguments)
                     [
@@ -157,11 +156,4 @@ class KafkaDist:
                     "Maven Central (or the mirror in ~/.m2/settings.xml) and run again. "
                     f"Maven said:\n{tail}"
                 )
-            (staging / _COMPLETE).write_text(self.version + "\n")
-            if self.libs.exists():  # a broken earlier fetch
-                shutil.rmtree(self.libs)
-            staging.rename(self.libs)
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
         return self.libs
