@@ -112,10 +112,11 @@ class FeaturesParams(_BatchParams):
     char_ngrams: bool = False
     #: A sentence embedding appended to the hashed features: ``wordllama`` (fast; the
     #: ``embeddings`` extra), ``minilm`` (a sentence transformer, accurate with few
-    #: labels but slow; the ``minilm`` extra) or ``use`` (the multilingual Universal
-    #: Sentence Encoder, 20 times faster than minilm, always installed) or ``e5``
-    #: (multilingual-e5-small, for messages in their original language; the
-    #: ``multilingual`` extra). Each model ships inside its package; docs/quality.md
+    #: labels but slow; always installed, its model fetched at install) or ``use`` (the
+    #: multilingual Universal Sentence Encoder, 6 times faster than minilm, always
+    #: installed) or ``e5`` (multilingual-e5-small, for messages in their original
+    #: language; the ``multilingual`` extra). Each model ships inside its package or is
+    #: fetched at install (``crowdstream encoders --fetch``); docs/quality.md
     #: measures them.
     embedding: Literal["none", "wordllama", "minilm", "use", "e5"] = "none"
     #: Weight of the (unit-length) embedding block against the hashed block.

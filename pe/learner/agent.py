@@ -250,7 +250,7 @@ def register(ctx: PipelineContext) -> None:
 
     async def warm_teacher(teacher: Teacher) -> None:
         # The fitting process embeds the sample a batch at a time, so that a refit
-        # finds it ready: a slow encoder (minilm, about 45 items/s a thread) embeds
+        # finds it ready: a slow encoder (minilm, about 85 items/s a thread) embeds
         # fewer items a second than a fast stream is sampled at. Its own task, not the
         # retrain timer's: a batch takes seconds. The process runs one call at a time,
         # so a refit waits for one batch at most.

@@ -1,7 +1,7 @@
 """Distillation: a sentence encoder's model teaches the fast word model.
 
 The classifier keeps up with the stream only on hashed word n-grams; sentence
-encoders learn far more from a few hundred crowd labels, but embed 40 (``use+minilm``,
+encoders learn far more from a few hundred crowd labels, but embed 75 (``use+minilm``,
 the default) to 540 (``use``) items/s a core (docs/quality.md). So at each retrain the
 learner fits logistic regression on
 the encoder's embeddings of the crowd-labelled items (the teacher), lets it score a
@@ -176,7 +176,7 @@ class Teacher:
 
 
 #: New sample items one call to the fitting process embeds at most, a refit or a
-#: warm-up between refits (:func:`warm`): about 12 s with ``minilm`` on one thread, so
+#: warm-up between refits (:func:`warm`): about 7 s with ``use+minilm`` on one thread, so
 #: a refit never waits long for the teacher; the next calls embed the rest.
 EMBED_BATCH = 512
 #: Labelled items' embeddings kept, least recently used dropped first: a refit needs
