@@ -33,8 +33,8 @@ crowd work, and the stream that flows meanwhile, take seconds.
 Prints a table (mean and worst seed) and writes JSON to
 reports/bench-live-learning-<timestamp>.json.
 Usage: python bench/live_learning.py --data disaster_messages.jsonl.gz
-       [--answers 1000] [--seeds 3] [--rate 200] [--teacher-rate 40] [--prefill 15000]
-       [--text text|original] [--set k=v ...]
+       [--answers 1000] [--seeds 3] [--first-seed 1] [--rate 200] [--teacher-rate 40]
+       [--prefill 15000] [--text text|original] [--set k=v ...]
 """
 
 from __future__ import annotations
@@ -354,6 +354,7 @@ def main() -> int:
     parser.add_argument("--data", type=Path, required=True, help="disaster_messages.jsonl.gz")
     parser.add_argument("--answers", type=int, default=1000, help="per classifier")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=1, help="seeds from this one on")
     parser.add_argument("--holdout", type=int, default=5000)
     parser.add_argument("--text", choices=("text", "original"), default="text")
     parser.add_argument("--rate", type=float, default=200.0, help="stream items/s")
@@ -379,7 +380,7 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     load_topology(PIPELINE)  # fails early on a bad install
     runs = []
-    for seed in range(1, args.seeds + 1):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         split = _split(args.data, args.text, args.holdout, seed)
         run = _run_seed(seed, split, args, args.out)
         runs.append(run)
