@@ -331,13 +331,13 @@ class Lesson:
         """The fit's matrix: the labelled items' word features, then their embeddings."""
         return sp.hstack([words, sp.csr_matrix(self.label_embeddings)], format="csr")
 
-    def student(self, columns: npt.NDArray[np.int64], c: float) -> Fit:
+    def student(self, pool_words: sp.csr_matrix, c: float) -> Fit:
         """The fit of a :meth:`matrix` (any of its rows): the teacher learns from the
         rows with an embedding and scores every pool item; the student learns from
-        the rows' word features and from each pool item once per tag, weighted by the
-        teacher's probability of that tag times ``teacher_weight``."""
-        pool_words = self.pool_words[:, columns]
-        width = len(columns)
+        the rows' word features and from each pool item (``pool_words``: its word
+        features in the matrix's columns) once per tag, weighted by the teacher's
+        probability of that tag times ``teacher_weight``."""
+        width = pool_words.shape[1]
 
         def fit(x: sp.csr_matrix, tags: list[str], weights: list[float]) -> LogisticRegression:
             words, embedded = x[:, :width], x[:, width:].toarray()

@@ -196,7 +196,8 @@ def fit_logistic(
     if teaching is not None and not any(e.text for e in examples):
         teaching = None  # nothing to teach the teacher: do not embed the pool for nothing
     # The items the model is to classify, for its decision rule: the stream's sample
-    # a distilled model learned from (else, in _decision, the labelled items).
+    # a distilled model learned from (else, in _decision, the labelled items), in the
+    # fit's columns.
     population: sp.csr_matrix | None = None
     if teaching is None:
         seen_features = np.unique(full.indices)
@@ -206,8 +207,8 @@ def fit_logistic(
         lesson = Lesson.prepare([(e.item_id, e.text) for e in examples], pool, teaching, n_features)
         seen_features = lesson.columns(full)
         x = lesson.matrix(full[:, seen_features])
-        fit = lesson.student(seen_features, c)
         population = lesson.pool_words[:, seen_features]
+        fit = lesson.student(population, c)
     model = fit(x, tags, weights)
     classes = [str(cls) for cls in model.classes_]
 
