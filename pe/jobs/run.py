@@ -247,7 +247,11 @@ class JobRun(ABC):
                 return []
         done = self.done_reason(plan)
         if done is not None:
-            self.finish("done", done, plan.now)
+            # Answers in flight are paid for and go into the result, which they can
+            # still move (a count's interval can widen again): the job ends once they
+            # are in and the goal still holds, or it goes on asking.
+            if not self.open_tasks:
+                self.finish("done", done, plan.now)
             return []
         room = (self.spec.max_in_flight or plan.in_flight) - len(self.open_tasks)
         tasks: list[Task] = []

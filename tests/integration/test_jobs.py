@@ -164,7 +164,7 @@ async def test_a_counting_job_estimates_a_fraction_with_its_interval(
     assert job["status"] == "done", job
     estimate = job["estimate"]
     low, high = estimate["ci"]
-    assert high - low <= 0.3 and estimate["answers"] >= 10
+    assert high - low <= 0.3 and estimate["answers"] >= 10, job
     assert abs(estimate["fraction"] - truth) < 0.25
     assert estimate["count"] == pytest.approx(estimate["fraction"] * 300, abs=0.01)
     assert estimate["crowd_tasks"] == job["progress"]["tasks_done"] > 0

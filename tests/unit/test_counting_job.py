@@ -241,3 +241,89 @@ def test_a_count_job_corrects_for_the_crowds_counting_error() -> None:
     assert high < 0.5  # it says something: a crowd counting at chance is ruled out
     # Calibration batches, all gold, were 30% of the batches.
     assert estimate["answers"] == 299 and len(fractions) == 209
+
+
+def _known_workers(manager: JobManager, workers: int) -> None:
+    """Each worker right on 40 gold questions of the water classifier."""
+    for w in range(workers):
+        for k in range(40):
+            manager.outcome(_gold_answer(Worker(f"w{w}", 1.0, random.Random(0)), k, TAGS[k % 2]))
+
+
+def _job_answer(task: Task, tag: str, worker: str) -> Label:
+    return Label(
+        item_id=task.item_id,
+        classifier="water",
+        tag=tag,
+        agreement=1.0,
+        kind="job",
+        answers=[Answer(task_id=task.task_id, worker_id=worker, tag=tag, latency_s=1.0)],
+        ts=0.0,
+        task_id=task.task_id,
+        job=task.job,
+        cost=0.02,
+        idx=[],
+        val=[],
+    )
+
+
+def test_a_job_that_meets_its_width_with_answers_in_flight_ends_on_them() -> None:
+    # 30 answers give an interval 0.251 wide, inside the 0.26 asked, with 10 tasks
+    # still open. Their answers, all "yes", widen it to 0.31: a job that ended on the
+    # first 30 would report that wider interval as meeting its target.
+    items = [JobItem(id=f"m{i}", text=f"message {i}") for i in range(300)]
+    manager = JobManager({"water": SPEC})
+    _known_workers(manager, 5)
+    job = CountingJob(
+        classifier="water",
+        tag="yes",
+        method="label",
+        ci_width=0.26,
+        budget=8.0,
+        items=items,
+        max_in_flight=40,
+    )
+    manager.command(JobCommand(action="submit", job_id="late", spec=job, ts=0.0))
+    plan = dataclasses.replace(_gold_plan(), in_flight=40, gold={})
+    run = manager.runs["late"]
+    tasks = manager.step(plan).tasks
+    assert len(tasks) == 40
+    for k, task in enumerate(tasks[:30]):
+        manager.outcome(_job_answer(task, "yes" if k < 3 else "no", f"w{k % 5}"))
+    assert manager.step(plan).tasks == []  # the goal is met: no new task, but
+    assert run.status == "running" and len(run.open_tasks) == 10  # it waits for these
+    for k, task in enumerate(tasks[30:]):
+        manager.outcome(_job_answer(task, "yes", f"w{k % 5}"))
+    assert len(manager.step(plan).tasks) == 40  # wider again: it goes on asking
+    assert run.status == "running"
+    widened = run.estimate()
+    assert widened is not None and widened["answers"] == 40
+    low, high = widened["ci"]
+    assert low > 0 and high - low > 0.26  # not cut at 0: the interval itself is wider
+
+
+def test_a_job_ends_when_its_answers_in_flight_keep_its_width() -> None:
+    items = [JobItem(id=f"m{i}", text=f"message {i}") for i in range(300)]
+    manager = JobManager({"water": SPEC})
+    _known_workers(manager, 5)
+    job = CountingJob(
+        classifier="water", tag="yes", method="label", ci_width=0.26, budget=8.0, items=items
+    )
+    manager.command(JobCommand(action="submit", job_id="kept", spec=job, ts=0.0))
+    plan = dataclasses.replace(_gold_plan(), in_flight=40, gold={})
+    run = manager.runs["kept"]
+    manager.step(plan)
+    answered = 0
+    while not run.terminal and answered < 200:
+        task = run.open_tasks[0]  # answers come one at a time, the others still out
+        manager.outcome(_job_answer(task, "yes" if answered % 10 == 0 else "no", "w0"))
+        answered += 1
+        manager.step(plan)
+        # Never done while an answer it paid for is out.
+        assert run.status != "done" or not run.open_tasks
+    assert run.status == "done" and run.reason == "the interval reached the target width"
+    estimate = run.estimate()
+    assert estimate is not None and estimate["answers"] == answered
+    assert estimate["crowd_tasks"] == run.counts()["tasks_done"] == answered
+    low, high = estimate["ci"]
+    assert high - low <= 0.26
