@@ -25,7 +25,8 @@ crowd work, and the stream that flows meanwhile, take seconds.
    last training has seen every label (``crowdstream_learner_trained_labels``), the
    held-out messages are pushed into ``items.raw`` and scored from
    ``items.classified``: AUC of the probability of ``yes``, and precision, recall and
-   F1 of the ``yes`` tag. Each held-out item's first classification (revision 0) is
+   F1 of the ``yes`` tag, and the F1 of the best threshold chosen on the truth (the
+   bound on any decision rule). Each held-out item's first classification (revision 0) is
    scored, and only where its tag is the model's: held-out items are never labeled,
    but one may be a near-duplicate of a labeled item and take that label's tag
    (``source: propagated``); those are counted (``holdout_propagated``), not scored.
@@ -336,12 +337,12 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     for name in CLASSIFIERS:
         per: dict[str, Any] = {}
-        for key, worst in (("auc", min), ("f1", min), ("precision", min), ("recall", min)):
+        for key in ("auc", "f1", "best_f1", "precision", "recall"):
             values = [run["classifiers"][name][key] for run in runs]
             known = [v for v in values if v is not None]
             per[key] = {
                 "mean": round(statistics.fmean(known), 4) if known else None,
-                "worst": worst(known) if len(known) == len(values) else None,
+                "worst": min(known) if len(known) == len(values) else None,
             }
         for key in ("answers", "labels", "model_trained_on"):
             per[key] = statistics.fmean(run["classifiers"][name][key] for run in runs)
@@ -390,7 +391,7 @@ def main() -> int:
                 f"seed {seed} {name}: {got['answers']} answers ({got['gold_answers']} gold), "
                 f"{got['labels']} labels, model v{got['model_version']} on "
                 f"{got['model_trained_on']}: AUC {got['auc']}, F1 {got['f1']} "
-                f"(P {got['precision']}, R {got['recall']})",
+                f"(P {got['precision']}, R {got['recall']}; best threshold {got['best_f1']})",
                 flush=True,
             )
     result = {

@@ -14,7 +14,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
-from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
+from sklearn.metrics import precision_recall_curve, precision_recall_fscore_support, roc_auc_score
 
 from channels.records import ClassifiedItem, ModelUpdate
 
@@ -86,7 +86,7 @@ def crowd_summary(exposition: str) -> dict[str, float]:
 
 
 #: Scores of the positive tag alone.
-_TAG_SCORES = ("precision", "recall", "f1")
+_TAG_SCORES = ("precision", "recall", "f1", "best_f1")
 
 
 def stream_quality(
@@ -99,7 +99,9 @@ def stream_quality(
     """Accuracy and AUC of the stream's output against ground truth, and precision,
     recall and F1 of its ``positive`` tag, over the items tagged (items classified
     before a first model or label have no tag); with ``sources``, over the items
-    whose tag came from one of them (``{"model"}``: the model's predictions)."""
+    whose tag came from one of them (``{"model"}``: the model's predictions).
+    ``best_f1`` is the F1 of the best threshold on the same scores, chosen on the
+    truth: the most any decision rule could reach, against which ``f1`` is judged."""
     scored = [
         (item.labels[classifier], truth[item.id][classifier])
         for item in items
@@ -122,6 +124,10 @@ def stream_quality(
     precision, recall, f1, _ = precision_recall_fscore_support(
         actual, tagged, average="binary", zero_division=0.0
     )
+    best_f1 = 0.0
+    if any(actual):
+        at_p, at_r, _ = precision_recall_curve(actual, score)
+        best_f1 = float(np.max(2 * at_p * at_r / np.maximum(at_p + at_r, 1e-12)))
     return {
         "items": len(scored),
         "accuracy": round(correct / len(scored), 4),
@@ -129,6 +135,7 @@ def stream_quality(
         "precision": round(float(precision), 4),
         "recall": round(float(recall), 4),
         "f1": round(float(f1), 4),
+        "best_f1": round(best_f1, 4),
     }
 
 

@@ -60,6 +60,8 @@ def test_stream_quality_scores_only_items_a_model_classified() -> None:
     assert result["auc"] == 1.0  # P(yes): 0.9 > 0.6 > 0.2
     # The yes tag: i1 right, i3 wrong; no true yes missed.
     assert (result["precision"], result["recall"], result["f1"]) == (0.5, 1.0, 0.6667)
+    # A threshold above 0.6 would have tagged i1 alone.
+    assert result["best_f1"] == 1.0
 
 
 def test_stream_quality_can_score_only_the_models_tags() -> None:
