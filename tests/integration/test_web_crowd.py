@@ -145,9 +145,23 @@ def test_two_browser_workers_label_a_stream(
     for page in (fast, slow):
         page.on("request", lambda request: requests.append(request.url))
 
-    # Both join and qualify; they wait, paid.
+    # Both join and qualify; they wait, paid. The slow worker's join is refused for
+    # the rate first (as when many join from one address): the page waits as the
+    # server asks and joins without another click.
+    refused: list[str] = []
+
+    def refuse_first(route: Route) -> None:
+        if refused:
+            route.continue_()
+            return
+        refused.append(route.request.method)
+        route.fulfill(status=429, headers={"Retry-After": "1"}, json={"error": "too many requests"})
+
     join(fast, worker.http, "Fast Fran", gold)
+    slow.route("**/api/v1/workers", refuse_first)
     join(slow, worker.http, "Slow Sam", gold)
+    slow.unroute("**/api/v1/workers")
+    assert refused == ["POST"] and slow.is_hidden("#error")
     assert "you are paid while you wait" in fast.inner_text("#waiting")
     fast.screenshot(path=str(output / "waiting.png"), full_page=True)
     assert worker.metric("crowdstream_pool_workers", state="available") == 2

@@ -68,20 +68,43 @@ function transient(err) {
   return err.status === undefined || err.status === 429 || err.status >= 500;
 }
 
+// ``call()`` again while it fails in a way ``retryable`` says a later try may not, up
+// to ``tries`` in all, after the wait the server asked for (or 1, 2, 4 ... s);
+// ``waiting(seconds)`` hears of each wait.
+async function retried(call, tries, retryable, waiting) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await call();
+    } catch (err) {
+      if (!retryable(err) || attempt >= tries) throw err;
+      const seconds = err.retryAfter || 2 ** (attempt - 1);
+      if (waiting) waiting(seconds);
+      await sleep(1000 * seconds);
+    }
+  }
+}
+
 // An answer counts once however often it is sent (the server keeps the first), so
 // one lost on its way is sent again, as a browser resends a request whose kept-alive
 // connection the server had just closed.
 const ANSWER_TRIES = 4;
 
-async function sendAnswer(body) {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await api("POST", "/workers/me/answers", body);
-    } catch (err) {
-      if (!transient(err) || attempt >= ANSWER_TRIES) throw err;
-      await sleep(1000 * (err.retryAfter || 2 ** (attempt - 1)));
-    }
-  }
+function sendAnswer(body) {
+  return retried(() => api("POST", "/workers/me/answers", body), ANSWER_TRIES, transient);
+}
+
+// A join refused for the rate (429) was never made, so it is sent again: people who
+// join at once from one address (a shelter's network) get in without clicking again.
+// Other failures are shown: a join lost on its way may have been made.
+const JOIN_TRIES = 8;
+
+function joinPool(body) {
+  return retried(
+    () => api("POST", "/workers", body),
+    JOIN_TRIES,
+    (err) => err.status === 429,
+    (seconds) => error(`Many people are joining: trying again in ${seconds} s.`),
+  );
 }
 
 function money(x) { return Number(x || 0).toFixed(2); }
@@ -334,7 +357,8 @@ $("join-form").addEventListener("submit", async (event) => {
   $("join-button").disabled = true;
   try {
     state.token = null;
-    const status = await api("POST", "/workers", body);
+    const status = await joinPool(body);
+    error("");
     setToken(status);
     apply(status);
     startSession();
