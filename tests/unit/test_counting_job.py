@@ -11,7 +11,7 @@ from channels.jobs import CountingJob, JobCommand, JobItem
 from channels.records import Answer, Label, Task
 from pe.annotator.population import PRESETS, SimulatedWorker
 from pe.jobs.manager import JobManager
-from pe.jobs.run import Plan
+from pe.jobs.run import JobRun, Plan
 from pe.params import ClassifierSpec
 
 TAGS = ["yes", "no"]
@@ -267,10 +267,9 @@ def _job_answer(task: Task, tag: str, worker: str) -> Label:
     )
 
 
-def test_a_job_that_meets_its_width_with_answers_in_flight_ends_on_them() -> None:
-    # 30 answers give an interval 0.251 wide, inside the 0.26 asked, with 10 tasks
-    # still open. Their answers, all "yes", widen it to 0.31: a job that ended on the
-    # first 30 would report that wider interval as meeting its target.
+def _width_job(job_id: str, **options: int) -> tuple[JobManager, JobRun, Plan]:
+    """A label-method job aiming at an interval 0.26 wide over 300 items, its five
+    workers known right; 40 tasks in flight at most."""
     items = [JobItem(id=f"m{i}", text=f"message {i}") for i in range(300)]
     manager = JobManager({"water": SPEC})
     _known_workers(manager, 5)
@@ -281,11 +280,17 @@ def test_a_job_that_meets_its_width_with_answers_in_flight_ends_on_them() -> Non
         ci_width=0.26,
         budget=8.0,
         items=items,
-        max_in_flight=40,
+        **options,
     )
-    manager.command(JobCommand(action="submit", job_id="late", spec=job, ts=0.0))
-    plan = dataclasses.replace(_gold_plan(), in_flight=40, gold={})
-    run = manager.runs["late"]
+    manager.command(JobCommand(action="submit", job_id=job_id, spec=job, ts=0.0))
+    return manager, manager.runs[job_id], dataclasses.replace(_gold_plan(), in_flight=40, gold={})
+
+
+def test_a_job_that_meets_its_width_with_answers_in_flight_ends_on_them() -> None:
+    # 30 answers give an interval 0.251 wide, inside the 0.26 asked, with 10 tasks
+    # still open. Their answers, all "yes", widen it to 0.31: a job that ended on the
+    # first 30 would report that wider interval as meeting its target.
+    manager, run, plan = _width_job("late", max_in_flight=40)
     tasks = manager.step(plan).tasks
     assert len(tasks) == 40
     for k, task in enumerate(tasks[:30]):
@@ -303,15 +308,7 @@ def test_a_job_that_meets_its_width_with_answers_in_flight_ends_on_them() -> Non
 
 
 def test_a_job_ends_when_its_answers_in_flight_keep_its_width() -> None:
-    items = [JobItem(id=f"m{i}", text=f"message {i}") for i in range(300)]
-    manager = JobManager({"water": SPEC})
-    _known_workers(manager, 5)
-    job = CountingJob(
-        classifier="water", tag="yes", method="label", ci_width=0.26, budget=8.0, items=items
-    )
-    manager.command(JobCommand(action="submit", job_id="kept", spec=job, ts=0.0))
-    plan = dataclasses.replace(_gold_plan(), in_flight=40, gold={})
-    run = manager.runs["kept"]
+    manager, run, plan = _width_job("kept")
     manager.step(plan)
     answered = 0
     while not run.terminal and answered < 200:
