@@ -43,6 +43,7 @@ from pe.annotator.population import PRESETS
 from pe.annotator.web.api import ApiConfig, CrowdApi
 from pe.annotator.web.crowd import WebCrowd
 from pe.common.http import OperatorAccess
+from pe.common.outcomes import Outcomes
 from pe.common.quality import Verdict, worker_model
 from pe.params import AnnotatorParams, ClassifierSpec
 from runtime.context import PipelineContext
@@ -146,7 +147,7 @@ class Annotator:
         self._outbox: list[Label] = []
         self._writer: asyncio.Future[None] | None = None
         self._waiting: dict[str, Task] = {}  #: read before the pool started
-        self._done: set[str] = set()  #: tasks with an outcome
+        self._done = Outcomes()  #: tasks with an outcome
         self._ended: set[str] = set()  #: jobs that ended
         self.journal = PoolJournal()
 
@@ -205,7 +206,10 @@ class Annotator:
 
     def take_task(self, task: Task) -> None:
         """A task from the log: queue it unless it already has an outcome."""
-        if task.task_id in self._done or _legacy_key(task) in self._done:
+        answered = [key for key in (task.task_id, _legacy_key(task)) if key in self._done]
+        for key in answered or [task.task_id]:
+            self._done.task_read(key)
+        if answered:
             return
         if self.guard is None:
             self._waiting[task.task_id] = task
@@ -220,9 +224,10 @@ class Annotator:
             # The task's outcome came before: this tells the quality loop who was wrong.
             if self.quality is not None:
                 self.quality.correct(label)
-        elif key not in self._done and self.quality is not None:
-            self.quality.replay(label)
-        self._done.add(key)
+        else:
+            if key not in self._done and self.quality is not None:
+                self.quality.replay(label)
+            self._done.read(key, gold=label.kind == "gold")
         self._waiting.pop(key, None)
 
     def job_ended(self, job: str) -> None:
@@ -277,7 +282,7 @@ class Annotator:
         self._send(self._label(shed.task, "shed" if shed.reason == "queue_full" else "withdrawn"))
 
     def _send(self, label: Label) -> None:
-        self._done.add(label.task_id or _legacy_key(label))
+        self._done.sent(label.task_id or _legacy_key(label))
         self._count(label)
         self._outbox.append(label)
         if self._writer is None or self._writer.done():

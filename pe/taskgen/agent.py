@@ -15,6 +15,7 @@ from channels.records import Label, Task
 from pe.common.featurebatch import FeatureBatch, skipping_decoder
 from pe.common.linear import feature_matrix
 from pe.common.modelbook import ModelBook, model_book
+from pe.common.outcomes import Outcomes
 from pe.params import AnnotatorParams, ClassifierSpec, FeaturesParams, TaskgenParams
 from pe.taskgen.budget import AnswerBudget
 from pe.taskgen.sampler import Candidate, ClassifierSampler, LoadGovernor, Scorer, TokenBucket
@@ -72,7 +73,7 @@ def register(ctx: PipelineContext) -> None:
     governor = LoadGovernor(params.backlog_low, params.backlog_high, params.load_floor)
     #: Crowd tasks from every source without an outcome yet: the crowd's backlog.
     unanswered: set[str] = set()
-    answered: set[str] = set()
+    answered = Outcomes()
 
     async def restore(records: Sequence[ConsumerRecord]) -> None:
         await ctx.catalog.caught_up.wait()  # tasks of classifiers added at run time
@@ -80,6 +81,7 @@ def register(ctx: PipelineContext) -> None:
         for task in decode_valid(Task, (record.value for record in records)):
             if task.task_id not in answered:
                 unanswered.add(task.task_id)
+            answered.task_read(task.task_id)
             if task.job is not None:
                 continue  # a job's task: its item is not a training pick
             sampler = samplers.get(task.classifier)
@@ -92,7 +94,7 @@ def register(ctx: PipelineContext) -> None:
         for label in decode_valid(Label, (record.value for record in records)):
             if label.task_id is None:
                 continue
-            answered.add(label.task_id)
+            answered.read(label.task_id, gold=label.kind == "gold")
             unanswered.discard(label.task_id)
             sampler = samplers.get(label.classifier)
             if label.job is None and sampler is not None:

@@ -18,10 +18,13 @@ from tests.unit.test_replay_crowd import SPEC, THREE, _record, _task, _topology
 Records = Sequence[tuple[bytes | None, bytes]]
 
 
-def _harness(tmp_path: Path) -> PeHarness:
-    """The annotator PE, its crowd replaying THREE 1,000 times faster than recorded."""
+def _harness(tmp_path: Path, logs: dict[str, list[Any]] | None = None) -> PeHarness:
+    """The annotator PE, its crowd replaying THREE 1,000 times faster than recorded;
+    ``logs``: what its followed topics hold when it starts."""
     recording = _record(tmp_path / "answers.jsonl", THREE)
-    return PeHarness(_topology(recording), ["annotator"], settings=load_settings(crowd=SPEC))
+    return PeHarness(
+        _topology(recording), ["annotator"], settings=load_settings(crowd=SPEC), logs=logs
+    )
 
 
 def _answers_counted(run: PeHarness) -> float:
@@ -105,3 +108,21 @@ async def test_a_failed_write_is_tried_again(tmp_path: Path) -> None:
         await _until(lambda: len(run.outputs("crowd.labels")) == 1, run)
         assert len(failures) == 1
         assert [label["item_id"] for label in run.outputs("crowd.labels")] == ["i1"]
+
+
+async def test_a_restarted_annotator_answers_only_the_tasks_without_an_outcome(
+    tmp_path: Path,
+) -> None:
+    async with _harness(tmp_path) as run:
+        await run.feed("crowd.tasks", [_task("i1")])
+        await _until(lambda: len(run.outputs("crowd.labels")) == 1, run)
+        labels = run.outputs("crowd.labels")
+    # Its logs after the restart: i1 and its outcome, and i2, issued while it was down.
+    tasks = [_task("i1").model_dump(mode="json"), _task("i2").model_dump(mode="json")]
+    async with _harness(tmp_path, {"crowd.tasks": tasks, "crowd.labels": labels}) as again:
+        await _until(lambda: len(again.outputs("crowd.labels")) == 1, again)
+        # i1's record read again (a follower hands a batch again after an error).
+        await again.feed("crowd.tasks", [_task("i1")])
+        await asyncio.sleep(0.2)  # had it been queued, it would be answered by now
+        await again.settle()
+        assert [label["item_id"] for label in again.outputs("crowd.labels")] == ["i2"]
