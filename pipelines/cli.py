@@ -207,8 +207,23 @@ def _parser() -> argparse.ArgumentParser:
     topo.add_argument("--partitions", type=int, help="partitions of data-flow topics")
 
     demo = sub.add_parser("demo", help="run the crisis pipeline end to end with a simulated crowd")
-    demo.add_argument("--items", type=int, default=3000, help="items to stream [default: 3000]")
+    demo.add_argument(
+        "--items", type=int, help="messages to stream, lap after lap [default: all 15,000]"
+    )
     demo.add_argument("--rate", type=float, default=60.0, help="items per second [default: 60]")
+    demo.add_argument(
+        "--prefill",
+        type=int,
+        default=8000,
+        help="the crowd starts once the learner's teacher has embedded this many "
+        "streamed items; 0: at once [default: 8000]",
+    )
+    demo.add_argument(
+        "--answers", type=int, default=1000, help="crowd answers per classifier [default: 1000]"
+    )
+    demo.add_argument(
+        "--holdout", type=int, default=1000, help="messages held out and scored [default: 1000]"
+    )
     demo.add_argument("--reports", default="reports", help="where to write the report")
     return parser
 
@@ -521,7 +536,23 @@ def _cmd_topology(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from pipelines.demo import run_demo
 
-    return run_demo(items=args.items, rate=args.rate, reports_dir=Path(args.reports))
+    for name in ("items", "rate", "answers", "holdout"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise SystemExit(f"crowdstream demo: --{name} must be positive, not {value}")
+    if args.prefill < 0:
+        raise SystemExit(f"crowdstream demo: --prefill must not be negative, not {args.prefill}")
+    try:
+        return run_demo(
+            items=args.items,
+            rate=args.rate,
+            prefill=args.prefill,
+            answers=args.answers,
+            holdout=args.holdout,
+            reports_dir=Path(args.reports),
+        )
+    except ValueError as error:
+        raise SystemExit(f"crowdstream demo: {error}") from None
 
 
 COMMANDS = {

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -21,6 +22,7 @@ from runtime.cluster import PLAINTEXT, Security
 __all__ = [
     "format_item",
     "item_key",
+    "laps",
     "push_and_follow",
     "push_lines",
     "tail_classified",
@@ -39,6 +41,15 @@ def item_key(line: bytes) -> bytes | None:
     """The record key (the item id) if the line is a JSON object with an id."""
     found = item_id(line)
     return None if found is None else found.encode()
+
+
+def laps(items: Sequence[dict[str, Any]]) -> Iterator[bytes]:
+    """``items`` as JSON lines, lap after lap without end (a stream that must outlast a
+    sample); from the second lap on, each item under an id of its own
+    (``<id>~<lap>``)."""
+    for lap in itertools.count():
+        for item in items:
+            yield orjson.dumps(item if lap == 0 else {**item, "id": f"{item['id']}~{lap}"})
 
 
 async def push_lines(

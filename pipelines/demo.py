@@ -1,8 +1,14 @@
-"""``crowdstream demo``: the crisis pipeline end to end on the embedded broker.
+"""``crowdstream demo``: the crisis pipeline end to end on the embedded broker, in its
+default configuration.
 
-Starts the broker and a worker process (all PEs, simulated crowd), streams the
-bundled sample, shows live progress, and writes ``reports/<timestamp>/`` with
-report.json and PNG plots. Every process it starts is stopped at the end.
+A crisis in a few minutes, run as :mod:`pipelines.liverun` runs one: the bundled
+messages stream in while the crowd waits for the learner's teacher to embed
+``prefill`` of them; the simulated crowd (the ``live`` population with 10% spammers,
+its clock 40 times faster than people's) then buys ``answers`` answers per
+classifier; once the learner has trained on them all, ``holdout`` messages never
+streamed are pushed and scored against their truth. Shows live progress and writes
+``reports/<timestamp>/`` with report.json and PNG plots. Every process it starts is
+stopped at the end.
 """
 
 from __future__ import annotations
@@ -15,43 +21,58 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
-from aiokafka import AIOKafkaConsumer
-
-from channels.codec import DecodeError, decode
-from channels.records import ClassifiedItem, Label, ModelUpdate, format_auc
+from channels.records import format_auc
 from pipelines.broker import EmbeddedBroker, free_port
-from pipelines.client import push_lines
+from pipelines.liverun import LivePlan, LiveRun, live_run
 from pipelines.local import LocalWorker
-from pipelines.report import STREAM_TAIL, RunLog, crowd_summary, percentiles, write_report
-from pipelines.sample import load_sample
+from pipelines.report import crowd_summary, percentiles, write_report
+from pipelines.sample import SAMPLE_PATH, STREAM_PATH, load_sample
 from pipelines.topology import load_topology
 
-__all__ = ["DEMO_OVERRIDES", "run_demo"]
+__all__ = ["demo_overrides", "run_demo"]
 
-#: The demo compresses a crisis into a minute: crowd time runs 40x faster, and the
-#: task rate and pool are sized so ~1,000 labels per classifier arrive meanwhile. The
-#: learner's teacher is `use` alone, sampling 50 items a second: the default
-#: `use+minilm` embeds about 75 items a second, enough for a crowd's real pace, but here
-#: two classifiers' labels take most of that and the sample it teaches from stays
-#: small within the minute (the last 1,000 items' AUC: 0.76 for `aid_related` and 0.86
-#: for `request`, against 0.80 and 0.885 with `use`).
-DEMO_OVERRIDES = (
-    "annotator.speed=40",
-    "annotator.pool_size=30",
-    "taskgen.max_tasks_per_minute=1200",
-    "taskgen.round_interval_s=0.25",
-    "learner.teacher=use",
-    "learner.teacher_rate=50",
-)
-#: After the last item is classified, labels and a last model still arrive.
-DRAIN_S = 8.0
+PIPELINE = "crisis"
 
 
-def run_demo(*, items: int, rate: float, reports_dir: Path) -> int:
+def demo_overrides(answers: int, rate: float) -> tuple[str, ...]:
+    """The demo's settings over the default configuration: the crowd the issue's
+    targets name (``live``, 10% spammers), its clock 40 times faster and the task rate
+    and pool sized to match, so minutes of crowd work take seconds; ``answers`` crowd
+    answers per classifier; and the learner samples every item of the stream for its
+    teacher (``rate`` a second; the default 30 a second would take minutes more to
+    fill the sample)."""
+    return (
+        "annotator.population=live",
+        "annotator.spammers=0.1",
+        "annotator.speed=40",
+        "annotator.pool_size=30",
+        "taskgen.max_tasks_per_minute=1200",
+        "taskgen.round_interval_s=0.25",
+        f"taskgen.answer_budget={answers}",
+        f"learner.teacher_rate={rate:g}",
+    )
+
+
+def run_demo(
+    *,
+    items: int | None,
+    rate: float,
+    prefill: int,
+    answers: int,
+    holdout: int,
+    reports_dir: Path,
+) -> int:
+    """The demo (see the module); 0 if every held-out item was scored."""
     stamp = datetime.now(tz=UTC).strftime("%Y%m%dT%H%M%SZ")
     out_dir = reports_dir / stamp
     out_dir.mkdir(parents=True, exist_ok=True)
+    messages = load_sample(path=SAMPLE_PATH) + load_sample(path=STREAM_PATH)
+    if not 0 < holdout < len(messages):
+        raise ValueError(f"--holdout must be between 1 and {len(messages) - 1}")
+    stream, held = messages[:-holdout][:items], messages[-holdout:]
+    topology = load_topology(PIPELINE)
+    classifiers = tuple(spec.name for spec in topology.classifiers)
+    plan = LivePlan(PIPELINE, classifiers, rate, prefill, quiet_s=QUIET_S)
     # A fresh broker for each run (its log is kept in the report), so the counts are
     # this run's alone.
     data = Path(tempfile.mkdtemp(prefix="crowdstream-demo-"))
@@ -62,20 +83,27 @@ def run_demo(*, items: int, rate: float, reports_dir: Path) -> int:
         broker.start()
         print(f"starting the crisis pipeline (log: {out_dir / 'worker.log'}) ...", flush=True)
         worker = LocalWorker.start(
-            "crisis",
+            PIPELINE,
             broker.url,
             free_port(),
             out_dir / "worker.log",
             crowd="simulated",
             data_dir=data / "worker",
-            overrides=DEMO_OVERRIDES,
+            overrides=demo_overrides(answers, rate),
         )
         worker.wait_ready()
         print(f"worker ready; metrics at {worker.url}/metrics", flush=True)
-        sample = load_sample(items)
-        run = asyncio.run(_stream(broker.bootstrap, sample, rate))
+        print(
+            f"streaming {len(stream):,} messages at {rate:g}/s; the crowd waits until the "
+            f"learner's teacher has embedded {prefill:,} of them, then buys {answers:,} "
+            f"answers per classifier; then {len(held):,} held-out messages are scored",
+            flush=True,
+        )
+        run = asyncio.run(
+            live_run(broker.bootstrap, worker, stream, held, plan, tick=_Progress(classifiers))
+        )
         finished = time.time()
-        run.crowd = crowd_summary(worker.metrics())
+        run.log.crowd = crowd_summary(worker.metrics())
     finally:
         if worker is not None:
             worker.stop()
@@ -83,101 +111,56 @@ def run_demo(*, items: int, rate: float, reports_dir: Path) -> int:
         if broker.log_file.is_file():
             shutil.copy(broker.log_file, out_dir / "broker.log")
         shutil.rmtree(data, ignore_errors=True)
-    topology = load_topology("crisis")
-    truth = {row["id"]: row["meta"]["truth"] for row in sample}
+    truth = {str(row["id"]): row["meta"]["truth"] for row in stream} | run.truth()
     positives = {spec.name: spec.tags[0] for spec in topology.classifiers}
-    report = write_report(run, finished, truth, positives, out_dir)
+    timings = {"prefill": run.prefill_s, "training": run.training_s}
+    report = write_report(
+        run.log, finished, truth, positives, out_dir, held_out=list(run.held), timings=timings
+    )
     _print_summary(report, out_dir)
-    return 0 if report["items_classified"] == len(sample) else 1
+    return 0 if run.holdout_scored else 1
 
 
-async def _stream(bootstrap: str, sample: list[dict[str, object]], rate: float) -> RunLog:
-    run = RunLog(started=time.time())
-    consumer = AIOKafkaConsumer(
-        "crisis.items.classified",
-        "crisis.control.models",
-        "crisis.crowd.labels",
-        "crisis.items.rejected",
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=50,
-    )
-    await consumer.start()
-    lines = [orjson.dumps(row) for row in sample]
-    push = asyncio.create_task(push_lines([bootstrap], "crisis", lines, rate))
-    last_print = 0.0
-    drained_at: float | None = None
-    window: list[float] = []
-    out_before = 0
-    try:
-        while True:
-            batches = await consumer.getmany(timeout_ms=200)
-            for tp, records in batches.items():
-                for record in records:
-                    _observe(run, tp.topic, record.value, window)
-            if push.done():
-                run.pushed = push.result()
-            now = time.time()
-            if now - last_print >= 1.0:
-                _progress(run, now, len(run.classified) - out_before, window, len(lines), rate)
-                out_before, window, last_print = len(run.classified), [], now
-            if len(run.classified) + run.rejected >= len(lines) and push.done():
-                drained_at = drained_at or now
-                if now - drained_at >= DRAIN_S:
-                    break
-    finally:
-        push.cancel()
-        await consumer.stop()
-    return run
+#: The crowd has spent its budget when no outcome came for this long: the demo's crowd
+#: answers a task within a few seconds.
+QUIET_S = 10.0
 
 
-def _observe(run: RunLog, topic: str, value: bytes | None, window: list[float]) -> None:
-    try:
-        if topic.endswith("items.classified"):
-            item = decode(ClassifiedItem, value)
-            if item.revision:  # a crowd label's revision of an item already out
-                run.revisions += 1
-            elif item.id not in run.classified:  # the sink deduplicates by id
-                run.classified[item.id] = item
-                window.append(item.ts_out - item.ts_in)
-        elif topic.endswith("control.models"):
-            run.models.append(decode(ModelUpdate, value))
-        elif topic.endswith("crowd.labels"):
-            label = decode(Label, value)
-            if label.tag is not None:
-                run.labels[label.classifier] = run.labels.get(label.classifier, 0) + 1
-        else:
-            run.rejected += 1
-    except DecodeError:
-        run.rejected += 1
+class _Progress:
+    """A line a second: the step, items in and out, latency, and each classifier's
+    model."""
 
+    def __init__(self, classifiers: tuple[str, ...]) -> None:
+        self.classifiers = classifiers
+        self.out_before = 0
+        self.at = time.time()
 
-def _progress(
-    run: RunLog, now: float, out_last_s: int, window: list[float], total: int, rate: float
-) -> None:
-    elapsed = now - run.started
-    pushed = min(int(elapsed * rate), total)
-    lat = percentiles(window)
-    p50, p99 = lat["p50"], lat["p99"]
-    latency = (
-        f"p50 {p50 * 1000:5.0f} ms p99 {p99 * 1000:5.0f} ms"
-        if p50 is not None and p99 is not None
-        else "p50     - ms p99     - ms"
-    )
-    models = []
-    for name in ("aid_related", "request"):
-        latest = [m for m in run.models if m.classifier == name]
-        if latest:
-            models.append(f"{name} v{latest[-1].version} AUC {latest[-1].metrics.describe_auc()}")
-        else:
-            models.append(f"{name} (no model)")
-    labels = sum(run.labels.values())
-    print(
-        f"[{elapsed:5.1f}s] in {pushed:5d}/{total} ({rate:.0f}/s)  out {len(run.classified):5d} "
-        f"({out_last_s:4d}/s)  {latency}  labels {labels:4d}  " + "  ".join(models),
-        flush=True,
-    )
+    def __call__(self, run: LiveRun) -> None:
+        log = run.log
+        now = time.time()
+        rate = (len(log.classified) - self.out_before) / max(now - self.at, 1e-3)
+        self.out_before, self.at = len(log.classified), now
+        lat = percentiles(log.window)
+        log.window.clear()
+        p50, p99 = lat["p50"], lat["p99"]
+        latency = (
+            f"p50 {p50 * 1000:4.0f} ms p99 {p99 * 1000:4.0f} ms"
+            if p50 is not None and p99 is not None
+            else "p50    - ms p99    - ms"
+        )
+        models = []
+        for name in self.classifiers:
+            model = log.model(name)
+            models.append(
+                f"{name} v{model.version} AUC {model.metrics.describe_auc()}"
+                if model
+                else f"{name} (no model)"
+            )
+        print(
+            f"[{now - log.started:5.1f}s] in {log.pushed:6,d} out {len(log.classified):6,d} "
+            f"({rate:4.0f}/s) {latency} | {run.step}: {run.status} | " + "  ".join(models),
+            flush=True,
+        )
 
 
 def _print_summary(report: dict[str, Any], out_dir: Path) -> None:
@@ -193,13 +176,18 @@ def _print_summary(report: dict[str, Any], out_dir: Path) -> None:
         held = result["held_out"] or {}
         ci = held.get("auc_ci") or {}
         auc = format_auc(held.get("auc"), ci.get("low"), ci.get("high"))
-        tail = result[f"stream_vs_truth_last_{STREAM_TAIL}"]
         print(
-            f"{name}: model v{result['model_version']} from {result['crowd_labels']} crowd "
-            f"labels; held-out AUC {auc} on {result['labels_held_out']} labels; "
-            f"last {STREAM_TAIL} items vs truth: "
-            f"accuracy {tail['accuracy']}, AUC {tail['auc']}"
+            f"{name}: model v{result['model_version']} from {result['crowd_answers']} crowd "
+            f"answers ({result['crowd_labels']} labels); its own held-out AUC {auc} on "
+            f"{result['labels_held_out']} labels"
         )
+        truth = result["held_out_items_vs_truth"]
+        if truth["items"]:
+            print(
+                f"  {truth['items']} held-out messages vs truth: AUC {truth['auc']}; tag F1 "
+                f"{truth['f1']} (precision {truth['precision']}, recall {truth['recall']}; "
+                f"the best threshold's F1 {truth['best_f1']})"
+            )
     crowd: dict[str, float] = report["crowd"]
     print(
         f"crowd pool: {crowd.get('duplicate', 0):.0f} duplicates (straggler mitigation), "

@@ -1,9 +1,11 @@
 """A worker process on this machine, for the demo and the benchmarks: started with
-``crowdstream up``, awaited until ready, stopped with SIGTERM."""
+``crowdstream up``, awaited until ready, read and steered over its HTTP API, stopped
+with SIGTERM."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import signal
@@ -11,8 +13,11 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
 
 __all__ = ["LocalWorker", "cpu_seconds", "rss_mib", "terminate"]
 
@@ -91,6 +96,45 @@ class LocalWorker:
     def metrics(self) -> str:
         with urllib.request.urlopen(self.url + "/metrics", timeout=5) as answer:  # noqa: S310
             return str(answer.read().decode())
+
+    def gauge(self, name: str, label: str) -> dict[str, float]:
+        """The worker's gauge ``name``, by the value of its label ``label``."""
+        return {
+            sample.labels[label]: sample.value
+            for family in text_string_to_metric_families(self.metrics())
+            for sample in family.samples
+            if sample.name == name
+        }
+
+    def teacher_embedded(self) -> float:
+        """Items of the learner's sample of the stream embedded for its teacher."""
+        return self.gauge("crowdstream_learner_teacher_sample", "state").get("embedded", 0.0)
+
+    def trained_on_all(self, classifiers: Iterable[str]) -> bool:
+        """Has the learner finished a training on every label it holds, for each of
+        ``classifiers``?"""
+        held = self.gauge("crowdstream_learner_labels", "classifier")
+        trained = self.gauge("crowdstream_learner_trained_labels", "classifier")
+        return all(0 < held.get(name, 0) <= trained.get(name, 0) for name in classifiers)
+
+    def set_classifiers(self, classifiers: Iterable[str], action: str) -> None:
+        """Pause or resume (``action``) each of ``classifiers`` through the classifiers
+        API (an operator call; open on loopback), and wait until the worker has read
+        the change back."""
+        state = {"pause": "paused", "resume": "active"}[action]
+        for name in classifiers:
+            url = f"{self.url}/api/v1/classifiers/{name}"
+            request = urllib.request.Request(f"{url}/{action}", data=b"", method="POST")  # noqa: S310
+            with urllib.request.urlopen(request, timeout=10):  # noqa: S310 (our own worker)
+                pass
+            deadline = time.monotonic() + 30
+            while True:
+                with urllib.request.urlopen(url, timeout=10) as answer:  # noqa: S310
+                    if json.load(answer)["state"] == state:
+                        break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"classifier {name} not {state} after 30 s")
+                time.sleep(0.2)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -1,8 +1,10 @@
-"""The demo's report: summary numbers, JSON and PNG plots."""
+"""What a live run read from the pipeline's output topics, and the demo's report:
+summary numbers, JSON and PNG plots."""
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,13 +18,10 @@ import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 from sklearn.metrics import precision_recall_curve, precision_recall_fscore_support, roc_auc_score
 
-from channels.records import ClassifiedItem, ModelUpdate
+from channels.codec import DecodeError, decode
+from channels.records import ClassifiedItem, Label, ModelUpdate
 
-__all__ = ["STREAM_TAIL", "RunLog", "percentiles", "stream_quality", "write_report"]
-
-#: The report scores the last this many items against ground truth: by then the
-#: classifiers have models trained on most of the labels.
-STREAM_TAIL = 1000
+__all__ = ["RunLog", "percentiles", "stream_quality", "write_report"]
 
 
 def percentiles(values: Sequence[float]) -> dict[str, float | None]:
@@ -55,17 +54,66 @@ def ms_summary(values: Sequence[float]) -> dict[str, Any]:
 
 @dataclass
 class RunLog:
-    """What a demo run observed on the output topics."""
+    """What a live run (the demo, the live learning bench) read from the pipeline's
+    output topics (:meth:`take`)."""
 
     started: float
-    #: Each item's first classification (revision 0).
+    #: Each item's first classification (revision 0), of the items whose record key
+    #: starts with ``keep``: the bench scores only its held-out items, and decoding
+    #: the 170,000 of a pre-fill would cost the pipeline CPU it needs.
     classified: dict[str, ClassifiedItem] = field(default_factory=dict)
+    keep: bytes = b""
     revisions: int = 0  #: records that revised an item after a crowd label
     models: list[ModelUpdate] = field(default_factory=list)
-    labels: dict[str, int] = field(default_factory=dict)  #: aggregated labels per classifier
+    #: Per classifier: training labels bought (not gold questions, not disagreements),
+    #: answers paid for (gold questions' too) and gold questions' answers.
+    labels: dict[str, int] = field(default_factory=dict)
+    answers: dict[str, int] = field(default_factory=dict)
+    gold_answers: dict[str, int] = field(default_factory=dict)
+    last_label: float = 0.0  #: time.monotonic() of the last outcome read
+    #: Latencies of the items classified since a progress line took them.
+    window: list[float] = field(default_factory=list)
     pushed: int = 0
     rejected: int = 0
     crowd: dict[str, float] = field(default_factory=dict)  #: see crowd_summary
+
+    def take(self, topic: str, key: bytes | None, value: bytes | None) -> None:
+        """Count one record of ``items.classified``, ``control.models``,
+        ``crowd.labels`` or ``items.rejected``; an undecodable one is rejected."""
+        try:
+            if topic.endswith("items.classified"):
+                if (key or b"").startswith(self.keep):
+                    self._classified(decode(ClassifiedItem, value))
+            elif topic.endswith("control.models"):
+                self.models.append(decode(ModelUpdate, value))
+            elif topic.endswith("crowd.labels"):
+                self._outcome(decode(Label, value))
+            else:
+                self.rejected += 1
+        except DecodeError:
+            self.rejected += 1
+
+    def _classified(self, item: ClassifiedItem) -> None:
+        if item.revision:  # a crowd label's revision of an item already out
+            self.revisions += 1
+        elif item.id not in self.classified:  # the sink deduplicates by id
+            self.classified[item.id] = item
+            self.window.append(item.ts_out - item.ts_in)
+
+    def _outcome(self, label: Label) -> None:
+        if label.job is not None:  # a labeling or counting job's, not training's
+            return
+        name = label.classifier
+        self.answers[name] = self.answers.get(name, 0) + len(label.answers)
+        if label.kind == "gold":
+            self.gold_answers[name] = self.gold_answers.get(name, 0) + len(label.answers)
+        elif label.tag is not None:
+            self.labels[name] = self.labels.get(name, 0) + 1
+        self.last_label = time.monotonic()
+
+    def model(self, classifier: str) -> ModelUpdate | None:
+        """The latest model of ``classifier`` read, if any."""
+        return next((m for m in reversed(self.models) if m.classifier == classifier), None)
 
 
 def crowd_summary(exposition: str) -> dict[str, float]:
@@ -145,29 +193,39 @@ def write_report(
     truth: dict[str, dict[str, str]],
     positives: dict[str, str],
     out_dir: Path,
+    *,
+    held_out: Collection[str] = (),
+    timings: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Write report.json and the plots to ``out_dir``; return the report."""
+    """Write report.json and the plots to ``out_dir``; return the report.
+    ``held_out``: the ids of the items held out of the stream (scored apart, by the
+    model's predictions alone); ``timings``: seconds the run's steps took."""
     out_dir.mkdir(parents=True, exist_ok=True)
     items = sorted(run.classified.values(), key=lambda i: i.ts_out)
     latencies = [max(i.ts_out - i.ts_in, 0.0) for i in items]
     duration = finished - run.started
     span = (items[-1].ts_out - items[0].ts_in) if items else 0.0
+    held = set(held_out)
+    streamed = [item for item in items if item.id not in held]
+    scored = [item for item in items if item.id in held]
     final: dict[str, Any] = {}
-    recent = items[-STREAM_TAIL:]
     for name, positive in positives.items():
-        history = [m for m in run.models if m.classifier == name]
-        last = history[-1] if history else None
+        last = run.model(name)
         final[name] = {
             "model_version": last.version if last else None,
             "labels_trained": last.n_train if last else 0,
             "labels_held_out": last.n_holdout if last else 0,
             "held_out": last.metrics.model_dump() if last else None,
-            "stream_vs_truth_all_models": stream_quality(items, truth, name, positive),
-            f"stream_vs_truth_last_{STREAM_TAIL}": stream_quality(recent, truth, name, positive),
+            "stream_vs_truth_all_models": stream_quality(streamed, truth, name, positive),
+            "held_out_items_vs_truth": stream_quality(
+                scored, truth, name, positive, sources={"model"}
+            ),
+            "crowd_answers": run.answers.get(name, 0),
             "crowd_labels": run.labels.get(name, 0),
         }
     report = {
         "duration_s": round(duration, 1),
+        "timings_s": {key: round(value, 1) for key, value in (timings or {}).items()},
         "items_pushed": run.pushed,
         "items_classified": len(items),
         "items_revised": run.revisions,

@@ -1,4 +1,4 @@
-"""The demo report's numbers."""
+"""What a live run reads back, and the demo report's numbers."""
 
 from __future__ import annotations
 
@@ -8,16 +8,20 @@ import orjson
 import pytest
 
 from channels.records import (
+    Answer,
     ClassifiedItem,
     Interval,
+    Label,
     LinearModel,
     ModelMetrics,
     ModelUpdate,
     Provenance,
     SparseRow,
     TagPrediction,
+    TaskKind,
 )
-from pipelines.demo import _observe, _print_summary, _progress
+from pipelines.demo import _print_summary, _Progress
+from pipelines.liverun import LiveRun
 from pipelines.report import RunLog, crowd_summary, percentiles, stream_quality, write_report
 
 
@@ -76,14 +80,55 @@ def test_stream_quality_can_score_only_the_models_tags() -> None:
     assert model["items"] == 1 and model["accuracy"] == 1.0
 
 
-def test_the_demo_counts_revisions_apart_from_the_items_classified() -> None:
+def test_a_run_counts_revisions_apart_from_the_items_classified() -> None:
     run = RunLog(started=0.0)
     first = _item(1, "yes", 0.9, 2.0)
     revised = first.model_copy(update={"revision": 5, "ts_out": 9.0})
-    window: list[float] = []
     for item in (first, revised, first):
-        _observe(run, "crisis.items.classified", item.model_dump_json().encode(), window)
-    assert run.classified == {"i1": first} and run.revisions == 1 and window == [2.0]
+        run.take("crisis.items.classified", b"i1", item.model_dump_json().encode())
+    assert run.classified == {"i1": first} and run.revisions == 1 and run.window == [2.0]
+
+
+def test_a_run_keeps_only_the_items_it_scores_and_counts_what_it_cannot_read() -> None:
+    run = RunLog(started=0.0, keep=b"held-")
+    streamed = _item(1, "yes", 0.9, 2.0)
+    held = streamed.model_copy(update={"id": "held-1"})
+    run.take("crisis.items.classified", b"i1", streamed.model_dump_json().encode())
+    run.take("crisis.items.classified", b"held-1", held.model_dump_json().encode())
+    run.take("crisis.items.classified", b"held-2", b"{not json")
+    run.take("crisis.items.rejected", b"x", b"{}")
+    assert list(run.classified) == ["held-1"] and run.rejected == 2
+
+
+def _label(kind: TaskKind, tag: str | None, answers: int, job: str | None = None) -> bytes:
+    task = f"t-{kind}-{tag}-{job}"
+    label = Label(
+        task_id=task,
+        item_id="i1",
+        classifier="request",
+        tag=tag,
+        agreement=1.0 if tag else 0.5,
+        answers=[
+            Answer(task_id=task, worker_id=f"w{i}", tag=tag or "yes", latency_s=1.0)
+            for i in range(answers)
+        ],
+        ts=1.0,
+        idx=[],
+        val=[],
+        kind=kind,
+        job=job,
+    )
+    return label.model_dump_json().encode()
+
+
+def test_a_run_counts_answers_labels_and_gold_answers_of_training_alone() -> None:
+    run = RunLog(started=0.0)
+    run.take("crisis.crowd.labels", b"i1", _label("passive", "yes", 3))
+    run.take("crisis.crowd.labels", b"i1", _label("passive", None, 5))  # a disagreement
+    run.take("crisis.crowd.labels", b"i1", _label("gold", "no", 1))
+    run.take("crisis.crowd.labels", b"i1", _label("passive", "yes", 2, job="j1"))
+    assert run.answers == {"request": 9} and run.gold_answers == {"request": 1}
+    assert run.labels == {"request": 1} and run.last_label > 0
 
 
 def test_report_files(tmp_path: Path) -> None:
@@ -95,6 +140,26 @@ def test_report_files(tmp_path: Path) -> None:
     assert saved["latency_s"]["max"] == pytest.approx(0.15)
     for plot in saved["plots"]:
         assert (tmp_path / plot).read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_report_scores_held_out_items_apart_by_the_models_tags(tmp_path: Path) -> None:
+    run = RunLog(started=0.0, pushed=4)
+    run.classified = {
+        "i1": _item(1, "yes", 0.9, 0.05),
+        "i2": _item(2, "yes", 0.9, 0.05),
+        "i3": _item(3, "yes", 0.8, 0.05),
+        "i4": _item(4, "no", 1.0, 0.05, source="propagated"),
+    }
+    truth = {"i1": {"c": "no"}, "i2": {"c": "yes"}, "i3": {"c": "yes"}, "i4": {"c": "yes"}}
+    report = write_report(
+        run, 1.0, truth, {"c": "yes"}, tmp_path, held_out=["i3", "i4"], timings={"prefill": 2.04}
+    )
+    result = report["classifiers"]["c"]
+    assert result["stream_vs_truth_all_models"]["items"] == 2
+    assert result["stream_vs_truth_all_models"]["accuracy"] == 0.5
+    held = result["held_out_items_vs_truth"]
+    assert held["items"] == 1 and held["accuracy"] == 1.0  # i4's tag is not the model's
+    assert report["timings_s"] == {"prefill": 2.0}
 
 
 def test_crowd_summary_reads_pool_events_and_costs_from_metrics() -> None:
@@ -148,8 +213,11 @@ def test_the_demo_shows_each_held_out_auc_with_its_interval(
         _model(6, 0.70, None),  # published before intervals
         _model(7, 0.875, Interval(low=0.5762, high=0.969)),
     ]
-    _progress(run, 10.0, 1, [0.05], 2, 1.0)
-    assert "request v7 AUC 0.875 (95% CI 0.576-0.969)" in capsys.readouterr().out
+    live = LiveRun(run, {}, step="crowd", status="request 40 answers")
+    _Progress(("aid_related", "request"))(live)
+    line = capsys.readouterr().out
+    assert "crowd: request 40 answers" in line and "aid_related (no model)" in line
+    assert "request v7 AUC 0.875 (95% CI 0.576-0.969)" in line
     report = write_report(run, 1.0, {"i1": {"request": "yes"}}, {"request": "yes"}, tmp_path)
     assert [(m["auc"], m["auc_low"], m["auc_high"]) for m in report["models"]] == [
         (0.70, None, None),
