@@ -214,9 +214,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--prefill",
         type=int,
-        default=8000,
+        default=10_000,
         help="the crowd starts once the learner's teacher has embedded this many "
-        "streamed items; 0: at once [default: 8000]",
+        "streamed items; 0: at once [default: 10000]",
     )
     demo.add_argument(
         "--answers", type=int, default=1000, help="crowd answers per classifier [default: 1000]"

@@ -35,12 +35,13 @@ PIPELINE = "crisis"
 
 
 def demo_overrides(answers: int, rate: float) -> tuple[str, ...]:
-    """The demo's settings over the default configuration: the crowd the issue's
+    """The demo's settings over the default configuration: the crowd the quality
     targets name (``live``, 10% spammers), its clock 40 times faster and the task rate
-    and pool sized to match, so minutes of crowd work take seconds; ``answers`` crowd
-    answers per classifier; and the learner samples every item of the stream for its
-    teacher (``rate`` a second; the default 30 a second would take minutes more to
-    fill the sample)."""
+    and pool sized to match, so minutes of crowd work take seconds, and the learner's
+    wait for its last few labels (30 s) shortened alike; ``answers`` crowd answers per
+    classifier; and the learner samples every item of the stream for its teacher
+    (``rate`` a second; the default 30 a second would take minutes more to fill the
+    sample)."""
     return (
         "annotator.population=live",
         "annotator.spammers=0.1",
@@ -49,6 +50,7 @@ def demo_overrides(answers: int, rate: float) -> tuple[str, ...]:
         "taskgen.max_tasks_per_minute=1200",
         "taskgen.round_interval_s=0.25",
         f"taskgen.answer_budget={answers}",
+        "learner.retrain_idle_s=5",
         f"learner.teacher_rate={rate:g}",
     )
 

@@ -61,6 +61,10 @@ class Fitter:
     def __init__(self) -> None:
         self.executor = self._start()
         self.generation = 0  #: processes started before this one (what they held is lost)
+        #: A retrain round is under way: the teacher's warm-up waits for its end. The
+        #: process runs one call at a time, and a warm-up call (7-10 s) between a
+        #: round's fits held each of them up: the crowd's labels go first.
+        self.retraining = False
 
     @staticmethod
     def _start() -> ProcessPoolExecutor:
@@ -207,6 +211,13 @@ def register(ctx: PipelineContext) -> None:
             for header in list(book.updates.values()):
                 if not progress.knows(header):
                     await record_history(header)
+        fitter.retraining = True
+        try:
+            await retrain_due()
+        finally:
+            fitter.retraining = False
+
+    async def retrain_due() -> None:
         for spec in ctx.catalog.labeling():  # not while paused
             name, learner = spec.name, learners[spec.name]
             active = book.updates.get(name)
@@ -258,7 +269,7 @@ def register(ctx: PipelineContext) -> None:
         embedded = 0
         while True:
             now = (sample.added, fitter.generation)
-            if now == seen and embedded >= len(sample.items):
+            if fitter.retraining or (now == seen and embedded >= len(sample.items)):
                 await asyncio.sleep(TRAIN_CHECK_S)
                 continue
             executor = fitter.executor

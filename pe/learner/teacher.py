@@ -11,9 +11,9 @@ features' speed.
 
 :class:`StreamSample` is the learner's side (the sample of the stream, taken at a
 bounded rate). :class:`Lesson` runs in the fitting process, where the encoder and a
-cache of the embeddings it computed stay between retrains, so each retrain embeds only
-the items it has not seen, and no more than a batch of the sample: :func:`warm`
-embeds the rest between retrains.
+cache of the embeddings it computed stay between retrains: :func:`warm` embeds the
+sample a batch at a time between retrains, and a retrain embeds only the labels it has
+not seen (a batch at most) and teaches from the sample's items embedded by then.
 """
 
 from __future__ import annotations
@@ -175,9 +175,12 @@ class Teacher:
         return Teaching(self.encoder, self.c, self.weight, self.sample.update(whole))
 
 
-#: New sample items one call to the fitting process embeds at most, a refit or a
-#: warm-up between refits (:func:`warm`): about 7 s with ``use+minilm`` on one thread, so
-#: a refit never waits long for the teacher; the next calls embed the rest.
+#: New items one call to the fitting process embeds at most: labels in a refit, the
+#: sample's items in a warm-up between refits (:func:`warm`). About 7-10 s with
+#: ``use+minilm`` on one thread, so a refit never waits long for the teacher; the next
+#: calls embed the rest. Fewer a call embed fewer a second: MiniLM pads each batch of
+#: texts sorted by length to its longest, and 128 a call embedded 34 a second where
+#: 512 embedded 61.
 EMBED_BATCH = 512
 #: Labelled items' embeddings kept, least recently used dropped first: a refit needs
 #: every one of its classifier's. 20,000 of ``use+minilm`` take 72 MB.
@@ -189,12 +192,16 @@ LABELS_KEPT = 20_000
 EMBEDDINGS: OrderedDict[tuple[str, str, str], npt.NDArray[np.float32]] = OrderedDict()
 
 
-def embed_cached(kind: str, encoder: str, keys: Sequence[str], texts: Sequence[str]) -> list[int]:
-    """Embed those of ``texts`` whose key has no embedding yet, at most
-    :data:`EMBED_BATCH` of them (the last: the newest items of the sample stay in it
-    longest); the positions of ``keys`` that have one now, each marked as just used."""
+def embed_cached(
+    kind: str, encoder: str, keys: Sequence[str], texts: Sequence[str], most: int | None = None
+) -> list[int]:
+    """Embed those of ``texts`` whose key has no embedding yet, at most ``most`` of
+    them (:data:`EMBED_BATCH` by default; the last: the newest items of the sample stay
+    in it longest); the positions of ``keys`` that have one now, each marked as just
+    used."""
+    most = EMBED_BATCH if most is None else most
     missing = [i for i, key in enumerate(keys) if (kind, encoder, key) not in EMBEDDINGS]
-    missing = missing[max(len(missing) - EMBED_BATCH, 0) :]
+    missing = missing[max(len(missing) - most, 0) :]
     if missing:
         vectors = load_embedder(encoder)([texts[i] for i in missing])
         for i, vector in zip(missing, vectors, strict=True):
@@ -224,11 +231,11 @@ def _trim(sample: Sequence[PoolItem]) -> None:
             del EMBEDDINGS[key]
 
 
-def _embed_sample(encoder: str, pool: Sequence[PoolItem]) -> list[int]:
-    """The positions of ``pool``'s items with an embedding, after embedding a batch
-    more (:func:`embed_cached`)."""
+def _embed_sample(encoder: str, pool: Sequence[PoolItem], most: int | None = None) -> list[int]:
+    """The positions of ``pool``'s items with an embedding, after embedding ``most``
+    more at most (:func:`embed_cached`)."""
     return embed_cached(
-        "pool", encoder, [item.item_id for item in pool], [item.text for item in pool]
+        "pool", encoder, [item.item_id for item in pool], [item.text for item in pool], most
     )
 
 
@@ -288,10 +295,12 @@ class Lesson:
         """``labelled``: each training example's item id and text, in order; ``pool``:
         the sample (``teaching.pool``'s items)."""
         named = [(i, key, text) for i, (key, text) in enumerate(labelled) if text]
-        # The labels and the sample's items embedded by now, and at most a batch more
-        # of each (after a restart, 20,000 labels would take minutes): the teacher
-        # learns from those labels and scores those items; the rest wait for the
-        # next call. The student learns from every label.
+        # The labels embedded by now and at most a batch more (after a restart,
+        # 20,000 labels would take minutes), and the sample's items warm() has
+        # embedded: the teacher learns from those labels and scores those items; the
+        # rest wait for the next call. A refit embeds none of the sample: while the
+        # stream is sampled faster than the encoder embeds, a batch of it took each
+        # refit 10 s, twice per published model. The student learns from every label.
         named = [
             named[i]
             for i in embed_cached(
@@ -302,7 +311,7 @@ class Lesson:
             )
         ]
         label_keys = [key for _, key, _ in named]
-        ready = _embed_sample(teaching.encoder, pool)
+        ready = _embed_sample(teaching.encoder, pool, most=0)
         vectors = _vectors("label", teaching.encoder, label_keys, 0)
         labels = np.zeros((len(labelled), vectors.shape[1]))
         labels[[i for i, _, _ in named]] = vectors

@@ -142,13 +142,15 @@ def test_report_files(tmp_path: Path) -> None:
         assert (tmp_path / plot).read_bytes().startswith(b"\x89PNG")
 
 
-def test_the_report_scores_held_out_items_apart_by_the_models_tags(tmp_path: Path) -> None:
+def test_the_report_scores_held_out_items_apart_by_the_models_tags_and_latency_without_them(
+    tmp_path: Path,
+) -> None:
     run = RunLog(started=0.0, pushed=4)
     run.classified = {
         "i1": _item(1, "yes", 0.9, 0.05),
         "i2": _item(2, "yes", 0.9, 0.05),
-        "i3": _item(3, "yes", 0.8, 0.05),
-        "i4": _item(4, "no", 1.0, 0.05, source="propagated"),
+        "i3": _item(3, "yes", 0.8, 0.5),
+        "i4": _item(4, "no", 1.0, 0.5, source="propagated"),
     }
     truth = {"i1": {"c": "no"}, "i2": {"c": "yes"}, "i3": {"c": "yes"}, "i4": {"c": "yes"}}
     report = write_report(
@@ -160,6 +162,8 @@ def test_the_report_scores_held_out_items_apart_by_the_models_tags(tmp_path: Pat
     held = result["held_out_items_vs_truth"]
     assert held["items"] == 1 and held["accuracy"] == 1.0  # i4's tag is not the model's
     assert report["timings_s"] == {"prefill": 2.0}
+    # The stream's latency: the held-out items' burst is not the stream's.
+    assert report["latency_s"]["max"] == pytest.approx(0.05)
 
 
 def test_crowd_summary_reads_pool_events_and_costs_from_metrics() -> None:

@@ -7,15 +7,18 @@ import asyncio
 import dataclasses
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
+from channels.records import Label
+from pe.common.hashing import sparse_rows
 from pe.common.linear import compile_model, feature_matrix
 from pe.common.space import FeatureSpace
 from pe.learner import agent as learner_agent
@@ -34,6 +37,7 @@ from pe.learner.teacher import (
 )
 from pe.learner.trainers import Example, SklearnTrainer, fit_logistic
 from pe.params import FeaturesParams
+from pe.registry import params_of
 from pipelines.sample import load_sample
 from pipelines.testing import PeHarness
 from pipelines.topology import Topology, load_topology
@@ -78,6 +82,16 @@ def encoder(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def _teaching(pool: Sequence[PoolItem]) -> Teaching:
     """The whole of ``pool`` as one fit's sample."""
     return Teaching("fake", 1.0, 1.0, SampleUpdate([item.item_id for item in pool], list(pool)))
+
+
+def _warmed(pool: Sequence[PoolItem]) -> Teaching:
+    """``_teaching(pool)``, once the fitting process has embedded all of it between
+    refits, as the learner's warm-up does."""
+    teaching = _teaching(pool)
+    for _ in range(len(pool) // teacher_module.EMBED_BATCH + 1):
+        warm(teaching)
+    assert warm(teaching) == (len(pool), len(pool))
+    return teaching
 
 
 def _texts(rng: random.Random, n: int, vocab_range: range) -> list[tuple[str, str]]:
@@ -129,7 +143,7 @@ def _auc(model: object, test: list[tuple[str, str]]) -> float:
 def test_the_student_learns_the_words_only_the_teacher_saw(encoder: list[int]) -> None:
     examples, pool, test = _setup()
     alone = fit_logistic(examples, N_FEATURES, 1.0, "yes")
-    taught = fit_logistic(examples, N_FEATURES, 1.0, "yes", teaching=_teaching(pool))
+    taught = fit_logistic(examples, N_FEATURES, 1.0, "yes", teaching=_warmed(pool))
     assert alone is not None and taught is not None
     assert _auc(alone, test) < 0.6  # the test's words never appear in a label
     assert _auc(taught, test) > 0.95
@@ -151,7 +165,7 @@ def test_a_distilled_models_threshold_is_chosen_for_the_streams_sample(
         return choose(*args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(trainers_module, "choose_threshold", spy)
-    model = fit_logistic(examples, N_FEATURES, 1.0, "yes", teaching=_teaching(pool))
+    model = fit_logistic(examples, N_FEATURES, 1.0, "yes", teaching=_warmed(pool))
     assert model is not None and model.decision is not None
     # The population is the published model's probability of yes on each sampled item.
     compiled = compile_model(model)
@@ -182,22 +196,23 @@ def test_each_text_is_embedded_once_across_retrains(encoder: list[int]) -> None:
     assert encoder == [400, 1]
 
 
-def test_a_refit_embeds_at_most_a_batch_of_the_sample_and_teaches_from_what_is_ready(
+def test_a_refit_embeds_none_of_the_sample_and_teaches_from_what_the_warm_up_embedded(
     encoder: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(teacher_module, "EMBED_BATCH", 150)
     examples, pool, test = _setup()
-    fit_logistic(examples, N_FEATURES, 1.0, "yes", teaching=_teaching(pool))
-    assert encoder == [30, 150]  # the labels, then a batch of the sample
-    lesson = Lesson.prepare(
-        [(e.item_id, e.text) for e in examples], pool, _teaching(pool), N_FEATURES
-    )
-    assert encoder == [30, 150, 150]  # the labels' are kept
+    labelled = [(e.item_id, e.text) for e in examples]
+    lesson = Lesson.prepare(labelled, pool, _teaching(pool), N_FEATURES)
+    assert encoder == [30]  # the labels alone
+    assert lesson.pool_words.shape[0] == lesson.pool_embeddings.shape[0] == 0
+    assert warm(_teaching(pool)) == (150, 400)
+    lesson = Lesson.prepare(labelled, pool, _teaching(pool), N_FEATURES)
+    assert encoder == [30, 150]  # the labels' are kept; the refit embedded nothing
     # The newest items first (they stay in the sample longest); the teacher scores
-    # the 300 embedded ones only.
-    assert lesson.pool_words.shape[0] == lesson.pool_embeddings.shape[0] == 300
+    # the 150 embedded ones only.
+    assert lesson.pool_words.shape[0] == lesson.pool_embeddings.shape[0] == 150
     assert {key[2] for key in teacher_module.EMBEDDINGS if key[0] == "pool"} == {
-        item.item_id for item in pool[100:]
+        item.item_id for item in pool[250:]
     }
 
 
@@ -210,10 +225,10 @@ def test_a_refit_teaches_from_the_labels_embedded_so_far(
     examples, pool, _ = _setup()
     labelled = [(e.item_id, e.text) for e in examples]
     lesson = Lesson.prepare(labelled, pool, _teaching(pool), N_FEATURES)
-    assert encoder == [20, 20]
+    assert encoder == [20]
     assert np.count_nonzero(np.abs(lesson.label_embeddings).sum(axis=1)) == 20
     lesson = Lesson.prepare(labelled, pool, _teaching(pool), N_FEATURES)
-    assert encoder == [20, 20, 10, 20]
+    assert encoder == [20, 10]
     assert np.count_nonzero(np.abs(lesson.label_embeddings).sum(axis=1)) == 30
 
 
@@ -223,11 +238,11 @@ def test_warming_up_embeds_the_sample_a_batch_at_a_time_and_forgets_items_that_l
     monkeypatch.setattr(teacher_module, "EMBED_BATCH", 250)
     examples, pool, _ = _setup()
     fit_logistic(examples[:10], N_FEATURES, 1.0, "yes", teaching=_teaching(pool[:50]))
-    assert encoder == [10, 50]
-    assert warm(_teaching(pool)) == (300, 400)
+    assert encoder == [10]
+    assert warm(_teaching(pool)) == (250, 400)
     assert warm(_teaching(pool)) == (400, 400)
     assert warm(_teaching(pool)) == (400, 400)  # nothing left to embed
-    assert encoder == [10, 50, 250, 100]
+    assert encoder == [10, 250, 150]
     assert warm(_teaching(pool[200:])) == (200, 200)
     kinds = [key[0] for key in teacher_module.EMBEDDINGS]
     # The items that left the sample are dropped; the labelled items' stay for refits.
@@ -276,11 +291,12 @@ def _taught_trainer(examples: list[Example], size: int) -> tuple[SklearnTrainer,
 
 
 def test_a_trainer_teaches_from_the_live_sample_as_it_is_at_each_fit(encoder: list[int]) -> None:
-    examples, pool, _ = _setup()
+    examples, pool, test = _setup()
     trainer, sample = _taught_trainer(examples, len(pool))
     for i, item in enumerate(pool):  # added after the trainer was made
         assert sample.add(dataclasses.replace(item, sig=i + 1))
-    expected = fit_logistic(examples, N_FEATURES, 1.0, "yes", teaching=_teaching(pool))
+    expected = fit_logistic(examples, N_FEATURES, 1.0, "yes", teaching=_warmed(pool))
+    assert _auc(expected, test) > 0.95  # taught
     assert trainer.export() == expected
 
 
@@ -331,7 +347,7 @@ def test_the_teacher_s_weight_sets_how_much_its_soft_labels_count(encoder: list[
 
     def loss(weight: float) -> float:
         """The student's log loss on the test items, whose words only the pool has."""
-        teaching = dataclasses.replace(_teaching(pool), weight=weight)
+        teaching = dataclasses.replace(_warmed(pool), weight=weight)
         compiled = compile_model(fit_logistic(examples, N_FEATURES, 1.0, "yes", teaching=teaching))  # type: ignore[arg-type]
         return float(log_loss(truth, compiled.predict_proba(x)[:, compiled.classes.index("yes")]))
 
@@ -400,3 +416,69 @@ async def test_a_failed_warm_up_is_logged_and_tried_again(
             await asyncio.sleep(0.05)
         # The warm-up goes on trying; the worker does not crash.
         assert caplog.text.count("the teacher's warm-up failed; tried again") >= 3
+
+
+async def test_the_warm_up_waits_while_a_retrain_round_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each call to the fitting process, in the order the learner makes them.
+    calls: list[str] = []
+
+    def recording(kind: str, real: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+        async def call(*args: Any) -> Any:
+            calls.append(kind)
+            return await real(*args)
+
+        return call
+
+    # The warm-up's calls and the refits' both go through the teacher's with_sample.
+    monkeypatch.setattr(learner_agent, "with_sample", recording("warm", teacher_module.with_sample))
+    monkeypatch.setattr(
+        trainers_module, "with_sample", recording("fit", teacher_module.with_sample)
+    )
+    data = load_topology("crisis").model_dump(mode="json")
+    data["params"]["learner"] = {
+        "teacher": "use",
+        "teacher_rate": 10_000,
+        "retrain_every": 10,
+        "min_train": 5,
+    }
+    topology = Topology.model_validate(data)
+    sample = load_sample(3000)
+    space = FeatureSpace(params_of(topology.params, FeaturesParams))
+    labelled = sample[:60]
+    rows = sparse_rows(space.matrix([str(row["text"]) for row in labelled]))
+    labels = [
+        Label(
+            task_id=f"t-{name}-{row['id']}",
+            item_id=str(row["id"]),
+            classifier=name,
+            tag=row["meta"]["truth"][name],
+            agreement=1.0,
+            answers=[],
+            ts=1.0,
+            idx=idx,
+            val=val,
+            text=str(row["text"]),
+        )
+        for name in ("aid_related", "request")
+        for row, (idx, val) in zip(labelled, rows, strict=True)
+    ]
+    async with PeHarness(topology, pes=["collector", "features", "learner"]) as run:
+        # A sample of 3,000 takes the warm-up several calls of 512.
+        await run.feed("items.raw", sample)
+        deadline = time.monotonic() + 60
+        while "warm" not in calls and time.monotonic() < deadline:
+            await run.settle()
+            await asyncio.sleep(0.05)
+        await run.feed("crowd.labels", [label.model_dump() for label in labels])
+        await run.tick()  # a round: both classifiers, each a fit then a refit
+        assert len(run.outputs("control.models")) == 2
+        deadline = time.monotonic() + 60
+        while calls[-1] != "warm" and time.monotonic() < deadline:
+            await run.settle()
+            await asyncio.sleep(0.05)
+    first, last = calls.index("fit"), len(calls) - calls[::-1].index("fit")
+    # The warm-up went on before and after the round, never between its fits.
+    assert calls[first:last] == ["fit"] * 4
+    assert calls[first - 1] == calls[last] == "warm"
