@@ -56,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from channels.records import MAX_TEXT_CHARS
 from pipelines.broker import EmbeddedBroker, free_port
-from pipelines.liverun import HELD, LivePlan, live_run
+from pipelines.liverun import HELD, LivePlan, live_crowd, live_run
 from pipelines.local import LocalWorker
 from pipelines.report import stream_quality
 from pipelines.topology import load_topology
@@ -129,15 +129,9 @@ def _run_seed(seed: int, split: _Split, args: argparse.Namespace, out: Path) -> 
     broker = EmbeddedBroker(free_port(), scratch / "kafka")
     worker: LocalWorker | None = None
     overrides = (
-        "annotator.population=live",
-        "annotator.spammers=0.1",
+        *live_crowd(args.answers, args.speed, args.task_rate, args.teacher_rate),
         f"annotator.seed={seed}",
-        f"annotator.speed={args.speed}",
         f"taskgen.seed={seed}",
-        f"taskgen.answer_budget={args.answers}",
-        f"taskgen.max_tasks_per_minute={args.task_rate}",
-        "taskgen.round_interval_s=0.25",
-        f"learner.teacher_rate={args.teacher_rate}",
         *args.set,
     )
     try:

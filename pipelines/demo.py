@@ -23,7 +23,7 @@ from typing import Any
 
 from channels.records import format_auc
 from pipelines.broker import EmbeddedBroker, free_port
-from pipelines.liverun import LivePlan, LiveRun, live_run
+from pipelines.liverun import LivePlan, LiveRun, live_crowd, live_run
 from pipelines.local import LocalWorker
 from pipelines.report import crowd_summary, percentiles, write_report
 from pipelines.sample import SAMPLE_PATH, STREAM_PATH, load_sample
@@ -35,23 +35,16 @@ PIPELINE = "crisis"
 
 
 def demo_overrides(answers: int, rate: float) -> tuple[str, ...]:
-    """The demo's settings over the default configuration: the crowd the quality
-    targets name (``live``, 10% spammers), its clock 40 times faster and the task rate
-    and pool sized to match, so minutes of crowd work take seconds, and the learner's
-    wait for its last few labels (30 s) shortened alike; ``answers`` crowd answers per
-    classifier; and the learner samples every item of the stream for its teacher
-    (``rate`` a second; the default 30 a second would take minutes more to fill the
-    sample)."""
+    """The demo's settings over the default configuration: a live run's crowd
+    (:func:`~pipelines.liverun.live_crowd`) 40 times faster, with a pool sized to
+    match and the learner's wait for its last few labels (30 s) shortened alike;
+    ``answers`` crowd answers per classifier; and the learner samples every item of the
+    stream for its teacher (``rate`` a second; the default 30 a second would take
+    minutes more to fill the sample)."""
     return (
-        "annotator.population=live",
-        "annotator.spammers=0.1",
-        "annotator.speed=40",
+        *live_crowd(answers, speed=40, task_rate=1200, teacher_rate=rate),
         "annotator.pool_size=30",
-        "taskgen.max_tasks_per_minute=1200",
-        "taskgen.round_interval_s=0.25",
-        f"taskgen.answer_budget={answers}",
         "learner.retrain_idle_s=5",
-        f"learner.teacher_rate={rate:g}",
     )
 
 

@@ -31,7 +31,7 @@ from pipelines.client import laps, push_lines
 from pipelines.local import LocalWorker
 from pipelines.report import RunLog
 
-__all__ = ["HELD", "LivePlan", "LiveRun", "live_run"]
+__all__ = ["HELD", "LivePlan", "LiveRun", "live_crowd", "live_run"]
 
 #: The prefix of the held-out items' ids (and record keys).
 HELD = "held-"
@@ -39,6 +39,25 @@ HELD = "held-"
 TICK_S = 1.0
 #: After the last training, for its model to reach the classifier.
 SETTLE_S = 2.0
+
+
+def live_crowd(
+    answers: int, speed: float, task_rate: float, teacher_rate: float
+) -> tuple[str, ...]:
+    """A live run's settings over the default configuration: the crowd the quality
+    targets name (the ``live`` population, 10% spammers), its clock ``speed`` times
+    faster and the task rate cap (``task_rate`` a minute) raised to match, so minutes of
+    crowd work take seconds; ``answers`` crowd answers per classifier; and the rate at
+    which the learner samples the stream for its teacher."""
+    return (
+        "annotator.population=live",
+        "annotator.spammers=0.1",
+        f"annotator.speed={speed:g}",
+        f"taskgen.answer_budget={answers}",
+        f"taskgen.max_tasks_per_minute={task_rate:g}",
+        "taskgen.round_interval_s=0.25",
+        f"learner.teacher_rate={teacher_rate:g}",
+    )
 
 
 @dataclass(frozen=True)
