@@ -38,8 +38,9 @@ With a quality judge (:class:`Judge`, the quality assurance loop):
 
 - Adaptive redundancy: when an ``adaptive`` task has the answers it asked for, the
   judge decides whether it needs one more (its answers disagree) or is finished.
-- Gold questions: at rate ``gold_rate`` an available worker is handed a gold task
-  (a question with a known answer, from the judge) before queued work. Gold tasks
+- Gold questions: at rate ``gold_rate`` an assignment of queued work is a gold task
+  instead (a question with a known answer, from the judge), so that share of the
+  answers bought is gold, however long workers wait between tasks. Gold tasks
   are theirs alone: never duplicated, shed or handed to anyone else.
 - Routing (``routing``): each queued task goes to the available worker the judge
   rates best at its topic (user-specific task assignment, when several classifiers
@@ -631,8 +632,6 @@ class RetainerPool:
         def assignable(task: PoolTask) -> bool:
             return current is None or task.batch in (current, None)
 
-        if self.config.gold_rate > 0 and any(assignable(t) for t in self._open):
-            idle = [w for w in idle if not self._give_gold(w, now)]
         position = 0
         while idle and position < len(self._open):
             task = self._open[position]
@@ -642,7 +641,11 @@ class RetainerPool:
                     break
                 worker = self._best(fresh, task)
                 idle.remove(worker)
-                self._assign(worker, task, now, duplicate=False)
+                # The gold roll is made per assignment, not per idle worker and pass:
+                # a worker idle through many passes would else be tested far more
+                # often than ``gold_rate``, spending the crowd's answers on gold.
+                if not self._give_gold(worker, now):
+                    self._assign(worker, task, now, duplicate=False)
             if task.open_slots > 0:
                 position += 1  # else it left the order: the next task took its place
         if not idle or not self.config.mitigation:

@@ -181,6 +181,29 @@ def test_gold_questions_come_at_the_rate_and_never_twice_to_a_worker() -> None:
     assert sum(loop.gold_answers.values()) == 3
 
 
+def test_gold_questions_are_their_rate_of_the_assignments_however_long_workers_wait() -> None:
+    # A large pool and one task at a time: most workers wait through many scheduling
+    # passes. Gold must stay ``gold_rate`` of what the crowd is paid to answer.
+    loop = _loop(_model(), gold=500)
+    pool = _pool(loop, 10, gold_rate=0.2)
+    answered: list[str] = []
+    for i in range(300):
+        pool.submit(f"t{i}", None, float(i), topic="c")
+        offers = _offers(pool.drain())
+        while offers:
+            for worker_id, task_id in offers:
+                pool.answer(worker_id, task_id, "yes", float(i))
+                answered.append(task_id)
+            effects = pool.drain()
+            for done in (e for e in effects if isinstance(e, Finished)):
+                loop.settle(done.task)
+            offers = _offers(effects)
+    gold = sum(t.startswith("gold:") for t in answered)
+    assert len(answered) - gold == 300  # each task answered once (votes=1)
+    # binomial: 0.2 of about 375 assignments, sd 0.02
+    assert 0.14 < gold / len(answered) < 0.26
+
+
 def test_a_gold_question_is_never_handed_to_another_worker() -> None:
     loop = _loop(_model(), gold=5)
     pool = _pool(loop, 2, gold_rate=1.0)
