@@ -58,7 +58,7 @@ from channels.records import MAX_TEXT_CHARS
 from pipelines.broker import EmbeddedBroker, free_port
 from pipelines.liverun import HELD, LivePlan, live_crowd, live_run
 from pipelines.local import LocalWorker
-from pipelines.report import stream_quality
+from pipelines.report import label_quality, stream_quality
 from pipelines.topology import load_topology
 
 PIPELINE = "crisis"
@@ -98,6 +98,7 @@ async def _measure(
     plan = LivePlan(PIPELINE, CLASSIFIERS, args.rate, args.prefill, args.quiet_s, args.timeout_s)
     run = await live_run(bootstrap, worker, split.stream, split.holdout, plan, keep=HELD.encode())
     items, truth = run.scored(), run.truth()
+    streamed = {str(item["id"]): item["meta"]["truth"] for item in split.stream}
     result: dict[str, Any] = {
         "budget_spent": run.budget_spent,
         "holdout_scored": run.holdout_scored,
@@ -113,6 +114,7 @@ async def _measure(
             "answers": run.log.answers.get(name, 0),
             "gold_answers": run.log.gold_answers.get(name, 0),
             "labels": run.log.labels.get(name, 0),
+            "labels_vs_truth": label_quality(run.log.tags.get(name, {}), streamed, name, POSITIVE),
             "model_version": model.version if model else 0,
             "model_trained_on": model.n_train if model else 0,
             "learner_holdout_auc": model.metrics.auc if model else None,

@@ -43,13 +43,22 @@ def item_key(line: bytes) -> bytes | None:
     return None if found is None else found.encode()
 
 
+#: Separates an item's id from its lap in :func:`laps`.
+LAP = "~"
+
+
 def laps(items: Sequence[dict[str, Any]]) -> Iterator[bytes]:
     """``items`` as JSON lines, lap after lap without end (a stream that must outlast a
     sample); from the second lap on, each item under an id of its own
     (``<id>~<lap>``)."""
     for lap in itertools.count():
         for item in items:
-            yield orjson.dumps(item if lap == 0 else {**item, "id": f"{item['id']}~{lap}"})
+            yield orjson.dumps(item if lap == 0 else {**item, "id": f"{item['id']}{LAP}{lap}"})
+
+
+def first_lap(item_id: str) -> str:
+    """The id ``item_id`` had in the first lap of :func:`laps`."""
+    return item_id.split(LAP, 1)[0]
 
 
 async def push_lines(

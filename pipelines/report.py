@@ -20,6 +20,7 @@ from sklearn.metrics import precision_recall_curve, precision_recall_fscore_supp
 
 from channels.codec import DecodeError, decode
 from channels.records import ClassifiedItem, Label, ModelUpdate
+from pipelines.client import first_lap
 
 __all__ = ["RunLog", "percentiles", "stream_quality", "write_report"]
 
@@ -68,6 +69,9 @@ class RunLog:
     #: Per classifier: training labels bought (not gold questions, not disagreements),
     #: answers paid for (gold questions' too) and gold questions' answers.
     labels: dict[str, int] = field(default_factory=dict)
+    #: Per classifier: each labelled item's tag, the first label of it (the one the
+    #: learner trains on), to score the crowd's labels against the truth.
+    tags: dict[str, dict[str, str]] = field(default_factory=dict)
     answers: dict[str, int] = field(default_factory=dict)
     gold_answers: dict[str, int] = field(default_factory=dict)
     last_label: float = 0.0  #: time.monotonic() of the last outcome read
@@ -109,6 +113,7 @@ class RunLog:
             self.gold_answers[name] = self.gold_answers.get(name, 0) + len(label.answers)
         elif label.tag is not None:
             self.labels[name] = self.labels.get(name, 0) + 1
+            self.tags.setdefault(name, {}).setdefault(label.item_id, label.tag)
         self.last_label = time.monotonic()
 
     def model(self, classifier: str) -> ModelUpdate | None:
@@ -187,6 +192,38 @@ def stream_quality(
     }
 
 
+def label_quality(
+    tags: dict[str, str], truth: dict[str, dict[str, str]], classifier: str, positive: str
+) -> dict[str, Any]:
+    """The crowd's labels (item id -> tag) against the truth, over the items whose
+    truth is known (an item of a later lap of :func:`~pipelines.client.laps` by its
+    first lap's): their accuracy, the share labelled ``positive`` and the true share,
+    and the share of the truly positive and of the truly negative labelled positive.
+    A tag the quality loop settles on a lone answer that agrees with the class prior
+    shows here as a recall of the positive tag well under the accuracy."""
+    pairs = [
+        (tag == positive, known[classifier] == positive)
+        for item_id, tag in tags.items()
+        if (known := truth.get(item_id) or truth.get(first_lap(item_id))) is not None
+        and classifier in known
+    ]
+    if not pairs:
+        return {"labels": 0}
+    said, actual = np.array(pairs).T
+    return {
+        "labels": len(pairs),
+        "accuracy": round(float(np.mean(said == actual)), 4),
+        "positive_share": round(float(said.mean()), 4),
+        "true_positive_share": round(float(actual.mean()), 4),
+        "positives_labelled_positive": round(float(said[actual].mean()), 4)
+        if actual.any()
+        else None,
+        "negatives_labelled_positive": round(float(said[~actual].mean()), 4)
+        if not actual.all()
+        else None,
+    }
+
+
 def write_report(
     run: RunLog,
     finished: float,
@@ -223,6 +260,7 @@ def write_report(
             ),
             "crowd_answers": run.answers.get(name, 0),
             "crowd_labels": run.labels.get(name, 0),
+            "crowd_labels_vs_truth": label_quality(run.tags.get(name, {}), truth, name, positive),
         }
     report = {
         "duration_s": round(duration, 1),

@@ -22,7 +22,14 @@ from channels.records import (
 )
 from pipelines.demo import _print_summary, _Progress
 from pipelines.liverun import LiveRun
-from pipelines.report import RunLog, crowd_summary, percentiles, stream_quality, write_report
+from pipelines.report import (
+    RunLog,
+    crowd_summary,
+    label_quality,
+    percentiles,
+    stream_quality,
+    write_report,
+)
 
 
 def _item(
@@ -100,11 +107,13 @@ def test_a_run_keeps_only_the_items_it_scores_and_counts_what_it_cannot_read() -
     assert list(run.classified) == ["held-1"] and run.rejected == 2
 
 
-def _label(kind: TaskKind, tag: str | None, answers: int, job: str | None = None) -> bytes:
-    task = f"t-{kind}-{tag}-{job}"
+def _label(
+    kind: TaskKind, tag: str | None, answers: int, job: str | None = None, item: str = "i1"
+) -> bytes:
+    task = f"t-{kind}-{tag}-{job}-{item}"
     label = Label(
         task_id=task,
-        item_id="i1",
+        item_id=item,
         classifier="request",
         tag=tag,
         agreement=1.0 if tag else 0.5,
@@ -129,6 +138,40 @@ def test_a_run_counts_answers_labels_and_gold_answers_of_training_alone() -> Non
     run.take("crisis.crowd.labels", b"i1", _label("passive", "yes", 2, job="j1"))
     assert run.answers == {"request": 9} and run.gold_answers == {"request": 1}
     assert run.labels == {"request": 1} and run.last_label > 0
+
+
+def test_the_crowds_labels_are_scored_against_the_truth_by_the_first_label_of_each_item(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    truth = {f"i{n}": {"request": "yes" if n < 4 else "no"} for n in range(10)}
+    run = RunLog(started=0.0)
+    # Truly yes: i0-i3; the crowd says yes of i0 and i1 only. Truly no: i4-i9; it says
+    # yes of i4. i2 is an item of a later lap, scored by its first lap's truth.
+    said = {"i0": "yes", "i1": "yes", "i2~1": "no", "i3": "no", "i4": "yes", "i5": "no"}
+    said |= {"i6": "no", "i7": "no", "i8": "no", "i9": "no"}
+    for item, tag in said.items():
+        run.take("crisis.crowd.labels", item.encode(), _label("passive", tag, 2, item=item))
+    # Neither a later label of an item, nor a gold question, nor a job's label counts.
+    run.take("crisis.crowd.labels", b"i3", _label("active", "yes", 2, item="i3"))
+    run.take("crisis.crowd.labels", b"i5", _label("gold", "yes", 1, item="i5"))
+    run.take("crisis.crowd.labels", b"i6", _label("passive", "yes", 2, job="j", item="i6"))
+    run.take("crisis.crowd.labels", b"x", _label("passive", "yes", 2, item="unknown"))
+    quality = label_quality(run.tags["request"], truth, "request", "yes")
+    assert quality == {
+        "labels": 10,
+        "accuracy": 0.7,
+        "positive_share": 0.3,
+        "true_positive_share": 0.4,
+        "positives_labelled_positive": 0.5,
+        "negatives_labelled_positive": round(1 / 6, 4),
+    }
+    report = write_report(run, 1.0, truth, {"request": "yes"}, tmp_path)
+    assert report["classifiers"]["request"]["crowd_labels_vs_truth"] == quality
+    _print_summary({**report, "crowd": {}}, tmp_path)
+    assert "crowd labels vs truth: 70.0% right; 50% of the truly positive" in (
+        capsys.readouterr().out
+    )
+    assert label_quality({}, truth, "request", "yes") == {"labels": 0}
 
 
 def test_report_files(tmp_path: Path) -> None:
