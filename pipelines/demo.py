@@ -176,6 +176,15 @@ def _print_summary(report: dict[str, Any], out_dir: Path) -> None:
             f"answers ({result['crowd_labels']} labels); its own held-out AUC {auc} on "
             f"{result['labels_held_out']} labels"
         )
+        labels = result["crowd_labels_vs_truth"]
+        if labels["labels"]:
+            print(
+                f"  crowd labels vs truth: {labels['accuracy']:.1%} right; "
+                f"{labels['positives_labelled_positive']:.0%} of the truly positive labelled "
+                f"positive, {labels['negatives_labelled_positive']:.1%} of the rest "
+                f"({labels['positive_share']:.0%} of labels positive, "
+                f"{labels['true_positive_share']:.0%} truly)"
+            )
         truth = result["held_out_items_vs_truth"]
         if truth["items"]:
             print(
