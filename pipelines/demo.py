@@ -158,6 +158,11 @@ class _Progress:
         )
 
 
+def _share(value: float | None, digits: int) -> str:
+    """A share as a percentage; ``-`` when there is none (no item of that truth)."""
+    return "-" if value is None else f"{value:.{digits}%}"
+
+
 def _print_summary(report: dict[str, Any], out_dir: Path) -> None:
     print("\n=== crowdstream demo report ===")
     print(
@@ -180,9 +185,9 @@ def _print_summary(report: dict[str, Any], out_dir: Path) -> None:
         if labels["labels"]:
             print(
                 f"  crowd labels vs truth: {labels['accuracy']:.1%} right; "
-                f"{labels['positives_labelled_positive']:.0%} of the truly positive labelled "
-                f"positive, {labels['negatives_labelled_positive']:.1%} of the rest "
-                f"({labels['positive_share']:.0%} of labels positive, "
+                f"{_share(labels['positives_labelled_positive'], 0)} of the truly positive "
+                f"labelled positive, {_share(labels['negatives_labelled_positive'], 1)} of "
+                f"the rest ({labels['positive_share']:.0%} of labels positive, "
                 f"{labels['true_positive_share']:.0%} truly)"
             )
         truth = result["held_out_items_vs_truth"]

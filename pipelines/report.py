@@ -22,7 +22,14 @@ from channels.codec import DecodeError, decode
 from channels.records import ClassifiedItem, Label, ModelUpdate
 from pipelines.client import first_lap
 
-__all__ = ["RunLog", "percentiles", "stream_quality", "write_report"]
+__all__ = [
+    "RunLog",
+    "crowd_summary",
+    "label_quality",
+    "percentiles",
+    "stream_quality",
+    "write_report",
+]
 
 
 def percentiles(values: Sequence[float]) -> dict[str, float | None]:

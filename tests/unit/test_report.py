@@ -174,6 +174,22 @@ def test_the_crowds_labels_are_scored_against_the_truth_by_the_first_label_of_ea
     assert label_quality({}, truth, "request", "yes") == {"labels": 0}
 
 
+def test_the_demo_summary_shows_label_quality_when_no_labelled_item_is_truly_positive(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = RunLog(started=0.0)
+    run.take("crisis.crowd.labels", b"i1", _label("passive", "no", 2, item="i1"))
+    report = write_report(run, 1.0, {"i1": {"request": "no"}}, {"request": "yes"}, tmp_path)
+    assert (
+        report["classifiers"]["request"]["crowd_labels_vs_truth"]["positives_labelled_positive"]
+        is None
+    )
+    _print_summary({**report, "crowd": {}}, tmp_path)
+    assert "crowd labels vs truth: 100.0% right; - of the truly positive" in (
+        capsys.readouterr().out
+    )
+
+
 def test_report_files(tmp_path: Path) -> None:
     run = RunLog(started=0.0, pushed=2)
     run.classified = {"i1": _item(1, "yes", 0.9, 0.05), "i2": _item(2, "no", 0.7, 0.15)}
