@@ -14,6 +14,7 @@ days in a crisis.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterator
 
 __all__ = ["Outcomes"]
 
@@ -39,6 +40,11 @@ class Outcomes:
     def __len__(self) -> int:
         """Ids held, settled or not."""
         return len(self._open) + len(self._settled)
+
+    def __iter__(self) -> Iterator[str]:
+        """The ids held with an outcome, settled or not."""
+        yield from (key for key, state in self._open.items() if state & (_READ | _SENT))
+        yield from self._settled
 
     def task_read(self, key: str) -> None:
         """The task's record was read from ``crowd.tasks``."""

@@ -98,7 +98,7 @@ def register(ctx: PipelineContext) -> None:
             unanswered.discard(label.task_id)
             sampler = samplers.get(label.classifier)
             if label.job is None and sampler is not None:
-                sampler.answers.closed(label.task_id, len(label.answers))
+                sampler.answers.closed(label.task_id, len(label.answers), gold=label.kind == "gold")
             if label.status == "shed" and label.job is None and sampler is not None:
                 # A training task shed from a full crowd queue was never labeled.
                 sampler.mark_shed(label.item_id, label.task_id)

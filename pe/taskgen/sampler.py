@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import math
 import random
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from pe.common.outcomes import Outcomes
 from pe.common.simhash import SignatureSet
 from pe.taskgen.budget import AnswerBudget
 
@@ -120,6 +121,7 @@ class ClassifierSampler:
         near_dup_memory: int,
         rng: random.Random,
         answers: AnswerBudget | None = None,
+        keep: int = 100_000,
     ) -> None:
         self.buffer: deque[Candidate] = deque(maxlen=buffer_size)
         self.active_fraction = active_fraction
@@ -134,10 +136,13 @@ class ClassifierSampler:
         self._rng = rng
         self._active = _Share()
         self._passive = _Share()
-        #: Tasks shed so far: one read back from the log after its shed is not issued.
-        self._shed: set[str] = set()
-        #: Every task of each item ever issued (shed ones too): numbers the next one.
-        self._tasks_of: dict[str, set[str]] = {}
+        #: Sheds, while their task's record may still be read: it is then not issued.
+        self._shed = Outcomes(keep)
+        #: The tasks of the latest ``keep`` items shed (only a shed item is picked
+        #: again): they number its next task. Not every item ever issued: that grew
+        #: for as long as the worker ran.
+        self._tasks_of: OrderedDict[str, set[str]] = OrderedDict()
+        self._keep = keep
 
     @property
     def budget_left(self) -> int:
@@ -155,10 +160,11 @@ class ClassifierSampler:
         """Record a task of ``item_id`` issued (here, by another instance, or read back
         from the log); idempotent. ``task_id`` None: a pick whose task has no id yet."""
         if task_id is not None:
-            self._tasks_of.setdefault(item_id, set()).add(task_id)
-        if task_id is not None and task_id in self._shed:
-            return  # its shed was read first (two logs, read independently)
-        if task_id is not None:
+            if item_id in self._tasks_of:
+                self._tasks_of[item_id].add(task_id)
+            if task_id in self._shed:  # its shed was read first (two logs, read apart)
+                self._shed.task_read(task_id)
+                return
             self.answers.opened(task_id)
         issued = self.issued.get(item_id)
         if issued is None:
@@ -172,12 +178,19 @@ class ClassifierSampler:
         of the item is open, its budget returns and the item and its near-duplicates
         may be picked again. Idempotent, and either of the task and its shed may be
         read first."""
-        self._shed.add(task_id)
         self.answers.closed(task_id, 0)
-        self._tasks_of.setdefault(item_id, set()).add(task_id)
         issued = self.issued.get(item_id)
+        tasks = self._tasks_of.setdefault(item_id, set())
+        self._tasks_of.move_to_end(item_id)
+        tasks.add(task_id)
+        if issued is not None:
+            tasks.update(issued.tasks)
+        if len(self._tasks_of) > self._keep:
+            self._tasks_of.popitem(last=False)
+        self._shed.read(task_id)
         if issued is None or task_id not in issued.tasks:
             return
+        self._shed.task_read(task_id)  # its record was read: settled
         issued.tasks.discard(task_id)
         if not issued.tasks:
             del self.issued[item_id]

@@ -304,3 +304,50 @@ def test_without_an_answer_budget_the_label_budget_alone_limits() -> None:
     for i in range(10):
         sampler.offer(_candidate(i))
     assert len(sampler.select(10, None)) == 4
+
+
+def test_a_long_overload_of_sheds_is_remembered_only_as_long_as_needed() -> None:
+    # Days of a crowd queue too full: items picked and shed, again and again.
+    budget = AnswerBudget(None, most_answers=3, keep=10)
+    sampler = _sampler(answers=budget, keep=10, buffer_size=1000)
+    for i in range(500):
+        sampler.offer(_candidate(i, sig=i))
+        [(pick, _)] = sampler.select(1, None)
+        task_id = f"t-{pick.item_id}-{sampler.attempt(pick.item_id)}"
+        sampler.mark_issued(pick.item_id, pick.sig, task_id)
+        read_back_late = i % 2 == 0
+        if not read_back_late:
+            sampler.mark_issued(pick.item_id, pick.sig, task_id)
+        budget.closed(task_id, 0)
+        sampler.mark_shed(pick.item_id, task_id)
+        if read_back_late:
+            sampler.mark_issued(pick.item_id, pick.sig, task_id)
+    state = sampler.snapshot()
+    assert len(state["shed"]) == 10  # type: ignore[arg-type]
+    assert state["issued"] == {} and state["answers"] == {"spent": 0, "open": []}
+    assert budget.remembered == 10  # outcomes counted, remembered no longer
+    # A recently shed item picked again gets a task of its own; one shed long ago
+    # is numbered as new, as the annotator and the budget have forgotten its task too.
+    assert sampler.attempt("i499") == 1 and sampler.attempt("i0") == 0
+
+
+def test_a_shed_is_remembered_until_its_task_is_read_however_many_come_first() -> None:
+    # After a restart crowd.labels may be read far ahead of crowd.tasks.
+    budget = AnswerBudget(100, most_answers=1, keep=5)
+    sampler = _sampler(answers=budget, keep=5)
+    for i in range(50):
+        budget.closed(f"t{i}", 0)
+        sampler.mark_shed(f"i{i}", f"t{i}")
+    for i in range(50):
+        sampler.mark_issued(f"i{i}", i, f"t{i}")
+    assert sampler.snapshot()["issued"] == {} and sampler.budget_left == 100
+    assert len(sampler.snapshot()["shed"]) == 5  # type: ignore[arg-type]
+
+
+def test_gold_outcomes_are_counted_once_and_not_kept() -> None:
+    budget = AnswerBudget(100, most_answers=1, keep=5)
+    for i in range(50):
+        budget.closed(f"gold-{i}", 2, gold=True)
+        budget.closed(f"gold-{i}", 2, gold=True)  # read again soon after
+    assert budget.spent == 100 and budget.tasks_left == 0
+    assert budget.remembered == 5
