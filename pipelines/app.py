@@ -296,10 +296,13 @@ def build_worker(
         # A worker whose PEs only follow logs (annotator, learner) has no partitions.
         consumes = bool(topic_agents or readers)
         ready = faust_ready and plane_ready and (assigned or not consumes) and broker.up
+        # A PE rebuilding its state from logs (after a restart) cannot serve yet.
+        catching_up = ctx.catching_up()
         return {
-            "ready": bool(ready and not stalled and not broker.missing_topics),
+            "ready": bool(ready and not stalled and not broker.missing_topics and not catching_up),
             "broker": "up" if broker.up else "down",
             "stalled": stalled,
+            "catching_up": catching_up,
             "missing_topics": broker.missing_topics,
             "pipeline": topology.name,
             "pes": chosen,

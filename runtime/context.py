@@ -87,6 +87,7 @@ class PipelineContext:
     snapshots: dict[str, Callable[[], object]] = field(default_factory=dict)
     _faust_topics: dict[str, TopicT] = field(default_factory=dict)
     _followers: dict[str, Follower] = field(default_factory=dict)
+    _all_followers: list[Follower] = field(default_factory=list)
     _shared: dict[str, Any] = field(default_factory=dict)
 
     def params_of(self, kind: type[P]) -> P:
@@ -242,8 +243,14 @@ class PipelineContext:
         )
         if since_ms is None:
             self._followers[key] = follower
+        self._all_followers.append(follower)
         self.task(follower.run)
         return follower
+
+    def catching_up(self) -> list[str]:
+        """The logs followed here not yet read to where they ended when reading began:
+        state rebuilt from them is not whole yet."""
+        return sorted({f.topic for f in self._all_followers if not f.caught_up.is_set()})
 
     @staticmethod
     def _check_reads(pe: str, key: str) -> None:

@@ -100,7 +100,15 @@ class Follower:
             partitions = await self._partitions()
             consumer.assign(partitions)
             await self._seek(consumer, partitions)
+            # Caught up at the log's end when reading began: a log written all the
+            # time (crowd.labels under a large crowd) never has an end to wait for.
+            ends = await consumer.end_offsets(partitions)
             while True:
+                if not self.caught_up.is_set() and await self._reached(consumer, ends):
+                    log.debug(
+                        "follower of %s caught up at %d records", self.topic, self.records_read
+                    )
+                    self.caught_up.set()
                 batches = await consumer.getmany(
                     timeout_ms=self._poll_ms, max_records=self._max_records
                 )
@@ -113,11 +121,6 @@ class Follower:
                             await result
                     for tp, batch in batches.items():
                         self._handled[tp] = batch[-1].offset + 1
-                elif not self.caught_up.is_set() and await self._at_end(consumer, partitions):
-                    log.debug(
-                        "follower of %s caught up at %d records", self.topic, self.records_read
-                    )
-                    self.caught_up.set()
         finally:
             await consumer.stop()
 
@@ -155,9 +158,9 @@ class Follower:
         msg = f"topic {self.topic!r} does not exist; declare the pipeline's topics first"
         raise RuntimeError(msg)
 
-    async def _at_end(self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> bool:
-        ends = await consumer.end_offsets(partitions)
-        for tp in partitions:
-            if await consumer.position(tp) < ends[tp]:
+    async def _reached(self, consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
+        """Whether the records before ``ends`` (offsets) were handed to the handlers."""
+        for tp, end in ends.items():
+            if await consumer.position(tp) < end:
                 return False
         return True

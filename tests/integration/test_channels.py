@@ -106,3 +106,35 @@ async def test_a_follower_is_caught_up_only_with_the_last_batch_read(
         task.cancel()
     assert len(seen) == 60  # every record, when it says it is caught up
     assert end == 60  # the end offset is the high watermark
+
+
+async def test_a_follower_of_a_log_written_all_the_time_catches_up(
+    broker: EmbeddedBroker,
+) -> None:
+    """Caught up means holding the log as it was when reading began: a log that
+    never pauses (crowd.labels under a large crowd) has no end to wait for."""
+    topic = await _topic(broker, 1)
+    publisher = Publisher([broker.bootstrap])
+    rows = [(None, b"%d" % n) for n in range(1000)]
+    await asyncio.gather(*await publisher.publish(topic, rows))
+
+    async def write_on() -> None:
+        n = 1000
+        while True:
+            await asyncio.gather(*await publisher.publish(topic, [(None, b"%d" % n)]))
+            n += 1
+            await asyncio.sleep(0.005)
+
+    seen: list[bytes] = []
+    writer = asyncio.create_task(write_on())
+    follower = Follower(
+        [broker.bootstrap], topic, lambda rs: seen.extend(r.value for r in rs), max_records=50
+    )
+    task = asyncio.create_task(follower.run())
+    try:
+        await asyncio.wait_for(follower.caught_up.wait(), 15)
+        assert len(seen) >= 1000
+    finally:
+        task.cancel()
+        writer.cancel()
+        await publisher.stop()

@@ -205,7 +205,9 @@ async def test_malformed_records_are_rejected_and_the_worker_keeps_going(
         lambda rs: {f"good-{i}" for i in range(5)} <= {r.key.decode() for r in rs},
     )
     assert {f"good-{i}" for i in range(5)} <= {r.key.decode() for r in classified}
-    assert worker.proc.poll() is None and worker.get("/healthz")[0] == 200
+    status, body = worker.get("/healthz")
+    assert worker.proc.poll() is None and status == 200
+    assert orjson.loads(body)["catching_up"] == []  # the logs it follows were read
     assert await wait_until(
         lambda: worker.metric("crowdstream_items_rejected_total", pe="features") >= before + 7
     )

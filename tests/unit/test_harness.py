@@ -54,3 +54,12 @@ async def test_a_harness_started_with_sample_models_classifies_with_them() -> No
     for name in ("aid_related", "request"):
         assert item["labels"][name]["model_version"] == 1
         assert item["labels"][name]["tag"] in {"yes", "no"}
+
+
+async def test_a_worker_is_catching_up_until_its_logs_are_read() -> None:
+    # /healthz is 503 while this lists anything: state rebuilt from logs is not whole.
+    run = PeHarness(load_topology("crisis"), ["taskgen", "annotator"])
+    catching_up = run.context.catching_up()
+    assert {"crisis.crowd.tasks", "crisis.crowd.labels"} <= set(catching_up)
+    async with run:
+        assert run.context.catching_up() == []
