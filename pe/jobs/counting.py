@@ -254,7 +254,7 @@ class CountingRun(JobRun):
         estimate = self._estimate()
         if estimate.n >= self.spec.min_answers and estimate.precision <= self.spec.ci_width:
             return "the interval reached the target width"
-        if self.spec.method != "count" and not self._unasked() and not self.open_tasks:
+        if self.spec.method != "count" and not self._unasked():
             return "every item was asked"
         return None
 

@@ -56,7 +56,7 @@ class LabelingRun(JobRun):
             return None
         if all(item_id in labeled or item_id in self.emitted for item_id in self.items):
             return "every item labeled"
-        if self._model_ready(plan) and not self.open_tasks:
+        if self._model_ready(plan):
             return "the model reached the target; it labeled the rest"
         return None
 

@@ -4,7 +4,7 @@ confidence, not when its point estimate on a few held-out labels says so."""
 from __future__ import annotations
 
 from channels.jobs import JobCommand, JobItem, LabelingJob
-from channels.records import Interval, ModelMetrics
+from channels.records import Answer, Interval, Label, ModelMetrics
 from pe.jobs.manager import JobManager
 from pe.jobs.run import Plan, assured
 from pe.params import ClassifierSpec
@@ -18,12 +18,16 @@ def _metrics(auc: float, low: float) -> ModelMetrics:
     )
 
 
-def _tasks_asked(metrics: ModelMetrics) -> int:
+def _manager() -> JobManager:
     manager = JobManager({"water": SPEC})
     items = [JobItem(id=f"m{i}", text=f"message {i}") for i in range(20)]
     job = LabelingJob(classifier="water", budget=100.0, redundancy=1, target_auc=0.8, items=items)
     manager.command(JobCommand(action="submit", job_id="j", spec=job, ts=0.0))
-    plan = Plan(
+    return manager
+
+
+def _plan(metrics: ModelMetrics | None) -> Plan:
+    return Plan(
         now=0.0,
         pay_per_record=0.02,
         redundancy=1,
@@ -31,10 +35,13 @@ def _tasks_asked(metrics: ModelMetrics) -> int:
         in_flight=5,
         classifiers={"water": SPEC},
         models={},
-        model_metrics={"water": (3, *assured(metrics))},
+        model_metrics={} if metrics is None else {"water": (3, *assured(metrics))},
         gold={},
     )
-    return len(manager.step(plan).tasks)
+
+
+def _tasks_asked(metrics: ModelMetrics) -> int:
+    return len(_manager().step(_plan(metrics)).tasks)
 
 
 def test_a_point_estimate_over_the_target_with_a_wide_interval_keeps_the_crowd_asking() -> None:
@@ -49,3 +56,32 @@ def test_models_published_without_intervals_are_judged_by_their_point_estimates(
     legacy = ModelMetrics(auc=0.85, accuracy=None, per_tag={})
     assert assured(legacy) == (0.85, None)
     assert _tasks_asked(legacy) == 0
+
+
+def test_a_model_that_takes_over_ends_the_job_once_the_answers_in_flight_are_in() -> None:
+    manager = _manager()
+    asked = manager.step(_plan(None)).tasks
+    assert len(asked) == 5
+    good = _plan(_metrics(auc=0.9, low=0.83))
+    run = manager.runs["j"]
+    assert manager.step(good).tasks == [] and run.status == "running"  # paid for, awaited
+    for n, task in enumerate(asked):
+        answer = Answer(task_id=task.task_id, worker_id="w1", tag="yes", latency_s=1.0)
+        manager.outcome(
+            Label(
+                item_id=task.item_id,
+                classifier="water",
+                tag="yes",
+                agreement=1.0,
+                kind="job",
+                answers=[answer],
+                ts=1.0,
+                task_id=task.task_id,
+                job="j",
+                idx=[],
+                val=[],
+            )
+        )
+        manager.step(good)
+        assert run.status == ("done" if n == len(asked) - 1 else "running")
+    assert run.reason == "the model reached the target; it labeled the rest"
