@@ -5,15 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import hashlib
-import hmac
 import io
 import os
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +28,7 @@ from tests.integration.conftest import (
     wait_for,
     write_topology,
 )
+from tests.integration.webhooks import Hooks
 
 pytestmark = pytest.mark.integration
 
@@ -42,39 +39,6 @@ NEEDS_HELP = {
     "tags": ["yes", "no"],
     "truth_key": "request",  # the simulated crowd answers from the sample's truth
 }
-
-
-class Hooks:
-    """A webhook receiver on this machine that keeps what it is sent, checking each
-    delivery's signature as a receiver must."""
-
-    def __init__(self) -> None:
-        received: list[dict[str, Any]] = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                signed = self.headers["X-Crowdstream-Timestamp"].encode() + b"." + body
-                mac = hmac.new(WEBHOOK_SECRET, signed, hashlib.sha256).hexdigest()
-                good = hmac.compare_digest(f"sha256={mac}", self.headers["X-Crowdstream-Signature"])
-                if good:
-                    received.append(orjson.loads(body))
-                self.send_response(204 if good else 401)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.received = received
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_port}/hook"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def events(self) -> list[dict[str, Any]]:
-        return list(self.received)
-
-    def close(self) -> None:
-        self._server.shutdown()
 
 
 def cli(broker: EmbeddedBroker, topology: Path, *args: str) -> str:

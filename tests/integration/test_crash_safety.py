@@ -7,6 +7,8 @@
   backlog of the restart is caught up, not shed. SIGTERM instead, and no repeats.
 - ``kill -9`` of the annotator and learner mid-run: no crowd label lost, the pool
   and the learner's labels come back.
+- ``kill -9`` of the notifier while its webhook is down: every event it was trying
+  to deliver is delivered by the next notifier, under the same delivery id.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pipelines.broker import EmbeddedBroker
 from pipelines.client import push_lines
 from pipelines.sample import load_sample
 from tests.integration.conftest import (
+    WEBHOOK_SECRET,
     Worker,
     crisis_shedding,
     read_all,
@@ -38,6 +41,7 @@ from tests.integration.conftest import (
     write_topology,
 )
 from tests.integration.feeds import SteadyProducer
+from tests.integration.webhooks import Hooks
 
 pytestmark = pytest.mark.integration
 
@@ -271,3 +275,62 @@ async def test_a_learner_whose_fitting_process_dies_goes_on_publishing(
     assert await wait_until(lambda: trained() >= before + 2, timeout_s=120)
     assert worker.proc.poll() is None
     assert "the model-fitting process died" in worker.log.read_text()
+
+
+async def test_kill_9_of_the_notifier_mid_delivery_loses_no_event(
+    broker: EmbeddedBroker,
+    tmp_path: Path,
+    workers: list[Worker],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The notifier commits an event's offset only once its deliveries are done: one
+    killed while retrying leaves the event to the next, which sends it under the same
+    delivery id (receivers drop duplicates by it)."""
+    hooks = Hooks()
+    hooks.accepting = False  # the receiver is down: deliveries are tried again
+    topology = write_topology(
+        tmp_path,
+        "notifykill",
+        notifier={"webhooks": [{"url": hooks.url}], "attempts": 20},
+    )
+    monkeypatch.setenv("CROWDSTREAM_WEBHOOK_SECRET", WEBHOOK_SECRET.decode())
+    args = ("--pe", "notifier", "--crowd", "none")
+    try:
+        first = start_worker(broker, topology, tmp_path, *args)
+        workers.append(first)
+        added = {"roads", "bridges"}
+        for name in sorted(added):
+            spec = {"name": name, "question": f"Is a {name} blocked?", "tags": ["yes", "no"]}
+            status, body = first.post("/api/v1/classifiers", orjson.dumps(spec))
+            assert status == 202, body
+
+        def tried() -> set[str]:
+            return {
+                e["data"]["classifier"] for e in hooks.refused if e["event"] == "classifier.added"
+            }
+
+        # The first is tried again and again; the next waits behind it (in order).
+        assert await wait_until(lambda: bool(tried()), timeout_s=60)
+        first.proc.send_signal(signal.SIGKILL)
+        first.proc.wait(timeout=10)
+        refused = {e["delivery"]: e for e in hooks.refused}
+        hooks.accepting = True
+
+        second = start_worker(broker, topology, tmp_path, *args)
+        workers.append(second)
+
+        def delivered() -> set[str]:
+            return {e["delivery"] for e in hooks.events()}
+
+        assert await wait_until(lambda: set(refused) <= delivered(), timeout_s=90), sorted(
+            refused[d]["event"] for d in set(refused) - delivered()
+        )
+
+        def delivered_added() -> set[str]:
+            return {
+                e["data"]["classifier"] for e in hooks.events() if e["event"] == "classifier.added"
+            }
+
+        assert await wait_until(lambda: delivered_added() >= added, timeout_s=30)
+    finally:
+        hooks.close()
