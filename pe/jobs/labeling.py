@@ -60,6 +60,11 @@ class LabelingRun(JobRun):
             return "the model reached the target; it labeled the rest"
         return None
 
+    def releasable(self) -> bool:
+        # Done without a model, the rest waits for one to label it.
+        rest = self.status == "done" and any(i not in self.emitted for i in self.items)
+        return super().releasable() and not rest
+
     def exhausted_reason(self) -> str | None:
         return None  # waiting for open tasks, or for more items
 

@@ -26,6 +26,7 @@ from channels.jobs import (
 from channels.records import NA_TAG, Label, Task
 from pe.common.quality import WorkerQuality, worker_model
 from pe.jobs.counting import CountingRun
+from pe.jobs.ended import EndedRun
 from pe.jobs.enumeration import EnumerationRun
 from pe.jobs.labeling import LabelingRun
 from pe.jobs.run import JobRun, Plan
@@ -159,6 +160,7 @@ class JobManager:
         """Advance every job. Status records are returned when they changed (or for
         every running job when ``heartbeat``)."""
         out = Step()
+        released: dict[str, JobRun] = {}
         for job_id, run in self.runs.items():
             if job_id in self._settled:
                 continue
@@ -180,4 +182,7 @@ class JobManager:
                     run.published = True
             if run.terminal:
                 self._settled.add(job_id)
+                if run.releasable() and not isinstance(run, EndedRun):
+                    released[job_id] = EndedRun.of(run, record)
+        self.runs.update(released)
         return out

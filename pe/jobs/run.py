@@ -171,6 +171,10 @@ class JobRun(ABC):
     def cost(self) -> float:
         return sum(label.cost for label in self.outcomes.values())
 
+    def releasable(self) -> bool:
+        """Ended, with nothing more to hear of or to write: only its report is needed."""
+        return self.terminal and not self.open_tasks
+
     @property
     def open_tasks(self) -> list[Task]:
         return [t for t_id, t in self.tasks.items() if t_id not in self.outcomes]
