@@ -12,10 +12,8 @@ from channels.records import Answer, Label, Task
 from pe.annotator.population import PRESETS, SimulatedWorker
 from pe.jobs.manager import JobManager
 from pe.jobs.run import JobRun, Plan
-from pe.params import ClassifierSpec
+from tests.unit.water_jobs import SPEC, TAGS, outcome, water_plan
 
-TAGS = ["yes", "no"]
-SPEC = ClassifierSpec(name="water", question="Is this about water?", tags=TAGS)
 TRUTH = 0.028  #: share of the job's items about water
 
 
@@ -33,24 +31,7 @@ class Worker:
 
 def _label(task: Task, worker: Worker, now: float) -> Label:
     assert task.truth is not None
-    answer = worker.answer(task.truth)
-    return Label(
-        item_id=task.item_id,
-        classifier=task.classifier,
-        tag=answer,
-        agreement=1.0,
-        kind=task.kind,
-        answers=[
-            Answer(task_id=task.task_id, worker_id=worker.worker_id, tag=answer, latency_s=1.0)
-        ],
-        ts=now,
-        task_id=task.task_id,
-        job=task.job,
-        form=task.form,
-        cost=0.02,
-        idx=[],
-        val=[],
-    )
+    return outcome(task, worker.answer(task.truth), worker=worker.worker_id, ts=now)
 
 
 def _gold_answer(worker: Worker, index: int, truth: str) -> Label:
@@ -72,17 +53,7 @@ def _gold_answer(worker: Worker, index: int, truth: str) -> Label:
 
 def _gold_plan() -> Plan:
     """A plan with ten tasks in flight and 100 gold messages of the water classifier."""
-    return Plan(
-        now=0.0,
-        pay_per_record=0.02,
-        redundancy=1,
-        mitigation=False,
-        in_flight=10,
-        classifiers={"water": SPEC},
-        models={},
-        model_metrics={},
-        gold={"water": [(f"gold message {k}", TAGS[k % 2]) for k in range(100)]},
-    )
+    return water_plan(gold={"water": [(f"gold message {k}", TAGS[k % 2]) for k in range(100)]})
 
 
 def test_a_counting_job_corrects_for_spammers_and_worker_error() -> None:
@@ -136,38 +107,12 @@ def test_answers_at_the_boundary_do_not_end_a_job_before_the_workers_are_known()
         classifier="water", tag="yes", method="label", ci_width=0.3, budget=8.0, items=items
     )
     manager.command(JobCommand(action="submit", job_id="rare", spec=job, ts=0.0))
-    plan = Plan(
-        now=0.0,
-        pay_per_record=0.02,
-        redundancy=1,
-        mitigation=False,
-        in_flight=5,
-        classifiers={"water": SPEC},
-        models={},
-        model_metrics={},
-        gold={},
-    )
+    five = water_plan(in_flight=5)
     run = manager.runs["rare"]
     for round_ in range(3):  # 5 answers a round
-        for k, task in enumerate(manager.step(plan).tasks):
-            answer = Answer(task_id=task.task_id, worker_id=f"w{k}", tag="no", latency_s=1.0)
-            manager.outcome(
-                Label(
-                    item_id=task.item_id,
-                    classifier="water",
-                    tag="no",
-                    agreement=1.0,
-                    kind="job",
-                    answers=[answer],
-                    ts=float(round_),
-                    task_id=task.task_id,
-                    job="rare",
-                    cost=0.02,
-                    idx=[],
-                    val=[],
-                )
-            )
-    manager.step(plan)
+        for k, task in enumerate(manager.step(five).tasks):
+            manager.outcome(outcome(task, "no", worker=f"w{k}", ts=float(round_)))
+    manager.step(five)
     estimate = run.estimate()
     assert estimate is not None and estimate["answers"] == 15
     assert estimate["fraction"] == 0.0

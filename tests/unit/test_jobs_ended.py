@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 from channels.jobs import JobCommand, JobItem, LabelingJob
-from channels.records import Answer, Label, Task
+from channels.records import Task
 from pe.jobs.ended import EndedRun
 from pe.jobs.manager import JobManager
-from pe.jobs.run import Plan
-from pe.params import ClassifierSpec
+from tests.unit.water_jobs import SPEC, outcome, water_plan
 
-SPEC = ClassifierSpec(name="water", question="Is this about water?", tags=["yes", "no"])
-PLAN = Plan(
-    now=1.0,
-    pay_per_record=0.02,
-    redundancy=1,
-    mitigation=False,
-    in_flight=10,
-    classifiers={"water": SPEC},
-    models={},
-    model_metrics={},
-    gold={},
-)
+PLAN = water_plan(now=1.0)
 
 
 def _manager(items: int = 20) -> JobManager:
@@ -35,25 +23,6 @@ def _manager(items: int = 20) -> JobManager:
     return manager
 
 
-def _label(task: Task, status: str = "labeled") -> Label:
-    answers = [Answer(task_id=task.task_id, worker_id="w1", tag="yes", latency_s=1.0)]
-    return Label(
-        item_id=task.item_id,
-        classifier="water",
-        tag="yes" if status == "labeled" else None,
-        agreement=1.0,
-        kind="job",
-        answers=answers if status == "labeled" else [],
-        ts=1.0,
-        task_id=task.task_id,
-        job="j",
-        idx=[],
-        val=[],
-        status=status,
-        cost=0.02 if status == "labeled" else 0.0,
-    )
-
-
 def test_a_finished_job_keeps_its_status_and_results_and_forgets_its_work() -> None:
     manager = _manager()
     tasks: list[Task] = []
@@ -61,7 +30,7 @@ def test_a_finished_job_keeps_its_status_and_results_and_forgets_its_work() -> N
         step = manager.step(PLAN)
         tasks += step.tasks
         for task in step.tasks:
-            manager.outcome(_label(task))
+            manager.outcome(outcome(task))
     run = manager.runs["j"]
     assert isinstance(run, EndedRun)
     final = run.status_record(5.0)
@@ -71,7 +40,7 @@ def test_a_finished_job_keeps_its_status_and_results_and_forgets_its_work() -> N
     assert not run.items and not run.tasks and not run.outcomes and run.spec.items is None
     # Its records read again (its own status, a label, a task) change nothing.
     manager.task(tasks[0])
-    manager.outcome(_label(tasks[0]))
+    manager.outcome(outcome(tasks[0]))
     manager.result(final)
     step = manager.step(PLAN)
     assert step.tasks == [] and step.results == [] and step.statuses == []
@@ -87,8 +56,8 @@ def test_a_job_ended_with_tasks_open_is_kept_until_their_outcomes_are_in() -> No
     manager.step(PLAN)
     assert manager.runs["j"].terminal and not isinstance(manager.runs["j"], EndedRun)
     for task in asked[:-1]:
-        manager.outcome(_label(task))
-    manager.outcome(_label(asked[-1], status="withdrawn"))
+        manager.outcome(outcome(task))
+    manager.outcome(outcome(asked[-1], status="withdrawn"))
     manager.step(PLAN)
     run = manager.runs["j"]
     assert isinstance(run, EndedRun)
@@ -101,7 +70,7 @@ def test_a_labeling_job_done_without_a_model_keeps_its_items_for_one() -> None:
     job = LabelingJob(classifier="water", budget=100.0, target_auc=0.8, items=items)
     manager.command(JobCommand(action="submit", job_id="j", spec=job, ts=0.0))
     # The model's figures pass the target, but the model itself is not loaded yet.
-    ready = Plan(**{**PLAN.__dict__, "model_metrics": {"water": (3, 0.9, 0.9)}})
+    ready = water_plan(now=1.0, model_metrics={"water": (3, 0.9, 0.9)})
     assert manager.step(ready).tasks == []
     run = manager.runs["j"]
     assert run.status == "done" and not isinstance(run, EndedRun) and len(run.items) == 20

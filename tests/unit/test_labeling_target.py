@@ -4,12 +4,10 @@ confidence, not when its point estimate on a few held-out labels says so."""
 from __future__ import annotations
 
 from channels.jobs import JobCommand, JobItem, LabelingJob
-from channels.records import Answer, Interval, Label, ModelMetrics
+from channels.records import Interval, ModelMetrics
 from pe.jobs.manager import JobManager
 from pe.jobs.run import Plan, assured
-from pe.params import ClassifierSpec
-
-SPEC = ClassifierSpec(name="water", question="Is this about water?", tags=["yes", "no"])
+from tests.unit.water_jobs import SPEC, outcome, water_plan
 
 
 def _metrics(auc: float, low: float) -> ModelMetrics:
@@ -27,16 +25,9 @@ def _manager() -> JobManager:
 
 
 def _plan(metrics: ModelMetrics | None) -> Plan:
-    return Plan(
-        now=0.0,
-        pay_per_record=0.02,
-        redundancy=1,
-        mitigation=False,
+    return water_plan(
         in_flight=5,
-        classifiers={"water": SPEC},
-        models={},
         model_metrics={} if metrics is None else {"water": (3, *assured(metrics))},
-        gold={},
     )
 
 
@@ -66,22 +57,7 @@ def test_a_model_that_takes_over_ends_the_job_once_the_answers_in_flight_are_in(
     run = manager.runs["j"]
     assert manager.step(good).tasks == [] and run.status == "running"  # paid for, awaited
     for n, task in enumerate(asked):
-        answer = Answer(task_id=task.task_id, worker_id="w1", tag="yes", latency_s=1.0)
-        manager.outcome(
-            Label(
-                item_id=task.item_id,
-                classifier="water",
-                tag="yes",
-                agreement=1.0,
-                kind="job",
-                answers=[answer],
-                ts=1.0,
-                task_id=task.task_id,
-                job="j",
-                idx=[],
-                val=[],
-            )
-        )
+        manager.outcome(outcome(task))
         manager.step(good)
         assert run.status == ("done" if n == len(asked) - 1 else "running")
     assert run.reason == "the model reached the target; it labeled the rest"
