@@ -10,9 +10,11 @@ under a Dirichlet prior that believes in ``prior_accuracy`` with the weight of
   the worker's confusion row. "No label" answers carry no evidence.
 - Online update (the M-step, one item at a time): when a task settles, each of its
   answers adds ``p(k)`` to ``counts_w[k][answer]`` for every tag ``k``, and the class
-  prior counts add ``p``. An answer with no other evidence beside it teaches
-  nothing about its worker and is skipped: alone, it would vouch for itself, and a
-  spammer who answers alone would look as good as the prior. Gold answers add a
+  prior counts add ``p``. An answer with no other evidence beside it counts too:
+  skipped, the rates of a rare tag learnt only from the tasks extended because an
+  answer named it, where false alarms abound. It is not evidence for judging its
+  worker (below): alone, it vouches for itself, and a spammer who answered alone
+  would look as good as the prior. Gold answers add a
   hard count for the known truth, with ``gold_weight``. Nothing is recomputed over
   past items: memory is O(workers × tags²), and the model keeps learning for as
   long as the stream runs.
@@ -203,9 +205,16 @@ class WorkerQuality:
             state.classes += probs
         for i, (worker, tag) in enumerate(answers):
             j = state.index.get(tag)
+            if j is None:
+                continue
             others = [*answers[:i], *answers[i + 1 :]]
-            if j is not None and any(t in state.index for _, t in others):
-                self._add(state, worker, probs, j, 1.0)
+            # An answer alone teaches its worker's rates too, by the task's posterior:
+            # skipped, the tasks a rare tag's rates learnt from were mostly those a
+            # first answer of that tag had extended, and its false alarms looked
+            # frequent enough to run away (docs/quality.md). It vouches for itself,
+            # so it is not evidence for judging the worker.
+            judged = any(t in state.index for _, t in others)
+            self._add(state, worker, probs, j, 1.0, judged=judged)
         return verdict
 
     def aggregate(
@@ -268,8 +277,19 @@ class WorkerQuality:
         pi: Matrix = matrix / matrix.sum(axis=1, keepdims=True)
         return pi
 
-    def _add(self, state: _Topic, worker: str, probs: Matrix, j: int, weight: float) -> None:
+    def _add(
+        self,
+        state: _Topic,
+        worker: str,
+        probs: Matrix,
+        j: int,
+        weight: float,
+        *,
+        judged: bool = True,
+    ) -> None:
         self._matrix(state, worker)[:, j] += weight * probs
+        if not judged:
+            return
         totals = self._totals.setdefault(worker, [0.0, 0.0])
         totals[0] += weight * float(probs[j])  # expected correctness of this answer
         totals[1] += weight
