@@ -12,7 +12,7 @@ from channels.records import Answer, Label
 from pe.annotator.assurance import QualityLoop
 from pe.annotator.crowd import GoldItem
 from pe.annotator.pool import Effect, Finished, Offer, PoolConfig, Release, RetainerPool
-from pe.annotator.population import PRESETS
+from pe.annotator.population import PRESETS, SimulatedWorker
 from pe.common.quality import QualityConfig, WorkerQuality
 
 TAGS = ["yes", "no"]
@@ -332,6 +332,12 @@ def test_an_operators_correction_is_gold_evidence_about_the_workers_who_answered
     assert model.skill("c", "c") > before["c"] and model.tag_counts("c", "a", "yes")[2] == 2.0
 
 
+def _said(worker: SimulatedWorker, truth: str, rng: random.Random) -> str:
+    answer = worker.answer(truth, TAGS, rng)
+    assert answer is not None  # the truth is known
+    return answer
+
+
 def _rare_tag_crowd(seed: int) -> tuple[float, float]:
     """A crowd of 10 from the live population with 10% spammers buys 950 answers on a
     tag true 17% of the time, the loop settling each task: the share of the truly
@@ -347,14 +353,14 @@ def _rare_tag_crowd(seed: int) -> tuple[float, float]:
         truth = "yes" if rng.random() < 0.17 else "no"
         if rng.random() < 0.03:  # a gold question
             worker = rng.choice(workers)
-            model.gold("c", worker.worker_id, worker.answer(truth, TAGS, rng), truth)
+            model.gold("c", worker.worker_id, _said(worker, truth, rng), truth)
             spent += 1
             continue
         order = rng.sample(workers, len(workers))
         answers: list[tuple[str, str]] = []
         while model.needs_more("c", answers, limit=5):
             worker = order[len(answers)]
-            answers.append((worker.worker_id, worker.answer(truth, TAGS, rng)))
+            answers.append((worker.worker_id, _said(worker, truth, rng)))
         spent += len(answers)
         said[truth].append(model.settle("c", answers).tag)
     return (
