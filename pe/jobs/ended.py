@@ -25,7 +25,7 @@ __all__ = ["EndedRun"]
 class EndedRun(JobRun):
     """What is kept of an ended job: :attr:`final`, its last status record."""
 
-    final: JobStatus | None = field(default=None, kw_only=True)
+    final: JobStatus = field(kw_only=True)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(f"{self.job_id}:0")  # never drawn from: nothing to plan
@@ -45,11 +45,6 @@ class EndedRun(JobRun):
             final=final,
         )
 
-    def _final(self) -> JobStatus:
-        if self.final is None:
-            raise RuntimeError(f"ended job {self.job_id} has no final status")
-        return self.final
-
     # Its tasks and items are gone: events about them change nothing.
     def take_task(self, task: Task) -> None:
         pass
@@ -66,18 +61,21 @@ class EndedRun(JobRun):
     def take_shed(self, count: int) -> None:
         pass
 
+    def releasable(self) -> bool:
+        return False  # released already
+
     @property
     def cost(self) -> float:
-        return self._final().cost
+        return self.final.cost
 
     def status_record(self, now: float) -> JobStatus:
-        return self._final()
+        return self.final
 
     def progress(self) -> dict[str, int | float]:
-        return dict(self._final().progress)
+        return dict(self.final.progress)
 
     def estimate(self) -> dict[str, Any] | None:
-        return self._final().estimate
+        return self.final.estimate
 
     def done_reason(self, plan: Plan) -> str | None:
         return self.reason

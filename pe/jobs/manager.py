@@ -182,7 +182,7 @@ class JobManager:
                     run.published = True
             if run.terminal:
                 self._settled.add(job_id)
-                if run.releasable() and not isinstance(run, EndedRun):
+                if run.releasable():
                     released[job_id] = EndedRun.of(run, record)
         self.runs.update(released)
         return out
