@@ -13,7 +13,9 @@ crowd work, and the stream that flows meanwhile, take seconds.
 
 1. The messages of the shared data set (both classifiers' truth known, the text
    field non-empty) are shuffled by the seed; the last ``--holdout`` (5,000) are held
-   out, as in the offline benchmark.
+   out, as in the offline benchmark. ``--text original`` streams each message in its
+   original language (Haitian Creole or French, mostly); ``--require original`` keeps
+   the English texts of the same messages, the fair comparison.
 2. The rest stream into ``items.raw`` at ``--rate`` items/s and the crowd buys its
    answers as :mod:`pipelines.liverun` runs it: the classifiers paused (no crowd
    tasks) until the learner's sample holds ``--prefill`` items embedded for its
@@ -31,7 +33,8 @@ Prints a table (mean and worst seed) and writes JSON to
 reports/bench-live-learning-<timestamp>.json.
 Usage: python bench/live_learning.py --data disaster_messages.jsonl.gz
        [--answers 1000] [--seeds 3] [--first-seed 1] [--rate 200] [--teacher-rate 40]
-       [--prefill 15000] [--text text|original] [--set k=v ...]
+       [--prefill 15000] [--text text|original] [--require text|original]
+       [--set k=v ...]
 """
 
 from __future__ import annotations
@@ -72,9 +75,9 @@ class _Split:
     holdout: list[dict[str, Any]]
 
 
-def _split(path: Path, text_field: str, holdout: int, seed: int) -> _Split:
-    """The messages with both classifiers' truth and a non-empty ``text_field``, as
-    items, shuffled by ``seed``; the last ``holdout`` held out."""
+def _split(path: Path, text_field: str, require: str, holdout: int, seed: int) -> _Split:
+    """The messages with both classifiers' truth and a non-empty ``text_field`` and
+    ``require``, as items, shuffled by ``seed``; the last ``holdout`` held out."""
     items = []
     with gzip.open(path, "rb") as handle:
         for line in handle:
@@ -83,6 +86,8 @@ def _split(path: Path, text_field: str, holdout: int, seed: int) -> _Split:
             labels = record.get("labels", {})
             # Longer texts are rejected by the pipeline (two messages of the data set).
             if not text or len(text) > MAX_TEXT_CHARS:
+                continue
+            if not str(record.get(require) or "").strip():
                 continue
             if any(labels.get(name) is None for name in CLASSIFIERS):
                 continue
@@ -181,6 +186,12 @@ def main() -> int:
     parser.add_argument("--first-seed", type=int, default=1, help="seeds from this one on")
     parser.add_argument("--holdout", type=int, default=5000)
     parser.add_argument("--text", choices=("text", "original"), default="text")
+    parser.add_argument(
+        "--require",
+        choices=("text", "original"),
+        default="text",
+        help="only messages with this field non-empty (compare languages on one set)",
+    )
     parser.add_argument("--rate", type=float, default=200.0, help="stream items/s")
     parser.add_argument("--speed", type=float, default=40.0, help="crowd clock speed-up")
     parser.add_argument("--task-rate", type=float, default=1200.0, help="tasks/min cap")
@@ -205,7 +216,7 @@ def main() -> int:
     load_topology(PIPELINE)  # fails early on a bad install
     runs = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
-        split = _split(args.data, args.text, args.holdout, seed)
+        split = _split(args.data, args.text, args.require, args.holdout, seed)
         run = _run_seed(seed, split, args, args.out)
         runs.append(run)
         for name in CLASSIFIERS:
