@@ -148,9 +148,8 @@ class JobsApi:
     async def results(self, call: Call) -> JobResults:
         run = self._run(call)
         page: ResultsPage = call.query
-        results = list(run.item_results.values())
-        chosen = results[page.offset : page.offset + page.limit]
-        return JobResults(total=len(results), offset=page.offset, results=chosen)
+        total, chosen = run.result_page(page.offset, page.limit)
+        return JobResults(total=total, offset=page.offset, results=chosen)
 
     async def cancel(self, call: Call) -> JobAccepted:
         run = self._run(call)

@@ -4,17 +4,21 @@ A run holds its items, tasks and outcomes while it works: about 6 KB per labeled
 item, so a 100,000-item labeling job held 600 MB for as long as the worker ran, and
 a restart rebuilt every job ever run. Once a job has ended, has no task open and its
 final status is written, only what the API serves is kept: that status and, for a
-labeling job, its item results. Events of its tasks read later (a record read
-twice, a restart's replay) change nothing.
+labeling job, its item results, each as its JSON (decoded a page at a time when
+asked for). Events of its tasks read later (a record read twice, a restart's replay)
+change nothing.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
-from channels.jobs import JobItem, JobStatus
+from pydantic_core import to_json
+
+from channels.jobs import ItemResult, JobItem, JobStatus
 from channels.records import Label, Task
 from pe.jobs.run import JobRun, Plan
 
@@ -26,6 +30,9 @@ class EndedRun(JobRun):
     """What is kept of an ended job: :attr:`final`, its last status record."""
 
     final: JobStatus = field(kw_only=True)
+    #: Each item result's JSON, by item id: 2,000 results took 2.3 MB as records and
+    #: 0.59 MB so (tracemalloc), and an ended job's results are read a page at a time.
+    packed: dict[str, bytes] = field(default_factory=dict, kw_only=True)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(f"{self.job_id}:0")  # never drawn from: nothing to plan
@@ -39,11 +46,19 @@ class EndedRun(JobRun):
             status=run.status,
             reason=run.reason,
             emitted=run.emitted,
-            item_results=run.item_results,
             published=run.published,
             updated=run.updated,
             final=final,
+            packed={key: to_json(result) for key, result in run.item_results.items()},
         )
+
+    def take_result(self, result: ItemResult) -> None:
+        self.emitted.add(result.item_id)
+        self.packed[result.item_id] = to_json(result)
+
+    def result_page(self, offset: int, limit: int) -> tuple[int, list[ItemResult]]:
+        page = islice(self.packed.values(), offset, offset + limit)
+        return len(self.packed), [ItemResult.model_validate_json(data) for data in page]
 
     # Its tasks and items are gone: events about them change nothing.
     def take_task(self, task: Task) -> None:

@@ -94,8 +94,7 @@ class LabelingRun(JobRun):
         if self.terminal and self.status == "done":
             out.extend(self._model_results(plan, {r.item_id for r in out}))
         for result in out:
-            self.emitted.add(result.item_id)
-            self.item_results[result.item_id] = result
+            self.take_result(result)
         return out
 
     def _model_results(self, plan: Plan, taken: set[str]) -> list[ItemResult]:

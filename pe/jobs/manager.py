@@ -148,8 +148,7 @@ class JobManager:
         elif isinstance(event, Label):
             run.take_outcome(event)
         elif isinstance(event, ItemResult):
-            run.emitted.add(event.item_id)
-            run.item_results[event.item_id] = event
+            run.take_result(event)
         else:
             run.published = True
             self._reported[event.job_id] = event.model_dump(exclude={"updated"})

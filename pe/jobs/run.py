@@ -157,6 +157,16 @@ class JobRun(ABC):
         if self.window is not None:
             self.window.shed += count
 
+    def take_result(self, result: ItemResult) -> None:
+        """One of its item results, as written (by this run, or read back from the log)."""
+        self.emitted.add(result.item_id)
+        self.item_results[result.item_id] = result
+
+    def result_page(self, offset: int, limit: int) -> tuple[int, list[ItemResult]]:
+        """How many item results it has, and up to ``limit`` of them from ``offset``."""
+        results = list(self.item_results.values())
+        return len(results), results[offset : offset + limit]
+
     def finish(self, status: str, reason: str, now: float) -> None:
         if self.status not in TERMINAL:
             self.status, self.reason, self.updated = status, reason, now

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from channels.jobs import JobCommand, JobItem, LabelingJob
+from channels.jobs import ItemResult, JobCommand, JobItem, LabelingJob
 from channels.records import Task
 from pe.jobs.ended import EndedRun
 from pe.jobs.manager import JobManager
@@ -26,9 +26,11 @@ def _manager(items: int = 20) -> JobManager:
 def test_a_finished_job_keeps_its_status_and_results_and_forgets_its_work() -> None:
     manager = _manager()
     tasks: list[Task] = []
+    results: list[ItemResult] = []
     while manager.runs["j"].status != "done":
         step = manager.step(PLAN)
         tasks += step.tasks
+        results += step.results
         for task in step.tasks:
             manager.outcome(outcome(task))
     run = manager.runs["j"]
@@ -36,8 +38,16 @@ def test_a_finished_job_keeps_its_status_and_results_and_forgets_its_work() -> N
     final = run.status_record(5.0)
     assert final.status == "done" and final.cost == 0.4 and final.progress["tasks_done"] == 20
     assert run.cost == final.cost and run.progress() == final.progress
-    assert len(run.item_results) == 20 and all(r.tag == "yes" for r in run.item_results.values())
     assert not run.items and not run.tasks and not run.outcomes and run.spec.items is None
+    # Its results are kept as JSON, not as records, and served a page at a time.
+    assert len(results) == 20 and all(r.tag == "yes" for r in results)
+    assert not run.item_results
+    assert run.result_page(0, 100) == (20, results)
+    assert run.result_page(15, 10) == (20, results[15:])
+    # A result read back from the log again (a restart's replay) replaces its copy.
+    again = results[3].model_copy(update={"confidence": 0.5})
+    manager.result(again)
+    assert run.result_page(3, 1) == (20, [again])
     # Its records read again (its own status, a label, a task) change nothing.
     manager.task(tasks[0])
     manager.outcome(outcome(tasks[0]))
