@@ -12,7 +12,7 @@ MVN := /usr/bin/mvn
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q
 
-.PHONY: demo test lint typecheck check bench bench-clamshell browser kafka clean
+.PHONY: demo test test-faults lint typecheck check bench bench-clamshell browser kafka clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,11 @@ $(CHROMIUM):
 test: kafka $(CHROMIUM)
 	$(BIN)/pytest -q
 
+## The fault scenarios (brokers, the controller, workers and their helpers killed
+## mid-stream), left out of `make test` for their length; run in CI after it.
+test-faults: kafka $(CHROMIUM)
+	$(BIN)/pytest -q -m faults
+
 ## Lint and type checks; run in CI.
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -62,7 +67,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-check: lint typecheck test
+check: lint typecheck test test-faults
 
 ## Throughput and latency benchmark (not a test; JSON on stdout and in reports/).
 bench: kafka

@@ -34,7 +34,7 @@ from tests.integration.conftest import (
 )
 from tests.integration.feeds import SteadyProducer
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 PIPELINE = "outagetest"
 ITEMS = 20_000

@@ -53,7 +53,7 @@ from tests.integration.conftest import (
 )
 from tests.integration.feeds import SteadyProducer
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 PIPELINE = "clusterfaults"
 #: 80 s of stream: room for the three kills and their recoveries on two cores.

@@ -43,7 +43,7 @@ from tests.integration.conftest import (
 from tests.integration.feeds import SteadyProducer
 from tests.integration.webhooks import Hooks
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 PIPELINE = "crashtest"
 ITEMS = 20_000

@@ -78,6 +78,7 @@ def stack(tmp_path: Path) -> Iterator[list[Worker]]:
             worker.stop()
 
 
+@pytest.mark.faults
 def test_the_stack_restarts_with_every_topic_and_survives_its_broker_dying(
     tmp_path: Path, stack: list[Worker]
 ) -> None:
