@@ -12,6 +12,7 @@ change nothing.
 from __future__ import annotations
 
 import random
+from collections.abc import KeysView
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
@@ -45,7 +46,6 @@ class EndedRun(JobRun):
             created=run.created,
             status=run.status,
             reason=run.reason,
-            emitted=run.emitted,
             published=run.published,
             updated=run.updated,
             final=final,
@@ -53,8 +53,11 @@ class EndedRun(JobRun):
         )
 
     def take_result(self, result: ItemResult) -> None:
-        self.emitted.add(result.item_id)
         self.packed[result.item_id] = to_json(result)
+
+    @property
+    def emitted(self) -> KeysView[str]:
+        return self.packed.keys()
 
     def result_page(self, offset: int, limit: int) -> tuple[int, list[ItemResult]]:
         page = islice(self.packed.values(), offset, offset + limit)

@@ -13,8 +13,9 @@ import random
 import re
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import KeysView, Mapping
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from channels.jobs import TERMINAL, ItemResult, JobItem, JobStatus, StreamWindow
@@ -110,7 +111,6 @@ class JobRun(ABC):
     window: Window | None = None
     tasks: dict[str, Task] = field(default_factory=dict)
     outcomes: dict[str, Label] = field(default_factory=dict)
-    emitted: set[str] = field(default_factory=set)  #: items whose result was written
     item_results: dict[str, ItemResult] = field(default_factory=dict)
     published: bool = False  #: a status of this job was written (before a restart too)
     updated: float = 0.0
@@ -159,13 +159,17 @@ class JobRun(ABC):
 
     def take_result(self, result: ItemResult) -> None:
         """One of its item results, as written (by this run, or read back from the log)."""
-        self.emitted.add(result.item_id)
         self.item_results[result.item_id] = result
+
+    @property
+    def emitted(self) -> KeysView[str]:
+        """The items whose result was written."""
+        return self.item_results.keys()
 
     def result_page(self, offset: int, limit: int) -> tuple[int, list[ItemResult]]:
         """How many item results it has, and up to ``limit`` of them from ``offset``."""
-        results = list(self.item_results.values())
-        return len(results), results[offset : offset + limit]
+        page = islice(self.item_results.values(), offset, offset + limit)
+        return len(self.item_results), list(page)
 
     def finish(self, status: str, reason: str, now: float) -> None:
         if self.status not in TERMINAL:
