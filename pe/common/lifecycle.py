@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import ctypes
+import logging
 import multiprocessing
 import os
 import signal
 import sys
 from concurrent.futures import ProcessPoolExecutor
 
-__all__ = ["background_helper", "die_with_parent", "helper_pool", "stop_helpers"]
+__all__ = [
+    "HELPER_NICE",
+    "Helper",
+    "background_helper",
+    "die_with_parent",
+    "helper_pool",
+    "stop_helpers",
+]
+
+log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
 
@@ -24,14 +34,18 @@ def die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def background_helper() -> None:
+#: How much a helper process yields the CPU (its nice value) by default: to the
+#: worker, whose event loop carries the stream's latency.
+HELPER_NICE = 10
+
+
+def background_helper(nice: int = HELPER_NICE) -> None:
     """Initializer of a helper process (a pool's worker): it dies with its parent and
-    yields the CPU to it, whose event loop carries the stream's latency, and it uses
-    one core: with two BLAS threads, one waiting on the core the worker holds, the
-    learner's MiniLM teacher embedded 9 items/s during the live benchmark; with one,
-    25."""
+    yields the CPU to it (``nice``), and it uses one core: with two BLAS threads, one
+    waiting on the core the worker holds, the learner's MiniLM teacher embedded 9
+    items/s during the live benchmark; with one, 25."""
     die_with_parent()
-    os.nice(10)
+    os.nice(nice)
     # For the OpenMP runtime scikit-learn loads later; the BLAS libraries must be
     # loaded to be limited: numpy's and scipy's.
     os.environ["OMP_NUM_THREADS"] = "1"
@@ -42,15 +56,44 @@ def background_helper() -> None:
     threadpool_limits(1)
 
 
-def helper_pool() -> ProcessPoolExecutor:
+def helper_pool(nice: int = HELPER_NICE) -> ProcessPoolExecutor:
     """One helper process for a PE's heavy work off the event loop: a fresh
     interpreter (spawned, so nothing of the worker's loop or threads is copied) that
-    dies with the worker and yields the CPU to it."""
+    dies with the worker and yields the CPU to it (:func:`background_helper`)."""
     return ProcessPoolExecutor(
         max_workers=1,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=background_helper,
+        initargs=(nice,),
     )
+
+
+class Helper:
+    """A PE's helper process (:func:`helper_pool`), started at once: a fresh
+    interpreter importing scikit-learn or an encoder at the first call took seconds of
+    CPU from the event loop while items flowed. If that process dies (killed, out of
+    memory), :meth:`renew` starts another: a dead pool would fail every call."""
+
+    def __init__(self, name: str, nice: int = HELPER_NICE) -> None:
+        self.name = name  #: what it does, for the log
+        self.nice = nice
+        self.executor = self._start()
+        self.generation = 0  #: processes started before this one (what they held is lost)
+
+    def _start(self) -> ProcessPoolExecutor:
+        executor = helper_pool(self.nice)
+        executor.submit(int)
+        return executor
+
+    def renew(self, broken: ProcessPoolExecutor, why: BaseException) -> None:
+        """Start another process if ``broken`` (a call on it failed) is still the
+        current one: every call of the PE's shares it."""
+        if broken is not self.executor:
+            return
+        log.error("the %s process died (%s); starting another", self.name, why)
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.executor = self._start()
+        self.generation += 1
 
 
 def stop_helpers() -> None:

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 
@@ -18,7 +17,7 @@ from channels.records import Label, ModelHeader
 from pe.common.embedding import require
 from pe.common.featurebatch import FeatureBatch, skipping_decoder
 from pe.common.http import OperatorAccess
-from pe.common.lifecycle import helper_pool
+from pe.common.lifecycle import Helper
 from pe.common.modelbook import model_book
 from pe.learner.progress import LearningProgress, ProgressApi
 from pe.learner.review import LabelReview, LabelsApi
@@ -52,35 +51,16 @@ def _finished(learner: ClassifierLearner) -> Callable[[], float]:
     return lambda: learner.finished_at
 
 
-class Fitter:
-    """The process scikit-learn refits run in (see SklearnTrainer), started at once:
-    a fresh interpreter importing scikit-learn at the first retrain took seconds of
-    CPU from the event loop while items flowed. If that process dies (killed, out of
-    memory), :meth:`renew` starts another: a dead pool would fail every retrain."""
+class Fitter(Helper):
+    """The process scikit-learn refits run in (see SklearnTrainer); the retrains and
+    the teacher's warm-up share it."""
 
     def __init__(self) -> None:
-        self.executor = self._start()
-        self.generation = 0  #: processes started before this one (what they held is lost)
+        super().__init__("model-fitting")
         #: A retrain round is under way: the teacher's warm-up waits for its end. The
         #: process runs one call at a time, and a warm-up call (7-10 s) between a
         #: round's fits held each of them up: the crowd's labels go first.
         self.retraining = False
-
-    @staticmethod
-    def _start() -> ProcessPoolExecutor:
-        executor = helper_pool()
-        executor.submit(int)
-        return executor
-
-    def renew(self, broken: ProcessPoolExecutor, why: BaseException) -> None:
-        """Start another process if ``broken`` (a call on it failed) is still the
-        current one: the retrains and the teacher's warm-up share it."""
-        if broken is not self.executor:
-            return
-        log.error("the model-fitting process died (%s); starting another", why)
-        self.executor.shutdown(wait=False, cancel_futures=True)
-        self.executor = self._start()
-        self.generation += 1
 
 
 def register(ctx: PipelineContext) -> None:
@@ -93,7 +73,13 @@ def register(ctx: PipelineContext) -> None:
         # At start, not at the first refit in the fitting process, where a missing
         # encoder would only be logged.
         require(params.teacher)
-        teacher = Teacher(params.teacher, params.teacher_c, params.teacher_weight, sample)
+        teacher = Teacher(
+            params.teacher,
+            params.teacher_c,
+            params.teacher_weight,
+            sample,
+            params.second_opinion_share,
+        )
     learners: dict[str, ClassifierLearner] = {}
     passive_share = ctx.params_of(TaskgenParams).passive_share
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import textwrap
 
-from pe.common.lifecycle import helper_pool
+from pe.common.lifecycle import Helper, helper_pool
 from pipelines.local import terminate
 
 _BUSY_HELPER = textwrap.dedent(
@@ -48,6 +48,24 @@ def test_a_helper_uses_one_thread_of_each_math_library() -> None:
         pools = pool.submit(_thread_pools).result(timeout=60)
     assert {api for api, _ in pools} >= {"openblas", "openmp"}
     assert all(threads == 1 for _, threads in pools), pools
+
+
+def test_a_helper_yields_the_cpu_as_much_as_it_is_told() -> None:
+    mine = os.nice(0)
+    default, lowest = Helper("default"), Helper("lowest", nice=19)
+    try:
+        assert default.executor.submit(os.nice, 0).result(timeout=60) == min(mine + 10, 19)
+        assert lowest.executor.submit(os.nice, 0).result(timeout=60) == 19
+        # A dead process is replaced by one as low.
+        dead = lowest.executor
+        lowest.renew(dead, RuntimeError("killed"))
+        assert lowest.executor is not dead and lowest.generation == 1
+        assert lowest.executor.submit(os.nice, 0).result(timeout=60) == 19
+        lowest.renew(dead, RuntimeError("reported late"))  # not the current one: kept
+        assert lowest.generation == 1
+    finally:
+        for helper in (default, lowest):
+            helper.executor.shutdown(cancel_futures=True)
 
 
 _STUCK = textwrap.dedent(
