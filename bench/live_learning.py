@@ -24,8 +24,11 @@ crowd work, and the stream that flows meanwhile, take seconds.
 3. The held-out messages are then pushed into ``items.raw`` and scored from
    ``items.classified``: AUC of the probability of ``yes``, and precision, recall and
    F1 of the ``yes`` tag, and the F1 of the best threshold chosen on the truth (the
-   bound on any decision rule). Each held-out item's first classification (revision
-   0) is scored, and only where its tag is the model's: held-out items are never labeled,
+   bound on any decision rule). Each held-out item's classification by the model is
+   scored: its first (revision 0), or the model's second opinion on it (revision 1)
+   when the classifier's second pass revised it (``first_pass``: the same scores of
+   the first classifications alone); and only where its tag is the model's: held-out
+   items are never labeled,
    but one may be a near-duplicate of a labeled item and take that label's tag
    (``source: propagated``); those are counted (``holdout_propagated``), not scored.
 
@@ -57,7 +60,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from channels.records import MAX_TEXT_CHARS
+from channels.records import MAX_TEXT_CHARS, ClassifiedItem
 from pipelines.broker import EmbeddedBroker, free_port
 from pipelines.liverun import HELD, LivePlan, live_crowd, live_run
 from pipelines.local import LocalWorker
@@ -126,9 +129,20 @@ async def _measure(
             # The model's predictions: a held-out item whose tag was propagated from
             # a labeled near-duplicate is counted, not scored.
             "holdout_propagated": sum(item.labels[name].source == "propagated" for item in items),
+            # Its tags decided again by the model's second opinion (scored as revised).
+            "holdout_second_opinions": sum(
+                bool(item.labels[name].second_opinion) for item in items
+            ),
             **stream_quality(items, truth, name, POSITIVE, sources={"model"}),
+            "first_pass": _first_pass(run.first_pass(), truth, name),
         }
     return result
+
+
+def _first_pass(items: list[ClassifiedItem], truth: dict[str, Any], name: str) -> dict[str, Any]:
+    """The scores of the held-out items' first classifications, before second opinions."""
+    quality = stream_quality(items, truth, name, POSITIVE, sources={"model"})
+    return {key: quality[key] for key in ("auc", "f1", "best_f1", "precision", "recall")}
 
 
 def _run_seed(seed: int, split: _Split, args: argparse.Namespace, out: Path) -> dict[str, Any]:
@@ -172,7 +186,12 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 "mean": round(statistics.fmean(known), 4) if known else None,
                 "worst": min(known) if len(known) == len(values) else None,
             }
-        for key in ("answers", "labels", "model_trained_on"):
+        for key in ("auc", "f1"):
+            values = [run["classifiers"][name]["first_pass"][key] for run in runs]
+            per[f"first_pass_{key}"] = (
+                round(statistics.fmean(values), 4) if None not in values else None
+            )
+        for key in ("answers", "labels", "model_trained_on", "holdout_second_opinions"):
             per[key] = statistics.fmean(run["classifiers"][name][key] for run in runs)
         summary[name] = per
     return summary
@@ -225,7 +244,9 @@ def main() -> int:
                 f"seed {seed} {name}: {got['answers']} answers ({got['gold_answers']} gold), "
                 f"{got['labels']} labels, model v{got['model_version']} on "
                 f"{got['model_trained_on']}: AUC {got['auc']}, F1 {got['f1']} "
-                f"(P {got['precision']}, R {got['recall']}; best threshold {got['best_f1']})",
+                f"(P {got['precision']}, R {got['recall']}; best threshold {got['best_f1']}); "
+                f"first pass AUC {got['first_pass']['auc']}, F1 {got['first_pass']['f1']}, "
+                f"{got['holdout_second_opinions']} second opinions",
                 flush=True,
             )
     result = {

@@ -32,6 +32,8 @@ __all__ = [
     "ModelUpdate",
     "Provenance",
     "Rejected",
+    "SECOND_OPINION_REVISION",
+    "SecondOpinion",
     "SparseRow",
     "TagMetrics",
     "TagPrediction",
@@ -142,6 +144,15 @@ class TagPrediction(_Record):
     source: Provenance | None = None
     #: ``propagated``: the labeled near-duplicate whose crowd tag this is.
     from_item: str | None = None
+    #: The model's tag decided again by its second opinion (a revision; see
+    #: channels.records.SecondOpinion).
+    second_opinion: bool = False
+
+
+#: The revision of an item's record that carries its model's second opinion: above
+#: the first classification (0), below every crowd label's (the label's time in
+#: microseconds), so a crowd tag always wins.
+SECOND_OPINION_REVISION = 1
 
 
 class ClassifiedItem(_Record):
@@ -154,7 +165,9 @@ class ClassifiedItem(_Record):
     #: 0 for an item's first classification. A crowd label of the item revises it:
     #: the record again, that classifier's tag from the crowd, with the label's time
     #: in microseconds as its revision (a later label, a higher revision; the same
-    #: number when a crash makes it written twice).
+    #: number when a crash makes it written twice). Revision 1: the model's second
+    #: opinion on some of its tags (pe.classifier.second_opinion), below any crowd
+    #: label's.
     revision: int = Field(0, ge=0)
 
 
@@ -301,6 +314,28 @@ class Decision(_Record):
     threshold: float = Field(ge=0, le=1)
 
 
+class SecondOpinion(_Record):
+    """A distilled model's teacher, for a second pass over the items its student is
+    least sure of (pe.classifier.second_opinion): logistic regression over the
+    ``encoder``'s embedding of an item's text. An item whose student probability of
+    the decision's tag lies in [``low``, ``high``] is decided again by the mean of the
+    two models' log-odds: the tag when that joined probability reaches
+    ``threshold``."""
+
+    encoder: str
+    weights: list[float] = Field(min_length=1)
+    intercept: float
+    low: float = Field(ge=0, le=1)
+    high: float = Field(ge=0, le=1)
+    threshold: float = Field(ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SecondOpinion:
+        if self.low > self.high:
+            raise ValueError("a second opinion's band must have low <= high")
+        return self
+
+
 class LinearModel(_Record):
     """Weights of a linear model over hashed features; no code, no pickle.
 
@@ -316,6 +351,9 @@ class LinearModel(_Record):
     rows: list[SparseRow]
     #: Models published before decisions existed have none (the most probable tag).
     decision: Decision | None = None
+    #: A distilled two-tag model's teacher, to decide its least sure items again
+    #: (needs ``decision``); None: every tag is the decision's.
+    second_opinion: SecondOpinion | None = None
 
 
 class Interval(_Record):

@@ -143,6 +143,9 @@ class ClassifierParams(_BatchParams):
     #: older ones (a new deployment reading the whole log, a long outage) only tag
     #: items to come. 0: no revisions.
     revise_within_s: float = Field(3600.0, ge=0)
+    #: Items waiting for a second opinion (pe.classifier.second_opinion): past this
+    #: many, the oldest is shed and keeps its first tags. 0: no second pass.
+    second_opinion_queue: int = Field(2000, ge=0, le=100_000)
 
 
 class TaskgenParams(_Params):
@@ -358,6 +361,11 @@ class LearnerParams(_Params):
     #: thread (``use`` alone 540), so 30 a second take 40% of a core and the sample is
     #: filled in 11 minutes.
     teacher_rate: float = Field(30.0, gt=0)
+    #: A two-tag model carries its teacher as a second opinion
+    #: (pe.classifier.second_opinion) on the items its student is least sure of: the
+    #: share of the stream's sample nearest its threshold. Offline, 0.3 took
+    #: ``aid_related``'s tag F1 from 0.714 to 0.724 (docs/quality.md); 0: none.
+    second_opinion_share: float = Field(0.3, ge=0, lt=1)
 
     @field_validator("teacher")
     @classmethod

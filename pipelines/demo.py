@@ -168,7 +168,8 @@ def _print_summary(report: dict[str, Any], out_dir: Path) -> None:
     print(
         f"items: {report['items_classified']} classified of {report['items_pushed']} pushed, "
         f"{report['items_rejected']} rejected, in {report['duration_s']} s; "
-        f"{report['items_revised']} revised by crowd labels"
+        f"{report['items_revised']} revised by crowd labels, "
+        f"{report['items_second_opinions']} by the models' second opinions"
     )
     print(f"end-to-end latency (s): {report['latency_s']}")
     classifiers: dict[str, Any] = report["classifiers"]
@@ -192,10 +193,12 @@ def _print_summary(report: dict[str, Any], out_dir: Path) -> None:
             )
         truth = result["held_out_items_vs_truth"]
         if truth["items"]:
+            first = result["held_out_first_pass_vs_truth"]
             print(
                 f"  {truth['items']} held-out messages vs truth: AUC {truth['auc']}; tag F1 "
                 f"{truth['f1']} (precision {truth['precision']}, recall {truth['recall']}; "
-                f"the best threshold's F1 {truth['best_f1']})"
+                f"the best threshold's F1 {truth['best_f1']}; before second opinions: "
+                f"AUC {first['auc']}, tag F1 {first['f1']})"
             )
     crowd: dict[str, float] = report["crowd"]
     print(

@@ -88,8 +88,14 @@ class LiveRun:
     teacher_embedded: float = 0.0
 
     def scored(self) -> list[ClassifiedItem]:
-        """The held-out items' first classifications read back."""
+        """The held-out items' classifications by the model read back: the first, or
+        the second opinion that revised it."""
         return [self.log.classified[key] for key in self.held if key in self.log.classified]
+
+    def first_pass(self) -> list[ClassifiedItem]:
+        """The held-out items' first classifications read back."""
+        first, latest = self.log.first_pass, self.log.classified
+        return [first.get(key, latest[key]) for key in self.held if key in latest]
 
     def truth(self) -> dict[str, dict[str, str]]:
         """Each held-out item's ``meta.truth``, by its id on the topics."""
@@ -140,6 +146,7 @@ async def live_run(
 
         await _read(consumer, run, scored_or_stuck, plan.timeout_s, tick)
         run.holdout_scored = all(key in run.log.classified for key in run.held)
+        await _read(consumer, run, _second_opinions_written(worker, run), plan.timeout_s, tick)
         run.teacher_embedded = await asyncio.to_thread(worker.teacher_embedded)
         run.step = "done"
     finally:
@@ -203,6 +210,21 @@ async def _train(
         push.cancel()
         # Nothing of the stream after this: the held-out items follow alone.
         await asyncio.gather(push, return_exceptions=True)
+
+
+def _second_opinions_written(worker: LocalWorker, run: LiveRun) -> Callable[[], bool]:
+    """True once the classifier's second pass has nothing waiting at two checks a
+    second apart: the items it decided again by the first are then read back."""
+    state = {"at": 0.0, "idle": 0}
+
+    def written() -> bool:
+        if time.monotonic() - state["at"] >= 1.0:
+            state["at"] = time.monotonic()
+            state["idle"] = state["idle"] + 1 if worker.second_opinions_waiting() == 0 else 0
+            run.status = f"{run.log.second_opinions:,} second opinions read"
+        return state["idle"] >= 2
+
+    return written
 
 
 async def _read(

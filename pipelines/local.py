@@ -110,6 +110,10 @@ class LocalWorker:
         """Items of the learner's sample of the stream embedded for its teacher."""
         return self.gauge("crowdstream_learner_teacher_sample", "state").get("embedded", 0.0)
 
+    def second_opinions_waiting(self) -> float:
+        """Items the classifier's second pass has queued or is deciding again."""
+        return sum(self.gauge("crowdstream_second_opinion_waiting", "pipeline").values())
+
     def trained_on_all(self, classifiers: Iterable[str]) -> bool:
         """Has the learner finished a training on every label it holds, for each of
         ``classifiers``?"""

@@ -40,8 +40,9 @@ from pe.common.catalog import CHANNEL as CATALOG_CHANNEL
 from pe.common.hashing import sparse_rows
 from pe.common.heap import tune_collector
 from pe.common.space import FeatureSpace
+from pe.learner.teacher import PoolItem, SampleUpdate, Teaching, warm
 from pe.learner.trainers import Example, fit_logistic
-from pe.params import FeaturesParams
+from pe.params import FeaturesParams, LearnerParams
 from pe.registry import params_of
 from pipelines.app import Worker, build_worker, model_signer
 from pipelines.sample import load_sample
@@ -309,23 +310,55 @@ def _json_or_bytes(value: bytes) -> Any:
         return value
 
 
-def sample_models(topology: Topology, signer: ModelSigner | None = None) -> list[bytes]:
+def _teaching(
+    topology: Topology,
+    sample: Sequence[dict[str, Any]],
+    rows: Sequence[tuple[list[int], list[float]]],
+    taught: int,
+) -> Teaching:
+    """The topology's teacher over the first ``taught`` items of the sample, embedded."""
+    learner = params_of(topology.params, LearnerParams)
+    pool = [
+        PoolItem(str(i), str(row["text"]), idx, val)
+        for i, (row, (idx, val)) in enumerate(zip(sample[:taught], rows, strict=False))
+    ]
+    teaching = Teaching(
+        learner.teacher,
+        learner.teacher_c,
+        learner.teacher_weight,
+        SampleUpdate([item.item_id for item in pool], pool),
+        learner.second_opinion_share,
+    )
+    while warm(teaching)[0] < len(pool):
+        pass
+    return teaching
+
+
+def sample_models(
+    topology: Topology, signer: ModelSigner | None = None, taught: int = 0
+) -> list[bytes]:
     """A model of each classifier of ``topology``, trained on the bundled sample's
     truth, as ``control.models`` records: signed with ``signer``, by default as a
     harness worker checks them (to start a :class:`PeHarness` with
-    ``logs={"control.models": ...}``)."""
+    ``logs={"control.models": ...}``). ``taught``: distil from the topology's teacher
+    over that many of the sample's items, as the learner does, so that a two-tag
+    model carries its decision and second opinion (the encoders embed each of those
+    items twice: about a minute for 1,000 with ``use+minilm``); 0: a plain word model."""
     sample = load_sample()
     space = FeatureSpace(params_of(topology.params, FeaturesParams))
     rows = sparse_rows(space.matrix([str(row["text"]) for row in sample]))
     signer = signer or model_signer(load_settings(crowd="simulated"), embedded=True)
+    teaching = _teaching(topology, sample, rows, taught) if taught else None
     records = []
     for spec in topology.classifiers:
         examples = [
-            Example(idx, val, str(row["meta"]["truth"][spec.truth_field]))
-            for (idx, val), row in zip(rows, sample, strict=True)
+            Example(idx, val, str(row["meta"]["truth"][spec.truth_field]), 1.0, str(i), text)
+            for i, ((idx, val), row) in enumerate(zip(rows, sample, strict=True))
             if spec.truth_field in row["meta"]["truth"]
+            for text in [str(row["text"]) if i < taught else None]
         ]
-        model = fit_logistic(examples, space.dimensions, 1.0)
+        positive = spec.tags[0] if len(spec.tags) == 2 and teaching else None
+        model = fit_logistic(examples, space.dimensions, 1.0, positive, teaching=teaching)
         if model is None:
             raise ValueError(f"{spec.name}: the sample's truth has a single tag")
         update = ModelUpdate(

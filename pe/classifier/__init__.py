@@ -12,7 +12,9 @@ confidence, the active model's version, and the tag's ``source``: ``model``;
 ``from_item``. Tag null before a first model or label, so items never wait for
 humans. When a usable training label of an item arrives, the item's record again
 with that tag from the crowd, as a *revision* numbered by the label's time;
-first classifications are revision 0); ``items.rejected``.
+first classifications are revision 0; revision 1 is the model's second opinion on
+the tags its word model was least sure of, pe.classifier.second_opinion);
+``items.rejected``.
 State: the active models (rebuilt from the compacted ``control.models`` on start;
 the stage waits until it has read them before classifying). Only signed models of
 a known schema version are applied (pe.common.modelbook). The crowd labels index
@@ -20,16 +22,21 @@ a known schema version are applied (pe.common.modelbook). The crowd labels index
 usable label of each (classifier, item), bounded by ``crowd_labels`` (20,000 labels
 by default, about 0.5 KB each besides 4 MiB of lookup tables; the oldest is
 forgotten first). Items classified while it catches up get the labels read so far.
+The second pass's queue (at most ``second_opinion_queue`` items; not durable: its
+items keep their first tags) and its helper process, which holds the encoders.
 Guarantee: at least once; a batch is classified by one model per classifier, and a
 new model is swapped in between batches, so no item is dropped by a swap. A label
 revises its item at least once (its offset is committed after the revision is
 acknowledged), with the same revision number each time; labels older than
-``revise_within_s`` when read only tag later items.
+``revise_within_s`` when read only tag later items. A second opinion is best
+effort: the oldest queued item is shed when the queue is full, and a crash loses the
+queue.
 Load shedding: as the features PE, on the age of its input (see channels.shedding),
 when it reads ``items.features`` from Kafka; fused, the features PE has decided.
 Metrics: items in/out/rejected/shed (pe="classifier"), batch time, end-to-end
 latency, model version and AUC per classifier, tags taken from the crowd
-(``crowd_tags`` by source) and revisions.
+(``crowd_tags`` by source), revisions, and second opinions (by outcome) and their
+queue.
 Query API: every classifier worker follows ``items.classified`` into a bounded
 window of recent results (pe.classifier.recent), the latest revision of each item,
 and serves ``GET /api/v1/classified`` and its event stream (pe.classifier.api).

@@ -17,8 +17,10 @@ from channels.records import Item, Label
 from pe.classifier.api import ResultsApi
 from pe.classifier.crowdlabels import CrowdLabels, CrowdTag
 from pe.classifier.recent import RecentResults
+from pe.classifier.second_opinion import SecondOpinions
 from pe.common.featurebatch import FeatureBatch, decode_feature_batch
 from pe.common.http import OperatorAccess
+from pe.common.lifecycle import Helper
 from pe.common.linear import CompiledModel, feature_matrix, features_in_range
 from pe.common.modelbook import model_book
 from pe.common.text import normalize
@@ -113,6 +115,7 @@ def register(ctx: PipelineContext) -> None:
     labels = (ctx.pipeline, PE)
     latency = metrics.e2e_latency.labels(ctx.pipeline)
     crowd = _follow_labels(ctx)
+    opinions = _second_opinions(ctx)
 
     def current_models() -> dict[str, tuple[CompiledModel, int]]:
         return {name: (model, book.version(name)) for name, model in book.compiled.items()}
@@ -131,10 +134,15 @@ def register(ctx: PipelineContext) -> None:
         tally: Counter[tuple[str, str]] = Counter()
         index = crowd[0] if crowd is not None else None
         names = ctx.classifier_names()  # as operators change them
-        out = classify(batch, current_models(), names, time.time(), index, tally)
+        models = current_models()
+        out = classify(batch, models, names, time.time(), index, tally)
         pending = await ctx.publish(
             "items.classified", [(r["id"].encode(), orjson.dumps(r)) for r in out]
         )
+        if opinions is not None:
+            shed = opinions.offer(out, {name: model for name, (model, _) in models.items()})
+            for name, count in shed.items():
+                metrics.second_opinions.labels(ctx.pipeline, name, "shed").inc(count)
         for record in out:
             latency.observe(max(record["ts_out"] - record["ts_in"], 0.0))
         for (name, source), count in tally.items():
@@ -157,6 +165,39 @@ def register(ctx: PipelineContext) -> None:
     )
     if crowd is not None and params.revise_within_s > 0:
         _revise(ctx, *crowd, current_models)
+
+
+def _second_opinions(ctx: PipelineContext) -> SecondOpinions | None:
+    """The second pass (pe.classifier.second_opinion), its helper process started when
+    a first item waits for it; None when it is off."""
+    capacity = ctx.params_of(ClassifierParams).second_opinion_queue
+    if capacity == 0:
+        return None
+    opinions = SecondOpinions(capacity)
+    counter = ctx.metrics.second_opinions
+    ctx.metrics.second_opinion_waiting.labels(ctx.pipeline).set_function(lambda: opinions.waiting)
+
+    async def publish(records: list[dict[str, Any]]) -> None:
+        await ctx.flush(
+            await ctx.publish(
+                "items.classified", [(r["id"].encode(), orjson.dumps(r)) for r in records]
+            )
+        )
+
+    def counted(name: str, changed: bool) -> None:
+        counter.labels(ctx.pipeline, name, "changed" if changed else "kept").inc()
+
+    async def run() -> None:
+        await opinions.ready()
+        # The lowest priority (nice 19): the second pass takes only the CPU that
+        # neither the worker nor the learner's fits (nice 10) want. By the kernel's
+        # weights a fit gets seven times its share of a core they contend for; the
+        # crowd's next picks wait for the fit.
+        helper = Helper("second-opinion", nice=19)
+        await opinions.run(helper, publish, time.time, counted)
+
+    ctx.task(run)
+    return opinions
 
 
 def _follow_labels(ctx: PipelineContext) -> tuple[CrowdLabels, Follower] | None:

@@ -9,9 +9,18 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
-from channels.records import LinearModel
+from channels.records import LinearModel, SecondOpinion
 
-__all__ = ["CompiledModel", "compile_model", "feature_matrix", "features_in_range"]
+__all__ = [
+    "CompiledModel",
+    "CompiledOpinion",
+    "compile_model",
+    "feature_matrix",
+    "features_in_range",
+    "joined_probability",
+    "logit",
+    "sigmoid",
+]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -39,6 +48,28 @@ def feature_matrix(
 
 
 @dataclass(frozen=True)
+class CompiledOpinion:
+    """A model's second opinion (channels.records.SecondOpinion) ready to apply."""
+
+    encoder: str
+    weights: FloatArray  #: the teacher's log-odds of the decision's tag, per dimension
+    intercept: float
+    low: float
+    high: float
+    threshold: float
+
+    def in_band(self, probability: float) -> bool:
+        """Is a student probability of the decision's tag one to decide again?"""
+        return self.low <= probability <= self.high
+
+    def joined(self, probability: FloatArray, embeddings: FloatArray) -> FloatArray:
+        """The joined probability of the decision's tag: the mean of the student's
+        log-odds (from ``probability``) and the teacher's (from ``embeddings``, a row
+        an item)."""
+        return joined_probability(probability, embeddings @ self.weights + self.intercept)
+
+
+@dataclass(frozen=True)
 class CompiledModel:
     """A model ready for batch prediction."""
 
@@ -51,17 +82,18 @@ class CompiledModel:
     intercept: FloatArray
     #: The tag decided by a threshold (its column, the threshold), if the model has one.
     decision: tuple[int, float] | None = None
+    second_opinion: CompiledOpinion | None = None
 
     def predict_proba(self, x: sp.csr_matrix) -> FloatArray:
         """Class probabilities, one row per item, columns in ``classes`` order."""
         scores = np.asarray((x @ self.weights_t).todense()) + self.intercept
         if self.link == "sigmoid":
-            positive = _sigmoid(scores[:, 0])
+            positive = sigmoid(scores[:, 0])
             return np.column_stack([1.0 - positive, positive])
         if self.link == "softmax":
             shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
             return np.asarray(shifted / shifted.sum(axis=1, keepdims=True))
-        each = _sigmoid(scores)
+        each = sigmoid(scores)
         return np.asarray(each / np.maximum(each.sum(axis=1, keepdims=True), 1e-12))
 
     def predict(self, x: sp.csr_matrix) -> tuple[list[str], FloatArray]:
@@ -98,6 +130,11 @@ def compile_model(model: LinearModel) -> CompiledModel:
         if model.decision.tag not in model.classes:
             raise ValueError(f"the decision's tag {model.decision.tag!r} is not a class")
         decision = (model.classes.index(model.decision.tag), model.decision.threshold)
+    opinion = None
+    if model.second_opinion is not None:
+        if decision is None or model.link != "sigmoid":
+            raise ValueError("a second opinion needs a two-tag model with a decision")
+        opinion = _compile_opinion(model.second_opinion)
     weights = feature_matrix([(row.idx, row.val) for row in model.rows], model.n_features)
     return CompiledModel(
         classes=list(model.classes),
@@ -106,8 +143,32 @@ def compile_model(model: LinearModel) -> CompiledModel:
         weights_t=weights.T.tocsr(),
         intercept=np.asarray(model.intercept, dtype=np.float64),
         decision=decision,
+        second_opinion=opinion,
     )
 
 
-def _sigmoid(z: FloatArray) -> FloatArray:
+def _compile_opinion(opinion: SecondOpinion) -> CompiledOpinion:
+    return CompiledOpinion(
+        encoder=opinion.encoder,
+        weights=np.asarray(opinion.weights, dtype=np.float64),
+        intercept=opinion.intercept,
+        low=opinion.low,
+        high=opinion.high,
+        threshold=opinion.threshold,
+    )
+
+
+def logit(p: FloatArray) -> FloatArray:
+    """Log-odds of probabilities (clipped away from 0 and 1)."""
+    clipped = np.clip(p, 1e-9, 1 - 1e-9)
+    return np.asarray(np.log(clipped / (1 - clipped)))
+
+
+def joined_probability(student: FloatArray, teacher_odds: FloatArray) -> FloatArray:
+    """A second opinion's joined probability: the mean of the student's log-odds (from
+    its probability) and the teacher's."""
+    return sigmoid((logit(student) + teacher_odds) / 2)
+
+
+def sigmoid(z: FloatArray) -> FloatArray:
     return np.asarray(1.0 / (1.0 + np.exp(-np.clip(z, -500, 500))))

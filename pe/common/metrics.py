@@ -77,6 +77,8 @@ class Metrics:
     confidence_cap: Gauge
     crowd_tags: Counter
     revisions: Counter
+    second_opinions: Counter
+    second_opinion_waiting: Gauge
     webhooks: Counter
 
     @classmethod
@@ -257,6 +259,17 @@ class Metrics:
                 "Records the classifier wrote again on items.classified, revised by a crowd "
                 "label of the item, by the label's classifier.",
                 ["classifier"],
+            ),
+            second_opinions=counter(
+                "second_opinions",
+                "Tags the classifier's second pass (pe.classifier.second_opinion) decided again "
+                "(outcome kept or changed), or shed from its full queue (shed).",
+                ["classifier", "outcome"],
+            ),
+            second_opinion_waiting=gauge(
+                "second_opinion_waiting",
+                "Items queued for the classifier's second pass or being decided again.",
+                [],
             ),
             webhooks=counter(
                 "webhooks",

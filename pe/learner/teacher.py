@@ -38,6 +38,7 @@ __all__ = [
     "EMBEDDINGS",
     "EMBED_BATCH",
     "Fit",
+    "Fitted",
     "Lesson",
     "PoolItem",
     "SampleUnknown",
@@ -152,12 +153,15 @@ class StreamSample:
 @dataclass(frozen=True)
 class Teaching:
     """What a fit is taught from: the encoder, its model's inverse regularisation, the
-    weight of its soft labels against the crowd's, and the stream's sample it scores."""
+    weight of its soft labels against the crowd's, and the stream's sample it scores;
+    ``second_share``: the share of the sample the published teacher is to decide
+    again (0: it is not published; channels.records.SecondOpinion)."""
 
     encoder: str
     c: float
     weight: float
     pool: SampleUpdate
+    second_share: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -169,10 +173,13 @@ class Teacher:
     c: float
     weight: float
     sample: StreamSample
+    second_share: float = 0.0
 
     def teaching(self, whole: bool = False) -> Teaching:
         """For the next fit: the sample as it is now (:meth:`StreamSample.update`)."""
-        return Teaching(self.encoder, self.c, self.weight, self.sample.update(whole))
+        return Teaching(
+            self.encoder, self.c, self.weight, self.sample.update(whole), self.second_share
+        )
 
 
 #: New items one call to the fitting process embeds at most: labels in a refit, the
@@ -269,8 +276,10 @@ def logistic(c: float) -> LogisticRegression:
     return LogisticRegression(C=c, class_weight="balanced", max_iter=1000, solver="newton-cg")
 
 
-#: Fits on (features, tags, weights); returns the fitted model.
-Fit = Callable[[sp.csr_matrix, list[str], list[float]], LogisticRegression]
+#: A fit's models: the one to publish, and the teacher it learned from (None: none).
+Fitted = tuple[LogisticRegression, LogisticRegression | None]
+#: Fits on (features, tags, weights).
+Fit = Callable[[sp.csr_matrix, list[str], list[float]], Fitted]
 
 
 @dataclass(frozen=True)
@@ -345,14 +354,15 @@ class Lesson:
         rows with an embedding and scores every pool item; the student learns from
         the rows' word features and from each pool item (``pool_words``: its word
         features in the matrix's columns) once per tag, weighted by the teacher's
-        probability of that tag times ``teacher_weight``."""
+        probability of that tag times ``teacher_weight``. The fit returns the student
+        and its teacher (None when there was none to fit)."""
         width = pool_words.shape[1]
 
-        def fit(x: sp.csr_matrix, tags: list[str], weights: list[float]) -> LogisticRegression:
+        def fit(x: sp.csr_matrix, tags: list[str], weights: list[float]) -> Fitted:
             words, embedded = x[:, :width], x[:, width:].toarray()
             taught = np.flatnonzero(np.abs(embedded).sum(axis=1) > 0)
             if len({tags[i] for i in taught}) < 2 or pool_words.shape[0] == 0:
-                return logistic(c).fit(words, tags, sample_weight=weights)
+                return logistic(c).fit(words, tags, sample_weight=weights), None
             teacher = logistic(self.teacher_c).fit(
                 embedded[taught],
                 [tags[i] for i in taught],
@@ -360,9 +370,10 @@ class Lesson:
             )
             soft = teacher.predict_proba(self.pool_embeddings)
             classes = [str(cls) for cls in teacher.classes_]
-            return learn_from_teacher(
+            student = learn_from_teacher(
                 words, tags, weights, pool_words, soft * self.teacher_weight, classes, c
             )
+            return student, teacher
 
         return fit
 

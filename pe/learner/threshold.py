@@ -24,6 +24,8 @@ import scipy.sparse as sp
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
+from pe.common.linear import logit
+
 __all__ = ["choose_threshold", "out_of_fold"]
 
 #: Folds of the out-of-fold predictions (fewer when a tag has fewer labels).
@@ -39,24 +41,22 @@ Fit = Callable[
 def out_of_fold(
     x: sp.csr_matrix, tags: Sequence[str], weights: Sequence[float], fit: Fit
 ) -> npt.NDArray[np.float64] | None:
-    """Each example's score from a model fitted without it (stratified folds); None
-    when a tag has fewer than two examples."""
+    """Each example's score from a model fitted without it (stratified folds; a row of
+    scores if the fit's predictions have columns); None when a tag has fewer than two
+    examples."""
     counts = Counter(tags)
     folds = min(FOLDS, *counts.values())
     if len(counts) < 2 or folds < 2:
         return None
-    scores = np.zeros(len(tags))
+    scores: npt.NDArray[np.float64] | None = None
     split = StratifiedKFold(n_splits=folds, shuffle=True, random_state=0)
     for train, test in split.split(np.zeros(len(tags)), tags):
         predict = fit(x[train], [tags[i] for i in train], [weights[i] for i in train])
-        scores[test] = predict(x[test])
+        got = predict(x[test])
+        if scores is None:
+            scores = np.zeros((len(tags), *got.shape[1:]))
+        scores[test] = got
     return scores
-
-
-def _logit(p: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    clipped = np.clip(p, 1e-9, 1 - 1e-9)
-    logit: npt.NDArray[np.float64] = np.log(clipped / (1 - clipped))
-    return logit
 
 
 def choose_threshold(
@@ -74,11 +74,11 @@ def choose_threshold(
     if positive.all() or not positive.any():
         return None
     # A (nearly) unregularised fit of two numbers: the slope and the intercept.
-    platt = LogisticRegression(C=1e6).fit(_logit(score)[:, None], positive)
+    platt = LogisticRegression(C=1e6).fit(logit(score)[:, None], positive)
     if platt.coef_[0, 0] <= 0:
         return None
     ranked = np.sort(score if population is None or not len(population) else population)[::-1]
-    probability = platt.predict_proba(_logit(ranked)[:, None])[:, 1]
+    probability = platt.predict_proba(logit(ranked)[:, None])[:, 1]
     # Predicting the k highest scores positive: expected true positives, and F1 as
     # 2 TP / (k + all positives).
     true_positives = np.cumsum(probability)

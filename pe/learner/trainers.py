@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -13,11 +14,13 @@ import scipy.sparse as sp
 from river import linear_model, optim
 from sklearn.linear_model import LogisticRegression
 
-from channels.records import Decision, LinearModel, SparseRow
+from channels.records import Decision, LinearModel, SecondOpinion, SparseRow
 from pe.common.heap import release_free_heap
-from pe.common.linear import feature_matrix
-from pe.learner.teacher import Fit, Lesson, Teacher, Teaching, logistic, with_sample
+from pe.common.linear import feature_matrix, joined_probability, logit, sigmoid
+from pe.learner.teacher import Fit, Fitted, Lesson, Teacher, Teaching, logistic, with_sample
 from pe.learner.threshold import choose_threshold, out_of_fold
+
+FloatArray = npt.NDArray[np.float64]
 
 __all__ = [
     "MAX_WEIGHTS",
@@ -158,8 +161,8 @@ class SklearnTrainer(Trainer):
 
 
 def _plain(c: float) -> Fit:
-    def fit(x: sp.csr_matrix, tags: list[str], weights: list[float]) -> LogisticRegression:
-        return logistic(c).fit(x, tags, sample_weight=weights)
+    def fit(x: sp.csr_matrix, tags: list[str], weights: list[float]) -> Fitted:
+        return logistic(c).fit(x, tags, sample_weight=weights), None
 
     return fit
 
@@ -177,7 +180,9 @@ def fit_logistic(
     With ``positive`` (a two-tag classifier's first tag), the model carries the
     threshold on its probability chosen on out-of-fold predictions
     (pe.learner.threshold). With ``teaching``, the model is distilled from an
-    encoder's (pe.learner.teacher); out-of-fold predictions refit the teacher too."""
+    encoder's (pe.learner.teacher); out-of-fold predictions refit the teacher too,
+    and a two-tag model carries its teacher as a second opinion when
+    ``teaching.second_share`` asks for one."""
     # The fitting process's previous fit, smaller than this one, left free pages.
     release_free_heap()
     # The fitting process takes the sample's update whatever this fit makes of it: an
@@ -196,9 +201,10 @@ def fit_logistic(
     if teaching is not None and not any(e.text for e in examples):
         teaching = None  # nothing to teach the teacher: do not embed the pool for nothing
     # The items the model is to classify, for its decision rule: the stream's sample
-    # a distilled model learned from (else, in _decision, the labelled items), in the
+    # a distilled model learned from (else, in _Rule.decide, the labelled items), in the
     # fit's columns.
     population: sp.csr_matrix | None = None
+    lesson: Lesson | None = None
     if teaching is None:
         seen_features = np.unique(full.indices)
         x = full[:, seen_features]
@@ -209,20 +215,25 @@ def fit_logistic(
         x = lesson.matrix(full[:, seen_features])
         population = lesson.pool_words[:, seen_features]
         fit = lesson.student(population, c)
-    model = fit(x, tags, weights)
+    model, teacher = fit(x, tags, weights)
     classes = [str(cls) for cls in model.classes_]
 
     def row(coef: npt.NDArray[np.float64]) -> SparseRow:
         return _sparse(coef, seen_features, len(model.coef_))
 
     if len(classes) == 2:
+        rule = _Rule(positive, min_precision)
+        if lesson is not None and teacher is not None and teaching is not None:
+            rule = _Rule(positive, min_precision, teaching, teacher, lesson.pool_embeddings)
+        decision, opinion = rule.decide(x, tags, weights, fit, model, population)
         return LinearModel(
             classes=classes,
             link="sigmoid",
             n_features=n_features,
             intercept=[float(model.intercept_[0])],
             rows=[row(model.coef_[0])],
-            decision=_decision(x, tags, weights, fit, positive, min_precision, model, population),
+            decision=decision,
+            second_opinion=opinion,
         )
     return LinearModel(
         classes=classes,
@@ -233,39 +244,116 @@ def fit_logistic(
     )
 
 
-def _decision(
-    x: sp.csr_matrix,
-    tags: list[str],
-    weights: list[float],
-    fit: Fit,
-    positive: str | None,
-    min_precision: float,
-    model: LogisticRegression,
-    population: sp.csr_matrix | None,
-) -> Decision | None:
-    """``model``'s threshold on ``positive``'s probability (pe.learner.threshold),
-    chosen for ``population`` (word features) if given."""
-    if positive is None or positive not in tags:
-        return None
+@dataclass(frozen=True)
+class _Rule:
+    """How a two-tag model decides ``positive``: its threshold (pe.learner.threshold),
+    chosen for ``population`` (word features) if given; with ``teaching`` that asks for
+    one, the second opinion of ``teacher``, whose scores of the population are taken
+    from ``pool_embeddings`` (channels.records.SecondOpinion)."""
 
-    def fold(
-        x_fit: sp.csr_matrix, tags_fit: list[str], weights_fit: list[float]
-    ) -> Callable[[sp.csr_matrix], npt.NDArray[np.float64]]:
-        model = fit(x_fit, tags_fit, weights_fit)
-        column = list(model.classes_).index(positive)
-        width = model.coef_.shape[1]  # a student's: the word features only
-        return lambda x_new: np.asarray(model.predict_proba(x_new[:, :width])[:, column])
+    positive: str | None
+    min_precision: float
+    teaching: Teaching | None = None
+    teacher: LogisticRegression | None = None
+    pool_embeddings: FloatArray | None = None
 
-    scores = out_of_fold(x, tags, weights, fold)
-    if scores is None:
-        return None
-    truth = np.array([tag == positive for tag in tags])
-    population_scores = None
-    if population is not None and population.shape[0]:
-        column = list(model.classes_).index(positive)
-        population_scores = model.predict_proba(population)[:, column]
-    threshold = choose_threshold(truth, scores, min_precision, population_scores)
-    return None if threshold is None else Decision(tag=positive, threshold=round(threshold, 6))
+    def decide(
+        self,
+        x: sp.csr_matrix,
+        tags: list[str],
+        weights: list[float],
+        fit: Fit,
+        model: LogisticRegression,
+        population: sp.csr_matrix | None,
+    ) -> tuple[Decision | None, SecondOpinion | None]:
+        """The model's decision and second opinion (either may be None)."""
+        positive = self.positive
+        if positive is None or positive not in tags:
+            return None, None
+        joined = self.teaching is not None and self.teaching.second_share > 0
+
+        def fold(
+            x_fit: sp.csr_matrix, tags_fit: list[str], weights_fit: list[float]
+        ) -> Callable[[sp.csr_matrix], FloatArray]:
+            model, teacher = fit(x_fit, tags_fit, weights_fit)
+            width = model.coef_.shape[1]  # a student's: the word features only
+
+            def predict(x_new: sp.csr_matrix) -> FloatArray:
+                student = _probability(model, positive, x_new[:, :width])
+                if not joined:
+                    return student
+                if teacher is None:
+                    return np.column_stack([student, student])
+                embedded = x_new[:, width:].toarray()
+                both = joined_probability(student, _log_odds(teacher, positive, embedded))
+                # A label without an embedding keeps its student's score.
+                both = np.where(np.abs(embedded).sum(axis=1) > 0, both, student)
+                return np.column_stack([student, both])
+
+            return predict
+
+        scores = out_of_fold(x, tags, weights, fold)
+        if scores is None:
+            return None, None
+        truth = np.array([tag == positive for tag in tags])
+        student_scores = scores[:, 0] if scores.ndim == 2 else scores
+        population_scores = None
+        if population is not None and population.shape[0]:
+            population_scores = _probability(model, positive, population)
+        threshold = choose_threshold(truth, student_scores, self.min_precision, population_scores)
+        if threshold is None:
+            return None, None
+        decision = Decision(tag=positive, threshold=round(threshold, 6))
+        if scores.ndim != 2 or population_scores is None:
+            return decision, None
+        return decision, self._opinion(positive, truth, scores[:, 1], threshold, population_scores)
+
+    def _opinion(
+        self,
+        positive: str,
+        truth: npt.NDArray[np.bool_],
+        joined_scores: FloatArray,
+        threshold: float,
+        population_scores: FloatArray,
+    ) -> SecondOpinion | None:
+        """The teacher's second opinion on the ``second_share`` of the population
+        nearest ``threshold`` (in log-odds), with its own threshold on the joined
+        probability, chosen by the same rule on the joined out-of-fold scores."""
+        teaching, teacher, embeddings = self.teaching, self.teacher, self.pool_embeddings
+        if teaching is None or teacher is None or embeddings is None or not len(embeddings):
+            return None
+        joined_population = joined_probability(
+            population_scores, _log_odds(teacher, positive, embeddings)
+        )
+        joined_threshold = choose_threshold(
+            truth, joined_scores, self.min_precision, joined_population
+        )
+        if joined_threshold is None:
+            return None
+        centre = float(logit(np.array([threshold]))[0])
+        gap = np.abs(logit(population_scores) - centre)
+        width = float(np.quantile(gap, teaching.second_share))
+        band = sigmoid(np.array([centre - width, centre + width]))
+        sign = 1.0 if str(teacher.classes_[1]) == positive else -1.0
+        return SecondOpinion(
+            encoder=teaching.encoder,
+            weights=np.round(sign * teacher.coef_[0], 6).tolist(),
+            intercept=round(sign * float(teacher.intercept_[0]), 6),
+            low=round(float(band[0]), 6),
+            high=round(float(band[1]), 6),
+            threshold=round(joined_threshold, 6),
+        )
+
+
+def _probability(model: LogisticRegression, positive: str, x: sp.csr_matrix) -> FloatArray:
+    column = list(model.classes_).index(positive)
+    return np.asarray(model.predict_proba(x)[:, column])
+
+
+def _log_odds(teacher: LogisticRegression, positive: str, embedded: FloatArray) -> FloatArray:
+    """The teacher's log-odds of ``positive`` for embedded items."""
+    odds = np.asarray(teacher.decision_function(embedded), dtype=np.float64)
+    return odds if str(teacher.classes_[1]) == positive else -odds
 
 
 class RiverTrainer(Trainer):

@@ -1,6 +1,7 @@
 """A live learning run (pipelines.liverun, which the demo and bench/live_learning.py
 run) on a real worker: the crowd waits for the teacher's sample, spends its budget,
-and held-out items come back scored by the model it bought."""
+and held-out items come back scored by the model it bought, those its student was
+least sure of decided again by its teacher."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from channels.records import SECOND_OPINION_REVISION
 from pipelines.broker import EmbeddedBroker, free_port
 from pipelines.liverun import HELD, LivePlan, LiveRun, live_run
 from pipelines.local import LocalWorker
@@ -82,9 +84,21 @@ def test_the_crowd_waits_for_the_teacher_then_held_out_items_are_scored(
     scored = run.scored()
     assert set(run.log.classified) == set(run.held) and len(scored) == len(holdout)
     for item in scored:
-        assert item.id.startswith(HELD) and item.revision == 0
+        assert item.id.startswith(HELD)
         for name in CLASSIFIERS:
             assert item.labels[name].tag in ("yes", "no")
             assert item.labels[name].model_version >= 1
+    # Each model carries its teacher's second opinion; the held-out items a student was
+    # least sure of came back decided again (revision 1), the others as they were.
+    for name in CLASSIFIERS:
+        model = run.log.model(name)
+        assert model is not None and model.model.second_opinion is not None
+    second = [item for item in scored if item.revision == SECOND_OPINION_REVISION]
+    assert second and run.log.second_opinions == len(second)
+    for item in scored:
+        doubted = [name for name in CLASSIFIERS if item.labels[name].second_opinion]
+        assert item.revision in (0, SECOND_OPINION_REVISION)
+        assert bool(doubted) == (item.revision == SECOND_OPINION_REVISION)
+        assert all(item.labels[name].source == "model" for name in doubted)
     truth = run.truth()
     assert truth[f"{HELD}{holdout[0]['id']}"] == holdout[0]["meta"]["truth"]

@@ -8,6 +8,7 @@ import orjson
 import pytest
 
 from channels.records import (
+    SECOND_OPINION_REVISION,
     Answer,
     ClassifiedItem,
     Interval,
@@ -94,6 +95,21 @@ def test_a_run_counts_revisions_apart_from_the_items_classified() -> None:
     for item in (first, revised, first):
         run.take("crisis.items.classified", b"i1", item.model_dump_json().encode())
     assert run.classified == {"i1": first} and run.revisions == 1 and run.window == [2.0]
+
+
+def test_a_second_opinion_replaces_the_first_classification_it_revised() -> None:
+    run = RunLog(started=0.0)
+    first = _item(1, "no", 0.6, 2.0)
+    second = _item(1, "yes", 0.7, 5.0).model_copy(update={"revision": SECOND_OPINION_REVISION})
+    crowd = _item(1, "yes", 1.0, 9.0, source="crowd").model_copy(update={"revision": 10**15})
+    other = _item(2, "no", 0.9, 3.0)
+    for item in (first, other, second, second, crowd):  # a repeat, then a crowd label's
+        run.take("crisis.items.classified", item.id.encode(), item.model_dump_json().encode())
+    # The model's latest word on each item, its first beside it, each counted once.
+    assert run.classified == {"i1": second, "i2": other} and run.first_pass == {"i1": first}
+    assert run.second_opinions == 1 and run.revisions == 1 and run.window == [2.0, 3.0]
+    live = LiveRun(run, {"i1": {}, "i2": {}})
+    assert live.scored() == [second, other] and live.first_pass() == [first, other]
 
 
 def test_a_run_keeps_only_the_items_it_scores_and_counts_what_it_cannot_read() -> None:
@@ -223,6 +239,30 @@ def test_the_report_scores_held_out_items_apart_by_the_models_tags_and_latency_w
     assert report["timings_s"] == {"prefill": 2.0}
     # The stream's latency: the held-out items' burst is not the stream's.
     assert report["latency_s"]["max"] == pytest.approx(0.05)
+
+
+def test_the_report_scores_second_opinions_beside_the_first_pass_and_times_the_first(
+    tmp_path: Path,
+) -> None:
+    run = RunLog(started=0.0, pushed=3)
+    firsts = [_item(1, "yes", 0.6, 0.05), _item(2, "yes", 0.9, 0.1), _item(3, "yes", 0.6, 0.2)]
+    for item in firsts:
+        run.take("crisis.items.classified", item.id.encode(), item.model_dump_json().encode())
+    for i, ts_out in ((1, 3.0), (3, 4.0)):  # both decided again, seconds later, as no
+        second = _item(i, "no", 0.7, ts_out).model_copy(
+            update={"revision": SECOND_OPINION_REVISION}
+        )
+        run.take("crisis.items.classified", second.id.encode(), second.model_dump_json().encode())
+    truth = {"i1": {"c": "no"}, "i2": {"c": "yes"}, "i3": {"c": "yes"}}
+    report = write_report(run, 5.0, truth, {"c": "yes"}, tmp_path, held_out=["i3"])
+    result = report["classifiers"]["c"]
+    assert result["stream_vs_truth_all_models"]["accuracy"] == 1.0  # i1's second opinion
+    assert result["held_out_items_vs_truth"]["accuracy"] == 0.0
+    assert result["held_out_first_pass_vs_truth"]["accuracy"] == 1.0
+    assert report["items_second_opinions"] == 2 and report["items_classified"] == 3
+    # Latency and throughput are the first classifications'.
+    assert report["latency_s"]["max"] == pytest.approx(0.1)
+    assert report["throughput_items_per_s"] == pytest.approx(3 / 0.2)
 
 
 def test_crowd_summary_reads_pool_events_and_costs_from_metrics() -> None:

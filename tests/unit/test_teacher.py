@@ -111,12 +111,14 @@ def _rows(texts: Sequence[str]) -> list[tuple[list[int], list[float]]]:
     ]
 
 
-def _setup() -> tuple[list[Example], list[PoolItem], list[tuple[str, str]]]:
+def _setup(
+    pool_words: range = range(5, 40),
+) -> tuple[list[Example], list[PoolItem], list[tuple[str, str]]]:
     rng = random.Random(3)
     # The crowd labelled 30 items, which use only the first 5 words of each kind; the
     # stream's sample and the test use the others.
     labelled = _texts(rng, 30, range(5))
-    pool = [text for text, _ in _texts(rng, 400, range(5, 40))]
+    pool = [text for text, _ in _texts(rng, 400, pool_words)]
     test = _texts(rng, 200, range(20, 40))
     examples = [
         Example(idx, val, tag, 1.0, f"l{i}", text)
@@ -175,6 +177,53 @@ def test_a_distilled_models_threshold_is_chosen_for_the_streams_sample(
     # Without a teacher, the labelled items' own scores.
     fit_logistic(examples, N_FEATURES, 1.0, "yes")
     assert seen[-1] is None
+
+
+def test_a_second_opinion_covers_the_share_of_the_sample_nearest_the_threshold(
+    encoder: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    examples, pool, _ = _setup()
+    seen: list[tuple[Any, ...]] = []
+    choose = threshold_module.choose_threshold
+
+    def spy(*args: Any) -> float | None:
+        seen.append(args)
+        return choose(*args)
+
+    monkeypatch.setattr(trainers_module, "choose_threshold", spy)
+    teaching = dataclasses.replace(_warmed(pool), second_share=0.3)
+    model = fit_logistic(examples, N_FEATURES, 1.0, "yes", teaching=teaching)
+    assert model is not None and model.decision is not None
+    opinion = model.second_opinion
+    assert opinion is not None and opinion.encoder == "fake" and len(opinion.weights) == 2
+    compiled = compile_model(model)
+    yes = compiled.classes.index("yes")
+    words = feature_matrix([(i.idx, i.val) for i in pool], N_FEATURES)
+    student = compiled.predict_proba(words)[:, yes]
+    # The band: the 30% of the sample nearest the student's threshold.
+    assert opinion.low <= model.decision.threshold <= opinion.high
+    assert abs(((student >= opinion.low) & (student <= opinion.high)).mean() - 0.3) < 0.03
+    # Its threshold is the rule's on the joined probabilities: the teacher it publishes
+    # (log-odds of yes), joined to the student, over the sample.
+    assert compiled.second_opinion is not None
+    embedded = _concept([i.text for i in pool]).astype(np.float64)
+    joined = compiled.second_opinion.joined(student, embedded)
+    assert len(seen) == 2 and seen[1][3] is not None
+    np.testing.assert_allclose(seen[1][3], joined, atol=1e-4)
+    assert opinion.threshold == pytest.approx(choose(*seen[1]), abs=1e-6)
+    # The teacher knows the sample's words: joined, the sample is ranked right.
+    truth = [any(w.startswith("aqua") for w in i.text.split()) for i in pool]
+    assert roc_auc_score(truth, joined) > 0.99
+
+
+def test_no_second_opinion_unless_the_teaching_asks_for_one(encoder: list[int]) -> None:
+    examples, pool, _ = _setup()
+    teaching = _warmed(pool)
+    assert teaching.second_share == 0
+    taught = fit_logistic(examples, N_FEATURES, 1.0, "yes", teaching=teaching)
+    alone = fit_logistic(examples, N_FEATURES, 1.0, "yes")
+    assert taught is not None and taught.second_opinion is None
+    assert alone is not None and alone.second_opinion is None
 
 
 def test_labels_without_text_teach_only_the_student(encoder: list[int]) -> None:

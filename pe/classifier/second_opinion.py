@@ -1,0 +1,228 @@
+"""The classifier's second pass: a distilled model's teacher decides again the items
+its student is least sure of.
+
+The word model (the student) classifies every item at the stream's speed. Its
+teacher, a logistic regression over a sentence encoder's embedding, decides better
+(docs/quality.md) but embeds about 50-75 items a second on a core. A model published
+with a second opinion (channels.records.SecondOpinion) names a band of the student's
+probability around its threshold, where about ``learner.second_opinion_share`` of the
+stream lies. An item whose student probability falls in it (and whose tag is the
+model's, not the crowd's) is queued here after its first classification is out; a
+helper process embeds the queue a batch at a time, and the item's record is written
+again as revision 1 (channels.records.SECOND_OPINION_REVISION), each such
+classifier's tag decided by the mean of the two models' log-odds
+(``second_opinion: true`` on the tag).
+
+Best effort, by design: the first classification is already out, so the queue is
+bounded (``classifier.second_opinion_queue``) and the oldest entry is shed when a new
+one comes to a full queue (counted), and a crash loses what was queued. Under load
+the tags stay the student's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import Executor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from channels.records import SECOND_OPINION_REVISION
+from pe.common.embedding import load_embedder
+from pe.common.lifecycle import Helper
+from pe.common.linear import CompiledModel, CompiledOpinion
+
+__all__ = [
+    "BATCH",
+    "Doubt",
+    "Queued",
+    "SecondOpinions",
+    "doubt",
+    "embed_texts",
+    "revise",
+]
+
+log = logging.getLogger(__name__)
+
+#: Items embedded a call: MiniLM pads a batch to its longest text, and larger batches
+#: embed more a second (pe.learner.teacher.EMBED_BATCH); a smaller one than the
+#: teacher's keeps each revision within seconds.
+BATCH = 128
+#: After the helper failed (an encoder's fault, not a death), the wait before the
+#: next batch.
+RETRY_S = 5.0
+
+
+@dataclass(frozen=True)
+class Doubt:
+    """A tag to decide again: the second opinion of the model that gave it (it belongs
+    with that student), the model's two tags, and the student's probability of the
+    decision's tag."""
+
+    opinion: CompiledOpinion
+    decided: str  #: the decision's tag
+    other: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class Queued:
+    """An item classified and waiting for a second opinion: its record (revision 0)
+    and its tags to decide again, by classifier."""
+
+    record: dict[str, Any]
+    doubts: dict[str, Doubt]
+
+
+def embed_texts(encoder: str, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+    """Embed ``texts`` in the helper process (the encoder is loaded once there)."""
+    return load_embedder(encoder)(texts)
+
+
+def doubt(model: CompiledModel | None, prediction: Mapping[str, Any]) -> Doubt | None:
+    """The doubt of a model's tag (a TagPrediction dict) if it is one to decide again:
+    the model's own, with a second opinion, in its band."""
+    if model is None or model.second_opinion is None or model.decision is None:
+        return None
+    if prediction.get("source") != "model":
+        return None  # the crowd's tag, the item's or a near-duplicate's
+    column = model.decision[0]
+    decided, other = model.classes[column], model.classes[1 - column]
+    confidence = float(prediction["confidence"])
+    probability = confidence if prediction["tag"] == decided else 1.0 - confidence
+    if not model.second_opinion.in_band(probability):
+        return None
+    return Doubt(model.second_opinion, decided, other, probability)
+
+
+class SecondOpinions:
+    """The bounded queue of items to decide again, and the loop that does it."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.queue: deque[Queued] = deque()
+        self.busy = 0  #: items taken from the queue and not yet written
+        self._ready = asyncio.Event()
+
+    @property
+    def waiting(self) -> int:
+        """Items queued or being decided again."""
+        return len(self.queue) + self.busy
+
+    def offer(
+        self, records: Sequence[dict[str, Any]], models: Mapping[str, CompiledModel]
+    ) -> dict[str, int]:
+        """Queue the records (ClassifiedItem dicts, revision 0) with a tag for a
+        second opinion; ``models``: the models that classified them, by classifier.
+        Returns, by classifier, the entries shed to make room."""
+        shed: dict[str, int] = {}
+        for record in records:
+            chosen = {
+                name: found
+                for name, prediction in record["labels"].items()
+                if (found := doubt(models.get(name), prediction)) is not None
+            }
+            if not chosen:
+                continue
+            if len(self.queue) >= self.capacity:
+                for name in self.queue.popleft().doubts:
+                    shed[name] = shed.get(name, 0) + 1
+            self.queue.append(Queued(record, chosen))
+        if self.queue:
+            self._ready.set()
+        return shed
+
+    def take(self, most: int = BATCH) -> list[Queued]:
+        """The oldest ``most`` entries, out of the queue."""
+        batch = [self.queue.popleft() for _ in range(min(most, len(self.queue)))]
+        if not self.queue:
+            self._ready.clear()
+        return batch
+
+    async def ready(self) -> None:
+        """Wait until something is queued."""
+        await self._ready.wait()
+
+    async def run(
+        self,
+        helper: Helper,
+        publish: Callable[[list[dict[str, Any]]], Awaitable[None]],
+        now: Callable[[], float],
+        counted: Callable[[str, bool], None],
+    ) -> None:
+        """Forever: embed a batch of the queue in ``helper``'s process, ``publish`` the
+        revised records; ``counted(classifier, changed)`` for each tag decided again."""
+        while True:
+            await self.ready()
+            batch = self.take()
+            self.busy = len(batch)
+            executor = helper.executor
+            try:
+                embedded = await _embed(executor, batch)
+                revised = [
+                    revise(queued, embedded, i, now(), counted) for i, queued in enumerate(batch)
+                ]
+                await publish([record for record in revised if record is not None])
+            except BrokenProcessPool as exc:
+                helper.renew(executor, exc)  # the batch is lost: its first tags stand
+            except Exception:  # an encoder's or the broker's: the batch's first tags stand
+                log.exception("a batch of second opinions failed; the next in %.0f s", RETRY_S)
+                await asyncio.sleep(RETRY_S)
+            finally:
+                self.busy = 0
+
+
+async def _embed(
+    executor: Executor, batch: Sequence[Queued]
+) -> dict[tuple[str, int], npt.NDArray[np.float32]]:
+    """Each item's embedding by each encoder its doubts need, by (encoder, position)."""
+    by_encoder: dict[str, list[int]] = {}
+    for i, queued in enumerate(batch):
+        for encoder in {found.opinion.encoder for found in queued.doubts.values()}:
+            by_encoder.setdefault(encoder, []).append(i)
+    loop = asyncio.get_running_loop()
+    embedded: dict[tuple[str, int], npt.NDArray[np.float32]] = {}
+    for encoder, rows in by_encoder.items():
+        texts = [batch[i].record["text"] for i in rows]
+        vectors = await loop.run_in_executor(executor, embed_texts, encoder, texts)
+        embedded.update(((encoder, i), vectors[j]) for j, i in enumerate(rows))
+    return embedded
+
+
+def revise(
+    queued: Queued,
+    embedded: Mapping[tuple[str, int], npt.NDArray[np.float32]],
+    row: int,
+    now: float,
+    counted: Callable[[str, bool], None],
+) -> dict[str, Any] | None:
+    """``queued``'s record as its second opinion's revision, each of its classifiers' tags
+    decided by the second opinion (``embedded``: by encoder and ``row``, the item's
+    embedding); None when none could be (an embedding of the wrong size)."""
+    labels = dict(queued.record["labels"])
+    for name, found in queued.doubts.items():
+        opinion = found.opinion
+        vector = embedded.get((opinion.encoder, row))
+        if vector is None or vector.shape[-1] != opinion.weights.shape[0]:
+            log.warning("classifier %s: an embedding does not fit its second opinion", name)
+            continue
+        embedding = np.asarray(vector, dtype=np.float64)[None, :]
+        joined = float(opinion.joined(np.array([found.probability]), embedding)[0])
+        tag = found.decided if joined >= opinion.threshold else found.other
+        before = labels[name]
+        labels[name] = {
+            **before,
+            "tag": tag,
+            "confidence": round(joined if tag == found.decided else 1.0 - joined, 4),
+            "second_opinion": True,
+        }
+        counted(name, tag != before["tag"])
+    if labels == queued.record["labels"]:
+        return None
+    return {**queued.record, "labels": labels, "ts_out": now, "revision": SECOND_OPINION_REVISION}

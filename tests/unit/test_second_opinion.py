@@ -1,0 +1,213 @@
+"""The classifier's second pass: the tags a model is least sure of, decided again by
+its teacher's opinion joined to the student's, as revision 1 of the item."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from channels.records import (
+    SECOND_OPINION_REVISION,
+    ClassifiedItem,
+    Decision,
+    LinearModel,
+    SecondOpinion,
+    SparseRow,
+)
+from pe.classifier import second_opinion as module
+from pe.classifier.second_opinion import SecondOpinions, doubt, revise
+from pe.common.linear import CompiledModel, compile_model
+
+#: The stand-in encoder: 'wet' texts embed as (1, 0), others as (0, 1); the teacher's
+#: log-odds of yes are +4 and -4.
+OPINION = SecondOpinion(
+    encoder="fake", weights=[4.0, -4.0], intercept=0.0, low=0.3, high=0.7, threshold=0.5
+)
+
+
+def _embed(texts: Sequence[str]) -> npt.NDArray[np.float32]:
+    return np.array([[1.0, 0.0] if "wet" in t else [0.0, 1.0] for t in texts], np.float32)
+
+
+def _model(opinion: SecondOpinion | None = OPINION) -> CompiledModel:
+    return compile_model(
+        LinearModel(
+            classes=["no", "yes"],
+            link="sigmoid",
+            n_features=8,
+            intercept=[0.0],
+            rows=[SparseRow(idx=[0], val=[1.0])],
+            decision=Decision(tag="yes", threshold=0.5),
+            second_opinion=opinion,
+        )
+    )
+
+
+def _tag(tag: str, confidence: float, source: str = "model") -> dict[str, Any]:
+    return {"tag": tag, "confidence": confidence, "model_version": 3, "source": source}
+
+
+def _record(item_id: str, text: str, **labels: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": item_id,
+        "text": text,
+        "ts_in": 1.0,
+        "ts_out": 2.0,
+        "source": None,
+        "labels": labels,
+        "revision": 0,
+    }
+
+
+def test_only_the_models_own_tags_in_its_band_are_doubted() -> None:
+    model = _model()
+    found = doubt(model, _tag("no", 0.6))  # P(yes) 0.4: in the band
+    assert found is not None
+    assert (found.decided, found.other) == ("yes", "no")
+    assert found.probability == pytest.approx(0.4)
+    assert doubt(model, _tag("yes", 0.9)) is None  # sure
+    assert doubt(model, _tag("no", 0.6, source="crowd")) is None
+    assert doubt(model, _tag("no", 0.6, source="propagated")) is None
+    assert doubt(_model(opinion=None), _tag("no", 0.6)) is None
+    assert doubt(None, _tag("no", 0.6)) is None
+
+
+def test_a_full_queue_sheds_its_oldest_item() -> None:
+    opinions = SecondOpinions(capacity=2)
+    models = {"a": _model(), "b": _model()}
+    records = [
+        _record("1", "wet", a=_tag("no", 0.6), b=_tag("no", 0.55)),
+        _record("2", "dry", a=_tag("yes", 0.95)),  # sure: not queued
+        _record("3", "wet", a=_tag("no", 0.6)),
+        _record("4", "wet", b=_tag("yes", 0.6)),
+    ]
+    shed = opinions.offer(records, models)
+    assert shed == {"a": 1, "b": 1}  # item 1, doubted by both classifiers
+    assert [q.record["id"] for q in opinions.queue] == ["3", "4"]
+    assert opinions.waiting == 2
+    assert [q.record["id"] for q in opinions.take(1)] == ["3"]
+    assert opinions.waiting == 1
+
+
+def test_the_teachers_opinion_decides_the_doubted_tag_in_a_revision() -> None:
+    opinions = SecondOpinions(capacity=10)
+    record = _record(
+        "1", "wet sand", a=_tag("no", 0.6), b=_tag("no", 0.6, source="crowd"), c=_tag("no", 0.99)
+    )
+    opinions.offer([record], {"a": _model(), "b": _model(), "c": _model()})
+    [queued] = opinions.take()
+    counted: list[tuple[str, bool]] = []
+    embedded = {("fake", 0): _embed(["wet sand"])[0]}
+    out = revise(queued, embedded, 0, 9.0, lambda *c: counted.append(c))
+    assert out is not None
+    item = ClassifiedItem.model_validate(out)  # a valid record of items.classified
+    assert item.revision == SECOND_OPINION_REVISION and item.ts_out == 9.0
+    # Student P(yes) 0.4 (log-odds -0.41), teacher +4: joined 0.85, over the threshold.
+    joined = 1 / (1 + np.exp(-(np.log(0.4 / 0.6) + 4.0) / 2))
+    assert item.labels["a"].tag == "yes" and item.labels["a"].second_opinion
+    assert item.labels["a"].confidence == pytest.approx(joined, abs=1e-4)
+    assert item.labels["a"].model_version == 3 and item.labels["a"].source == "model"
+    assert item.labels["b"] == ClassifiedItem.model_validate(record).labels["b"]
+    assert not item.labels["c"].second_opinion
+    assert counted == [("a", True)]
+    # The teacher agreeing with the student keeps its tag, now with the joined confidence.
+    opinions.offer([_record("2", "dry", a=_tag("no", 0.6))], {"a": _model()})
+    [queued] = opinions.take()
+    kept = revise(queued, {("fake", 0): _embed(["dry"])[0]}, 0, 9.0, lambda *c: counted.append(c))
+    assert kept is not None and kept["labels"]["a"]["tag"] == "no"
+    assert kept["labels"]["a"]["confidence"] > 0.6 and counted[-1] == ("a", False)
+
+
+def test_an_embedding_of_another_size_revises_nothing() -> None:
+    opinions = SecondOpinions(capacity=10)
+    opinions.offer([_record("1", "wet", a=_tag("no", 0.6))], {"a": _model()})
+    [queued] = opinions.take()
+    assert revise(queued, {("fake", 0): np.zeros(3, np.float32)}, 0, 9.0, lambda *c: None) is None
+
+
+class _Helper:
+    """A helper whose process is a thread; ``renew`` records why it was called."""
+
+    def __init__(self) -> None:
+        self.executor = ThreadPoolExecutor(max_workers=1)
+        self.renewed: list[BaseException] = []
+
+    def renew(self, broken: object, why: BaseException) -> None:
+        self.renewed.append(why)
+
+
+async def _run(opinions: SecondOpinions, helper: _Helper, published: list[dict[str, Any]]) -> None:
+    async def publish(records: list[dict[str, Any]]) -> None:
+        published.extend(records)
+
+    task = asyncio.create_task(
+        opinions.run(helper, publish, lambda: 9.0, lambda *c: None)  # type: ignore[arg-type]
+    )
+    for _ in range(200):
+        await asyncio.sleep(0.01)
+        if not opinions.waiting:
+            break
+    task.cancel()
+
+
+def test_the_loop_embeds_the_queue_and_writes_every_revision(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    embedded: list[int] = []
+
+    def counting(texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        embedded.append(len(texts))
+        return _embed(texts)
+
+    def load(name: str) -> Any:
+        assert name == "fake"
+        return counting
+
+    monkeypatch.setattr(module, "load_embedder", load)
+    opinions = SecondOpinions(capacity=1000)
+    records = [_record(str(i), "wet" if i % 2 else "dry", a=_tag("no", 0.6)) for i in range(300)]
+    published: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        opinions.offer(records, {"a": _model()})
+        await _run(opinions, _Helper(), published)
+
+    asyncio.run(main())
+    assert embedded == [module.BATCH, module.BATCH, 300 - 2 * module.BATCH]
+    assert [r["id"] for r in published] == [str(i) for i in range(300)]
+    assert [r["labels"]["a"]["tag"] for r in published[:4]] == ["no", "yes", "no", "yes"]
+    assert opinions.waiting == 0
+
+
+def test_a_dead_helper_is_renewed_and_its_batch_keeps_its_first_tags(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[int] = []
+
+    def embed_texts(encoder: str, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        calls.append(len(texts))
+        if len(calls) == 1:
+            raise BrokenProcessPool("killed")
+        return _embed(texts)
+
+    monkeypatch.setattr(module, "embed_texts", embed_texts)
+    opinions = SecondOpinions(capacity=1000)
+    helper = _Helper()
+    published: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        opinions.offer([_record("1", "wet", a=_tag("no", 0.6))], {"a": _model()})
+        await _run(opinions, helper, published)
+        opinions.offer([_record("2", "wet", a=_tag("no", 0.6))], {"a": _model()})
+        await _run(opinions, helper, published)
+
+    asyncio.run(main())
+    assert len(helper.renewed) == 1 and calls == [1, 1]
+    assert [r["id"] for r in published] == ["2"]
