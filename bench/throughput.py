@@ -103,23 +103,24 @@ class _Load:
         return int(rest) if rest.isdigit() and int(rest) < self.n else None
 
 
-#: The sample's items the models are distilled over: each model carries a decision
-#: and a second opinion, as the default learner's do, so the classifier's second pass
-#: runs as it does in the default configuration.
+#: The sample's items the models are distilled over by default: each model carries a
+#: decision and a second opinion, as the default learner's do, so the classifier's
+#: second pass runs as it does in the default configuration.
 TAUGHT = 1000
 
 
 @functools.cache
-def _models() -> list[bytes]:
-    """Each classifier's model, trained on the sample's truth (once a run: the teacher
-    embeds for about a minute); signed with the key the workers check."""
-    return sample_models(load_topology(PIPELINE), ModelSigner(BENCH_MODEL_KEY), taught=TAUGHT)
+def _models(taught: int) -> list[bytes]:
+    """Each classifier's model, trained on the sample's truth and distilled over
+    ``taught`` items (once a run: the teacher embeds for about a minute); signed with
+    the key the workers check."""
+    return sample_models(load_topology(PIPELINE), ModelSigner(BENCH_MODEL_KEY), taught=taught)
 
 
-async def _publish_models(bootstrap: str) -> None:
+async def _publish_models(bootstrap: str, taught: int) -> None:
     """Publish each classifier's model (:func:`_models`), as the learner would."""
     topology = load_topology(PIPELINE)
-    models = _models()
+    models = _models(taught)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
     try:
@@ -401,9 +402,10 @@ class _Bench:
     """Each measurement on a fresh embedded broker and fresh workers, so no run reads
     another's records or pays for its retained log."""
 
-    def __init__(self, out_dir: Path, stamp: str) -> None:
+    def __init__(self, out_dir: Path, stamp: str, taught: int = TAUGHT) -> None:
         self._out_dir = out_dir
         self._stamp = stamp
+        self._taught = taught
 
     @contextlib.contextmanager
     def broker(self) -> Iterator[tuple[str, _Workers]]:
@@ -419,7 +421,7 @@ class _Bench:
             asyncio.run(
                 declare_topics([broker.bootstrap], topology.topics(4).values(), TopicPolicy())
             )
-            asyncio.run(_publish_models(broker.bootstrap))
+            asyncio.run(_publish_models(broker.bootstrap, self._taught))
             yield broker.bootstrap, workers
         finally:
             workers.stop()
@@ -471,6 +473,13 @@ def main() -> int:
         help=f"comma-separated runs out of {', '.join(RUNS)}",
     )
     parser.add_argument("--items", type=int, default=200_000)
+    parser.add_argument(
+        "--taught",
+        type=int,
+        default=TAUGHT,
+        help="the sample's items the models are distilled over (0: plain word models, "
+        "without a second opinion)",
+    )
     parser.add_argument("--rate", type=float, default=270.0)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--sustain-rate", type=float, default=11_000.0)
@@ -502,7 +511,7 @@ def main() -> int:
     out_dir = Path("reports")
     out_dir.mkdir(exist_ok=True)
     stamp = datetime.now(tz=UTC).strftime("%Y%m%dT%H%M%SZ")
-    bench = _Bench(out_dir, stamp)
+    bench = _Bench(out_dir, stamp, args.taught)
     result: dict[str, Any] = {
         "benchmark": "throughput",
         "when": stamp,
