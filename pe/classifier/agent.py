@@ -101,6 +101,11 @@ def _from_crowd(label: CrowdTag, own: bool, version: int) -> dict[str, Any]:
     return prediction
 
 
+def _keyed(records: Sequence[dict[str, Any]]) -> list[tuple[bytes, bytes]]:
+    """ClassifiedItem records as ``items.classified`` records, keyed by item id."""
+    return [(r["id"].encode(), orjson.dumps(r)) for r in records]
+
+
 def revision_of(label: Label) -> int:
     """The revision a crowd label makes of its item: the label's time in microseconds
     (later labels revise later; the same label always gives the same number)."""
@@ -136,9 +141,7 @@ def register(ctx: PipelineContext) -> None:
         names = ctx.classifier_names()  # as operators change them
         models = current_models()
         out = classify(batch, models, names, time.time(), index, tally)
-        pending = await ctx.publish(
-            "items.classified", [(r["id"].encode(), orjson.dumps(r)) for r in out]
-        )
+        pending = await ctx.publish("items.classified", _keyed(out))
         if opinions is not None:
             shed = opinions.offer(out, {name: model for name, (model, _) in models.items()})
             for name, count in shed.items():
@@ -178,11 +181,7 @@ def _second_opinions(ctx: PipelineContext) -> SecondOpinions | None:
     ctx.metrics.second_opinion_waiting.labels(ctx.pipeline).set_function(lambda: opinions.waiting)
 
     async def publish(records: list[dict[str, Any]]) -> None:
-        await ctx.flush(
-            await ctx.publish(
-                "items.classified", [(r["id"].encode(), orjson.dumps(r)) for r in records]
-            )
-        )
+        await ctx.flush(await ctx.publish("items.classified", _keyed(records)))
 
     def counted(name: str, changed: bool) -> None:
         counter.labels(ctx.pipeline, name, "changed" if changed else "kept").inc()
@@ -258,9 +257,7 @@ def _revise(
         for record, label in zip(out, chosen, strict=True):
             record["revision"] = revision_of(label)
             revisions.labels(ctx.pipeline, label.classifier).inc()
-        return await ctx.publish(
-            "items.classified", [(r["id"].encode(), orjson.dumps(r)) for r in out]
-        )
+        return await ctx.publish("items.classified", _keyed(out))
 
     ctx.consume("crowd.labels", PE, decode_labels, revise, REVISION_BATCH)
 
