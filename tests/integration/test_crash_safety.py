@@ -145,9 +145,12 @@ async def test_kill_9_of_the_annotator_and_learner_loses_no_crowd_label(
     topology = write_topology(
         tmp_path,
         CROWD_PIPELINE,
-        annotator={"speed": 60.0, "pool_size": 6, "qualification": 2},
+        annotator={"speed": 30.0, "pool_size": 6, "qualification": 2},
         taskgen={"max_tasks_per_minute": 3000, "round_interval_s": 0.1, "label_budget": BUDGET},
-        learner={"retrain_every": 10, "min_train": 10},
+        # The fast teacher and a crowd at speed 30: the first model must come out while
+        # most tasks are open. With the default teacher, loading it took as long as the
+        # crowd took to answer every task on a slow machine, and nothing was left to kill.
+        learner={"retrain_every": 10, "min_train": 10, "teacher": "use"},
     )
     workers.append(
         start_worker(broker, topology, tmp_path, "--pe", "collector", "features", "classifier")
