@@ -7,7 +7,7 @@ topics and by classifier name on control topics.
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
@@ -314,7 +314,20 @@ class Decision(_Record):
     threshold: float = Field(ge=0, le=1)
 
 
-class SecondOpinion(_Record):
+class _Range(_Record):
+    """A range [``low``, ``high``] of probabilities."""
+
+    low: float = Field(ge=0, le=1)
+    high: float = Field(ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.low > self.high:
+            raise ValueError(f"{type(self).__name__}: low must not exceed high")
+        return self
+
+
+class SecondOpinion(_Range):
     """A distilled model's teacher, for a second pass over the items its student is
     least sure of (pe.classifier.second_opinion): logistic regression over the
     ``encoder``'s embedding of an item's text. An item whose student probability of
@@ -325,15 +338,7 @@ class SecondOpinion(_Record):
     encoder: str
     weights: list[float] = Field(min_length=1)
     intercept: float
-    low: float = Field(ge=0, le=1)
-    high: float = Field(ge=0, le=1)
     threshold: float = Field(ge=0, le=1)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> SecondOpinion:
-        if self.low > self.high:
-            raise ValueError("a second opinion's band must have low <= high")
-        return self
 
 
 class LinearModel(_Record):
@@ -356,17 +361,8 @@ class LinearModel(_Record):
     second_opinion: SecondOpinion | None = None
 
 
-class Interval(_Record):
+class Interval(_Range):
     """A 95% confidence interval of a held-out metric (see pe.common.intervals)."""
-
-    low: float = Field(ge=0, le=1)
-    high: float = Field(ge=0, le=1)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Interval:
-        if self.low > self.high:
-            raise ValueError("an interval's low must not exceed its high")
-        return self
 
 
 # The intervals are optional: models published before they existed stay on the

@@ -12,11 +12,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
+from pydantic import ValidationError
 
 from channels.records import (
     SECOND_OPINION_REVISION,
     ClassifiedItem,
     Decision,
+    Interval,
     LinearModel,
     SecondOpinion,
     SparseRow,
@@ -30,6 +32,15 @@ from pe.common.linear import CompiledModel, compile_model
 OPINION = SecondOpinion(
     encoder="fake", weights=[4.0, -4.0], intercept=0.0, low=0.3, high=0.7, threshold=0.5
 )
+
+
+def test_a_band_from_high_to_low_is_refused() -> None:
+    """As a confidence interval's bounds are (both records validate one range)."""
+    with pytest.raises(ValidationError, match="SecondOpinion: low must not exceed high"):
+        OPINION.model_validate({**OPINION.model_dump(), "low": 0.8, "high": 0.2})
+    with pytest.raises(ValidationError, match="Interval: low must not exceed high"):
+        Interval(low=0.9, high=0.8)
+    assert Interval(low=0.5, high=0.5).high == 0.5
 
 
 def _embed(texts: Sequence[str]) -> npt.NDArray[np.float32]:
