@@ -279,10 +279,10 @@ class _Rule:
             width = model.coef_.shape[1]  # a student's: the word features only
 
             def predict(x_new: sp.csr_matrix) -> FloatArray:
+                """Two columns: the student's scores, and the joined ones (the
+                student's again without a teacher)."""
                 student = _probability(model, positive, x_new[:, :width])
-                if not joined:
-                    return student
-                if teacher is None:
+                if not joined or teacher is None:
                     return np.column_stack([student, student])
                 embedded = x_new[:, width:].toarray()
                 both = joined_probability(student, _log_odds(teacher, positive, embedded))
@@ -296,7 +296,7 @@ class _Rule:
         if scores is None:
             return None, None
         truth = np.array([tag == positive for tag in tags])
-        student_scores = scores[:, 0] if scores.ndim == 2 else scores
+        student_scores = scores[:, 0]
         population_scores = None
         if population is not None and population.shape[0]:
             population_scores = _probability(model, positive, population)
@@ -304,7 +304,7 @@ class _Rule:
         if threshold is None:
             return None, None
         decision = Decision(tag=positive, threshold=round(threshold, 6))
-        if scores.ndim != 2 or population_scores is None:
+        if not joined or population_scores is None:
             return decision, None
         return decision, self._opinion(positive, truth, scores[:, 1], threshold, population_scores)
 
