@@ -14,16 +14,18 @@ classifier's tag decided by the mean of the two models' log-odds
 (``second_opinion: true`` on the tag).
 
 Best effort, by design: the first classification is already out, so the queue is
-bounded (``classifier.second_opinion_queue``) and the oldest entry is shed when a new
-one comes to a full queue (counted), and a crash loses what was queued. Under load
-the tags stay the student's.
+bounded (``classifier.second_opinion_queue``), and a crash loses what was queued.
+The queue is kept most doubtful first: the helper takes the items whose student
+probability lies nearest its threshold (CompiledOpinion.distance), and a full queue
+sheds the least doubtful (counted), which may be the newcomer. Under load, the
+helper's few embeddings a second go where a second opinion changes most tags
+(docs/quality.md, "The second opinion"); the other tags stay the student's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from concurrent.futures.process import BrokenProcessPool
@@ -32,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from sortedcontainers import SortedKeyList
 
 from channels.records import SECOND_OPINION_REVISION
 from pe.common.embedding import load_embedder
@@ -69,15 +72,21 @@ class Doubt:
     decided: str  #: the decision's tag
     other: str
     probability: float
+    distance: float  #: from the student's threshold (CompiledOpinion.distance)
 
 
 @dataclass(frozen=True)
 class Queued:
-    """An item classified and waiting for a second opinion: its record (revision 0)
-    and its tags to decide again, by classifier."""
+    """An item classified and waiting for a second opinion: its record (revision 0),
+    its tags to decide again, by classifier, and its place in the queue."""
 
     record: dict[str, Any]
     doubts: dict[str, Doubt]
+    seq: int  #: arrival: among equally doubtful items, the older goes first
+
+    def order(self) -> tuple[float, int]:
+        """Most doubtful first: its most doubtful tag's distance, then arrival."""
+        return min(found.distance for found in self.doubts.values()), self.seq
 
 
 def embed_texts(encoder: str, texts: Sequence[str]) -> npt.NDArray[np.float32]:
@@ -96,9 +105,10 @@ def doubt(model: CompiledModel | None, prediction: Mapping[str, Any]) -> Doubt |
     decided, other = model.classes[column], model.classes[1 - column]
     confidence = float(prediction["confidence"])
     probability = confidence if prediction["tag"] == decided else 1.0 - confidence
-    if not model.second_opinion.in_band(probability):
+    opinion = model.second_opinion
+    if not opinion.in_band(probability):
         return None
-    return Doubt(model.second_opinion, decided, other, probability)
+    return Doubt(opinion, decided, other, probability, opinion.distance(probability))
 
 
 class SecondOpinions:
@@ -106,9 +116,10 @@ class SecondOpinions:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self.queue: deque[Queued] = deque()
+        self.queue: SortedKeyList[Queued, tuple[float, int]] = SortedKeyList(key=Queued.order)
         self.busy = 0  #: items taken from the queue and not yet written
         self._ready = asyncio.Event()
+        self._seq = 0
 
     @property
     def waiting(self) -> int:
@@ -120,7 +131,8 @@ class SecondOpinions:
     ) -> dict[str, int]:
         """Queue the records (ClassifiedItem dicts, revision 0) with a tag for a
         second opinion; ``models``: the models that classified them, by classifier.
-        Returns, by classifier, the entries shed to make room."""
+        Returns, by classifier, the entries shed: the least doubtful of a full queue
+        and the newcomers."""
         shed: dict[str, int] = {}
         for record in records:
             chosen = {
@@ -130,17 +142,18 @@ class SecondOpinions:
             }
             if not chosen:
                 continue
-            if len(self.queue) >= self.capacity:
-                for name in self.queue.popleft().doubts:
+            self._seq += 1
+            self.queue.add(Queued(record, chosen, self._seq))
+            if len(self.queue) > self.capacity:
+                for name in self.queue.pop().doubts:
                     shed[name] = shed.get(name, 0) + 1
-            self.queue.append(Queued(record, chosen))
         if self.queue:
             self._ready.set()
         return shed
 
     def take(self, most: int = BATCH) -> list[Queued]:
-        """The oldest ``most`` entries, out of the queue."""
-        batch = [self.queue.popleft() for _ in range(min(most, len(self.queue)))]
+        """The ``most`` most doubtful entries, out of the queue."""
+        batch = [self.queue.pop(0) for _ in range(min(most, len(self.queue)))]
         if not self.queue:
             self._ready.clear()
         return batch

@@ -62,6 +62,14 @@ class CompiledOpinion:
         """Is a student probability of the decision's tag one to decide again?"""
         return self.low <= probability <= self.high
 
+    def distance(self, probability: float) -> float:
+        """How far a student probability lies from the band's middle (the student's
+        threshold), in log-odds, as a share of the band's half-width: 0 at the
+        threshold, 1 at either edge. Comparable across models whose bands differ."""
+        low, high, odds = logit(np.array([self.low, self.high, probability]))
+        half = (high - low) / 2
+        return float(abs(odds - (low + high) / 2) / half) if half > 0 else 0.0
+
     def joined(self, probability: FloatArray, embeddings: FloatArray) -> FloatArray:
         """The joined probability of the decision's tag: the mean of the student's
         log-odds (from ``probability``) and the teacher's (from ``embeddings``, a row

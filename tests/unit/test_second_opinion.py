@@ -90,21 +90,37 @@ def test_only_the_models_own_tags_in_its_band_are_doubted() -> None:
     assert doubt(None, _tag("no", 0.6)) is None
 
 
-def test_a_full_queue_sheds_its_oldest_item() -> None:
+def test_distance_is_zero_at_the_threshold_and_one_at_the_band_edges() -> None:
+    opinion = _model().second_opinion
+    assert opinion is not None  # band 0.3-0.7 around the student's threshold 0.5
+    assert opinion.distance(0.5) == pytest.approx(0.0)
+    assert opinion.distance(0.3) == pytest.approx(1.0) == opinion.distance(0.7)
+    # in log-odds: 0.6 is nearer the middle than halfway in probability
+    assert opinion.distance(0.6) == pytest.approx(np.log(1.5) / np.log(7 / 3))
+    assert opinion.distance(0.4) == pytest.approx(opinion.distance(0.6))
+
+
+def test_a_full_queue_sheds_its_least_doubtful_item_and_serves_the_most_doubtful() -> None:
     opinions = SecondOpinions(capacity=2)
     models = {"a": _model(), "b": _model()}
     records = [
-        _record("1", "wet", a=_tag("no", 0.6), b=_tag("no", 0.55)),
+        _record("1", "wet", a=_tag("no", 0.6), b=_tag("no", 0.65)),  # P(yes) 0.4 and 0.35
         _record("2", "dry", a=_tag("yes", 0.95)),  # sure: not queued
-        _record("3", "wet", a=_tag("no", 0.6)),
-        _record("4", "wet", b=_tag("yes", 0.6)),
+        _record("3", "wet", a=_tag("no", 0.52)),  # the most doubtful
+        _record("4", "wet", b=_tag("yes", 0.65)),  # less doubtful than item 1's tag a
+        _record("5", "wet", a=_tag("yes", 0.55)),
     ]
     shed = opinions.offer(records, models)
-    assert shed == {"a": 1, "b": 1}  # item 1, doubted by both classifiers
-    assert [q.record["id"] for q in opinions.queue] == ["3", "4"]
+    # Item 4 came to a full queue (1, 3) and was the least doubtful; then item 5 put
+    # out item 1, both of whose tags are shed.
+    assert shed == {"a": 1, "b": 2}
+    assert [q.record["id"] for q in opinions.queue] == ["3", "5"]
     assert opinions.waiting == 2
     assert [q.record["id"] for q in opinions.take(1)] == ["3"]
     assert opinions.waiting == 1
+    # Equally doubtful items are served oldest first.
+    opinions.offer([_record("6", "wet", a=_tag("yes", 0.55))], models)
+    assert [q.record["id"] for q in opinions.take(2)] == ["5", "6"]
 
 
 def test_the_teachers_opinion_decides_the_doubted_tag_in_a_revision() -> None:
