@@ -21,7 +21,9 @@ crowd work, and the stream that flows meanwhile, take seconds.
    tasks) until the learner's sample holds ``--prefill`` items embedded for its
    teacher (``--prefill 0``: the crowd starts at once), then the budget spent (no
    outcome for ``--quiet-s``) and the learner's last training done on every label.
-3. The held-out messages are then pushed into ``items.raw`` and scored from
+3. Once the classifier's second pass has finished what the stream left in its queue
+   (the held-out items must not compete with the stream's for it), the held-out
+   messages are pushed into ``items.raw`` and scored from
    ``items.classified``: AUC of the probability of ``yes``, and precision, recall and
    F1 of the ``yes`` tag, and the F1 of the best threshold chosen on the truth (the
    bound on any decision rule). Each held-out item's classification by the model is

@@ -11,8 +11,12 @@ running pipeline, and the model they bought scored on items held out of the stre
    ``quiet_s``.
 3. The learner's last training saw every label it holds
    (``crowdstream_learner_trained_labels``), and its model reaches the classifier.
-4. The stream stops; the held-out items, never streamed, are pushed under ids
-   ``held-<id>`` and read back from ``items.classified``.
+4. The stream stops, and the classifier's second pass finishes what the stream
+   left it (its queue keeps the most doubtful items, and the held-out ones must not
+   compete with the stream's for it: the held-out items stand for the stream, not
+   for what follows it).
+5. The held-out items, never streamed, are pushed under ids ``held-<id>`` and read
+   back from ``items.classified``, their second opinions too.
 """
 
 from __future__ import annotations
@@ -131,6 +135,8 @@ async def live_run(
     await consumer.start()
     try:
         await _train(consumer, worker, stream, run, plan, bootstrap, tick)
+        run.step = "second opinions on the stream"
+        await _read(consumer, run, _second_opinions_written(worker, run), plan.timeout_s, tick)
         run.step = "held-out"
         run.log.pushed += await push_lines(
             [bootstrap], plan.pipeline, [orjson.dumps(item) for item in run.held.values()]
@@ -214,14 +220,19 @@ async def _train(
 
 def _second_opinions_written(worker: LocalWorker, run: LiveRun) -> Callable[[], bool]:
     """True once the classifier's second pass has nothing waiting at two checks a
-    second apart: the items it decided again by the first are then read back."""
+    second apart: the items it decided again by the first are then read back (the
+    held-out ones; the stream's are not kept)."""
     state = {"at": 0.0, "idle": 0}
 
     def written() -> bool:
         if time.monotonic() - state["at"] >= 1.0:
             state["at"] = time.monotonic()
-            state["idle"] = state["idle"] + 1 if worker.second_opinions_waiting() == 0 else 0
-            run.status = f"{run.log.second_opinions:,} second opinions read"
+            waiting = worker.second_opinions_waiting()
+            state["idle"] = state["idle"] + 1 if waiting == 0 else 0
+            run.status = (
+                f"{waiting:,.0f} items wait for a second opinion; "
+                f"{run.log.second_opinions:,} held-out second opinions read"
+            )
         return state["idle"] >= 2
 
     return written
