@@ -32,10 +32,10 @@ class LabelingRun(JobRun):
     def next_task(self, plan: Plan) -> Task | None:
         if self._model_ready(plan):
             return None
-        asked, emitted = self.asked_items(), self.emitted
+        asked = self.asked_items()
         spec = plan.classifiers[self.spec.classifier]
         for item in self.items.values():
-            if item.id not in asked and item.id not in emitted:
+            if item.id not in asked and item.id not in self.emitted:
                 return self.label_task(plan, spec, item, self.spec.redundancy)
         return None
 
@@ -54,8 +54,7 @@ class LabelingRun(JobRun):
         labeled = self._crowd_labeled()
         if self.window is not None and not self.window.closed:
             return None
-        emitted = self.emitted
-        if all(item_id in labeled or item_id in emitted for item_id in self.items):
+        if all(item_id in labeled or item_id in self.emitted for item_id in self.items):
             return "every item labeled"
         if self._model_ready(plan):
             return "the model reached the target; it labeled the rest"
@@ -63,8 +62,7 @@ class LabelingRun(JobRun):
 
     def releasable(self) -> bool:
         # Done without a model, the rest waits for one to label it.
-        emitted = self.emitted
-        rest = self.status == "done" and any(i not in emitted for i in self.items)
+        rest = self.status == "done" and any(i not in self.emitted for i in self.items)
         return super().releasable() and not rest
 
     def exhausted_reason(self) -> str | None:
@@ -80,7 +78,6 @@ class LabelingRun(JobRun):
         )
 
     def results(self, plan: Plan) -> list[ItemResult]:
-        emitted = self.emitted
         out = [
             ItemResult(
                 job_id=self.job_id,
@@ -92,7 +89,7 @@ class LabelingRun(JobRun):
                 ts=plan.now,
             )
             for item_id, (tag, agreement) in self._crowd_labeled().items()
-            if item_id not in emitted
+            if item_id not in self.emitted
         ]
         if self.terminal and self.status == "done":
             out.extend(self._model_results(plan, {r.item_id for r in out}))
@@ -102,8 +99,7 @@ class LabelingRun(JobRun):
 
     def _model_results(self, plan: Plan, taken: set[str]) -> list[ItemResult]:
         model = plan.models.get(self.spec.classifier)
-        emitted = self.emitted
-        rest = [i for i in self.items.values() if i.id not in emitted and i.id not in taken]
+        rest = [i for i in self.items.values() if i.id not in self.emitted and i.id not in taken]
         if model is None or not rest:
             return []
         probs = model.predict_proba(
