@@ -72,7 +72,6 @@ class Doubt:
     decided: str  #: the decision's tag
     other: str
     probability: float
-    distance: float  #: from the student's threshold (CompiledOpinion.distance)
 
 
 @dataclass(frozen=True)
@@ -86,7 +85,9 @@ class Queued:
 
     def order(self) -> tuple[float, int]:
         """Most doubtful first: its most doubtful tag's distance, then arrival."""
-        return min(found.distance for found in self.doubts.values()), self.seq
+        # The queue computes it once, when the item is added.
+        nearest = min(found.opinion.distance(found.probability) for found in self.doubts.values())
+        return nearest, self.seq
 
 
 def embed_texts(encoder: str, texts: Sequence[str]) -> npt.NDArray[np.float32]:
@@ -108,7 +109,7 @@ def doubt(model: CompiledModel | None, prediction: Mapping[str, Any]) -> Doubt |
     opinion = model.second_opinion
     if not opinion.in_band(probability):
         return None
-    return Doubt(opinion, decided, other, probability, opinion.distance(probability))
+    return Doubt(opinion, decided, other, probability)
 
 
 class SecondOpinions:
