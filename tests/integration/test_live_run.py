@@ -88,17 +88,23 @@ def test_the_crowd_waits_for_the_teacher_then_held_out_items_are_scored(
         for name in CLASSIFIERS:
             assert item.labels[name].tag in ("yes", "no")
             assert item.labels[name].model_version >= 1
-    # Each model carries its teacher's second opinion; the held-out items a student was
-    # least sure of came back decided again (revision 1), the others as they were.
+    # The models carry their teacher's second opinion; the held-out items a student was
+    # least sure of came back decided again (revision 1), the others as they were. On a
+    # few dozen labels a teacher's joined out-of-fold scores may not rank them (about
+    # one fit in thirty at 40 labels): that model is published without one
+    # (pe.learner.trainers._Rule._opinion), and its tags are never doubted.
+    opinions = {}
     for name in CLASSIFIERS:
         model = run.log.model(name)
-        assert model is not None and model.model.second_opinion is not None
+        assert model is not None
+        opinions[name] = model.model.second_opinion is not None
+    assert any(opinions.values()), opinions
     second = [item for item in scored if item.revision == SECOND_OPINION_REVISION]
     assert second and run.log.second_opinions == len(second)
     for item in scored:
         doubted = [name for name in CLASSIFIERS if item.labels[name].second_opinion]
         assert item.revision in (0, SECOND_OPINION_REVISION)
         assert bool(doubted) == (item.revision == SECOND_OPINION_REVISION)
-        assert all(item.labels[name].source == "model" for name in doubted)
+        assert all(opinions[name] and item.labels[name].source == "model" for name in doubted)
     truth = run.truth()
     assert truth[f"{HELD}{holdout[0]['id']}"] == holdout[0]["meta"]["truth"]
