@@ -90,8 +90,8 @@ def test_the_crowd_waits_for_the_teacher_then_held_out_items_are_scored(
             assert item.labels[name].model_version >= 1
     # The models carry their teacher's second opinion; the held-out items a student was
     # least sure of came back decided again (revision 1), the others as they were. On a
-    # few dozen labels a teacher's joined out-of-fold scores may not rank them (5 fits
-    # in 90 at 40 labels, one-off): that model is published without one
+    # few dozen labels a teacher's joined out-of-fold scores may not rank them (4 fits
+    # in 60 at 40 labels, one-off): that model is published without one
     # (pe.learner.trainers._Rule._opinion), and its tags are never doubted.
     opinions = {}
     for name in CLASSIFIERS:
