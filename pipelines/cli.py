@@ -312,6 +312,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
     from pipelines.app import build_worker
     from pipelines.logs import logging_config
     from pipelines.web import check_port_free
+    from runtime import closed_writes
     from runtime.admin import declare_topics
 
     overrides = {
@@ -360,6 +361,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
         # uvloop's event loop costs less per callback than asyncio's; the data plane
         # runs thousands of them a second.
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        closed_writes.install()  # uvloop's error for a closed connection, for aiokafka
         worker.runner(
             loglevel=settings.log_level,
             logging_config=logging_config(settings.log_format, settings.log_level, topology.name),
