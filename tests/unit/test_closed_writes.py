@@ -60,7 +60,9 @@ def _send_with(error: RuntimeError) -> AIOKafkaConnection:
 
 def test_a_write_to_a_closed_transport_is_a_broken_connection() -> None:
     closed_writes.install()
+    wrapped = AIOKafkaConnection.send
     closed_writes.install()  # once per process, however often called
+    assert AIOKafkaConnection.send is wrapped
     with pytest.raises(KafkaConnectionError, match="broken"):
         _send_with(CLOSED)
 
