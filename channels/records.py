@@ -149,9 +149,10 @@ class TagPrediction(_Record):
     second_opinion: bool = False
 
 
-#: The revision of an item's record that carries its model's second opinion: above
-#: the first classification (0), below every crowd label's (the label's time in
-#: microseconds), so a crowd tag always wins.
+#: The revision of an item's record that carries its model's second opinion on its
+#: first classification (0): below every crowd label's revision (the label's time in
+#: microseconds), so a crowd tag always wins. A second opinion on a crowd label's
+#: revision is that revision plus one.
 SECOND_OPINION_REVISION = 1
 
 

@@ -12,8 +12,9 @@ confidence, the active model's version, and the tag's ``source``: ``model``;
 ``from_item``. Tag null before a first model or label, so items never wait for
 humans. When a usable training label of an item arrives, the item's record again
 with that tag from the crowd, as a *revision* numbered by the label's time;
-first classifications are revision 0; revision 1 is the model's second opinion on
-the tags its word model was least sure of, pe.classifier.second_opinion);
+first classifications are revision 0; the revision after a record, its model's
+second opinion on the tags its word model was least sure of (1 for a first
+classification), pe.classifier.second_opinion);
 ``items.rejected``.
 State: the active models (rebuilt from the compacted ``control.models`` on start;
 the stage waits until it has read them before classifying). Only signed models of
@@ -29,8 +30,8 @@ new model is swapped in between batches, so no item is dropped by a swap. A labe
 revises its item at least once (its offset is committed after the revision is
 acknowledged), with the same revision number each time; labels older than
 ``revise_within_s`` when read only tag later items. A second opinion is best
-effort: the oldest queued item is shed when the queue is full, and a crash loses the
-queue.
+effort: the least doubtful queued item is shed when the queue is full, and a crash
+loses the queue.
 Load shedding: as the features PE, on the age of its input (see channels.shedding),
 when it reads ``items.features`` from Kafka; fused, the features PE has decided.
 Metrics: items in/out/rejected/shed (pe="classifier"), batch time, end-to-end

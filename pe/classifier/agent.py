@@ -122,6 +122,14 @@ def register(ctx: PipelineContext) -> None:
     crowd = _follow_labels(ctx)
     opinions = _second_opinions(ctx)
 
+    def doubt(records: list[dict[str, Any]], models: Models) -> None:
+        """Queue the records' doubted tags for a second opinion (pe.classifier.second_opinion)."""
+        if opinions is None:
+            return
+        shed = opinions.offer(records, {name: model for name, (model, _) in models.items()})
+        for name, count in shed.items():
+            metrics.second_opinions.labels(ctx.pipeline, name, "shed").inc(count)
+
     def current_models() -> dict[str, tuple[CompiledModel, int]]:
         return {name: (model, book.version(name)) for name, model in book.compiled.items()}
 
@@ -142,10 +150,7 @@ def register(ctx: PipelineContext) -> None:
         models = current_models()
         out = classify(batch, models, names, time.time(), index, tally)
         pending = await ctx.publish("items.classified", _keyed(out))
-        if opinions is not None:
-            shed = opinions.offer(out, {name: model for name, (model, _) in models.items()})
-            for name, count in shed.items():
-                metrics.second_opinions.labels(ctx.pipeline, name, "shed").inc(count)
+        doubt(out, models)
         for record in out:
             latency.observe(max(record["ts_out"] - record["ts_in"], 0.0))
         for (name, source), count in tally.items():
@@ -167,7 +172,7 @@ def register(ctx: PipelineContext) -> None:
         shed_key=normalize,
     )
     if crowd is not None and params.revise_within_s > 0:
-        _revise(ctx, *crowd, current_models)
+        _revise(ctx, *crowd, current_models, doubt)
 
 
 def _second_opinions(ctx: PipelineContext) -> SecondOpinions | None:
@@ -224,6 +229,7 @@ def _revise(
     crowd: CrowdLabels,
     follower: Follower,
     current_models: Callable[[], Models],
+    doubt: Callable[[list[dict[str, Any]], Models], None],
 ) -> None:
     """Revise an item's classification when a crowd label of it arrives.
 
@@ -231,6 +237,8 @@ def _revise(
     (the data plane), so each label revises its item once in a pipeline, at least
     once: its offset is committed after the revision is acknowledged. A label the
     follower has not reached yet is indexed here first, so the revision carries it.
+    The revision's other tags are the current models' first pass: ``doubt`` queues
+    those in a model's band for a second opinion, as a revision of the revision.
     """
     params = ctx.params_of(ClassifierParams)
     n_features = ctx.params_of(FeaturesParams).dimensions
@@ -253,11 +261,14 @@ def _revise(
         if not chosen:
             return []
         names = ctx.classifier_names()
-        out = classify(_items_of(chosen, n_features), current_models(), names, now, crowd)
+        models = current_models()
+        out = classify(_items_of(chosen, n_features), models, names, now, crowd)
         for record, label in zip(out, chosen, strict=True):
             record["revision"] = revision_of(label)
             revisions.labels(ctx.pipeline, label.classifier).inc()
-        return await ctx.publish("items.classified", _keyed(out))
+        pending = await ctx.publish("items.classified", _keyed(out))
+        doubt(out, models)
+        return pending
 
     ctx.consume("crowd.labels", PE, decode_labels, revise, REVISION_BATCH)
 

@@ -7,13 +7,15 @@ teacher, a logistic regression over a sentence encoder's embedding, decides bett
 with a second opinion (channels.records.SecondOpinion) names a band of the student's
 probability around its threshold, where about ``learner.second_opinion_share`` of the
 stream lies. An item whose student probability falls in it (and whose tag is the
-model's, not the crowd's) is queued here after its first classification is out; a
-helper process embeds the queue a batch at a time, and the item's record is written
-again as revision 1 (channels.records.SECOND_OPINION_REVISION), each such
+model's, not the crowd's) is queued here after its record is out: its first
+classification, or a crowd label's revision of it, whose other classifiers' tags are
+the models'. A helper process embeds the queue a batch at a time, and the item's
+record is written again as the next revision (one above the record's: 1, or
+channels.records.SECOND_OPINION_REVISION, for a first classification), each such
 classifier's tag decided by the mean of the two models' log-odds
 (``second_opinion: true`` on the tag).
 
-Best effort, by design: the first classification is already out, so the queue is
+Best effort, by design: the item's record is already out, so the queue is
 bounded (``classifier.second_opinion_queue``), and a crash loses what was queued.
 The queue is kept most doubtful first: the helper takes the items whose student
 probability lies nearest its threshold (CompiledOpinion.distance), and a full queue
@@ -36,7 +38,6 @@ import numpy as np
 import numpy.typing as npt
 from sortedcontainers import SortedKeyList
 
-from channels.records import SECOND_OPINION_REVISION
 from pe.common.embedding import load_embedder
 from pe.common.lifecycle import Helper
 from pe.common.linear import CompiledModel, CompiledOpinion
@@ -76,8 +77,9 @@ class Doubt:
 
 @dataclass(frozen=True)
 class Queued:
-    """An item classified and waiting for a second opinion: its record (revision 0),
-    its tags to decide again, by classifier, and its place in the queue."""
+    """An item classified and waiting for a second opinion: its record (a first
+    classification or a crowd label's revision), its tags to decide again, by
+    classifier, and its place in the queue."""
 
     record: dict[str, Any]
     doubts: dict[str, Doubt]
@@ -130,10 +132,10 @@ class SecondOpinions:
     def offer(
         self, records: Sequence[dict[str, Any]], models: Mapping[str, CompiledModel]
     ) -> dict[str, int]:
-        """Queue the records (ClassifiedItem dicts, revision 0) with a tag for a
-        second opinion; ``models``: the models that classified them, by classifier.
-        Returns, by classifier, the entries shed: the least doubtful of a full queue
-        and the newcomers."""
+        """Queue the records (ClassifiedItem dicts) with a tag for a second opinion;
+        ``models``: the models that classified them, by classifier. Returns, by
+        classifier, the entries shed: the least doubtful of a full queue and the
+        newcomers."""
         shed: dict[str, int] = {}
         for record in records:
             chosen = {
@@ -239,4 +241,7 @@ def revise(
         counted(name, tag != before["tag"])
     if labels == queued.record["labels"]:
         return None
-    return {**queued.record, "labels": labels, "ts_out": now, "revision": SECOND_OPINION_REVISION}
+    # The next revision: it replaces its record, and any later crowd label's revision
+    # (the label's time in microseconds) replaces it.
+    revision = queued.record["revision"] + 1
+    return {**queued.record, "labels": labels, "ts_out": now, "revision": revision}

@@ -1,5 +1,5 @@
 """The classifier's second pass: the tags a model is least sure of, decided again by
-its teacher's opinion joined to the student's, as revision 1 of the item."""
+its teacher's opinion joined to the student's, as the item's next revision."""
 
 from __future__ import annotations
 
@@ -150,6 +150,27 @@ def test_the_teachers_opinion_decides_the_doubted_tag_in_a_revision() -> None:
     kept = revise(queued, {("fake", 0): _embed(["dry"])[0]}, 0, 9.0, lambda *c: counted.append(c))
     assert kept is not None and kept["labels"]["a"]["tag"] == "no"
     assert kept["labels"]["a"]["confidence"] > 0.6 and counted[-1] == ("a", False)
+
+
+def test_a_crowd_revisions_model_tags_are_decided_again_as_its_next_revision() -> None:
+    """A crowd label's revision (numbered by the label's time) carries the models'
+    tags of its other classifiers: its second opinion is the revision after it, the
+    crowd's tag unchanged."""
+    opinions = SecondOpinions(capacity=10)
+    crowd_revision = 1_764_000_000_000_000
+    record = {
+        **_record("1", "wet sand", a=_tag("no", 0.6), b=_tag("no", 0.6, source="crowd")),
+        "revision": crowd_revision,
+    }
+    opinions.offer([record], {"a": _model(), "b": _model()})
+    [queued] = opinions.take()
+    assert set(queued.doubts) == {"a"}
+    out = revise(queued, {("fake", 0): _embed(["wet sand"])[0]}, 0, 9.0, lambda *c: None)
+    assert out is not None
+    item = ClassifiedItem.model_validate(out)
+    assert item.revision == crowd_revision + 1
+    assert item.labels["a"].tag == "yes" and item.labels["a"].second_opinion
+    assert item.labels["b"] == ClassifiedItem.model_validate(record).labels["b"]
 
 
 def test_an_embedding_of_another_size_revises_nothing() -> None:
