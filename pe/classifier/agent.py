@@ -122,7 +122,7 @@ def register(ctx: PipelineContext) -> None:
     crowd = _follow_labels(ctx)
     opinions = _second_opinions(ctx)
 
-    def doubt(records: list[dict[str, Any]], models: Models) -> None:
+    def queue_doubts(records: list[dict[str, Any]], models: Models) -> None:
         """Queue the records' doubted tags for a second opinion (pe.classifier.second_opinion)."""
         if opinions is None:
             return
@@ -150,7 +150,7 @@ def register(ctx: PipelineContext) -> None:
         models = current_models()
         out = classify(batch, models, names, time.time(), index, tally)
         pending = await ctx.publish("items.classified", _keyed(out))
-        doubt(out, models)
+        queue_doubts(out, models)
         for record in out:
             latency.observe(max(record["ts_out"] - record["ts_in"], 0.0))
         for (name, source), count in tally.items():
@@ -172,7 +172,7 @@ def register(ctx: PipelineContext) -> None:
         shed_key=normalize,
     )
     if crowd is not None and params.revise_within_s > 0:
-        _revise(ctx, *crowd, current_models, doubt)
+        _revise(ctx, *crowd, current_models, queue_doubts)
 
 
 def _second_opinions(ctx: PipelineContext) -> SecondOpinions | None:
@@ -229,7 +229,7 @@ def _revise(
     crowd: CrowdLabels,
     follower: Follower,
     current_models: Callable[[], Models],
-    doubt: Callable[[list[dict[str, Any]], Models], None],
+    queue_doubts: Callable[[list[dict[str, Any]], Models], None],
 ) -> None:
     """Revise an item's classification when a crowd label of it arrives.
 
@@ -237,8 +237,8 @@ def _revise(
     (the data plane), so each label revises its item once in a pipeline, at least
     once: its offset is committed after the revision is acknowledged. A label the
     follower has not reached yet is indexed here first, so the revision carries it.
-    The revision's other tags are the current models' first pass: ``doubt`` queues
-    those in a model's band for a second opinion, as a revision of the revision.
+    The revision's other tags are the current models' first pass: ``queue_doubts``
+    queues those in a model's band for a second opinion, a revision of the revision.
     """
     params = ctx.params_of(ClassifierParams)
     n_features = ctx.params_of(FeaturesParams).dimensions
@@ -267,7 +267,7 @@ def _revise(
             record["revision"] = revision_of(label)
             revisions.labels(ctx.pipeline, label.classifier).inc()
         pending = await ctx.publish("items.classified", _keyed(out))
-        doubt(out, models)
+        queue_doubts(out, models)
         return pending
 
     ctx.consume("crowd.labels", PE, decode_labels, revise, REVISION_BATCH)

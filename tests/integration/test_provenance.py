@@ -54,6 +54,12 @@ def worker(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> 
     running.stop()
 
 
+def _revision(ts: float) -> int:
+    """The revision a label of time ``ts`` makes of its item: that time in
+    microseconds (docs/operations.md; pe.classifier.agent.revision_of)."""
+    return max(round(ts * 1_000_000), 1)
+
+
 def _usable(label: dict[str, Any]) -> bool:
     """A training label the classifier tags items with and revises its item by."""
     return bool(
@@ -99,7 +105,7 @@ async def test_a_crowd_label_revises_its_item_and_reaches_a_later_near_duplicate
     confidence = label["posterior"] if label["posterior"] is not None else label["agreement"]
 
     # The labeled item's classification is revised: that classifier's tag is the crowd's.
-    revision = max(round(label["ts"] * 1_000_000), 1)
+    revision = _revision(label["ts"])
 
     def revised(records: list[Any]) -> list[dict[str, Any]]:
         return [
@@ -195,7 +201,7 @@ async def test_a_crowd_revisions_other_tags_are_decided_again_by_the_models_teac
         path = f"/api/v1/labels/{label['classifier']}/{label['item_id']}/correct"
         status, body = worker.post(path, orjson.dumps({"tag": label["tag"]}))
         assert status == 202, body
-        return label["item_id"], max(round(body["label"]["ts"] * 1_000_000), 1)
+        return label["item_id"], _revision(body["label"]["ts"])
 
     # A confirmation makes each classifier retrain, with its teacher now (a retrain
     # under way took the sample as it was, and leaves the confirmation to the next).
