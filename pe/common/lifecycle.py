@@ -22,6 +22,13 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_NAME = 15
+
+
+def _prctl(option: int, arg: int | bytes) -> None:
+    """Linux's prctl on this process; nothing elsewhere."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(option, arg)
 
 
 def die_with_parent() -> None:
@@ -29,9 +36,7 @@ def die_with_parent() -> None:
 
     Runs in the child (a ``preexec_fn`` or a pool initializer); Linux only.
     """
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 #: How much a helper process yields the CPU (its nice value) by default: to the
@@ -39,12 +44,21 @@ def die_with_parent() -> None:
 HELPER_NICE = 10
 
 
-def background_helper(nice: int = HELPER_NICE) -> None:
-    """Initializer of a helper process (a pool's worker): it dies with its parent and
-    yields the CPU to it (``nice``), and it uses one core: with two BLAS threads, one
-    waiting on the core the worker holds, the learner's MiniLM teacher embedded 9
-    items/s during the live benchmark; with one, 25."""
+def _name_process(name: str) -> None:
+    """Give this process the name ``ps``, ``top`` and ``/proc/<pid>/comm`` show (the
+    kernel keeps 15 bytes): a worker's helpers all run the same ``spawn_main`` command
+    line, and an operator (or a test) must tell which is which. Linux only."""
+    _prctl(_PR_SET_NAME, name.encode()[:15])
+
+
+def background_helper(name: str, nice: int = HELPER_NICE) -> None:
+    """Initializer of a helper process (a pool's worker): it dies with its parent,
+    takes ``name`` (:func:`_name_process`) and yields the CPU to it (``nice``), and it
+    uses one core: with two BLAS threads, one waiting on the core the worker holds,
+    the learner's MiniLM teacher embedded 9 items/s during the live benchmark; with
+    one, 25."""
     die_with_parent()
+    _name_process(name)
     os.nice(nice)
     # For the OpenMP runtime scikit-learn loads later; the BLAS libraries must be
     # loaded to be limited: numpy's and scipy's.
@@ -56,15 +70,16 @@ def background_helper(nice: int = HELPER_NICE) -> None:
     threadpool_limits(1)
 
 
-def helper_pool(nice: int = HELPER_NICE) -> ProcessPoolExecutor:
+def helper_pool(name: str, nice: int = HELPER_NICE) -> ProcessPoolExecutor:
     """One helper process for a PE's heavy work off the event loop: a fresh
-    interpreter (spawned, so nothing of the worker's loop or threads is copied) that
-    dies with the worker and yields the CPU to it (:func:`background_helper`)."""
+    interpreter (spawned, so nothing of the worker's loop or threads is copied) named
+    ``name`` that dies with the worker and yields the CPU to it
+    (:func:`background_helper`)."""
     return ProcessPoolExecutor(
         max_workers=1,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=background_helper,
-        initargs=(nice,),
+        initargs=(name, nice),
     )
 
 
@@ -75,13 +90,13 @@ class Helper:
     memory), :meth:`renew` starts another: a dead pool would fail every call."""
 
     def __init__(self, name: str, nice: int = HELPER_NICE) -> None:
-        self.name = name  #: what it does, for the log
+        self.name = name  #: what it does: the process's name (ps) and the log's
         self.nice = nice
         self.executor = self._start()
         self.generation = 0  #: processes started before this one (what they held is lost)
 
     def _start(self) -> ProcessPoolExecutor:
-        executor = helper_pool(self.nice)
+        executor = helper_pool(self.name, self.nice)
         executor.submit(int)
         return executor
 

@@ -65,7 +65,7 @@ class Featurizer:
         too, the work is what kills it, and the command is refused (DecodeError)."""
         for attempt in (1, 2):
             if self._pool is None:
-                self._pool = helper_pool()
+                self._pool = helper_pool("jobs-intake")
             try:
                 return await asyncio.get_running_loop().run_in_executor(
                     self._pool, work, self.params, *args

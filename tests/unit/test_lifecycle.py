@@ -8,6 +8,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from pe.common.lifecycle import Helper, helper_pool
 from pipelines.local import terminate
 
@@ -17,7 +19,7 @@ _BUSY_HELPER = textwrap.dedent(
     from pe.common.lifecycle import helper_pool, stop_helpers
 
     if __name__ == "__main__":
-        pool = helper_pool()
+        pool = helper_pool("busy")
         pool.submit(int).result()  # the helper is up
         pool.submit(time.sleep, 600)  # a long refit, say
         time.sleep(0.5)
@@ -44,7 +46,7 @@ def _thread_pools() -> list[tuple[str, int]]:
 
 def test_a_helper_uses_one_thread_of_each_math_library() -> None:
     # Threads waiting on the worker's core slowed the learner's encoder three-fold.
-    with helper_pool() as pool:
+    with helper_pool("threads") as pool:
         pools = pool.submit(_thread_pools).result(timeout=60)
     assert {api for api, _ in pools} >= {"openblas", "openmp"}
     assert all(threads == 1 for _, threads in pools), pools
@@ -65,6 +67,24 @@ def test_a_helper_yields_the_cpu_as_much_as_it_is_told() -> None:
         assert lowest.generation == 1
     finally:
         for helper in (default, lowest):
+            helper.executor.shutdown(cancel_futures=True)
+
+
+def _name() -> str:
+    with open("/proc/self/comm") as comm:
+        return comm.read().strip()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process names: Linux")
+def test_a_helper_is_named_for_what_it_does() -> None:
+    # Every helper's command line is the same spawn_main: its name tells them apart.
+    fitter = Helper("model-fitting")
+    long = Helper("a-name-longer-than-fifteen")
+    try:
+        assert fitter.executor.submit(_name).result(timeout=60) == "model-fitting"
+        assert long.executor.submit(_name).result(timeout=60) == "a-name-longer-t"
+    finally:
+        for helper in (fitter, long):
             helper.executor.shutdown(cancel_futures=True)
 
 
