@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 __all__ = [
+    "Anchor",
     "MAX_TEXT_CHARS",
     "MODEL_SCHEMA_VERSION",
     "NA_TAG",
@@ -328,18 +329,38 @@ class _Range(_Record):
         return self
 
 
+class Anchor(_Record):
+    """A tag's worked examples, embedded by a teacher's encoder (pe.common.anchors)."""
+
+    tag: str
+    vectors: list[list[float]] = Field(min_length=1)
+
+
 class SecondOpinion(_Range):
     """A distilled model's teacher, for a second pass over the items its student is
     least sure of (pe.classifier.second_opinion): logistic regression over the
-    ``encoder``'s embedding of an item's text. An item whose student probability of
-    the decision's tag lies in [``low``, ``high``] is decided again by the mean of the
-    two models' log-odds: the tag when that joined probability reaches
+    ``encoder``'s embedding of an item's text, followed by its nearest example's
+    similarity for each of ``anchors`` (their weights come last). An item whose student
+    probability of the decision's tag lies in [``low``, ``high``] is decided again by
+    the mean of the two models' log-odds: the tag when that joined probability reaches
     ``threshold``."""
 
     encoder: str
     weights: list[float] = Field(min_length=1)
     intercept: float
     threshold: float = Field(ge=0, le=1)
+    #: Models published before anchors existed have none.
+    anchors: list[Anchor] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _anchors_fit(self) -> Self:
+        dims = len(self.weights) - len(self.anchors)
+        if dims < 1 or any(len(v) != dims for a in self.anchors for v in a.vectors):
+            raise ValueError(
+                "SecondOpinion: each anchor vector needs as many dimensions as the "
+                "weights, less one for each anchor"
+            )
+        return self
 
 
 class LinearModel(_Record):

@@ -424,8 +424,10 @@ class ClassifierSpec(BaseModel):
     #: one of the tags.
     na_allowed: bool = True
     #: A few worked examples (text and its tag) the worker page shows beside the
-    #: question; unlike gold questions, they measure nobody.
-    examples: list[TagExample] = Field(default_factory=list, max_length=5)
+    #: question; unlike gold questions, they measure nobody. The learner's teacher
+    #: also reads them: each item's similarity to the nearest example of each tag is a
+    #: feature of its embedding (pe.common.anchors).
+    examples: list[TagExample] = Field(default_factory=list, max_length=10)
 
     @model_validator(mode="after")
     def _gold_in_tags(self) -> ClassifierSpec:
@@ -439,6 +441,11 @@ class ClassifierSpec(BaseModel):
     def task_examples(self) -> list[TaskExample]:
         """The examples as a task carries them."""
         return [TaskExample(text=e.text, tag=e.tag) for e in self.examples]
+
+    def anchors(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """The examples' texts by tag, for each tag with some, in the tags' order."""
+        by_tag = [(tag, tuple(e.text for e in self.examples if e.tag == tag)) for tag in self.tags]
+        return tuple((tag, texts) for tag, texts in by_tag if texts)
 
     @field_validator("tags")
     @classmethod

@@ -225,7 +225,7 @@ def revise(
     for name, found in queued.doubts.items():
         opinion = found.opinion
         vector = embedded.get((opinion.encoder, row))
-        if vector is None or vector.shape[-1] != opinion.weights.shape[0]:
+        if vector is None or vector.shape[-1] != opinion.dimensions:
             log.warning("classifier %s: an embedding does not fit its second opinion", name)
             continue
         embedding = np.asarray(vector, dtype=np.float64)[None, :]

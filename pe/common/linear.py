@@ -10,6 +10,7 @@ import numpy.typing as npt
 import scipy.sparse as sp
 
 from channels.records import LinearModel, SecondOpinion
+from pe.common.anchors import with_anchors
 
 __all__ = [
     "CompiledModel",
@@ -52,11 +53,19 @@ class CompiledOpinion:
     """A model's second opinion (channels.records.SecondOpinion) ready to apply."""
 
     encoder: str
-    weights: FloatArray  #: the teacher's log-odds of the decision's tag, per dimension
+    #: the teacher's log-odds of the decision's tag, per dimension, then per anchor
+    weights: FloatArray
     intercept: float
     low: float
     high: float
     threshold: float
+    #: Each anchored tag's examples' embeddings, a row each (pe.common.anchors).
+    anchors: tuple[FloatArray, ...] = ()
+
+    @property
+    def dimensions(self) -> int:
+        """The size of the embedding the teacher reads."""
+        return len(self.weights) - len(self.anchors)
 
     def in_band(self, probability: float) -> bool:
         """Is a student probability of the decision's tag one to decide again?"""
@@ -74,7 +83,8 @@ class CompiledOpinion:
         """The joined probability of the decision's tag: the mean of the student's
         log-odds (from ``probability``) and the teacher's (from ``embeddings``, a row
         an item)."""
-        return joined_probability(probability, embeddings @ self.weights + self.intercept)
+        features = with_anchors(embeddings, self.anchors)
+        return joined_probability(probability, features @ self.weights + self.intercept)
 
 
 @dataclass(frozen=True)
@@ -163,6 +173,7 @@ def _compile_opinion(opinion: SecondOpinion) -> CompiledOpinion:
         low=opinion.low,
         high=opinion.high,
         threshold=opinion.threshold,
+        anchors=tuple(np.asarray(a.vectors, dtype=np.float64) for a in opinion.anchors),
     )
 
 

@@ -95,6 +95,7 @@ def register(ctx: PipelineContext) -> None:
                 lr=params.river_lr,
                 min_precision=params.min_precision,
                 teacher=teacher,
+                anchors=spec.anchors(),
             ),
             passive_share=passive_share,
         )

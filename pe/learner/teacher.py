@@ -31,11 +31,13 @@ import numpy.typing as npt
 import scipy.sparse as sp
 from sklearn.linear_model import LogisticRegression
 
+from pe.common.anchors import with_anchors
 from pe.common.embedding import load_embedder
 from pe.common.linear import feature_matrix
 
 __all__ = [
     "EMBEDDINGS",
+    "Anchors",
     "EMBED_BATCH",
     "Fit",
     "Fitted",
@@ -55,6 +57,8 @@ __all__ = [
 
 FloatArray = npt.NDArray[np.float64]
 _T = TypeVar("_T")
+#: A classifier's worked examples: (tag, its examples' texts) for each tag with some.
+Anchors = tuple[tuple[str, tuple[str, ...]], ...]
 
 
 @dataclass(frozen=True)
@@ -155,13 +159,15 @@ class Teaching:
     """What a fit is taught from: the encoder, its model's inverse regularisation, the
     weight of its soft labels against the crowd's, and the stream's sample it scores;
     ``second_share``: the share of the sample the published teacher is to decide
-    again (0: it is not published; channels.records.SecondOpinion)."""
+    again (0: it is not published; channels.records.SecondOpinion); ``anchors``: the
+    classifier's worked examples, by tag (pe.common.anchors)."""
 
     encoder: str
     c: float
     weight: float
     pool: SampleUpdate
     second_share: float = 0.0
+    anchors: Anchors = ()
 
 
 @dataclass(frozen=True)
@@ -175,10 +181,16 @@ class Teacher:
     sample: StreamSample
     second_share: float = 0.0
 
-    def teaching(self, whole: bool = False) -> Teaching:
-        """For the next fit: the sample as it is now (:meth:`StreamSample.update`)."""
+    def teaching(self, whole: bool = False, anchors: Anchors = ()) -> Teaching:
+        """For the next fit: the sample as it is now (:meth:`StreamSample.update`), and
+        the fitted classifier's ``anchors``."""
         return Teaching(
-            self.encoder, self.c, self.weight, self.sample.update(whole), self.second_share
+            self.encoder,
+            self.c,
+            self.weight,
+            self.sample.update(whole),
+            self.second_share,
+            anchors,
         )
 
 
@@ -246,6 +258,16 @@ def _embed_sample(encoder: str, pool: Sequence[PoolItem], most: int | None = Non
     )
 
 
+def _anchors(teaching: Teaching) -> tuple[tuple[str, FloatArray], ...]:
+    """Each anchored tag of ``teaching`` and its examples' embeddings (embedded at the
+    first fit, then found in :data:`EMBEDDINGS`)."""
+    embedded = []
+    for tag, texts in teaching.anchors:
+        embed_cached("anchor", teaching.encoder, texts, texts, most=len(texts))
+        embedded.append((tag, _vectors("anchor", teaching.encoder, texts, 0)))
+    return tuple(embedded)
+
+
 def warm(teaching: Teaching) -> tuple[int, int]:
     """In the fitting process, between refits: embed up to :data:`EMBED_BATCH` items
     of the sample that have no embedding yet, so that a refit finds them ready.
@@ -292,6 +314,9 @@ class Lesson:
     label_embeddings: FloatArray
     teacher_c: float
     teacher_weight: float
+    #: Each anchored tag and its examples' embeddings; both embeddings above end with
+    #: a column for each (pe.common.anchors).
+    anchors: tuple[tuple[str, FloatArray], ...] = ()
 
     @classmethod
     def prepare(
@@ -329,12 +354,15 @@ class Lesson:
             "pool", teaching.encoder, [item.item_id for item in taught], vectors.shape[1]
         )
         _trim(pool)
+        anchors = _anchors(teaching) if vectors.shape[1] else ()
+        sets = [examples for _, examples in anchors]
         return cls(
             pool_words=feature_matrix([(item.idx, item.val) for item in taught], n_features),
-            pool_embeddings=pool_vectors,
-            label_embeddings=labels,
+            pool_embeddings=with_anchors(pool_vectors, sets),
+            label_embeddings=with_anchors(labels, sets),
             teacher_c=teaching.c,
             teacher_weight=teaching.weight,
+            anchors=anchors,
         )
 
     def columns(self, words: sp.csr_matrix) -> npt.NDArray[np.int64]:

@@ -14,10 +14,19 @@ import scipy.sparse as sp
 from river import linear_model, optim
 from sklearn.linear_model import LogisticRegression
 
-from channels.records import Decision, LinearModel, SecondOpinion, SparseRow
+from channels.records import Anchor, Decision, LinearModel, SecondOpinion, SparseRow
 from pe.common.heap import release_free_heap
 from pe.common.linear import feature_matrix, joined_probability, logit, sigmoid
-from pe.learner.teacher import Fit, Fitted, Lesson, Teacher, Teaching, logistic, with_sample
+from pe.learner.teacher import (
+    Anchors,
+    Fit,
+    Fitted,
+    Lesson,
+    Teacher,
+    Teaching,
+    logistic,
+    with_sample,
+)
 from pe.learner.threshold import choose_threshold, out_of_fold
 
 FloatArray = npt.NDArray[np.float64]
@@ -106,14 +115,17 @@ class SklearnTrainer(Trainer):
         c: float,
         min_precision: float = 0.0,
         teacher: Teacher | None = None,
+        anchors: Anchors = (),
     ) -> None:
         """A two-tag classifier's first tag (``yes`` of yes/no) gets a threshold.
-        ``teacher``: distil from it (its pool: the live sample of the stream)."""
+        ``teacher``: distil from it (its pool: the live sample of the stream), with the
+        classifier's worked examples as ``anchors`` (pe.common.anchors)."""
         super().__init__(tags, n_features)
         self.c = c
         self.positive = tags[0] if len(tags) == 2 else None
         self.min_precision = min_precision
         self.teacher = teacher
+        self.anchors = anchors
         self.examples: list[Example] = []
 
     def add(self, example: Example) -> None:
@@ -136,7 +148,7 @@ class SklearnTrainer(Trainer):
             self.c,
             self.positive,
             self.min_precision,
-            None if self.teacher is None else self.teacher.teaching(whole),
+            None if self.teacher is None else self.teacher.teaching(whole, self.anchors),
         )
 
     def export(self) -> LinearModel | None:
@@ -224,7 +236,9 @@ def fit_logistic(
     if len(classes) == 2:
         rule = _Rule(positive, min_precision)
         if lesson is not None and teacher is not None and teaching is not None:
-            rule = _Rule(positive, min_precision, teaching, teacher, lesson.pool_embeddings)
+            rule = _Rule(
+                positive, min_precision, teaching, teacher, lesson.pool_embeddings, lesson.anchors
+            )
         decision, opinion = rule.decide(x, tags, weights, fit, model, population)
         return LinearModel(
             classes=classes,
@@ -249,13 +263,15 @@ class _Rule:
     """How a two-tag model decides ``positive``: its threshold (pe.learner.threshold),
     chosen for ``population`` (word features) if given; with ``teaching`` that asks for
     one, the second opinion of ``teacher``, whose scores of the population are taken
-    from ``pool_embeddings`` (channels.records.SecondOpinion)."""
+    from ``pool_embeddings`` (channels.records.SecondOpinion; with a column for each
+    of ``anchors``, pe.common.anchors)."""
 
     positive: str | None
     min_precision: float
     teaching: Teaching | None = None
     teacher: LogisticRegression | None = None
     pool_embeddings: FloatArray | None = None
+    anchors: tuple[tuple[str, FloatArray], ...] = ()
 
     def decide(
         self,
@@ -342,6 +358,10 @@ class _Rule:
             low=round(float(band[0]), 6),
             high=round(float(band[1]), 6),
             threshold=round(joined_threshold, 6),
+            anchors=[
+                Anchor(tag=tag, vectors=np.round(vectors, 6).tolist())
+                for tag, vectors in self.anchors
+            ],
         )
 
 
@@ -406,11 +426,13 @@ def make_trainer(
     lr: float,
     min_precision: float = 0.0,
     teacher: Teacher | None = None,
+    anchors: Anchors = (),
 ) -> Trainer:
-    """A trainer of ``family``; only scikit-learn's learns from a ``teacher``."""
+    """A trainer of ``family``; only scikit-learn's learns from a ``teacher`` (and its
+    ``anchors``)."""
     if family == "river":
         return RiverTrainer(tags, n_features, lr)
-    return SklearnTrainer(tags, n_features, c, min_precision, teacher)
+    return SklearnTrainer(tags, n_features, c, min_precision, teacher, anchors)
 
 
 def _sparse(

@@ -16,6 +16,7 @@ from pe.common.simhash import hamming
 from pipelines.broker import EmbeddedBroker
 from pipelines.client import push_lines
 from pipelines.sample import load_sample
+from pipelines.topology import load_topology
 from tests.integration.conftest import (
     Worker,
     read_topic,
@@ -221,6 +222,24 @@ async def test_a_crowd_revisions_other_tags_are_decided_again_by_the_models_teac
         if doubting:
             break
     assert doubting, "no model gave a second opinion"
+
+    # Its teacher reads the topology's worked examples (pe.common.anchors): the model
+    # message carries their embeddings, which the classifier has just applied.
+    def opinions(records: list[Any]) -> list[tuple[str, dict[str, Any]]]:
+        return [
+            (m["classifier"], m["model"]["second_opinion"])
+            for m in values(records)
+            if m["classifier"] in doubting and m["model"].get("second_opinion")
+        ]
+
+    models = await read_topic(
+        bootstrap, f"{PIPELINE}.control.models", lambda rs: bool(opinions(rs))
+    )
+    examples = {spec.name: spec.anchors() for spec in load_topology("crisis").classifiers}
+    for classifier, opinion in opinions(models):
+        carried = [(a["tag"], len(a["vectors"])) for a in opinion["anchors"]]
+        assert carried == [(tag, len(texts)) for tag, texts in examples[classifier]]
+        assert carried  # the crisis topology gives each classifier examples
 
     # Confirmations of the other classifier's labels revise their items: that
     # classifier's tag the crowd's, the doubting one's the model's, then its teacher's.

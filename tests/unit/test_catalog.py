@@ -177,8 +177,8 @@ def test_examples_and_gold_questions_must_use_the_classifiers_tags() -> None:
     base = {"name": "roads", "question": "Roads?", "tags": ["yes", "no"]}
     with pytest.raises(ValueError, match="not among the tags: maybe"):
         ClassifierSpec(**base, examples=[TagExample(text="x", tag="maybe")])
-    with pytest.raises(ValueError, match="at most 5"):
-        ClassifierSpec(**base, examples=[TagExample(text="x", tag="yes")] * 6)
+    with pytest.raises(ValueError, match="at most 10"):
+        ClassifierSpec(**base, examples=[TagExample(text="x", tag="yes")] * 11)
 
 
 async def test_where_n_a_is_not_allowed_the_simulated_crowd_guesses_a_tag() -> None:
