@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -15,6 +15,9 @@ from pydantic import (
 )
 
 from channels.records import NA_TAG, TaskExample
+
+if TYPE_CHECKING:
+    from pe.common.anchors import Anchors
 
 __all__ = [
     "ClassifierSpec",
@@ -442,7 +445,7 @@ class ClassifierSpec(BaseModel):
         """The examples as a task carries them."""
         return [TaskExample(text=e.text, tag=e.tag) for e in self.examples]
 
-    def anchors(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    def anchors(self) -> Anchors:
         """The examples' texts by tag, for each tag with some, in the tags' order."""
         by_tag = [(tag, tuple(e.text for e in self.examples if e.tag == tag)) for tag in self.tags]
         return tuple((tag, texts) for tag, texts in by_tag if texts)

@@ -19,9 +19,13 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["with_anchors"]
+__all__ = ["Anchors", "Embedded", "with_anchors"]
 
 FloatArray = npt.NDArray[np.float64]
+#: A classifier's worked examples: (tag, its examples' texts) for each tag with some.
+Anchors = tuple[tuple[str, tuple[str, ...]], ...]
+#: The same, each tag's examples embedded (a row each).
+Embedded = tuple[tuple[str, FloatArray], ...]
 
 
 def with_anchors(vectors: npt.ArrayLike, anchors: Sequence[npt.ArrayLike]) -> FloatArray:

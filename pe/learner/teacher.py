@@ -31,13 +31,12 @@ import numpy.typing as npt
 import scipy.sparse as sp
 from sklearn.linear_model import LogisticRegression
 
-from pe.common.anchors import with_anchors
+from pe.common.anchors import Anchors, Embedded, with_anchors
 from pe.common.embedding import load_embedder
 from pe.common.linear import feature_matrix
 
 __all__ = [
     "EMBEDDINGS",
-    "Anchors",
     "EMBED_BATCH",
     "Fit",
     "Fitted",
@@ -57,8 +56,6 @@ __all__ = [
 
 FloatArray = npt.NDArray[np.float64]
 _T = TypeVar("_T")
-#: A classifier's worked examples: (tag, its examples' texts) for each tag with some.
-Anchors = tuple[tuple[str, tuple[str, ...]], ...]
 
 
 @dataclass(frozen=True)
@@ -258,7 +255,7 @@ def _embed_sample(encoder: str, pool: Sequence[PoolItem], most: int | None = Non
     )
 
 
-def _anchors(teaching: Teaching) -> tuple[tuple[str, FloatArray], ...]:
+def _anchors(teaching: Teaching) -> Embedded:
     """Each anchored tag of ``teaching`` and its examples' embeddings (embedded at the
     first fit, then found in :data:`EMBEDDINGS`)."""
     embedded = []
@@ -316,7 +313,7 @@ class Lesson:
     teacher_weight: float
     #: Each anchored tag and its examples' embeddings; both embeddings above end with
     #: a column for each (pe.common.anchors).
-    anchors: tuple[tuple[str, FloatArray], ...] = ()
+    anchors: Embedded = ()
 
     @classmethod
     def prepare(

@@ -15,18 +15,10 @@ from river import linear_model, optim
 from sklearn.linear_model import LogisticRegression
 
 from channels.records import Anchor, Decision, LinearModel, SecondOpinion, SparseRow
+from pe.common.anchors import Anchors, Embedded
 from pe.common.heap import release_free_heap
 from pe.common.linear import feature_matrix, joined_probability, logit, sigmoid
-from pe.learner.teacher import (
-    Anchors,
-    Fit,
-    Fitted,
-    Lesson,
-    Teacher,
-    Teaching,
-    logistic,
-    with_sample,
-)
+from pe.learner.teacher import Fit, Fitted, Lesson, Teacher, Teaching, logistic, with_sample
 from pe.learner.threshold import choose_threshold, out_of_fold
 
 FloatArray = npt.NDArray[np.float64]
@@ -271,7 +263,7 @@ class _Rule:
     teaching: Teaching | None = None
     teacher: LogisticRegression | None = None
     pool_embeddings: FloatArray | None = None
-    anchors: tuple[tuple[str, FloatArray], ...] = ()
+    anchors: Embedded = ()
 
     def decide(
         self,

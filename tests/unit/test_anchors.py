@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from sklearn.metrics import roc_auc_score
 
 from channels.records import SecondOpinion
-from pe.common.anchors import with_anchors
+from pe.common.anchors import Anchors, with_anchors
 from pe.common.hashing import sparse_rows
 from pe.common.linear import compile_model, logit
 from pe.common.space import FeatureSpace
@@ -98,7 +98,7 @@ def _examples(texts: Sequence[tuple[str, str]], key: str = "l") -> list[Example]
     ]
 
 
-def _teaching(pool: Sequence[str], anchors: teacher_module.Anchors, key: str = "p") -> Teaching:
+def _teaching(pool: Sequence[str], anchors: Anchors, key: str = "p") -> Teaching:
     """``pool`` as a fit's sample (``key``: its items' ids' prefix), embedded."""
     rows = _rows(pool)
     items = [
@@ -151,7 +151,7 @@ def test_a_second_opinion_refuses_anchors_of_another_size() -> None:
 
 def _teacher_auc(
     data: tuple[list[tuple[str, str]], list[str], list[tuple[str, str]]],
-    anchors: teacher_module.Anchors,
+    anchors: Anchors,
     key: str,
 ) -> float | None:
     """The held-out AUC of the teacher a fit on ``data`` (labelled, sample, test items)
