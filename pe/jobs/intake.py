@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
-from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
@@ -24,14 +22,12 @@ from pydantic import TypeAdapter, ValidationError
 from channels.codec import DecodeError, decode, summarise
 from channels.jobs import JobCommand, JobItem
 from pe.common.hashing import sparse_rows
-from pe.common.lifecycle import helper_pool
+from pe.common.lifecycle import Helper
 from pe.common.linear import feature_matrix
 from pe.common.space import FeatureSpace
 from pe.params import FeaturesParams
 
 __all__ = ["BIG_BYTES", "CHUNK", "Featurizer", "read_command"]
-
-log = logging.getLogger(__name__)
 
 #: A command at least this big is read in the helper process.
 BIG_BYTES = 64 * 1024
@@ -57,23 +53,22 @@ class Featurizer:
 
     def __init__(self, params: FeaturesParams) -> None:
         self.params = params
-        self._pool: ProcessPoolExecutor | None = None
+        self._helper: Helper | None = None
 
     async def call(self, work: Any, *args: Any) -> Any:
         """``work(params, *args)`` in the helper. If the helper dies (killed, out of
         memory), another is started and the work tried once more; if that one dies
         too, the work is what kills it, and the command is refused (DecodeError)."""
-        for attempt in (1, 2):
-            if self._pool is None:
-                self._pool = helper_pool("jobs-intake")
+        if self._helper is None:
+            self._helper = Helper("jobs-intake")
+        for _ in range(2):
+            executor = self._helper.executor
             try:
                 return await asyncio.get_running_loop().run_in_executor(
-                    self._pool, work, self.params, *args
+                    executor, work, self.params, *args
                 )
-            except BrokenProcessPool:
-                self._pool.shutdown(wait=False, cancel_futures=True)
-                self._pool = None
-                log.error("the jobs PE's helper process died (attempt %d of 2)", attempt)
+            except BrokenProcessPool as exc:
+                self._helper.renew(executor, exc)
         msg = "its helper process died twice reading this command (too big for memory?)"
         raise DecodeError(msg, "error")
 
