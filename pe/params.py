@@ -147,8 +147,13 @@ class ClassifierParams(_BatchParams):
     #: items to come. 0: no revisions.
     revise_within_s: float = Field(3600.0, ge=0)
     #: Items waiting for a second opinion (pe.classifier.second_opinion): past this
-    #: many, the oldest is shed and keeps its first tags. 0: no second pass.
+    #: many, the least doubtful is shed and keeps its first tags. 0: no second pass.
     second_opinion_queue: int = Field(2000, ge=0, le=100_000)
+    #: An item whose record has waited this long for its second opinion leaves the
+    #: queue with its first tags: a crisis team has acted on a tag ten minutes old,
+    #: and a stream faster than the helper would otherwise keep a few doubtful items
+    #: waiting behind ever newer, more doubtful ones. 0: no limit.
+    second_opinion_max_age_s: float = Field(600.0, ge=0)
 
 
 class TaskgenParams(_Params):

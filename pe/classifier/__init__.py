@@ -30,8 +30,8 @@ new model is swapped in between batches, so no item is dropped by a swap. A labe
 revises its item at least once (its offset is committed after the revision is
 acknowledged), with the same revision number each time; labels older than
 ``revise_within_s`` when read only tag later items. A second opinion is best
-effort: the least doubtful queued item is shed when the queue is full, and a crash
-loses the queue.
+effort: the least doubtful queued item is shed when the queue is full, one older
+than ``second_opinion_max_age_s`` is dropped, and a crash loses the queue.
 Load shedding: as the features PE, on the age of its input (see channels.shedding),
 when it reads ``items.features`` from Kafka; fused, the features PE has decided.
 Metrics: items in/out/rejected/shed (pe="classifier"), batch time, end-to-end

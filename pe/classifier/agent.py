@@ -178,10 +178,10 @@ def register(ctx: PipelineContext) -> None:
 def _second_opinions(ctx: PipelineContext) -> SecondOpinions | None:
     """The second pass (pe.classifier.second_opinion), its helper process started when
     a first item waits for it; None when it is off."""
-    capacity = ctx.params_of(ClassifierParams).second_opinion_queue
-    if capacity == 0:
+    params = ctx.params_of(ClassifierParams)
+    if params.second_opinion_queue == 0:
         return None
-    opinions = SecondOpinions(capacity)
+    opinions = SecondOpinions(params.second_opinion_queue, params.second_opinion_max_age_s)
     counter = ctx.metrics.second_opinions
     ctx.metrics.second_opinion_waiting.labels(ctx.pipeline).set_function(lambda: opinions.waiting)
 
@@ -191,6 +191,10 @@ def _second_opinions(ctx: PipelineContext) -> SecondOpinions | None:
     def counted(name: str, changed: bool) -> None:
         counter.labels(ctx.pipeline, name, "changed" if changed else "kept").inc()
 
+    def expired(tags: Mapping[str, int]) -> None:
+        for name, count in tags.items():
+            counter.labels(ctx.pipeline, name, "expired").inc(count)
+
     async def run() -> None:
         await opinions.ready()
         # The lowest priority (nice 19): the second pass takes only the CPU that
@@ -198,7 +202,7 @@ def _second_opinions(ctx: PipelineContext) -> SecondOpinions | None:
         # weights a fit gets seven times its share of a core they contend for; the
         # crowd's next picks wait for the fit.
         helper = Helper("second-opinion", nice=19)
-        await opinions.run(helper, publish, time.time, counted)
+        await opinions.run(helper, publish, time.time, counted, expired)
 
     ctx.task(run)
     return opinions

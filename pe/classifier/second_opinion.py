@@ -19,7 +19,9 @@ Best effort, by design: the item's record is already out, so the queue is
 bounded (``classifier.second_opinion_queue``), and a crash loses what was queued.
 The queue is kept most doubtful first: the helper takes the items whose student
 probability lies nearest its threshold (CompiledOpinion.distance), and a full queue
-sheds the least doubtful (counted), which may be the newcomer. Under load, the
+sheds the least doubtful (counted), which may be the newcomer. An item whose record
+is older than ``classifier.second_opinion_max_age_s`` leaves the queue unrevised
+(counted as expired) before the helper takes its next batch. Under load, the
 helper's few embeddings a second go where a second opinion changes most tags
 (docs/quality.md, "The second opinion"); the other tags stay the student's.
 """
@@ -117,8 +119,9 @@ def doubt(model: CompiledModel | None, prediction: Mapping[str, Any]) -> Doubt |
 class SecondOpinions:
     """The bounded queue of items to decide again, and the loop that does it."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, max_age_s: float = 0.0) -> None:
         self.capacity = capacity
+        self.max_age_s = max_age_s  #: 0: no limit
         self.queue: SortedKeyList[Queued, tuple[float, int]] = SortedKeyList(key=Queued.order)
         self.busy = 0  #: items taken from the queue and not yet written
         self._ready = asyncio.Event()
@@ -154,6 +157,22 @@ class SecondOpinions:
             self._ready.set()
         return shed
 
+    def expire(self, now: float) -> dict[str, int]:
+        """Drop the entries whose record was written more than ``max_age_s`` before
+        ``now``; returns, by classifier, the entries dropped."""
+        if self.max_age_s <= 0:
+            return {}
+        oldest = now - self.max_age_s
+        stale = [queued for queued in self.queue if queued.record["ts_out"] < oldest]
+        expired: dict[str, int] = {}
+        for queued in stale:
+            self.queue.remove(queued)
+            for name in queued.doubts:
+                expired[name] = expired.get(name, 0) + 1
+        if not self.queue:
+            self._ready.clear()
+        return expired
+
     def take(self, most: int = BATCH) -> list[Queued]:
         """The ``most`` most doubtful entries, out of the queue."""
         batch = [self.queue.pop(0) for _ in range(min(most, len(self.queue)))]
@@ -171,12 +190,17 @@ class SecondOpinions:
         publish: Callable[[list[dict[str, Any]]], Awaitable[None]],
         now: Callable[[], float],
         counted: Callable[[str, bool], None],
+        expired: Callable[[Mapping[str, int]], None],
     ) -> None:
         """Forever: embed a batch of the queue in ``helper``'s process, ``publish`` the
-        revised records; ``counted(classifier, changed)`` for each tag decided again."""
+        revised records; ``counted(classifier, changed)`` for each tag decided again,
+        ``expired`` with the tags that waited too long (:meth:`expire`)."""
         while True:
             await self.ready()
+            expired(self.expire(now()))
             batch = self.take()
+            if not batch:
+                continue
             self.busy = len(batch)
             executor = helper.executor
             try:

@@ -263,7 +263,8 @@ class Metrics:
             second_opinions=counter(
                 "second_opinions",
                 "Tags the classifier's second pass (pe.classifier.second_opinion) decided again "
-                "(outcome kept or changed), or shed from its full queue (shed).",
+                "(outcome kept or changed), shed from its full queue (shed), or dropped after "
+                "waiting longer than second_opinion_max_age_s (expired).",
                 ["classifier", "outcome"],
             ),
             second_opinion_waiting=gauge(

@@ -4,7 +4,7 @@ its teacher's opinion joined to the student's, as the item's next revision."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -65,12 +65,14 @@ def _tag(tag: str, confidence: float, source: str = "model") -> dict[str, Any]:
     return {"tag": tag, "confidence": confidence, "model_version": 3, "source": source}
 
 
-def _record(item_id: str, text: str, **labels: dict[str, Any]) -> dict[str, Any]:
+def _record(
+    item_id: str, text: str, ts_out: float = 2.0, **labels: dict[str, Any]
+) -> dict[str, Any]:
     return {
         "id": item_id,
         "text": text,
         "ts_in": 1.0,
-        "ts_out": 2.0,
+        "ts_out": ts_out,
         "source": None,
         "labels": labels,
         "revision": 0,
@@ -191,12 +193,23 @@ class _Helper:
         self.renewed.append(why)
 
 
-async def _run(opinions: SecondOpinions, helper: _Helper, published: list[dict[str, Any]]) -> None:
+async def _run(
+    opinions: SecondOpinions,
+    helper: _Helper,
+    published: list[dict[str, Any]],
+    expired: list[Mapping[str, int]] | None = None,
+) -> None:
     async def publish(records: list[dict[str, Any]]) -> None:
         published.extend(records)
 
     task = asyncio.create_task(
-        opinions.run(helper, publish, lambda: 9.0, lambda *c: None)  # type: ignore[arg-type]
+        opinions.run(
+            helper,  # type: ignore[arg-type]
+            publish,
+            lambda: 9.0,
+            lambda *c: None,
+            (expired if expired is not None else []).append,
+        )
     )
     for _ in range(200):
         await asyncio.sleep(0.01)
@@ -259,3 +272,31 @@ def test_a_dead_helper_is_renewed_and_its_batch_keeps_its_first_tags(
     asyncio.run(main())
     assert len(helper.renewed) == 1 and calls == [1, 1]
     assert [r["id"] for r in published] == ["2"]
+
+
+def test_items_that_waited_too_long_leave_the_queue_with_their_first_tags(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At 9.0, with a 5 s limit, a record written at 3.0 has waited too long; one
+    written at 4.0 has not (the limit itself is still in time)."""
+    monkeypatch.setattr(module, "load_embedder", lambda name: _embed)
+    opinions = SecondOpinions(capacity=10, max_age_s=5.0)
+    models = {"a": _model(), "b": _model()}
+    opinions.offer(
+        [
+            _record("old", "wet", ts_out=3.0, a=_tag("no", 0.52), b=_tag("no", 0.6)),
+            _record("in time", "wet", ts_out=4.0, a=_tag("no", 0.6)),
+            _record("new", "wet", ts_out=8.5, b=_tag("no", 0.55)),
+        ],
+        models,
+    )
+    published: list[dict[str, Any]] = []
+    expired: list[Mapping[str, int]] = []
+    asyncio.run(_run(opinions, _Helper(), published, expired))
+    assert [r["id"] for r in published] == ["new", "in time"]  # most doubtful first
+    assert {"a": 1, "b": 1} in expired
+    assert opinions.waiting == 0
+    # Without a limit nothing expires, however old.
+    unlimited = SecondOpinions(capacity=10)
+    unlimited.offer([_record("old", "wet", ts_out=0.0, a=_tag("no", 0.6))], models)
+    assert unlimited.expire(1e9) == {} and unlimited.waiting == 1
