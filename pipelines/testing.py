@@ -328,6 +328,7 @@ def _teaching(
         learner.teacher_weight,
         SampleUpdate([item.item_id for item in pool], pool),
         learner.second_opinion_share,
+        smoothing=learner.teacher_smoothing,
     )
     while warm(teaching)[0] < len(pool):
         pass

@@ -79,6 +79,7 @@ def register(ctx: PipelineContext) -> None:
             params.teacher_weight,
             sample,
             params.second_opinion_share,
+            params.teacher_smoothing,
         )
     learners: dict[str, ClassifierLearner] = {}
     passive_share = ctx.params_of(TaskgenParams).passive_share

@@ -34,6 +34,7 @@ from sklearn.linear_model import LogisticRegression
 from pe.common.anchors import Anchors, Embedded, with_anchors
 from pe.common.embedding import load_embedder
 from pe.common.linear import feature_matrix
+from pe.learner.neighbours import NeighbourGraph, smooth
 
 __all__ = [
     "EMBEDDINGS",
@@ -157,7 +158,9 @@ class Teaching:
     weight of its soft labels against the crowd's, and the stream's sample it scores;
     ``second_share``: the share of the sample the published teacher is to decide
     again (0: it is not published; channels.records.SecondOpinion); ``anchors``: the
-    classifier's worked examples, by tag (pe.common.anchors)."""
+    classifier's worked examples, by tag (pe.common.anchors); ``smoothing``: how far
+    each sampled item's soft labels move towards its neighbours' (0: not at all;
+    pe.learner.neighbours)."""
 
     encoder: str
     c: float
@@ -165,6 +168,7 @@ class Teaching:
     pool: SampleUpdate
     second_share: float = 0.0
     anchors: Anchors = ()
+    smoothing: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -177,6 +181,7 @@ class Teacher:
     weight: float
     sample: StreamSample
     second_share: float = 0.0
+    smoothing: float = 0.0
 
     def teaching(self, whole: bool = False, anchors: Anchors = ()) -> Teaching:
         """For the next fit: the sample as it is now (:meth:`StreamSample.update`), and
@@ -188,6 +193,7 @@ class Teacher:
             self.sample.update(whole),
             self.second_share,
             anchors,
+            self.smoothing,
         )
 
 
@@ -206,6 +212,9 @@ LABELS_KEPT = 20_000
 #: most recently used last: the current sample's items and the labelled items'.
 #: Derived data, lost with the process and computed again.
 EMBEDDINGS: OrderedDict[tuple[str, str, str], npt.NDArray[np.float32]] = OrderedDict()
+#: The fitting process's sampled items' neighbours (pe.learner.neighbours), found by
+#: :func:`warm` from :data:`EMBEDDINGS`; derived data too.
+GRAPH = NeighbourGraph()
 
 
 def embed_cached(
@@ -267,11 +276,18 @@ def _anchors(teaching: Teaching) -> Embedded:
 
 def warm(teaching: Teaching) -> tuple[int, int]:
     """In the fitting process, between refits: embed up to :data:`EMBED_BATCH` items
-    of the sample that have no embedding yet, so that a refit finds them ready.
-    Returns how many of the sample's items have one, and the sample's size."""
+    of the sample that have no embedding yet, so that a refit finds them ready, and
+    find the embedded items' neighbours again when many have none (with
+    ``teaching.smoothing``). Returns how many of the sample's items have an
+    embedding, and the sample's size."""
     pool = teaching.pool.items()
     cached = _embed_sample(teaching.encoder, pool)
     _trim(pool)
+    if teaching.smoothing > 0:
+        ids = [pool[i].item_id for i in cached]
+        if GRAPH.stale(ids):
+            vectors = [EMBEDDINGS[("pool", teaching.encoder, key)] for key in ids]
+            GRAPH.find(ids, np.vstack(vectors))
     return len(cached), len(pool)
 
 
@@ -314,6 +330,10 @@ class Lesson:
     #: Each anchored tag and its examples' embeddings; both embeddings above end with
     #: a column for each (pe.common.anchors).
     anchors: Embedded = ()
+    #: The share of the way each pool item's soft labels move to the mean of its
+    #: neighbours' (``neighbours``: pe.learner.neighbours.NeighbourGraph.links).
+    smoothing: float = 0.0
+    neighbours: sp.csr_matrix | None = None
 
     @classmethod
     def prepare(
@@ -353,6 +373,9 @@ class Lesson:
         _trim(pool)
         anchors = _anchors(teaching) if vectors.shape[1] else ()
         sets = [examples for _, examples in anchors]
+        neighbours = None
+        if teaching.smoothing > 0:
+            neighbours = GRAPH.links([item.item_id for item in taught])
         return cls(
             pool_words=feature_matrix([(item.idx, item.val) for item in taught], n_features),
             pool_embeddings=with_anchors(pool_vectors, sets),
@@ -360,6 +383,8 @@ class Lesson:
             teacher_c=teaching.c,
             teacher_weight=teaching.weight,
             anchors=anchors,
+            smoothing=teaching.smoothing,
+            neighbours=neighbours,
         )
 
     def columns(self, words: sp.csr_matrix) -> npt.NDArray[np.int64]:
@@ -394,6 +419,8 @@ class Lesson:
                 sample_weight=[weights[i] for i in taught],
             )
             soft = teacher.predict_proba(self.pool_embeddings)
+            if self.neighbours is not None:
+                soft = smooth(soft, self.neighbours, self.smoothing)
             classes = [str(cls) for cls in teacher.classes_]
             student = learn_from_teacher(
                 words, tags, weights, pool_words, soft * self.teacher_weight, classes, c

@@ -22,6 +22,7 @@ from pe.common.hashing import sparse_rows
 from pe.common.linear import compile_model, feature_matrix
 from pe.common.space import FeatureSpace
 from pe.learner import agent as learner_agent
+from pe.learner import neighbours as neighbours_module
 from pe.learner import teacher as teacher_module
 from pe.learner import threshold as threshold_module
 from pe.learner import trainers as trainers_module
@@ -76,6 +77,7 @@ def encoder(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     monkeypatch.setattr(teacher_module, "load_embedder", load)
     teacher_module.EMBEDDINGS.clear()
     teacher_module.SAMPLE.clear()
+    teacher_module.GRAPH.neighbours.clear()
     return embedded
 
 
@@ -402,6 +404,49 @@ def test_the_teacher_s_weight_sets_how_much_its_soft_labels_count(encoder: list[
 
     faint, heard, heeded = loss(0.01), loss(1.0), loss(8.0)
     assert faint > heard > heeded
+
+
+def test_the_student_learns_soft_labels_smoothed_over_each_items_neighbours(
+    encoder: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    examples, _, _ = _setup()
+    # Texts mixing both kinds of words in many proportions: neighbours in the
+    # stand-in encoder's space differ a little, and so do the teacher's soft labels.
+    rng = random.Random(5)
+    mixed = []
+    for _ in range(300):
+        n = rng.randint(5, 30)
+        water = rng.randint(0, n)
+        mixed.append(" ".join(rng.sample(WATER, water) + rng.sample(OTHER, n - water)))
+    pool = [
+        PoolItem(f"p{i}", text, idx, val)
+        for i, (text, (idx, val)) in enumerate(zip(mixed, _rows(mixed), strict=True))
+    ]
+    taught: list[npt.NDArray[np.float64]] = []
+    learn = teacher_module.learn_from_teacher
+
+    def spy(*args: Any) -> Any:
+        taught.append(args[4])  # the soft labels, times the teacher's weight
+        return learn(*args)
+
+    monkeypatch.setattr(teacher_module, "learn_from_teacher", spy)
+    plain = _warmed(pool)
+    assert not teacher_module.GRAPH.neighbours  # no smoothing: no neighbours found
+    fit_logistic(examples, N_FEATURES, 1.0, "yes", teaching=plain)
+    as_taught, taught[:] = list(taught), []
+    smoothed = dataclasses.replace(plain, smoothing=0.5)
+    warm(smoothed)  # the warm-up finds the neighbours
+    found = teacher_module.GRAPH.neighbours
+    assert set(found) == {item.item_id for item in pool}
+    assert all(len(others) == neighbours_module.NEIGHBOURS for others in found.values())
+    fit_logistic(examples, N_FEATURES, 1.0, "yes", teaching=smoothed)
+    links = teacher_module.GRAPH.links([item.item_id for item in pool])
+    # Each fit (the folds', then the full one) taught what the same teacher said,
+    # halfway to its neighbours' mean.
+    assert len(taught) == len(as_taught) > 1
+    for got, before in zip(taught, as_taught, strict=True):
+        assert got == pytest.approx(neighbours_module.smooth(before, links, 0.5))
+        assert not np.allclose(got, before)
 
 
 def test_a_fit_that_learns_nothing_still_keeps_the_sample_s_update(encoder: list[int]) -> None:
