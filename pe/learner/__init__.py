@@ -20,10 +20,11 @@ Run one learner per pipeline.
 Schedule: retrain every ``retrain_every`` new labels; sklearn refits off the event
 loop, river learns each label online. Distillation (pe.learner.teacher, sklearn
 family): at each refit a sentence encoder's model, trained on the labels' texts,
-scores the sample, and the word model learns from its soft labels and the crowd's;
-the encoder runs only in the fitting process, which embeds the sample between refits
-(a batch a call). A new model is published only if it passes
-AIDR's activation rule (pe.learner.state.replaces).
+scores the sample, and the word model learns from its soft labels (smoothed over
+each sampled item's neighbours, pe.learner.neighbours) and the crowd's; the encoder
+runs only in the fitting process, which embeds the sample between refits (a batch a
+call) and finds its items' neighbours when a fifth of it is new. A new model is
+published only if it passes AIDR's activation rule (pe.learner.state.replaces).
 Serves: the labels API (``/api/v1/labels``: the newest ``review_labels`` labels with
 their answers; a correction) and the learning progress API (``/api/v1/learning``:
 labels, answers, cost and label latency over time, every model's held-out metrics,
