@@ -34,8 +34,8 @@ NEIGHBOURS = 10
 #: neighbours yet: a sample that grew or moved on by a fifth. Items new since then
 #: keep their teacher's soft labels as they are until then.
 RELINK_SHARE = 0.2
-#: Memory for the distances computed at once (MB): scikit-learn's default (1 GB)
-#: would double the fitting process's peak for a 20,000-item sample.
+#: Memory for the distances computed at once (MB): at scikit-learn's default (1 GB)
+#: the fitting process would hold a gigabyte of them for a 20,000-item sample.
 _WORKING_MEMORY_MB = 64
 
 
