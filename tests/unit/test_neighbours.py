@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from pe.learner import neighbours as module
 from pe.learner.neighbours import NeighbourGraph, smooth
 
 
-def _circle(n: int) -> np.ndarray:
+def _circle(n: int) -> npt.NDArray[np.float32]:
     """``n`` unit vectors at equal angles, scaled variously: cosine ignores length."""
     angles = np.linspace(0, 2 * np.pi, n, endpoint=False)
     scale = 1.0 + np.arange(n)[:, None] % 3
-    return (np.column_stack([np.cos(angles), np.sin(angles)]) * scale).astype(np.float32)
+    circle = np.column_stack([np.cos(angles), np.sin(angles)]) * scale
+    return np.asarray(circle, dtype=np.float32)
 
 
 def test_each_item_s_neighbours_are_the_nearest_others_by_cosine(
