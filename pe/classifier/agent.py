@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -127,8 +128,7 @@ def register(ctx: PipelineContext) -> None:
         if opinions is None:
             return
         shed = opinions.offer(records, {name: model for name, (model, _) in models.items()})
-        for name, count in shed.items():
-            metrics.second_opinions.labels(ctx.pipeline, name, "shed").inc(count)
+        _count_undecided(ctx, "shed", shed)
 
     def current_models() -> dict[str, tuple[CompiledModel, int]]:
         return {name: (model, book.version(name)) for name, model in book.compiled.items()}
@@ -191,10 +191,6 @@ def _second_opinions(ctx: PipelineContext) -> SecondOpinions | None:
     def counted(name: str, changed: bool) -> None:
         counter.labels(ctx.pipeline, name, "changed" if changed else "kept").inc()
 
-    def expired(tags: Mapping[str, int]) -> None:
-        for name, count in tags.items():
-            counter.labels(ctx.pipeline, name, "expired").inc(count)
-
     async def run() -> None:
         await opinions.ready()
         # The lowest priority (nice 19): the second pass takes only the CPU that
@@ -202,10 +198,19 @@ def _second_opinions(ctx: PipelineContext) -> SecondOpinions | None:
         # weights a fit gets seven times its share of a core they contend for; the
         # crowd's next picks wait for the fit.
         helper = Helper("second-opinion", nice=19)
-        await opinions.run(helper, publish, time.time, counted, expired)
+        await opinions.run(
+            helper, publish, time.time, counted, partial(_count_undecided, ctx, "expired")
+        )
 
     ctx.task(run)
     return opinions
+
+
+def _count_undecided(ctx: PipelineContext, outcome: str, tags: Mapping[str, int]) -> None:
+    """Count the tags, by classifier, that left the second pass's queue undecided
+    (``outcome``: shed from a full queue, or expired)."""
+    for name, count in tags.items():
+        ctx.metrics.second_opinions.labels(ctx.pipeline, name, outcome).inc(count)
 
 
 def _follow_labels(ctx: PipelineContext) -> tuple[CrowdLabels, Follower] | None:
