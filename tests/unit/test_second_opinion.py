@@ -20,12 +20,16 @@ from channels.records import (
     Decision,
     Interval,
     LinearModel,
+    ModelUpdate,
     SecondOpinion,
     SparseRow,
 )
 from pe.classifier import second_opinion as module
 from pe.classifier.second_opinion import SecondOpinions, doubt, revise
 from pe.common.linear import CompiledModel, compile_model
+from pipelines.sample import load_sample
+from pipelines.testing import PeHarness, sample_models
+from pipelines.topology import Topology, load_topology
 
 #: The stand-in encoder: 'wet' texts embed as (1, 0), others as (0, 1); the teacher's
 #: log-odds of yes are +4 and -4.
@@ -300,3 +304,53 @@ def test_items_that_waited_too_long_leave_the_queue_with_their_first_tags(
     unlimited = SecondOpinions(capacity=10)
     unlimited.offer([_record("old", "wet", ts_out=0.0, a=_tag("no", 0.6))], models)
     assert unlimited.expire(1e9) == {} and unlimited.waiting == 1
+
+
+def _counted(run: PeHarness, outcome: str) -> dict[str, float]:
+    """``crowdstream_second_opinions_total`` of ``outcome``, by classifier."""
+    [family] = run.context.metrics.second_opinions.collect()
+    return {
+        sample.labels["classifier"]: sample.value
+        for sample in family.samples
+        if sample.name.endswith("_total") and sample.labels["outcome"] == outcome
+    }
+
+
+async def test_the_classifier_counts_the_tags_its_second_pass_sheds_and_lets_expire() -> None:
+    """Through the classifier PE: a queue of one keeps the most doubtful item and sheds
+    the rest, and under an age limit every record exceeds, that item expires. Each
+    doubted tag is counted once, by its classifier, and no record is written again."""
+    data = load_topology("crisis").model_dump(mode="json")
+    # The fast teacher; a band that holds nearly every item.
+    data["params"]["learner"] = {"teacher": "use", "second_opinion_share": 0.99}
+    data["params"]["classifier"] = {"second_opinion_queue": 1, "second_opinion_max_age_s": 1e-6}
+    topology = Topology.model_validate(data)
+    published = sample_models(topology, taught=200)
+    models = {
+        update.classifier: compile_model(update.model)
+        for update in (ModelUpdate.model_validate_json(record) for record in published)
+    }
+    assert all(model.second_opinion is not None for model in models.values())
+    items = [{"id": str(row["id"]), "text": row["text"]} for row in load_sample(50)]
+    async with PeHarness(
+        topology, ["features", "classifier"], logs={"control.models": published}
+    ) as run:
+        await run.feed("items.raw", items)
+        classified = run.outputs("items.classified")
+        for _ in range(100):  # the second pass's loop wakes and finds the item too old
+            await asyncio.sleep(0.01)
+            if _counted(run, "expired"):
+                break
+        shed, expired = _counted(run, "shed"), _counted(run, "expired")
+        assert len(run.outputs("items.classified")) == len(classified)  # none decided again
+    doubted = {
+        name: sum(doubt(model, item["labels"][name]) is not None for item in classified)
+        for name, model in models.items()
+    }
+    assert [item["revision"] for item in classified] == [0] * len(items)
+    assert all(doubted.values())
+    for name, count in doubted.items():
+        assert shed.get(name, 0) + expired.get(name, 0) == count
+    # The queue's one item expired, with each of its doubted tags.
+    assert 1 <= sum(expired.values()) <= len(models)
+    assert _counted(run, "kept") == _counted(run, "changed") == {}
