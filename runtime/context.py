@@ -76,7 +76,7 @@ class PipelineContext:
     #: How this worker connects to the cluster (TLS, SASL).
     security: Security = PLAINTEXT
     #: Makes the reader of a log followed from its start (see :meth:`follow`); the
-    #: test harness (runtime.testing) passes one that reads from memory.
+    #: test harness (pipelines.testing) passes one that reads from memory.
     new_follower: FollowerFactory = Follower
     #: The PEs' periodic work and background tasks (Faust runs them; the test
     #: harness runs them when told).
