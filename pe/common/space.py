@@ -1,5 +1,6 @@
-"""The feature space every stage agrees on: hashed word n-grams, optionally character
-n-grams and a sentence embedding (features parameters).
+"""The feature space every stage agrees on: hashed word n-grams (of the words'
+stems, by default), optionally character n-grams and a sentence embedding (features
+parameters).
 
 Indices ``[0, n_features)`` hold the hashed n-grams; an embedding takes the next
 ``EMBEDDING_DIMS`` indices. Word and character blocks are each L2-normalised,
@@ -19,7 +20,7 @@ from sklearn.preprocessing import normalize as normalize_rows
 
 from pe.common.embedding import load_embedder
 from pe.common.hashing import FeatureHasher
-from pe.common.text import grams, normalize, tokens
+from pe.common.text import grams, normalize, stemmer, tokens
 from pe.params import FeaturesParams
 
 __all__ = ["FeatureSpace"]
@@ -30,6 +31,7 @@ class FeatureSpace:
         self.params = params
         self.dimensions = params.dimensions
         self._words = FeatureHasher(params.n_features)
+        self._stem = stemmer(params.stemmer)
         self._chars = (
             HashingVectorizer(
                 n_features=params.n_features,
@@ -46,7 +48,7 @@ class FeatureSpace:
 
     def matrices(self, texts: Sequence[str]) -> tuple[sp.csr_matrix, sp.csr_matrix]:
         """(features, word block) of each text: one row each, indices sorted."""
-        words = self._words.matrix([grams(tokens(text)) for text in texts])
+        words = self._words.matrix([grams(self._stem(tokens(text))) for text in texts])
         hashed = words
         if self._chars is not None and len(texts):
             hashed = normalize_rows(words + self._chars.transform(texts))

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable
 
-__all__ = ["grams", "normalize", "tokens"]
+import Stemmer
+
+__all__ = ["check_stemmer", "grams", "normalize", "stemmer", "tokens"]
 
 _URL = re.compile(r"https?://\S+|www\.\S+")
 _MENTION = re.compile(r"@\w+")
@@ -36,3 +40,21 @@ def tokens(text: str) -> list[str]:
 def grams(words: list[str]) -> list[str]:
     """Unigrams and bigrams of a token list."""
     return words + list(map(" ".join, zip(words, words[1:], strict=False)))
+
+
+def stemmer(language: str) -> Callable[[list[str]], list[str]]:
+    """Each word of a list reduced to its stem by Snowball's ``language`` stemmer
+    (``none``: the words as they are)."""
+    if check_stemmer(language) == "none":
+        return lambda words: words
+    # A stream repeats a small vocabulary: a cache hit costs a fifth of a stem.
+    stem = functools.lru_cache(maxsize=2**17)(Stemmer.Stemmer(language, 0).stemWord)
+    return lambda words: list(map(stem, words))
+
+
+def check_stemmer(language: str) -> str:
+    """``language`` if it names one of Snowball's stemmers or is ``none``."""
+    known = Stemmer.algorithms()
+    if language != "none" and language not in known:
+        raise ValueError(f"no stemmer for {language!r}: 'none' or one of {', '.join(known)}")
+    return language

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from pe.common.embedding import load_embedder, require
 from pe.common.simhash import simhash_rows
@@ -38,6 +39,20 @@ def test_character_ngrams_match_misspellings_words_miss() -> None:
     assert _cosine(both, 0, 1) > _cosine(words, 0, 1) + 0.1
     assert _cosine(both, 0, 1) > _cosine(both, 0, 2) + 0.3
     assert np.allclose(np.linalg.norm(both.toarray(), axis=1), 1.0, atol=0.05)
+
+
+def test_words_are_stemmed_by_default_and_a_stemmer_can_be_turned_off_or_chosen() -> None:
+    texts = ["families need tents", "the family needed a tent"]
+    stemmed = FeatureSpace(FeaturesParams(n_features=2**16)).matrix(texts)
+    plain = FeatureSpace(FeaturesParams(n_features=2**16, stemmer="none")).matrix(texts)
+    # family/families, need/needed, tent/tents: three shared stems of four and five words.
+    assert _cosine(stemmed, 0, 1) > 0.4 and _cosine(plain, 0, 1) == 0.0
+    verbs = ["manger", "mangez"]  # French: one stem; English: two words
+    french = FeatureSpace(FeaturesParams(stemmer="french")).matrix(verbs)
+    assert _cosine(french, 0, 1) == pytest.approx(1.0)
+    assert _cosine(FeatureSpace(FeaturesParams()).matrix(verbs), 0, 1) == 0.0
+    with pytest.raises(ValidationError, match="no stemmer for 'klingon': 'none' or one of"):
+        FeaturesParams(stemmer="klingon")
 
 
 def test_near_duplicate_signatures_come_from_words_only() -> None:
