@@ -30,6 +30,7 @@ Usage: python bench/feature_options.py --data disaster_messages.jsonl.gz
        [--answers 1000] [--accuracy A] [--seeds 3] [--text text|original]
        [--require text|original] [--cache DIR]
        [--options word,word+char,wordllama,use,minilm,use+minilm] [--unlabelled 17000]
+       [--stemmer english|none|...]
 
 An embedding option may join encoders with ``+`` (``use+minilm``, the learner's default
 teacher): their embeddings side by side.
@@ -72,6 +73,8 @@ SPEED_SAMPLE = 2000
 #: Hashed n-gram options (the features stage's own space); any other option names
 #: embeddings (pe.common.embedding.load_embedder).
 SPARSE = {"word": FeaturesParams(), "word+char": FeaturesParams(char_ngrams=True)}
+#: The features stage's default stemmer (``--stemmer``).
+STEMMER = FeaturesParams().stemmer
 
 Matrix = Any  # a sparse matrix (n-grams) or a dense array (an embedding)
 
@@ -93,11 +96,13 @@ def _load(
     return texts, {name: np.array(values) for name, values in truth.items()}
 
 
-def _cached(option: str, texts: list[str], cache: Path | None) -> tuple[Matrix, float]:
+def _cached(
+    option: str, texts: list[str], cache: Path | None, stemmer: str = STEMMER
+) -> tuple[Matrix, float]:
     """:func:`_featurise`, kept in ``cache`` for an embedding (MiniLM takes 10 minutes
     to embed the shared data on one thread): by option and texts."""
     if cache is None or option in SPARSE:
-        return _featurise(option, texts)
+        return _featurise(option, texts, stemmer)
     digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
     path = cache / f"{option}-{digest}.npz"
     if path.exists():
@@ -109,10 +114,11 @@ def _cached(option: str, texts: list[str], cache: Path | None) -> tuple[Matrix, 
     return x, speed
 
 
-def _featurise(option: str, texts: list[str]) -> tuple[Matrix, float]:
-    """The option's features of every text, and its speed on one thread (items/s)."""
+def _featurise(option: str, texts: list[str], stemmer: str = STEMMER) -> tuple[Matrix, float]:
+    """The option's features of every text (n-grams of words stemmed by ``stemmer``),
+    and its speed on one thread (items/s)."""
     if option in SPARSE:
-        space = FeatureSpace(SPARSE[option])
+        space = FeatureSpace(SPARSE[option].model_copy(update={"stemmer": stemmer}))
 
         def run(batch: list[str]) -> Matrix:
             return space.matrix(batch)
@@ -194,6 +200,7 @@ def main() -> None:
     )
     parser.add_argument("--unlabelled", type=int, default=17000)
     parser.add_argument("--cache", type=Path, default=None, help="keep embeddings here")
+    parser.add_argument("--stemmer", default=STEMMER, help="the word n-grams' (features.stemmer)")
     parser.add_argument("--c", type=float, default=1.0)
     parser.add_argument("--dense-c", type=float, default=0.1)
     parser.add_argument(
@@ -216,7 +223,7 @@ def main() -> None:
             features[option] = np.hstack([features[part] for part in parts])
             speed[option] = 1 / sum(1 / speed[part] for part in parts)
         else:
-            features[option], speed[option] = _cached(option, texts, args.cache)
+            features[option], speed[option] = _cached(option, texts, args.cache, args.stemmer)
         print(f"{option}: {speed[option]:,.0f} items/s", flush=True)
 
     scores: dict[tuple[str, str], list[dict[str, float]]] = {}
