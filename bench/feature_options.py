@@ -97,7 +97,7 @@ def _load(
 
 
 def _cached(
-    option: str, texts: list[str], cache: Path | None, stemmer: str = STEMMER
+    option: str, texts: list[str], cache: Path | None, stemmer: str
 ) -> tuple[Matrix, float]:
     """:func:`_featurise`, kept in ``cache`` for an embedding (MiniLM takes 10 minutes
     to embed the shared data on one thread): by option and texts."""
@@ -108,13 +108,13 @@ def _cached(
     if path.exists():
         with np.load(path) as stored:
             return stored["x"], float(stored["speed"])
-    x, speed = _featurise(option, texts)
+    x, speed = _featurise(option, texts, stemmer)
     cache.mkdir(parents=True, exist_ok=True)
     np.savez(path, x=x, speed=speed)
     return x, speed
 
 
-def _featurise(option: str, texts: list[str], stemmer: str = STEMMER) -> tuple[Matrix, float]:
+def _featurise(option: str, texts: list[str], stemmer: str) -> tuple[Matrix, float]:
     """The option's features of every text (n-grams of words stemmed by ``stemmer``),
     and its speed on one thread (items/s)."""
     if option in SPARSE:
