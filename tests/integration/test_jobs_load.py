@@ -75,11 +75,12 @@ async def test_jobs_finish_with_balanced_books_at_3x_the_sustainable_rate(
                 "classifier": "aid_related",
                 "tag": "yes",
                 # Intervals corrected for worker error need the crowd measured: gold
-                # questions, and the answers a 0.3-wide interval then takes (budgets
-                # of 50 and 80 each ran out once, at widths of 0.3003 and 0.3065).
+                # questions, and answers. A 0.3-wide interval took 135-145 of the
+                # window's 200 items (3 runs) and once asked all 200 at 0.319; 0.4
+                # leaves the window and the budget room.
                 "budget": 120,
                 "gold_share": 0.4,
-                "ci_width": 0.3,
+                "ci_width": 0.4,
                 "priority": 7,
                 "stream": {"count": MARKED, "seconds": 120, "filter": {"contains": ["zebrawater"]}},
             },
@@ -124,7 +125,7 @@ async def test_jobs_finish_with_balanced_books_at_3x_the_sustainable_rate(
         # the protected window saw every marked item, however much was shed around it
         assert counted["window"]["seen"] == MARKED
         low, high = counted["estimate"]["ci"]
-        assert high - low <= 0.3, counted.get("reason")
+        assert high - low <= 0.4, counted.get("reason")
         # books: the features stage accounts for every record, and shed some
         total = warm + n
         assert await wait_until(lambda: _books(worker, "features")[0] == total, timeout_s=60)
