@@ -165,6 +165,11 @@ class ClassifierParams(_BatchParams):
     #: and a stream faster than the helper would otherwise keep a few doubtful items
     #: waiting behind ever newer, more doubtful ones. 0: no limit.
     second_opinion_max_age_s: float = Field(600.0, ge=0)
+    #: Embeddings the second pass keeps (pe.classifier.embedding_memory): an item
+    #: whose near-duplicate (``taskgen.near_dup_bits``) the helper embedded lately
+    #: takes that embedding instead of the encoder's time. About 1.8 KB each with the
+    #: default teacher. 0: every item is embedded.
+    second_opinion_memory: int = Field(10_000, ge=0, le=1_000_000)
 
 
 class TaskgenParams(_Params):

@@ -24,7 +24,10 @@ usable label of each (classifier, item), bounded by ``crowd_labels`` (20,000 lab
 by default, about 0.5 KB each besides 4 MiB of lookup tables; the oldest is
 forgotten first). Items classified while it catches up get the labels read so far.
 The second pass's queue (at most ``second_opinion_queue`` items; not durable: its
-items keep their first tags) and its helper process, which holds the encoders.
+items keep their first tags), its memory of the last ``second_opinion_memory``
+embeddings by near-duplicate signature (pe.classifier.embedding_memory; in memory
+only, about 1.8 KB each with the default teacher), and its helper process, which
+holds the encoders.
 Guarantee: at least once; a batch is classified by one model per classifier, and a
 new model is swapped in between batches, so no item is dropped by a swap. A label
 revises its item at least once (its offset is committed after the revision is
@@ -36,8 +39,8 @@ Load shedding: as the features PE, on the age of its input (see channels.sheddin
 when it reads ``items.features`` from Kafka; fused, the features PE has decided.
 Metrics: items in/out/rejected/shed (pe="classifier"), batch time, end-to-end
 latency, model version and AUC per classifier, tags taken from the crowd
-(``crowd_tags`` by source), revisions, and second opinions (by outcome) and their
-queue.
+(``crowd_tags`` by source), revisions, and second opinions (by outcome), their
+queue and their embeddings (by source: the encoder's or a near-duplicate's).
 Query API: every classifier worker follows ``items.classified`` into a bounded
 window of recent results (pe.classifier.recent), the latest revision of each item,
 and serves ``GET /api/v1/classified`` and its event stream (pe.classifier.api).

@@ -17,6 +17,7 @@ from channels.codec import decode_valid
 from channels.records import Item, Label
 from pe.classifier.api import ResultsApi
 from pe.classifier.crowdlabels import CrowdLabels, CrowdTag
+from pe.classifier.embedding_memory import EmbeddingMemory
 from pe.classifier.recent import RecentResults
 from pe.classifier.second_opinion import SecondOpinions
 from pe.common.featurebatch import FeatureBatch, decode_feature_batch
@@ -123,11 +124,12 @@ def register(ctx: PipelineContext) -> None:
     crowd = _follow_labels(ctx)
     opinions = _second_opinions(ctx)
 
-    def queue_doubts(records: list[dict[str, Any]], models: Models) -> None:
-        """Queue the records' doubted tags for a second opinion (pe.classifier.second_opinion)."""
+    def queue_doubts(records: list[dict[str, Any]], sigs: list[int], models: Models) -> None:
+        """Queue the records' doubted tags for a second opinion (pe.classifier.second_opinion);
+        ``sigs``: their texts' signatures."""
         if opinions is None:
             return
-        shed = opinions.offer(records, {name: model for name, (model, _) in models.items()})
+        shed = opinions.offer(records, sigs, {name: model for name, (model, _) in models.items()})
         _count_undecided(ctx, "shed", shed)
 
     def current_models() -> dict[str, tuple[CompiledModel, int]]:
@@ -150,7 +152,7 @@ def register(ctx: PipelineContext) -> None:
         models = current_models()
         out = classify(batch, models, names, time.time(), index, tally)
         pending = await ctx.publish("items.classified", _keyed(out))
-        queue_doubts(out, models)
+        queue_doubts(out, batch.sigs, models)
         for record in out:
             latency.observe(max(record["ts_out"] - record["ts_in"], 0.0))
         for (name, source), count in tally.items():
@@ -181,8 +183,14 @@ def _second_opinions(ctx: PipelineContext) -> SecondOpinions | None:
     params = ctx.params_of(ClassifierParams)
     if params.second_opinion_queue == 0:
         return None
-    opinions = SecondOpinions(params.second_opinion_queue, params.second_opinion_max_age_s)
+    memory = (
+        EmbeddingMemory(params.second_opinion_memory, ctx.params_of(TaskgenParams).near_dup_bits)
+        if params.second_opinion_memory
+        else None
+    )
+    opinions = SecondOpinions(params.second_opinion_queue, params.second_opinion_max_age_s, memory)
     counter = ctx.metrics.second_opinions
+    embeddings = ctx.metrics.second_opinion_embeddings
     ctx.metrics.second_opinion_waiting.labels(ctx.pipeline).set_function(lambda: opinions.waiting)
 
     async def publish(records: list[dict[str, Any]]) -> None:
@@ -199,7 +207,12 @@ def _second_opinions(ctx: PipelineContext) -> SecondOpinions | None:
         # crowd's next picks wait for the fit.
         helper = Helper("second-opinion", nice=19)
         await opinions.run(
-            helper, publish, time.time, counted, partial(_count_undecided, ctx, "expired")
+            helper,
+            publish,
+            time.time,
+            counted,
+            partial(_count_undecided, ctx, "expired"),
+            lambda source, count: embeddings.labels(ctx.pipeline, source).inc(count),
         )
 
     ctx.task(run)
@@ -238,7 +251,7 @@ def _revise(
     crowd: CrowdLabels,
     follower: Follower,
     current_models: Callable[[], Models],
-    queue_doubts: Callable[[list[dict[str, Any]], Models], None],
+    queue_doubts: Callable[[list[dict[str, Any]], list[int], Models], None],
 ) -> None:
     """Revise an item's classification when a crowd label of it arrives.
 
@@ -271,12 +284,13 @@ def _revise(
             return []
         names = ctx.classifier_names()
         models = current_models()
-        out = classify(_items_of(chosen, n_features), models, names, now, crowd)
+        items = _items_of(chosen, n_features)
+        out = classify(items, models, names, now, crowd)
         for record, label in zip(out, chosen, strict=True):
             record["revision"] = revision_of(label)
             revisions.labels(ctx.pipeline, label.classifier).inc()
         pending = await ctx.publish("items.classified", _keyed(out))
-        queue_doubts(out, models)
+        queue_doubts(out, items.sigs, models)
         return pending
 
     ctx.consume("crowd.labels", PE, decode_labels, revise, REVISION_BATCH)

@@ -24,6 +24,10 @@ is older than ``classifier.second_opinion_max_age_s`` leaves the queue unrevised
 (counted as expired) before the helper takes its next batch. Under load, the
 helper's few embeddings a second go where a second opinion changes most tags
 (docs/quality.md, "The second opinion"); the other tags stay the student's.
+
+An item whose near-duplicate the helper embedded lately (a retweet, a copy) takes
+that embedding from the memory (pe.classifier.embedding_memory) and is served first:
+it costs the helper nothing. Near-duplicates waiting in one batch are embedded once.
 """
 
 from __future__ import annotations
@@ -33,13 +37,14 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from sortedcontainers import SortedKeyList
 
+from pe.classifier.embedding_memory import EmbeddingMemory
 from pe.common.embedding import load_embedder
 from pe.common.lifecycle import Helper
 from pe.common.linear import CompiledModel, CompiledOpinion
@@ -86,12 +91,21 @@ class Queued:
     record: dict[str, Any]
     doubts: dict[str, Doubt]
     seq: int  #: arrival: among equally doubtful items, the older goes first
+    sig: int = 0  #: its text's SimHash (0: none), to find its near-duplicates
+    #: The memory held a near-duplicate's embedding for each of its doubts when it came.
+    recalled: bool = False
 
-    def order(self) -> tuple[float, int]:
-        """Most doubtful first: its most doubtful tag's distance, then arrival."""
+    @property
+    def encoders(self) -> set[str]:
+        """The encoders its doubts' second opinions need."""
+        return {found.opinion.encoder for found in self.doubts.values()}
+
+    def order(self) -> tuple[bool, float, int]:
+        """Those the memory can serve first (they cost no embedding), then the most
+        doubtful: its most doubtful tag's distance, then arrival."""
         # The queue computes it once, when the item is added.
         nearest = min(found.opinion.distance(found.probability) for found in self.doubts.values())
-        return nearest, self.seq
+        return not self.recalled, nearest, self.seq
 
 
 def embed_texts(encoder: str, texts: Sequence[str]) -> npt.NDArray[np.float32]:
@@ -119,10 +133,13 @@ def doubt(model: CompiledModel | None, prediction: Mapping[str, Any]) -> Doubt |
 class SecondOpinions:
     """The bounded queue of items to decide again, and the loop that does it."""
 
-    def __init__(self, capacity: int, max_age_s: float = 0.0) -> None:
+    def __init__(
+        self, capacity: int, max_age_s: float = 0.0, memory: EmbeddingMemory | None = None
+    ) -> None:
         self.capacity = capacity
         self.max_age_s = max_age_s  #: 0: no limit
-        self.queue: SortedKeyList[Queued, tuple[float, int]] = SortedKeyList(key=Queued.order)
+        self.memory = memory  #: None: every item is embedded
+        self.queue: SortedKeyList[Queued, tuple[bool, float, int]] = SortedKeyList(key=Queued.order)
         self.busy = 0  #: items taken from the queue and not yet written
         self._ready = asyncio.Event()
         self._seq = 0
@@ -133,29 +150,46 @@ class SecondOpinions:
         return len(self.queue) + self.busy
 
     def offer(
-        self, records: Sequence[dict[str, Any]], models: Mapping[str, CompiledModel]
+        self,
+        records: Sequence[dict[str, Any]],
+        sigs: Sequence[int],
+        models: Mapping[str, CompiledModel],
     ) -> dict[str, int]:
         """Queue the records (ClassifiedItem dicts) with a tag for a second opinion;
-        ``models``: the models that classified them, by classifier. Returns, by
-        classifier, the entries shed: the least doubtful of a full queue and the
-        newcomers."""
+        ``sigs``: their texts' signatures; ``models``: the models that classified
+        them, by classifier. Returns, by classifier, the entries shed: the least
+        doubtful of a full queue and the newcomers."""
         shed: dict[str, int] = {}
-        for record in records:
+        entries = []
+        for record, sig in zip(records, sigs, strict=True):
             chosen = {
                 name: found
                 for name, prediction in record["labels"].items()
                 if (found := doubt(models.get(name), prediction)) is not None
             }
-            if not chosen:
-                continue
-            self._seq += 1
-            self.queue.add(Queued(record, chosen, self._seq))
+            if chosen:
+                self._seq += 1
+                entries.append(Queued(record, chosen, self._seq, sig))
+        for queued in self._mark_recalled(entries):
+            self.queue.add(queued)
             if len(self.queue) > self.capacity:
                 for name in self.queue.pop().doubts:
                     shed[name] = shed.get(name, 0) + 1
         if self.queue:
             self._ready.set()
         return shed
+
+    def _mark_recalled(self, entries: list[Queued]) -> list[Queued]:
+        """``entries``, those whose every encoder's embedding the memory holds marked."""
+        if self.memory is None or not entries:
+            return entries
+        held = [True] * len(entries)
+        for encoder in {encoder for queued in entries for encoder in queued.encoders}:
+            rows = [i for i, queued in enumerate(entries) if encoder in queued.encoders]
+            found = self.memory.recall(encoder, [entries[i].sig for i in rows])
+            for i, vector in zip(rows, found, strict=True):
+                held[i] = held[i] and vector is not None
+        return [replace(q, recalled=True) if h else q for q, h in zip(entries, held, strict=True)]
 
     def expire(self, now: float) -> dict[str, int]:
         """Drop the entries whose record was written more than ``max_age_s`` before
@@ -191,10 +225,13 @@ class SecondOpinions:
         now: Callable[[], float],
         counted: Callable[[str, bool], None],
         expired: Callable[[Mapping[str, int]], None],
+        embedded: Callable[[str, int], None] = lambda source, count: None,
     ) -> None:
         """Forever: embed a batch of the queue in ``helper``'s process, ``publish`` the
         revised records; ``counted(classifier, changed)`` for each tag decided again,
-        ``expired`` with the tags that waited too long (:meth:`expire`)."""
+        ``expired`` with the tags that waited too long (:meth:`expire`),
+        ``embedded(source, count)`` with the embeddings the encoder computed
+        (``encoder``) and those a near-duplicate's served (``near_duplicate``)."""
         while True:
             await self.ready()
             expired(self.expire(now()))
@@ -204,9 +241,9 @@ class SecondOpinions:
             self.busy = len(batch)
             executor = helper.executor
             try:
-                embedded = await _embed(executor, batch)
+                vectors = await self._vectors(executor, batch, embedded)
                 revised = [
-                    revise(queued, embedded, i, now(), counted) for i, queued in enumerate(batch)
+                    revise(queued, vectors, i, now(), counted) for i, queued in enumerate(batch)
                 ]
                 await publish([record for record in revised if record is not None])
             except BrokenProcessPool as exc:
@@ -217,22 +254,45 @@ class SecondOpinions:
             finally:
                 self.busy = 0
 
-
-async def _embed(
-    executor: Executor, batch: Sequence[Queued]
-) -> dict[tuple[str, int], npt.NDArray[np.float32]]:
-    """Each item's embedding by each encoder its doubts need, by (encoder, position)."""
-    by_encoder: dict[str, list[int]] = {}
-    for i, queued in enumerate(batch):
-        for encoder in {found.opinion.encoder for found in queued.doubts.values()}:
-            by_encoder.setdefault(encoder, []).append(i)
-    loop = asyncio.get_running_loop()
-    embedded: dict[tuple[str, int], npt.NDArray[np.float32]] = {}
-    for encoder, rows in by_encoder.items():
-        texts = [batch[i].record["text"] for i in rows]
-        vectors = await loop.run_in_executor(executor, embed_texts, encoder, texts)
-        embedded.update(((encoder, i), vectors[j]) for j, i in enumerate(rows))
-    return embedded
+    async def _vectors(
+        self,
+        executor: Executor,
+        batch: Sequence[Queued],
+        counted: Callable[[str, int], None],
+    ) -> dict[tuple[str, int], npt.NDArray[np.float32]]:
+        """Each item's embedding by each encoder its doubts need, by (encoder,
+        position): a near-duplicate's from the memory, else the encoder's, computed
+        once for the items of one signature and remembered."""
+        by_encoder: dict[str, list[int]] = {}
+        for i, queued in enumerate(batch):
+            for encoder in queued.encoders:
+                by_encoder.setdefault(encoder, []).append(i)
+        loop = asyncio.get_running_loop()
+        vectors: dict[tuple[str, int], npt.NDArray[np.float32]] = {}
+        for encoder, rows in by_encoder.items():
+            sigs = [batch[i].sig for i in rows]
+            held = self.memory.recall(encoder, sigs) if self.memory else [None] * len(rows)
+            first: dict[int, int] = {}  #: a signature -> the row embedded for it
+            copies: dict[int, int] = {}  #: a row -> the row whose embedding it shares
+            todo: list[int] = []
+            for i, sig, vector in zip(rows, sigs, held, strict=True):
+                if vector is not None:
+                    vectors[encoder, i] = vector
+                elif sig and sig in first:
+                    copies[i] = first[sig]
+                else:
+                    first[sig] = i
+                    todo.append(i)
+            if todo:
+                texts = [batch[i].record["text"] for i in todo]
+                computed = await loop.run_in_executor(executor, embed_texts, encoder, texts)
+                vectors.update(((encoder, i), computed[j]) for j, i in enumerate(todo))
+                if self.memory is not None:
+                    self.memory.keep(encoder, [batch[i].sig for i in todo], computed)
+            vectors.update(((encoder, i), vectors[encoder, j]) for i, j in copies.items())
+            counted("encoder", len(todo))
+            counted("near_duplicate", len(rows) - len(todo))
+        return vectors
 
 
 def revise(

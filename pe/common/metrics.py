@@ -79,6 +79,7 @@ class Metrics:
     revisions: Counter
     second_opinions: Counter
     second_opinion_waiting: Gauge
+    second_opinion_embeddings: Counter
     webhooks: Counter
 
     @classmethod
@@ -271,6 +272,12 @@ class Metrics:
                 "second_opinion_waiting",
                 "Items queued for the classifier's second pass or being decided again.",
                 [],
+            ),
+            second_opinion_embeddings=counter(
+                "second_opinion_embeddings",
+                "Embeddings the classifier's second pass used, by source: computed by the "
+                "encoder, or a near-duplicate's (remembered, or embedded in the same batch).",
+                ["source"],
             ),
             webhooks=counter(
                 "webhooks",

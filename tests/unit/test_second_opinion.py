@@ -25,6 +25,7 @@ from channels.records import (
     SparseRow,
 )
 from pe.classifier import second_opinion as module
+from pe.classifier.embedding_memory import EmbeddingMemory
 from pe.classifier.second_opinion import SecondOpinions, doubt, revise
 from pe.common.linear import CompiledModel, compile_model
 from pipelines.sample import load_sample
@@ -116,7 +117,7 @@ def test_a_full_queue_sheds_its_least_doubtful_item_and_serves_the_most_doubtful
         _record("4", "wet", b=_tag("yes", 0.65)),  # less doubtful than item 1's tag a
         _record("5", "wet", a=_tag("yes", 0.55)),
     ]
-    shed = opinions.offer(records, models)
+    shed = opinions.offer(records, [0] * len(records), models)
     # Item 4 came to a full queue (1, 3) and was the least doubtful; then item 5 put
     # out item 1, both of whose tags are shed.
     assert shed == {"a": 1, "b": 2}
@@ -125,7 +126,7 @@ def test_a_full_queue_sheds_its_least_doubtful_item_and_serves_the_most_doubtful
     assert [q.record["id"] for q in opinions.take(1)] == ["3"]
     assert opinions.waiting == 1
     # Equally doubtful items are served oldest first.
-    opinions.offer([_record("6", "wet", a=_tag("yes", 0.55))], models)
+    opinions.offer([_record("6", "wet", a=_tag("yes", 0.55))], [0], models)
     assert [q.record["id"] for q in opinions.take(2)] == ["5", "6"]
 
 
@@ -134,7 +135,7 @@ def test_the_teachers_opinion_decides_the_doubted_tag_in_a_revision() -> None:
     record = _record(
         "1", "wet sand", a=_tag("no", 0.6), b=_tag("no", 0.6, source="crowd"), c=_tag("no", 0.99)
     )
-    opinions.offer([record], {"a": _model(), "b": _model(), "c": _model()})
+    opinions.offer([record], [0], {"a": _model(), "b": _model(), "c": _model()})
     [queued] = opinions.take()
     counted: list[tuple[str, bool]] = []
     embedded = {("fake", 0): _embed(["wet sand"])[0]}
@@ -151,7 +152,7 @@ def test_the_teachers_opinion_decides_the_doubted_tag_in_a_revision() -> None:
     assert not item.labels["c"].second_opinion
     assert counted == [("a", True)]
     # The teacher agreeing with the student keeps its tag, now with the joined confidence.
-    opinions.offer([_record("2", "dry", a=_tag("no", 0.6))], {"a": _model()})
+    opinions.offer([_record("2", "dry", a=_tag("no", 0.6))], [0], {"a": _model()})
     [queued] = opinions.take()
     kept = revise(queued, {("fake", 0): _embed(["dry"])[0]}, 0, 9.0, lambda *c: counted.append(c))
     assert kept is not None and kept["labels"]["a"]["tag"] == "no"
@@ -168,7 +169,7 @@ def test_a_crowd_revisions_model_tags_are_decided_again_as_its_next_revision() -
         **_record("1", "wet sand", a=_tag("no", 0.6), b=_tag("no", 0.6, source="crowd")),
         "revision": crowd_revision,
     }
-    opinions.offer([record], {"a": _model(), "b": _model()})
+    opinions.offer([record], [0], {"a": _model(), "b": _model()})
     [queued] = opinions.take()
     assert set(queued.doubts) == {"a"}
     out = revise(queued, {("fake", 0): _embed(["wet sand"])[0]}, 0, 9.0, lambda *c: None)
@@ -181,7 +182,7 @@ def test_a_crowd_revisions_model_tags_are_decided_again_as_its_next_revision() -
 
 def test_an_embedding_of_another_size_revises_nothing() -> None:
     opinions = SecondOpinions(capacity=10)
-    opinions.offer([_record("1", "wet", a=_tag("no", 0.6))], {"a": _model()})
+    opinions.offer([_record("1", "wet", a=_tag("no", 0.6))], [0], {"a": _model()})
     [queued] = opinions.take()
     assert revise(queued, {("fake", 0): np.zeros(3, np.float32)}, 0, 9.0, lambda *c: None) is None
 
@@ -241,7 +242,7 @@ def test_the_loop_embeds_the_queue_and_writes_every_revision(
     published: list[dict[str, Any]] = []
 
     async def main() -> None:
-        opinions.offer(records, {"a": _model()})
+        opinions.offer(records, [0] * len(records), {"a": _model()})
         await _run(opinions, _Helper(), published)
 
     asyncio.run(main())
@@ -268,9 +269,9 @@ def test_a_dead_helper_is_renewed_and_its_batch_keeps_its_first_tags(
     published: list[dict[str, Any]] = []
 
     async def main() -> None:
-        opinions.offer([_record("1", "wet", a=_tag("no", 0.6))], {"a": _model()})
+        opinions.offer([_record("1", "wet", a=_tag("no", 0.6))], [0], {"a": _model()})
         await _run(opinions, helper, published)
-        opinions.offer([_record("2", "wet", a=_tag("no", 0.6))], {"a": _model()})
+        opinions.offer([_record("2", "wet", a=_tag("no", 0.6))], [0], {"a": _model()})
         await _run(opinions, helper, published)
 
     asyncio.run(main())
@@ -292,6 +293,7 @@ def test_items_that_waited_too_long_leave_the_queue_with_their_first_tags(
             _record("in time", "wet", ts_out=4.0, a=_tag("no", 0.6)),
             _record("new", "wet", ts_out=8.5, b=_tag("no", 0.55)),
         ],
+        [0, 0, 0],
         models,
     )
     published: list[dict[str, Any]] = []
@@ -302,8 +304,72 @@ def test_items_that_waited_too_long_leave_the_queue_with_their_first_tags(
     assert opinions.waiting == 0
     # Without a limit nothing expires, however old.
     unlimited = SecondOpinions(capacity=10)
-    unlimited.offer([_record("old", "wet", ts_out=0.0, a=_tag("no", 0.6))], models)
+    unlimited.offer([_record("old", "wet", ts_out=0.0, a=_tag("no", 0.6))], [0], models)
     assert unlimited.expire(1e9) == {} and unlimited.waiting == 1
+
+
+def test_near_duplicates_are_embedded_once_and_a_remembered_one_goes_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Copies of a text waiting together are embedded once; a later near-duplicate
+    (one bit off) takes the remembered embedding, ahead of a more doubtful item."""
+    embedded: list[list[str]] = []
+
+    def counting(texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        embedded.append(list(texts))
+        return _embed(texts)
+
+    monkeypatch.setattr(module, "load_embedder", lambda name: counting)
+    opinions = SecondOpinions(capacity=100, memory=EmbeddingMemory(100, max_bits=3))
+    models = {"a": _model()}
+    wet, dry = 0b1010_1010, 0b0101_0101_0000_0000
+    copies = [_record(f"w{i}", "wet", a=_tag("no", 0.6)) for i in range(3)]
+    copies += [_record(f"d{i}", "dry", a=_tag("no", 0.6)) for i in range(2)]
+    sources: list[tuple[str, int]] = []
+    published: list[dict[str, Any]] = []
+
+    async def run() -> None:
+        async def publish(records: list[dict[str, Any]]) -> None:
+            published.extend(records)
+
+        task = asyncio.create_task(
+            opinions.run(
+                _Helper(),  # type: ignore[arg-type]
+                publish,
+                lambda: 9.0,
+                lambda *c: None,
+                lambda expired: None,
+                lambda source, count: sources.append((source, count)),
+            )
+        )
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if not opinions.waiting:
+                break
+        task.cancel()
+
+    opinions.offer(copies, [wet, wet, wet, dry, dry], models)
+    asyncio.run(run())
+    assert sorted(map(sorted, embedded)) == [["dry", "wet"]]  # one of each signature
+    assert sorted(sources) == [("encoder", 2), ("near_duplicate", 3)]
+    by_id = {r["id"]: r["labels"]["a"]["tag"] for r in published}
+    assert by_id == {"w0": "yes", "w1": "yes", "w2": "yes", "d0": "no", "d1": "no"}
+
+    later = [
+        _record("doubtful", "dry sand", a=_tag("no", 0.51)),  # new: needs the encoder
+        # wet's near-duplicate, in words the stand-in encoder would embed as dry
+        _record("retweet", "RT it is", a=_tag("no", 0.65)),
+    ]
+    opinions.offer(later, [0b1111_0000_1111_0000_0000, wet ^ 0b100], models)
+    assert [q.record["id"] for q in opinions.queue] == ["retweet", "doubtful"]
+    embedded.clear()
+    published.clear()
+    asyncio.run(run())
+    assert embedded == [["dry sand"]]
+    assert {r["id"]: r["labels"]["a"]["tag"] for r in published} == {
+        "retweet": "yes",  # by wet's embedding
+        "doubtful": "no",
+    }
 
 
 def _counted(run: PeHarness, outcome: str) -> dict[str, float]:
@@ -354,3 +420,50 @@ async def test_the_classifier_counts_the_tags_its_second_pass_sheds_and_lets_exp
     # The queue's one item expired, with each of its doubted tags.
     assert 1 <= sum(expired.values()) <= len(models)
     assert _counted(run, "kept") == _counted(run, "changed") == {}
+
+
+async def test_the_classifier_embeds_a_message_once_for_its_retweets() -> None:
+    """Through the classifier PE: a message and its retweet are near-duplicates (the
+    same signature); the second pass embeds the message and gives the retweet the
+    same embedding, so both get the same second opinion, and the metric says which
+    embeddings the encoder computed and which a near-duplicate's served."""
+    data = load_topology("crisis").model_dump(mode="json")
+    data["params"]["learner"] = {"teacher": "use", "second_opinion_share": 0.99}
+    topology = Topology.model_validate(data)
+    published = sample_models(topology, taught=200)
+    models = {
+        update.classifier: compile_model(update.model)
+        for update in (ModelUpdate.model_validate_json(record) for record in published)
+    }
+    sample = load_sample(20)
+    items = [{"id": f"m{i}", "text": row["text"]} for i, row in enumerate(sample)]
+    items += [
+        {"id": f"rt{i}", "text": f"RT @someone: {row['text']}"} for i, row in enumerate(sample)
+    ]
+    async with PeHarness(
+        topology, ["features", "classifier"], logs={"control.models": published}
+    ) as run:
+        await run.feed("items.raw", items)
+        first = {item["id"]: item for item in run.outputs("items.classified")}
+        doubted = {
+            item_id
+            for item_id, item in first.items()
+            if any(doubt(model, item["labels"][name]) for name, model in models.items())
+        }
+        for _ in range(600):  # the helper loads its encoder first
+            await asyncio.sleep(0.1)
+            if len(run.outputs("items.classified")) - len(first) == len(doubted):
+                break
+        [family] = run.context.metrics.second_opinion_embeddings.collect()
+        sources = {
+            sample.labels["source"]: sample.value
+            for sample in family.samples
+            if sample.name.endswith("_total")
+        }
+    revised = {item["id"]: item for item in run.outputs("items.classified")[len(first) :]}
+    assert doubted and set(revised) == doubted
+    originals = {item_id for item_id in doubted if item_id.startswith("m")}
+    assert {f"rt{item_id[1:]}" for item_id in originals} == doubted - originals
+    assert sources == {"encoder": len(originals), "near_duplicate": len(originals)}
+    for item_id in originals:
+        assert revised[f"rt{item_id[1:]}"]["labels"] == revised[item_id]["labels"]
