@@ -25,15 +25,25 @@ measure each other's backlog, retention or caches). It measures:
    PE sharing the partitions, then features (with the fused task generator) in one
    process and the classifier in another;
 9. memory: a worker's resident memory sampled over a long run at a fixed rate
-   (plotted to reports/bench-memory-<timestamp>.png).
+   (plotted to reports/bench-memory-<timestamp>.png);
+10. retweets: the second pass's reach on a retweet-heavy stream, pushed at ``--rate``
+   for ``--retweet-seconds``: each item is, with probability ``--retweet-share``, a
+   retweet ("RT @user: ...") of an earlier item picked at random (so a message is
+   retweeted in proportion to its copies so far: Yule-Simon), else the next message
+   of ``--data`` (default: the bundled sample; pass the full dataset so that no
+   message comes twice but as a retweet). With no retweets and with them, the second
+   pass's memory of near-duplicates' embeddings off and on; for each, the doubted
+   tags decided again, shed or expired, and the embeddings by source.
 
 Prints JSON and writes it to reports/bench-throughput-<timestamp>.json.
 Usage: python bench/throughput.py [--runs saturation,sustained,...] [--items 200000]
        [--sustain-rate 11000] [--sustain-seconds 60] [--overload-rate R]
-       [--memory-rate 10000] [--memory-seconds 600] ...
-The memory run (not in the default set) pushes six million records over ten
-minutes: run it on its own (``--runs memory``). It pushes with a 5 ms linger like
-every other run.
+       [--memory-rate 10000] [--memory-seconds 600]
+       [--retweet-share 0.5] [--retweet-seconds 60] [--data messages.jsonl.gz] ...
+Two runs are not in the default set: the memory run pushes six million records over
+ten minutes, and the retweets run is four runs of ``--retweet-seconds``; run each on
+its own (``--runs memory``, ``--runs retweets``). Every run pushes with a 5 ms
+linger.
 """
 
 from __future__ import annotations
@@ -45,6 +55,7 @@ import functools
 import json
 import os
 import platform
+import random
 import shutil
 import signal
 import subprocess
@@ -52,6 +63,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -69,7 +81,7 @@ from pipelines.client import push_lines
 from pipelines.kafka.dist import kafka_version
 from pipelines.local import rss_mib
 from pipelines.report import percentiles
-from pipelines.sample import load_sample
+from pipelines.sample import SAMPLE_PATH, load_sample
 from pipelines.testing import sample_models
 from pipelines.topology import load_topology
 from runtime.admin import declare_topics
@@ -81,7 +93,8 @@ BENCH_MODEL_KEY = b"crowdstream throughput-bench model key"
 
 @dataclass(frozen=True)
 class _Load:
-    """``n`` sample messages with ids ``<prefix><i>``, made as they are pushed.
+    """``n`` sample messages with ids ``<prefix><i>``, made as they are pushed;
+    ``retweets`` of them are retweets of earlier ones (the ``retweets`` run).
 
     Made lazily and tracked by index, so a run of millions of items costs the load
     generator megabytes, not gigabytes.
@@ -89,11 +102,23 @@ class _Load:
 
     n: int
     prefix: str = "b"
+    retweets: float = 0.0
+    data: Path = SAMPLE_PATH
 
     def lines(self) -> Iterator[bytes]:
-        sample = load_sample()
+        sample = load_sample(path=self.data)
+        rng = random.Random(self.n)
+        source = array("i")  # each pushed item's message: retweets pick from these
+        fresh = 0
         for i in range(self.n):
-            yield orjson.dumps({**sample[i % len(sample)], "id": f"{self.prefix}{i}"})
+            if i and rng.random() < self.retweets:
+                message = source[rng.randrange(i)]
+                text = f"RT @user{rng.randrange(100_000)}: {sample[message]['text']}"
+            else:
+                message, fresh = fresh % len(sample), fresh + 1
+                text = sample[message]["text"]
+            source.append(message)
+            yield orjson.dumps({**sample[message], "text": text, "id": f"{self.prefix}{i}"})
 
     def index(self, item_id: object) -> int | None:
         """Which of this load's items ``item_id`` is, if any."""
@@ -352,7 +377,8 @@ def _metrics(http: int) -> list[tuple[str, dict[str, str], float]]:
 
 
 def _books(https: list[int]) -> dict[str, dict[str, float]]:
-    """in, out, rejected and shed of each data-flow PE over all workers (they must balance)."""
+    """in, out, rejected and shed of each data-flow PE over all workers (they must
+    balance), and what the second pass did."""
     samples = [sample for http in https for sample in _metrics(http)]
     books: dict[str, dict[str, float]] = {}
     for pe in ("features", "classifier"):
@@ -366,6 +392,20 @@ def _books(https: list[int]) -> dict[str, dict[str, float]]:
         }
         row["balanced"] = float(row["in"] == row["out"] + row["rejected"] + row["shed"])
         books[pe] = row
+    # The second pass: its tags by outcome (over both classifiers), its embeddings
+    # by source, and the items still waiting for it.
+    opinions: dict[str, float] = {}
+    for name, labels, value in samples:
+        if name == "crowdstream_second_opinions_total":
+            key = f"tags_{labels['outcome']}"
+        elif name == "crowdstream_second_opinion_embeddings_total":
+            key = f"embeddings_{labels['source']}"
+        elif name == "crowdstream_second_opinion_waiting":
+            key = "waiting"
+        else:
+            continue
+        opinions[key] = opinions.get(key, 0.0) + value
+    books["second_opinions"] = opinions
     return books
 
 
@@ -462,14 +502,17 @@ RUNS = (
     "burst",
     "scaleout",
     "memory",
+    "retweets",
 )
+#: Runs not in the default set: each takes many minutes of its own.
+OWN_RUNS = ("memory", "retweets")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--runs",
-        default=",".join(r for r in RUNS if r != "memory"),
+        default=",".join(r for r in RUNS if r not in OWN_RUNS),
         help=f"comma-separated runs out of {', '.join(RUNS)}",
     )
     parser.add_argument("--items", type=int, default=200_000)
@@ -503,6 +546,11 @@ def main() -> int:
     parser.add_argument("--burst-items", type=int, default=60_000)
     parser.add_argument("--memory-rate", type=float, default=10_000.0)
     parser.add_argument("--memory-seconds", type=float, default=600.0)
+    parser.add_argument("--retweet-share", type=float, default=0.5)
+    parser.add_argument("--retweet-seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--data", type=Path, default=SAMPLE_PATH, help="the retweets run's messages (JSON lines)"
+    )
     args = parser.parse_args()
     runs = [r.strip() for r in args.runs.split(",") if r.strip()]
     unknown = set(runs) - set(RUNS)
@@ -583,6 +631,21 @@ def main() -> int:
                 _memory(boot, proc.pid, args.memory_rate, args.memory_seconds)
             )
         _plot_memory(result["memory"], out_dir / f"bench-memory-{stamp}.png")
+    if "retweets" in runs:
+        n = int(args.rate * args.retweet_seconds)
+        result["retweets"] = [
+            {
+                "retweet_share": share,
+                "memory": memory,
+                **bench.run(
+                    _Load(n, f"r{share:g}{memory}-", share, args.data),
+                    args.rate,
+                    layout=[() if memory else ("--set", "classifier.second_opinion_memory=0")],
+                ),
+            }
+            for share in (0.0, args.retweet_share)
+            for memory in (False, True)
+        ]
     text = json.dumps(result, indent=2)
     (out_dir / f"bench-throughput-{stamp}.json").write_text(text + "\n")
     print(text)
