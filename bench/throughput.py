@@ -32,8 +32,9 @@ measure each other's backlog, retention or caches). It measures:
    retweeted in proportion to its copies so far: Yule-Simon), else the next message
    of ``--data`` (default: the bundled sample; pass the full dataset so that no
    message comes twice but as a retweet). With no retweets and with them, the second
-   pass's memory of near-duplicates' embeddings off and on; for each, the doubted
-   tags decided again, shed or expired, and the embeddings by source.
+   pass's memory of near-duplicates' embeddings off and on; for each, from the
+   helper's first batch on (it loads its encoders first), the doubted tags decided
+   again, shed or expired, the share decided, and the embeddings by source.
 
 Prints JSON and writes it to reports/bench-throughput-<timestamp>.json.
 Usage: python bench/throughput.py [--runs saturation,sustained,...] [--items 200000]
@@ -481,6 +482,30 @@ class _Bench:
             return result
 
 
+def _retweets(bench: _Bench, load: _Load, rate: float, memory: bool) -> dict[str, Any]:
+    """The second pass's work while ``load`` is pushed at ``rate``, its memory on or
+    off: counted from the helper's first batch on (it loads its encoders first)."""
+    extra = () if memory else ("--set", "classifier.second_opinion_memory=0")
+    with bench.broker() as (boot, workers):
+        _, http = workers.start(*extra)
+        asyncio.run(_measure(boot, _Load(5000, "w"), None))
+        for _ in range(600):
+            if _books([http])["second_opinions"].get("embeddings_encoder"):
+                break
+            time.sleep(0.5)
+        before = _books([http])["second_opinions"]
+        result = asyncio.run(_measure(boot, load, rate))
+        after = _books([http])["second_opinions"]
+    done = {key: value - before.get(key, 0.0) for key, value in after.items() if key != "waiting"}
+    decided = done.get("tags_kept", 0.0) + done.get("tags_changed", 0.0)
+    left = decided + done.get("tags_shed", 0.0) + done.get("tags_expired", 0.0)
+    return {
+        **result,
+        "second_opinions": {**done, "waiting": after.get("waiting", 0.0)},
+        "decided_share": round(decided / left, 4) if left else None,
+    }
+
+
 def _max_sustainable(sweep: list[dict[str, Any]]) -> float | None:
     """The highest swept input rate whose every item came out at >= 95% of that rate."""
     kept = [
@@ -637,10 +662,8 @@ def main() -> int:
             {
                 "retweet_share": share,
                 "memory": memory,
-                **bench.run(
-                    _Load(n, f"r{share:g}{memory}-", share, args.data),
-                    args.rate,
-                    layout=[() if memory else ("--set", "classifier.second_opinion_memory=0")],
+                **_retweets(
+                    bench, _Load(n, f"r{share:g}{memory}-", share, args.data), args.rate, memory
                 ),
             }
             for share in (0.0, args.retweet_share)
