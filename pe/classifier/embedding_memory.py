@@ -3,7 +3,7 @@
 A crisis stream repeats itself: retweets and copies of a message are its
 near-duplicates (SimHash signatures within ``max_bits`` differing bits, the task
 generator's ``near_dup_bits``, as for crowd labels), and their texts embed alike. The
-encoder is the whole cost of the second pass (50-75 items a second on a core), so an
+encoder is the whole cost of the second pass (tens of items a second on a core), so an
 item whose near-duplicate was embedded lately takes that embedding instead of the
 encoder's time: a retweet-heavy stream pays once a cluster while the memory holds it.
 

@@ -3,7 +3,7 @@ its student is least sure of.
 
 The word model (the student) classifies every item at the stream's speed. Its
 teacher, a logistic regression over a sentence encoder's embedding, decides better
-(docs/quality.md) but embeds about 50-75 items a second on a core. A model published
+(docs/quality.md) but embeds tens of items a second on a core. A model published
 with a second opinion (channels.records.SecondOpinion) names a band of the student's
 probability around its threshold, where about ``learner.second_opinion_share`` of the
 stream lies. An item whose student probability falls in it (and whose tag is the
